@@ -1,0 +1,41 @@
+/* forward.h — the LLaMA forward pass in fp32, one function per layer op (llama2.c style), over
+ * flat row-major float arrays. Matrix products go through OpenBLAS sgemm; weights stored in
+ * bf16/f16 are converted to fp32 a row panel at a time into a bounded scratch buffer. */
+#ifndef CFSP_FORWARD_H
+#define CFSP_FORWARD_H
+#include "cfsp/weights.h"
+
+struct block_stats;
+
+typedef struct {
+    int D, H, K, hd, ctx, chunk, m_max, V;
+    float *xn, *hin, *q, *att, *scores, *g, *u, *tmp;
+    float *rope_cos, *rope_sin;        /* [ctx, hd/2] */
+    float *scratch;                    /* weight conversion panel */
+    size_t scratch_floats;
+    float *logits;                     /* [head_rows, V] on the last stage */
+    int head_rows;
+} fwd_ws;
+
+/* ctx: longest sequence; chunk: most tokens per call */
+void fwd_ws_init(fwd_ws *ws, const model_config *c, int ctx, int chunk, int need_head);
+void fwd_ws_free(fwd_ws *ws);
+
+void embed_tokens(const wmat *emb, const uint32_t *ids, int n, float *x);
+void rmsnorm(float *out, const float *x, const float *w, int n, int D, float eps);
+void linear(float *y, const float *x, int n, const wmat *W, fwd_ws *ws);
+void rope_apply(float *x, int n, int nheads, int hd, int pos0, const fwd_ws *ws);
+void attention(float *out, const float *q, const float *kc, const float *vc, int n, int pos0, fwd_ws *ws);
+void swiglu(float *g, const float *u, size_t n);
+
+/* One transformer block on n tokens at positions pos0..pos0+n-1, x updated in place. kc/vc hold
+ * this block's keys/values for positions 0..pos0+n-1 (filled here for the new positions).
+ * st (may be NULL) receives the statistics hook calls. */
+void block_forward(const block_weights *b, float *x, int n, int pos0, float *kc, float *vc,
+                   struct block_stats *st, const model_config *c, fwd_ws *ws);
+
+/* Final norm + lm_head over n positions; adds -log p(target) for positions with target >= 0 to
+ * *nll (double) and counts them. If logits_out is non-NULL, the logits [n, V] are copied there. */
+void head_nll(const rank_weights *w, const float *x, int n, const int32_t *targets, double *nll,
+              int64_t *count, float *logits_out, fwd_ws *ws);
+#endif

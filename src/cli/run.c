@@ -1,0 +1,555 @@
+/* run.c — the job, phase by phase, as every rank executes it:
+ *   1. validate config, stage split, outputs, tokens, weights (each phase ends in cfsp_sync)
+ *   2. dense evaluation and the single calibration pass (pipelined), or load statistics
+ *   3. gather block importances at the root; root allocates; per-block selection on the owners
+ *   4. per method and ratio: slice, write the HDF5 checkpoint in parallel, evaluate
+ *   5. root writes results.json / results.md / plot */
+#include "cfsp/run.h"
+#include "cfsp/err.h"
+#include "cfsp/model_h5.h"
+#include "cfsp/results.h"
+#include "cfsp/stats_h5.h"
+#include "cfsp/tokens.h"
+#include "cfsp/util.h"
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    const options *o;
+    model_config cfg;
+    stage_map map;
+    st_model st;
+    rank_weights w;
+    pipeline pl;
+    int rank, P, L, nb;            /* nb: own block count */
+    token_file calib, eval;
+    int64_t *calib_off, *eval_off;
+    int nsamples, seqlen, nwin;
+    uint64_t fingerprint;
+    block_stats *own;              /* own blocks' statistics */
+    block_stats *all;              /* root: every block's statistics */
+    cJSON *res;                    /* root: results */
+} job;
+
+static int owner_of(const job *j, int l)
+{
+    for (int r = 0; r < j->P; r++) if (l < j->map.first[r + 1]) return r;
+    return j->P - 1;
+}
+
+static void model_file_name(const job *j, int method, double ratio, char *out, size_t n)
+{
+    snprintf(out, n, "%s/%s_r%g.h5", j->o->output_dir, prune_method_names[method], ratio);
+}
+
+/* root: create the output directory and refuse to overwrite without --force */
+static int prepare_outputs(job *j)
+{
+    const options *o = j->o;
+    if (mkdir_p(o->output_dir)) return -1;
+    char p[4200];
+    const char *fixed[] = { "results.json", "stats.h5" };
+    for (int i = 0; i < 2; i++) {
+        if (i == 1 && (!o->save_stats || o->stats[0])) continue;
+        snprintf(p, sizeof p, "%s/%s", o->output_dir, fixed[i]);
+        if (path_exists(p) && !o->force) return FAIL("%s: output exists (use --force to overwrite)", p);
+    }
+    if (o->save_models)
+        for (int m = 0; m < o->nmethods; m++)
+            for (int r = 0; r < o->nratios; r++) {
+                model_file_name(j, o->methods[m], o->ratios[r], p, sizeof p);
+                if (path_exists(p) && !o->force) return FAIL("%s: output exists (use --force to overwrite)", p);
+            }
+    if (o->dump_logits[0] && path_exists(o->dump_logits) && !o->force)
+        return FAIL("%s: output exists (use --force to overwrite)", o->dump_logits);
+    /* enough disk for the pruned checkpoints? (each at most the dense model's size) */
+    if (o->save_models && o->nratios) {
+        uint64_t total = 0;
+        for (int i = 0; i < j->st.nt; i++) total += st_nbytes(&j->st.t[i]);
+        int64_t freeb = free_disk_bytes(o->output_dir);
+        uint64_t need = total * (uint64_t)(o->nratios * o->nmethods);
+        if (freeb >= 0 && (uint64_t)freeb < need)
+            return FAIL("%s: %lld bytes free, the %d pruned checkpoints need up to %llu", o->output_dir, (long long)freeb,
+                        o->nratios * o->nmethods, (unsigned long long)need);
+    }
+    return 0;
+}
+
+static void bcast_tokens(token_file *t)
+{
+    long long n = t->n;
+    MPI_CHECK(MPI_Bcast(&n, 1, MPI_LONG_LONG, 0, MPI_COMM_WORLD));
+    if (cfsp_rank() != 0) { t->n = n; t->ids = n ? xmalloc(sizeof(uint32_t) * (size_t)n) : NULL; }
+    for (long long off = 0; off < n; off += 1 << 28) {
+        int cnt = (int)(n - off < (1 << 28) ? n - off : (1 << 28));
+        MPI_CHECK(MPI_Bcast(t->ids + off, cnt, MPI_UINT32_T, 0, MPI_COMM_WORLD));
+    }
+}
+
+static int load_tokens(job *j, int need_calib)
+{
+    const options *o = j->o;
+    int rc = 0;
+    j->seqlen = o->seqlen;
+    j->nsamples = o->nsamples;
+    if (j->rank == 0) {
+        if (need_calib) rc = tokens_read(o->calib_tokens, j->cfg.vocab, &j->calib);
+        if (!rc && o->eval_tokens[0]) {
+            rc = tokens_read(o->eval_tokens, j->cfg.vocab, &j->eval);
+            if (!rc && j->eval.n < o->seqlen)
+                rc = FAIL("%s: %lld tokens, fewer than one evaluation window of seqlen = %d", o->eval_tokens, (long long)j->eval.n, o->seqlen);
+        }
+        if (!rc && need_calib) {
+            j->calib_off = xmalloc(sizeof(int64_t) * (size_t)o->nsamples);
+            rc = calib_offsets(j->calib.n, o->nsamples, o->seqlen, o->calib_random, (uint64_t)o->seed, o->calib_tokens, j->calib_off);
+        }
+    }
+    cfsp_sync(rc);
+    if (need_calib) {
+        bcast_tokens(&j->calib);
+        if (j->rank != 0) j->calib_off = xmalloc(sizeof(int64_t) * (size_t)o->nsamples);
+        MPI_CHECK(MPI_Bcast(j->calib_off, o->nsamples, MPI_INT64_T, 0, MPI_COMM_WORLD));
+    }
+    if (o->eval_tokens[0]) {
+        bcast_tokens(&j->eval);
+        j->nwin = (int)(j->eval.n / o->seqlen);
+        if (o->eval_windows > 0 && o->eval_windows < j->nwin) j->nwin = o->eval_windows;
+        j->eval_off = xmalloc(sizeof(int64_t) * (size_t)j->nwin);
+        for (int i = 0; i < j->nwin; i++) j->eval_off[i] = (int64_t)i * o->seqlen;
+    }
+    return 0;
+}
+
+/* estimated bytes this rank needs: its weights (mapped) + workspace + caches */
+static int check_memory(job *j)
+{
+    const model_config *c = &j->cfg;
+    double ws = 4.0 * j->o->chunk * ((double)c->hidden * 6 + (double)c->n_heads * c->head_dim * 2 + 2.0 * c->ffn_default + j->o->seqlen) +
+                8.0 * c->n_kv_heads * c->head_dim * (double)j->o->seqlen * j->nb + (16 << 20);
+    double need = (double)j->w.bytes_expected + ws;
+    double limit = j->o->max_rank_memory_gb * 1e9;
+    if (limit <= 0) {
+        FILE *f = fopen("/proc/meminfo", "r");
+        char line[256];
+        long long avail_kb = 0;
+        while (f && fgets(line, sizeof line, f)) if (sscanf(line, "MemAvailable: %lld kB", &avail_kb) == 1) break;
+        if (f) fclose(f);
+        int local = 1;  /* ranks sharing this node */
+        MPI_Comm node;
+        MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
+        MPI_CHECK(MPI_Comm_size(node, &local));
+        MPI_Comm_free(&node);
+        limit = avail_kb > 0 ? avail_kb * 1024.0 / local : 0;
+    }
+    if (limit > 0 && need > limit)
+        return FAIL("rank %d needs about %.2f GB for blocks %d-%d but only %.2f GB are available to it (--max-rank-memory, or use more ranks)",
+                    j->rank, need / 1e9, j->w.first_block, j->w.last_block - 1, limit / 1e9);
+    return 0;
+}
+
+static double run_eval(job *j, const block_weights *blocks, const char *label, double *nll, int64_t *ntok, double *secs, FILE *dump)
+{
+    pipe_job pj = { 0 };
+    pj.tokens = j->eval.ids;
+    pj.offsets = j->eval_off;
+    pj.nseq = j->nwin;
+    pj.seqlen = j->o->seqlen;
+    pj.chunk = j->o->chunk;
+    pj.eval = 1;
+    pj.dump_logits = dump;
+    pj.label = label;
+    pipeline_run(&j->pl, blocks, &pj);
+    *nll = pj.nll_sum;
+    *ntok = pj.ntok;
+    if (secs) *secs = pj.seconds;
+    return exp(pj.nll_sum / (double)pj.ntok);
+}
+
+/* move block statistics: owner -> root (gather=1) or root -> owner (gather=0) */
+static void move_stats(job *j, int gather)
+{
+    for (int l = 0; l < j->L; l++) {
+        int o = owner_of(j, l);
+        if (o == 0) {
+            if (j->rank == 0) {
+                block_stats *mine = &j->own[l - j->w.first_block], *root = &j->all[l];
+                block_stats *src = gather ? mine : root, *dst = gather ? root : mine;
+                memcpy(dst->imp, src->imp, sizeof src->imp);
+                memcpy(dst->sum_sq, src->sum_sq, sizeof(double) * (size_t)src->m);
+                memcpy(dst->sum, src->sum, sizeof(double) * (size_t)src->m);
+                dst->ntok = src->ntok;
+            }
+            continue;
+        }
+        if (j->rank != o && j->rank != 0) continue;
+        block_stats *s = j->rank == 0 ? &j->all[l] : &j->own[l - j->w.first_block];
+        double head[GM_COUNT + 1];
+        int sender = gather ? o : 0, receiver = gather ? 0 : o;
+        if (j->rank == sender) {
+            memcpy(head, s->imp, sizeof s->imp);
+            head[GM_COUNT] = (double)s->ntok;
+            MPI_CHECK(MPI_Send(head, GM_COUNT + 1, MPI_DOUBLE, receiver, 200, MPI_COMM_WORLD));
+            MPI_CHECK(MPI_Send(s->sum_sq, s->m, MPI_DOUBLE, receiver, 201, MPI_COMM_WORLD));
+            MPI_CHECK(MPI_Send(s->sum, s->m, MPI_DOUBLE, receiver, 202, MPI_COMM_WORLD));
+        } else {
+            MPI_CHECK(MPI_Recv(head, GM_COUNT + 1, MPI_DOUBLE, sender, 200, MPI_COMM_WORLD, MPI_STATUS_IGNORE));
+            memcpy(s->imp, head, sizeof s->imp);
+            s->ntok = (int64_t)head[GM_COUNT];
+            MPI_CHECK(MPI_Recv(s->sum_sq, s->m, MPI_DOUBLE, sender, 201, MPI_COMM_WORLD, MPI_STATUS_IGNORE));
+            MPI_CHECK(MPI_Recv(s->sum, s->m, MPI_DOUBLE, sender, 202, MPI_COMM_WORLD, MPI_STATUS_IGNORE));
+        }
+    }
+}
+
+static cJSON *doubles(const double *v, int n)
+{
+    cJSON *a = cJSON_CreateArray();
+    for (int i = 0; i < n; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(v[i]));
+    return a;
+}
+
+static cJSON *ints(const int *v, int n)
+{
+    cJSON *a = cJSON_CreateArray();
+    for (int i = 0; i < n; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(v[i]));
+    return a;
+}
+
+static int64_t total_params(const model_config *c, const int *ffn)
+{
+    int64_t p = (int64_t)c->vocab * c->hidden * (c->tie_embeddings ? 1 : 2) + c->hidden;
+    for (int l = 0; l < c->n_layers; l++) {
+        model_config t = *c;
+        int keep = t.ffn[l];
+        ((model_config *)&t)->ffn = (int *)ffn;
+        p += model_block_params(&t, l);
+        (void)keep;
+    }
+    return p;
+}
+
+/* one method at one ratio: allocation, selection, slicing, output, evaluation */
+static void prune_one(job *j, int method, double ratio, double *const *scores, cJSON *pruned_list, double *sweep_secs)
+{
+    const options *o = j->o;
+    int L = j->L, nb = j->nb, first = j->w.first_block;
+    int align = o->align > 1 ? o->align : 0;
+    double t0 = now_seconds();
+    double *keep = xcalloc((size_t)L, sizeof(double));
+    int *counts = xcalloc((size_t)L, sizeof(int));
+    /* root: the budget */
+    if (method == PM_CFSP) {
+        if (j->rank == 0) {
+            double *imp = xmalloc(sizeof(double) * (size_t)L);
+            for (int l = 0; l < L; l++) imp[l] = j->all[l].imp[o->global_metric];
+            double scale = o->alloc_reference ? 1.0 : 131072.0 / ((double)j->nsamples * j->seqlen);
+            alloc_keep_fraction(imp, L, ratio, o->a, scale, keep);
+            free(imp);
+        }
+        MPI_CHECK(MPI_Bcast(keep, L, MPI_DOUBLE, 0, MPI_COMM_WORLD));
+    } else if (method == PM_WANDA_SP || method == PM_FLAP) {
+        /* one global threshold: every block's scores reach the root */
+        int64_t tot = 0, mine = 0;
+        for (int l = 0; l < L; l++) tot += j->cfg.ffn[l];
+        for (int i = 0; i < nb; i++) mine += j->cfg.ffn[first + i];
+        double *buf = xmalloc(sizeof(double) * (size_t)(mine ? mine : 1)), *all = NULL;
+        int64_t off = 0;
+        for (int i = 0; i < nb; i++) { memcpy(buf + off, scores[i], sizeof(double) * (size_t)j->cfg.ffn[first + i]); off += j->cfg.ffn[first + i]; }
+        int *rc = NULL, *displ = NULL;
+        if (j->rank == 0) {
+            all = xmalloc(sizeof(double) * (size_t)tot);
+            rc = xmalloc(sizeof(int) * (size_t)j->P);
+            displ = xmalloc(sizeof(int) * (size_t)j->P);
+            int64_t d = 0;
+            for (int r = 0; r < j->P; r++) {
+                int64_t n = 0;
+                for (int l = j->map.first[r]; l < j->map.first[r + 1]; l++) n += j->cfg.ffn[l];
+                rc[r] = (int)n; displ[r] = (int)d; d += n;
+            }
+        }
+        MPI_CHECK(MPI_Gatherv(buf, (int)mine, MPI_DOUBLE, all, rc, displ, MPI_DOUBLE, 0, MPI_COMM_WORLD));
+        if (j->rank == 0) alloc_global_threshold(all, j->cfg.ffn, L, ratio, counts);
+        MPI_CHECK(MPI_Bcast(counts, L, MPI_INT, 0, MPI_COMM_WORLD));
+        for (int l = 0; l < L; l++) keep[l] = (double)counts[l] / j->cfg.ffn[l];
+        free(buf); free(all); free(rc); free(displ);
+    } else {
+        for (int l = 0; l < L; l++) {
+            counts[l] = default_count(j->cfg.ffn[l], 1.0 - ratio, align);
+            keep[l] = (double)counts[l] / j->cfg.ffn[l];
+        }
+    }
+    /* owners: select and slice */
+    int64_t **kept = xcalloc((size_t)(nb ? nb : 1), sizeof(int64_t *));
+    block_weights *sliced = xcalloc((size_t)(nb ? nb : 1), sizeof(block_weights));
+    int *mycounts = xmalloc(sizeof(int) * (size_t)(nb ? nb : 1));
+    for (int i = 0; i < nb; i++) {
+        int l = first + i, m = j->cfg.ffn[l];
+        kept[i] = xmalloc(sizeof(int64_t) * (size_t)m);
+        if (method == PM_CFSP) mycounts[i] = select_cfsp(scores[i], m, keep[l], o->alloc_reference, align, kept[i]);
+        else mycounts[i] = select_topk(scores[i], m, counts[l], kept[i]);
+        double *mean = NULL;
+        if (method == PM_FLAP) {
+            mean = xmalloc(sizeof(double) * (size_t)m);
+            for (int c = 0; c < m; c++) mean[c] = j->own[i].sum[c] / (double)j->own[i].ntok;
+        }
+        slice_block(&j->w.blocks[i], kept[i], mycounts[i], mean, &sliced[i]);
+        free(mean);
+    }
+    /* every rank learns every block's count (for the collective HDF5 metadata) */
+    int *rcount = xmalloc(sizeof(int) * (size_t)j->P), *displ = xmalloc(sizeof(int) * (size_t)j->P);
+    for (int r = 0; r < j->P; r++) { rcount[r] = j->map.first[r + 1] - j->map.first[r]; displ[r] = j->map.first[r]; }
+    MPI_CHECK(MPI_Allgatherv(mycounts, nb, MPI_INT, counts, rcount, displ, MPI_INT, MPI_COMM_WORLD));
+    double select_secs = now_seconds() - t0;
+    *sweep_secs += select_secs;
+
+    char path[4200] = "";
+    double write_secs = 0;
+    uint64_t bytes = 0, all_bytes = 0;
+    if (o->save_models) {
+        model_file_name(j, method, ratio, path, sizeof path);
+        double *imp = xmalloc(sizeof(double) * (size_t)L);
+        for (int l = 0; l < L; l++) imp[l] = j->rank == 0 ? j->all[l].imp[o->global_metric] : 0;
+        cJSON *oj = options_to_json(o);
+        char *ojs = cJSON_PrintUnformatted(oj);
+        model_out mo = { &j->cfg, &j->map, &j->w, sliced, kept, counts, imp, keep, ratio, prune_method_names[method], ojs };
+        bytes = model_h5_write(path, &mo, &write_secs);
+        MPI_CHECK(MPI_Reduce(&bytes, &all_bytes, 1, MPI_UINT64_T, MPI_SUM, 0, MPI_COMM_WORLD));
+        free(ojs);
+        cJSON_Delete(oj);
+        free(imp);
+    }
+    double ppl = NAN, nll = NAN, eval_secs = 0;
+    int64_t ntok = 0;
+    if (o->eval_pruned && j->nwin > 0) {
+        char label[64];
+        snprintf(label, sizeof label, "eval %s r=%g", prune_method_names[method], ratio);
+        ppl = run_eval(j, sliced, label, &nll, &ntok, &eval_secs, NULL);
+    }
+    if (j->rank == 0) {
+        fprintf(stderr, "cfsp-mpi: %s ratio %g: FFN channels kept %d blocks [", prune_method_names[method], ratio, L);
+        for (int l = 0; l < L; l++) fprintf(stderr, "%s%d", l ? " " : "", counts[l]);
+        fprintf(stderr, "], perplexity %.4f\n", ppl);
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddNumberToObject(e, "ratio", ratio);
+        cJSON_AddStringToObject(e, "method", prune_method_names[method]);
+        cJSON_AddItemToObject(e, "keep_fraction", doubles(keep, L));
+        cJSON_AddItemToObject(e, "keep_counts", ints(counts, L));
+        int64_t kept_ch = 0, tot_ch = 0;
+        for (int l = 0; l < L; l++) { kept_ch += counts[l]; tot_ch += j->cfg.ffn[l]; }
+        cJSON_AddNumberToObject(e, "ffn_kept_fraction", (double)kept_ch / (double)tot_ch);
+        cJSON_AddNumberToObject(e, "params", (double)total_params(&j->cfg, counts));
+        if (isfinite(ppl)) {
+            cJSON_AddNumberToObject(e, "ppl", ppl);
+            cJSON_AddNumberToObject(e, "nll_sum", nll);
+            cJSON_AddNumberToObject(e, "ntokens", (double)ntok);
+        } else cJSON_AddNullToObject(e, "ppl");
+        cJSON_AddStringToObject(e, "file", path);
+        cJSON_AddNumberToObject(e, "select_seconds", select_secs);
+        cJSON_AddNumberToObject(e, "write_seconds", write_secs);
+        cJSON_AddNumberToObject(e, "write_bytes", (double)all_bytes);
+        cJSON_AddNumberToObject(e, "eval_seconds", eval_secs);
+        cJSON_AddItemToArray(pruned_list, e);
+    }
+    for (int i = 0; i < nb; i++) { free_sliced_block(&sliced[i]); free(kept[i]); }
+    free(sliced); free(kept); free(mycounts); free(rcount); free(displ); free(keep); free(counts);
+}
+
+int cfsp_run(const options *o)
+{
+    job J = { 0 }, *j = &J;
+    j->o = o;
+    j->rank = cfsp_rank();
+    j->P = cfsp_nranks();
+    double t_start = now_seconds();
+    int from_stats = o->stats[0] != 0;
+
+    cfsp_sync(model_config_load(o->model, &j->cfg));
+    j->L = j->cfg.n_layers;
+    cfsp_sync(stages_plan(&j->cfg, j->P, &j->map));
+    int first = j->map.first[j->rank], last = j->map.first[j->rank + 1];
+    j->nb = last - first;
+    int rc = st_open_dir(o->model, &j->st);
+    cfsp_sync(rc);
+    cfsp_sync(j->rank == 0 ? prepare_outputs(j) : 0);
+    load_tokens(j, !from_stats);
+    rc = weights_load(&j->st, &j->cfg, first, last, j->rank == 0, j->rank == j->P - 1, &j->w);
+    if (!rc) rc = check_memory(j);
+    cfsp_sync(rc);
+    j->fingerprint = fnv1a64(j->st.header_hash, j->cfg.source_json, strlen(j->cfg.source_json));
+    pipeline_init(&j->pl, &j->cfg, &j->w, j->rank, j->P, o->seqlen, o->chunk);
+    double t_setup = now_seconds() - t_start;
+
+    cJSON *res = NULL;
+    if (j->rank == 0) {
+        res = cJSON_CreateObject();
+        cJSON_AddStringToObject(res, "format", "cfsp-mpi-results/1");
+        cJSON_AddNumberToObject(res, "nranks", j->P);
+        cJSON *m = cJSON_AddObjectToObject(res, "model");
+        cJSON_AddStringToObject(m, "path", o->model);
+        cJSON_AddNumberToObject(m, "hidden_size", j->cfg.hidden);
+        cJSON_AddNumberToObject(m, "num_layers", j->L);
+        cJSON_AddNumberToObject(m, "num_heads", j->cfg.n_heads);
+        cJSON_AddNumberToObject(m, "num_kv_heads", j->cfg.n_kv_heads);
+        cJSON_AddNumberToObject(m, "head_dim", j->cfg.head_dim);
+        cJSON_AddNumberToObject(m, "vocab_size", j->cfg.vocab);
+        cJSON_AddItemToObject(m, "intermediate_sizes", ints(j->cfg.ffn, j->L));
+        cJSON_AddNumberToObject(m, "params", (double)total_params(&j->cfg, j->cfg.ffn));
+        char fps[32];
+        snprintf(fps, sizeof fps, "%016llx", (unsigned long long)j->fingerprint);
+        cJSON_AddStringToObject(m, "fingerprint", fps);
+        cJSON_AddItemToObject(res, "options", options_to_json(o));
+    }
+
+    /* dense evaluation */
+    double dense_secs = 0;
+    if (o->eval_tokens[0] && o->eval_dense) {
+        FILE *dump = NULL;
+        char dtmp[4200];
+        if (o->dump_logits[0] && j->rank == j->P - 1) {
+            snprintf(dtmp, sizeof dtmp, "%s.tmp", o->dump_logits);
+            cfsp_tmp_register(dtmp);
+            dump = fopen(dtmp, "wb");
+            if (!dump) DIE("%s: cannot create", dtmp);
+        }
+        double nll;
+        int64_t ntok;
+        double ppl = run_eval(j, j->w.blocks, "eval dense", &nll, &ntok, &dense_secs, dump);
+        if (dump) {
+            if (fclose(dump) != 0 || rename(dtmp, o->dump_logits) != 0) DIE("%s: cannot write the logits dump", o->dump_logits);
+            cfsp_tmp_unregister(dtmp);
+        }
+        if (j->rank == 0) {
+            fprintf(stderr, "cfsp-mpi: dense perplexity %.4f over %lld tokens (%d windows of %d)\n", ppl, (long long)ntok, j->nwin, o->seqlen);
+            cJSON *d = cJSON_AddObjectToObject(res, "dense");
+            cJSON_AddNumberToObject(d, "ppl", ppl);
+            cJSON_AddNumberToObject(d, "nll_sum", nll);
+            cJSON_AddNumberToObject(d, "ntokens", (double)ntok);
+            cJSON_AddNumberToObject(d, "windows", j->nwin);
+            cJSON_AddNumberToObject(d, "seconds", dense_secs);
+            cJSON_AddNumberToObject(d, "tokens_per_second", (double)j->nwin * o->seqlen / dense_secs);
+        }
+    }
+
+    /* statistics: one calibration pass, or a saved file */
+    j->own = xcalloc((size_t)(j->nb ? j->nb : 1), sizeof(block_stats));
+    for (int i = 0; i < j->nb; i++) stats_init(&j->own[i], first + i, j->cfg.ffn[first + i]);
+    if (j->rank == 0) {
+        j->all = xcalloc((size_t)j->L, sizeof(block_stats));
+        for (int l = 0; l < j->L; l++) stats_init(&j->all[l], l, j->cfg.ffn[l]);
+    }
+    pipe_job cj = { 0 };
+    if (!from_stats) {
+        cj.tokens = j->calib.ids;
+        cj.offsets = j->calib_off;
+        cj.nseq = o->nsamples;
+        cj.seqlen = o->seqlen;
+        cj.chunk = o->chunk;
+        cj.stats = j->own;
+        cj.label = "calibration";
+        pipeline_run(&j->pl, j->w.blocks, &cj);
+        move_stats(j, 1);
+        if (j->rank == 0 && o->save_stats) {
+            char p[4200];
+            snprintf(p, sizeof p, "%s/stats.h5", o->output_dir);
+            rc = stats_h5_write(p, &j->cfg, j->all, o->nsamples, o->seqlen, j->fingerprint);
+        }
+        cfsp_sync(rc);
+    } else {
+        int ns = 0, sl = 0;
+        rc = j->rank == 0 ? stats_h5_read(o->stats, &j->cfg, j->all, &ns, &sl, j->fingerprint) : 0;
+        cfsp_sync(rc);
+        int v[2] = { ns, sl };
+        MPI_CHECK(MPI_Bcast(v, 2, MPI_INT, 0, MPI_COMM_WORLD));
+        j->nsamples = v[0];
+        j->seqlen = v[1];
+        move_stats(j, 0);
+    }
+    if (j->rank == 0) {
+        cJSON *cal = cJSON_AddObjectToObject(res, "calibration");
+        cJSON_AddNumberToObject(cal, "nsamples", j->nsamples);
+        cJSON_AddNumberToObject(cal, "seqlen", j->seqlen);
+        cJSON_AddNumberToObject(cal, "tokens", (double)j->all[0].ntok);
+        if (!from_stats) {
+            cJSON *offs = cJSON_AddArrayToObject(cal, "offsets");
+            for (int i = 0; i < o->nsamples; i++) cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)j->calib_off[i]));
+            cJSON_AddNumberToObject(cal, "seconds", cj.seconds);
+            cJSON_AddNumberToObject(cal, "tokens_per_second", (double)o->nsamples * o->seqlen / cj.seconds);
+        } else cJSON_AddStringToObject(cal, "stats_file", o->stats);
+        cJSON *imp = cJSON_AddObjectToObject(res, "importance");
+        double *v = xmalloc(sizeof(double) * (size_t)j->L);
+        for (int g = 0; g < GM_COUNT; g++) {
+            for (int l = 0; l < j->L; l++) v[l] = j->all[l].imp[g];
+            cJSON_AddItemToObject(imp, global_metric_names[g], doubles(v, j->L));
+        }
+        free(v);
+    }
+
+    /* pruning sweep: scores once per method, then every ratio */
+    cJSON *pruned = j->rank == 0 ? cJSON_AddArrayToObject(res, "pruned") : NULL;
+    double sweep_secs = 0;
+    for (int mi = 0; mi < o->nmethods && o->nratios > 0; mi++) {
+        int method = o->methods[mi];
+        double ts = now_seconds();
+        double **scores = xcalloc((size_t)(j->nb ? j->nb : 1), sizeof(double *));
+        for (int i = 0; i < j->nb; i++) {
+            scores[i] = xmalloc(sizeof(double) * (size_t)j->cfg.ffn[first + i]);
+            score_block(&j->w.blocks[i], &j->own[i], j->nsamples, (prune_method)method, (local_metric)o->local_metric, o->b, o->c, scores[i]);
+        }
+        sweep_secs += now_seconds() - ts;
+        for (int r = 0; r < o->nratios; r++) prune_one(j, method, o->ratios[r], scores, pruned, &sweep_secs);
+        for (int i = 0; i < j->nb; i++) free(scores[i]);
+        free(scores);
+    }
+
+    /* per-rank figures */
+    double mine[8] = { (double)first, (double)last, (double)j->st.bytes_mapped, (double)j->w.bytes_expected,
+                       (double)vm_hwm_bytes(), cj.compute_seconds, cj.wait_seconds, cj.seconds };
+    double *allr = j->rank == 0 ? xmalloc(sizeof(double) * 8 * (size_t)j->P) : NULL;
+    MPI_CHECK(MPI_Gather(mine, 8, MPI_DOUBLE, allr, 8, MPI_DOUBLE, 0, MPI_COMM_WORLD));
+    rc = 0;
+    if (j->rank == 0) {
+        cJSON *stg = cJSON_AddArrayToObject(res, "stages");
+        for (int r = 0; r < j->P; r++) {
+            double *x = allr + 8 * r;
+            cJSON *s = cJSON_CreateObject();
+            cJSON_AddNumberToObject(s, "rank", r);
+            cJSON_AddNumberToObject(s, "first_block", x[0]);
+            cJSON_AddNumberToObject(s, "last_block", x[1] - 1);
+            cJSON_AddNumberToObject(s, "weight_bytes_read", x[2]);
+            cJSON_AddNumberToObject(s, "weight_bytes_expected", x[3]);
+            cJSON_AddNumberToObject(s, "vmhwm_bytes", x[4]);
+            cJSON_AddNumberToObject(s, "calib_compute_seconds", x[5]);
+            cJSON_AddNumberToObject(s, "calib_wait_seconds", x[6]);
+            cJSON_AddNumberToObject(s, "calib_seconds", x[7]);
+            cJSON_AddItemToArray(stg, s);
+        }
+        cJSON *t = cJSON_AddObjectToObject(res, "timings");
+        cJSON_AddNumberToObject(t, "setup_seconds", t_setup);
+        cJSON_AddNumberToObject(t, "dense_eval_seconds", dense_secs);
+        cJSON_AddNumberToObject(t, "calibration_seconds", cj.seconds);
+        cJSON_AddNumberToObject(t, "sweep_seconds_excluding_eval_and_output", sweep_secs);
+        cJSON_AddNumberToObject(t, "total_seconds", now_seconds() - t_start);
+        rc = results_write(o->output_dir, res);
+        cJSON_Delete(res);
+        free(allr);
+    }
+    cfsp_sync(rc);
+
+    pipeline_free(&j->pl);
+    for (int i = 0; i < j->nb; i++) stats_free(&j->own[i]);
+    free(j->own);
+    if (j->all) { for (int l = 0; l < j->L; l++) stats_free(&j->all[l]); free(j->all); }
+    weights_free(&j->w);
+    st_close(&j->st);
+    tokens_free(&j->calib);
+    tokens_free(&j->eval);
+    free(j->calib_off);
+    free(j->eval_off);
+    stages_free(&j->map);
+    model_config_free(&j->cfg);
+    return 0;
+}

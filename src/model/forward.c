@@ -1,0 +1,216 @@
+/* forward.c — LLaMA layer ops in fp32: embedding, RMSNorm, linear (sgemm), RoPE (HF rotate_half,
+ * optional llama3 frequency scaling), grouped-query causal attention, SwiGLU, block, head. */
+#include "cfsp/forward.h"
+#include "cfsp/err.h"
+#include "cfsp/stats.h"
+#include "cfsp/util.h"
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SCRATCH_BYTES (16u << 20)
+#define HEAD_FLOATS (8u << 20)
+
+static void rope_tables(fwd_ws *ws, const model_config *c)
+{
+    int half = c->head_dim / 2;
+    double *inv = xmalloc(sizeof(double) * (size_t)half);
+    for (int i = 0; i < half; i++) {
+        inv[i] = 1.0 / pow(c->rope_theta, (2.0 * i) / c->head_dim);
+        if (c->rope_llama3) {   /* transformers' _compute_llama3_parameters */
+            double low_wl = c->rope_orig_max_pos / c->rope_low_freq;
+            double high_wl = c->rope_orig_max_pos / c->rope_high_freq;
+            double wl = 2.0 * M_PI / inv[i];
+            double f = wl > low_wl ? inv[i] / c->rope_factor : inv[i];
+            if (!(wl < high_wl) && !(wl > low_wl)) {
+                double s = (c->rope_orig_max_pos / wl - c->rope_low_freq) / (c->rope_high_freq - c->rope_low_freq);
+                f = (1.0 - s) * f / c->rope_factor + s * f;
+            }
+            inv[i] = f;
+        }
+    }
+    for (int p = 0; p < ws->ctx; p++)
+        for (int i = 0; i < half; i++) {
+            double a = (double)p * inv[i];
+            ws->rope_cos[(size_t)p * half + i] = (float)cos(a);
+            ws->rope_sin[(size_t)p * half + i] = (float)sin(a);
+        }
+    free(inv);
+}
+
+void fwd_ws_init(fwd_ws *ws, const model_config *c, int ctx, int chunk, int need_head)
+{
+    memset(ws, 0, sizeof *ws);
+    ws->D = c->hidden; ws->H = c->n_heads; ws->K = c->n_kv_heads; ws->hd = c->head_dim;
+    ws->ctx = ctx; ws->chunk = chunk; ws->V = c->vocab;
+    for (int l = 0; l < c->n_layers; l++) if (c->ffn[l] > ws->m_max) ws->m_max = c->ffn[l];
+    size_t n = (size_t)chunk, D = (size_t)ws->D, Q = (size_t)ws->H * ws->hd;
+    ws->xn = xmalloc(sizeof(float) * n * D);
+    ws->hin = xmalloc(sizeof(float) * n * D);
+    ws->tmp = xmalloc(sizeof(float) * n * D);
+    ws->q = xmalloc(sizeof(float) * n * Q);
+    ws->att = xmalloc(sizeof(float) * n * Q);
+    ws->scores = xmalloc(sizeof(float) * n * (size_t)ctx);
+    ws->g = xmalloc(sizeof(float) * n * (size_t)ws->m_max);
+    ws->u = xmalloc(sizeof(float) * n * (size_t)ws->m_max);
+    ws->rope_cos = xmalloc(sizeof(float) * (size_t)ctx * (size_t)(ws->hd / 2));
+    ws->rope_sin = xmalloc(sizeof(float) * (size_t)ctx * (size_t)(ws->hd / 2));
+    ws->scratch_floats = SCRATCH_BYTES / sizeof(float);
+    ws->scratch = xmalloc(SCRATCH_BYTES);
+    if (need_head) {
+        ws->head_rows = (int)(HEAD_FLOATS / (size_t)ws->V);
+        if (ws->head_rows < 1) ws->head_rows = 1;
+        if (ws->head_rows > chunk) ws->head_rows = chunk;
+        ws->logits = xmalloc(sizeof(float) * (size_t)ws->head_rows * (size_t)ws->V);
+    }
+    rope_tables(ws, c);
+}
+
+void fwd_ws_free(fwd_ws *ws)
+{
+    float *p[] = { ws->xn, ws->hin, ws->tmp, ws->q, ws->att, ws->scores, ws->g, ws->u,
+                   ws->rope_cos, ws->rope_sin, ws->scratch, ws->logits };
+    for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) free(p[i]);
+    memset(ws, 0, sizeof *ws);
+}
+
+void embed_tokens(const wmat *emb, const uint32_t *ids, int n, float *x)
+{
+    for (int t = 0; t < n; t++) wmat_row_f32(emb, ids[t], x + (size_t)t * emb->cols);
+}
+
+void rmsnorm(float *out, const float *x, const float *w, int n, int D, float eps)
+{
+    for (int t = 0; t < n; t++) {
+        const float *xt = x + (size_t)t * D;
+        float *ot = out + (size_t)t * D;
+        float ss = 0.0f;
+        for (int i = 0; i < D; i++) ss += xt[i] * xt[i];
+        float r = 1.0f / sqrtf(ss / (float)D + eps);
+        for (int i = 0; i < D; i++) ot[i] = w[i] * (xt[i] * r);
+    }
+}
+
+/* y[n, rows] = x[n, cols] W^T */
+void linear(float *y, const float *x, int n, const wmat *W, fwd_ws *ws)
+{
+    int rows = (int)W->rows, cols = (int)W->cols;
+    if (W->dtype == DT_F32) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, rows, cols, 1.0f, x, cols,
+                    (const float *)W->data, cols, 0.0f, y, rows);
+        return;
+    }
+    int panel = (int)(ws->scratch_floats / (size_t)cols);
+    if (panel < 1) DIE("weight rows of %d columns do not fit the %zu-float conversion buffer", cols, ws->scratch_floats);
+    size_t es = dtype_size(W->dtype);
+    for (int r0 = 0; r0 < rows; r0 += panel) {
+        int nr = rows - r0 < panel ? rows - r0 : panel;
+        convert_to_f32(W->dtype, (const char *)W->data + (size_t)r0 * cols * es, ws->scratch, (size_t)nr * cols);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, nr, cols, 1.0f, x, cols, ws->scratch, cols,
+                    0.0f, y + r0, rows);
+    }
+}
+
+void rope_apply(float *x, int n, int nheads, int hd, int pos0, const fwd_ws *ws)
+{
+    int half = hd / 2;
+    for (int t = 0; t < n; t++) {
+        const float *cs = ws->rope_cos + (size_t)(pos0 + t) * half, *sn = ws->rope_sin + (size_t)(pos0 + t) * half;
+        for (int h = 0; h < nheads; h++) {
+            float *v = x + ((size_t)t * nheads + h) * hd;
+            for (int i = 0; i < half; i++) {
+                float a = v[i], b = v[i + half];
+                v[i] = a * cs[i] - b * sn[i];
+                v[i + half] = b * cs[i] + a * sn[i];
+            }
+        }
+    }
+}
+
+void attention(float *out, const float *q, const float *kc, const float *vc, int n, int pos0, fwd_ws *ws)
+{
+    int H = ws->H, K = ws->K, hd = ws->hd, ctx = pos0 + n, group = H / K;
+    float scale = 1.0f / sqrtf((float)hd);
+    for (int h = 0; h < H; h++) {
+        int kvh = h / group;
+        float *S = ws->scores;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, ctx, hd, scale, q + (size_t)h * hd, H * hd,
+                    kc + (size_t)kvh * hd, K * hd, 0.0f, S, ctx);
+        for (int t = 0; t < n; t++) {
+            float *row = S + (size_t)t * ctx;
+            int last = pos0 + t;                 /* causal: attend to positions 0..last */
+            float mx = row[0];
+            for (int j = 1; j <= last; j++) if (row[j] > mx) mx = row[j];
+            float sum = 0.0f;
+            for (int j = 0; j <= last; j++) { row[j] = expf(row[j] - mx); sum += row[j]; }
+            float inv = 1.0f / sum;
+            for (int j = 0; j <= last; j++) row[j] *= inv;
+            for (int j = last + 1; j < ctx; j++) row[j] = 0.0f;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hd, ctx, 1.0f, S, ctx, vc + (size_t)kvh * hd, K * hd,
+                    0.0f, out + (size_t)h * hd, H * hd);
+    }
+}
+
+void swiglu(float *g, const float *u, size_t n)
+{
+    for (size_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+static void add_inplace(float *x, const float *y, size_t n)
+{
+    for (size_t i = 0; i < n; i++) x[i] += y[i];
+}
+
+void block_forward(const block_weights *b, float *x, int n, int pos0, float *kc, float *vc,
+                   struct block_stats *st, const model_config *c, fwd_ws *ws)
+{
+    int D = c->hidden, KV = c->n_kv_heads * c->head_dim, m = b->ffn;
+    size_t nd = (size_t)n * D;
+    float eps = (float)c->eps;
+    if (st) memcpy(ws->hin, x, sizeof(float) * nd);
+    rmsnorm(ws->xn, x, b->ln1, n, D, eps);
+    linear(ws->q, ws->xn, n, &b->q, ws);
+    linear(kc + (size_t)pos0 * KV, ws->xn, n, &b->k, ws);
+    linear(vc + (size_t)pos0 * KV, ws->xn, n, &b->v, ws);
+    rope_apply(ws->q, n, c->n_heads, c->head_dim, pos0, ws);
+    rope_apply(kc + (size_t)pos0 * KV, n, c->n_kv_heads, c->head_dim, pos0, ws);
+    attention(ws->att, ws->q, kc, vc, n, pos0, ws);
+    linear(ws->tmp, ws->att, n, &b->o, ws);
+    add_inplace(x, ws->tmp, nd);
+    rmsnorm(ws->xn, x, b->ln2, n, D, eps);
+    linear(ws->g, ws->xn, n, &b->gate, ws);
+    linear(ws->u, ws->xn, n, &b->up, ws);
+    swiglu(ws->g, ws->u, (size_t)n * m);
+    if (st) stats_channels(st, ws->g, n, m);
+    linear(ws->tmp, ws->g, n, &b->down, ws);
+    if (b->down_bias)
+        for (int t = 0; t < n; t++) add_inplace(ws->tmp + (size_t)t * D, b->down_bias, (size_t)D);
+    add_inplace(x, ws->tmp, nd);
+    if (st) stats_coarse(st, ws->hin, x, n, D);
+}
+
+void head_nll(const rank_weights *w, const float *x, int n, const int32_t *targets, double *nll,
+              int64_t *count, float *logits_out, fwd_ws *ws)
+{
+    const model_config *c = w->cfg;
+    int D = c->hidden, V = c->vocab;
+    for (int r0 = 0; r0 < n; r0 += ws->head_rows) {
+        int nr = n - r0 < ws->head_rows ? n - r0 : ws->head_rows;
+        rmsnorm(ws->xn, x + (size_t)r0 * D, w->final_norm, nr, D, (float)c->eps);
+        linear(ws->logits, ws->xn, nr, &w->lm_head, ws);
+        if (logits_out) memcpy(logits_out + (size_t)r0 * V, ws->logits, sizeof(float) * (size_t)nr * V);
+        for (int t = 0; t < nr; t++) {
+            int32_t tgt = targets[r0 + t];
+            if (tgt < 0) continue;
+            const float *row = ws->logits + (size_t)t * V;
+            float mx = row[0];
+            for (int j = 1; j < V; j++) if (row[j] > mx) mx = row[j];
+            double s = 0.0;
+            for (int j = 0; j < V; j++) s += exp((double)row[j] - mx);
+            *nll += (double)mx + log(s) - (double)row[tgt];
+            (*count)++;
+        }
+    }
+}

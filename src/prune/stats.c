@@ -1,0 +1,63 @@
+/* stats.c — the statistics hook: per-token block distances and per-channel activation sums. */
+#include "cfsp/stats.h"
+#include "cfsp/util.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *const global_metric_names[GM_COUNT] = { "angular", "cosine", "mse", "mae" };
+
+int global_metric_from_name(const char *s)
+{
+    for (int i = 0; i < GM_COUNT; i++) if (!strcmp(s, global_metric_names[i])) return i;
+    return -1;
+}
+
+void stats_init(block_stats *s, int layer, int m)
+{
+    memset(s, 0, sizeof *s);
+    s->layer = layer;
+    s->m = m;
+    s->sum_sq = xcalloc((size_t)m, sizeof(double));
+    s->sum = xcalloc((size_t)m, sizeof(double));
+}
+
+void stats_free(block_stats *s)
+{
+    free(s->sum_sq);
+    free(s->sum);
+    memset(s, 0, sizeof *s);
+}
+
+void stats_channels(block_stats *s, const float *act, int n, int m)
+{
+    for (int t = 0; t < n; t++) {
+        const float *a = act + (size_t)t * m;
+        for (int j = 0; j < m; j++) {
+            double v = a[j];
+            s->sum_sq[j] += v * v;
+            s->sum[j] += v;
+        }
+    }
+}
+
+void stats_coarse(block_stats *s, const float *hin, const float *hout, int n, int D)
+{
+    for (int t = 0; t < n; t++) {
+        const float *a = hin + (size_t)t * D, *b = hout + (size_t)t * D;
+        double dot = 0, na = 0, nb = 0, se = 0, ae = 0;
+        for (int i = 0; i < D; i++) {
+            double x = a[i], y = b[i], d = x - y;
+            dot += x * y; na += x * x; nb += y * y; se += d * d; ae += fabs(d);
+        }
+        double cs = dot / (sqrt(na) * sqrt(nb));
+        if (isnan(cs)) cs = 0.5;                 /* the reference maps NaN to 0.5 */
+        if (cs > 1.0) cs = 1.0;
+        if (cs < -1.0) cs = -1.0;
+        s->imp[GM_ANGULAR] += acos(cs) / M_PI;
+        s->imp[GM_COSINE] += 1.0 - cs;
+        s->imp[GM_MSE] += se / D;
+        s->imp[GM_MAE] += ae / D;
+    }
+    s->ntok += n;
+}

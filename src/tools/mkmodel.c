@@ -1,0 +1,906 @@
+/*
+ * cfsp-mpi-mkmodel: writes a random-weight LLaMA checkpoint in Hugging Face layout
+ * (config.json + model.safetensors, or model-0000i-of-0000N.safetensors shards with
+ * model.safetensors.index.json) for tests and benchmarks.
+ *
+ * This file owns the whole tool: option parsing and validation, the tensor list,
+ * the shard plan, deterministic value generation (xoshiro256** seeded by splitmix64,
+ * one stream per tensor, sum-of-four-uniforms approximation of N(0,1)), rounding
+ * f32 -> bf16/f16 (round to nearest even), the safetensors/JSON writers, and the
+ * atomic output (every file is written as DIR/.name.tmp and renamed at the end).
+ * Tensors are streamed in chunks of CHUNK_ELEMS values, so memory stays bounded
+ * whatever the model size.  Standalone: libc + libm only.
+ */
+#define _POSIX_C_SOURCE 200809L
+#define _FILE_OFFSET_BITS 64
+
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#define PROG "cfsp-mpi-mkmodel"
+#define CHUNK_ELEMS ((size_t)1 << 20) /* values generated and written at a time */
+#define MAX_POSITION_EMBEDDINGS 4096
+
+enum dtype { DT_F32, DT_F16, DT_BF16 };
+enum init { INIT_EMBED, INIT_LINEAR, INIT_NORM };
+
+struct options {
+    const char *out;
+    uint64_t hidden, ffn, layers, heads, kv_heads, head_dim, vocab;
+    uint64_t shard_bytes, seed;
+    enum dtype dtype;
+    int have_dtype, tie, force;
+    double rope_theta, rope_llama3, eps; /* rope_llama3 == 0: no rope_scaling */
+    const char *ffn_list;                /* --ffn-per-layer text, NULL if absent */
+    uint64_t *ffn_per_layer;             /* [layers] intermediate size of each layer */
+};
+
+struct tensor {
+    char name[96];
+    uint64_t shape[2];
+    int ndim;
+    enum init init;
+    uint64_t bytes;  /* data bytes */
+    uint64_t offset; /* begin within its shard's data buffer */
+    unsigned shard;
+};
+
+struct plan {
+    struct tensor *t;
+    size_t n;
+    unsigned nshards;
+    uint64_t total_bytes;
+};
+
+/* A file being written: its temporary name until it is renamed. */
+struct outfile {
+    char *tmp, *final;
+    int renamed;
+};
+
+static struct outfile *g_files;
+static size_t g_nfiles;
+
+/* Growable string for the JSON texts. */
+struct strbuf {
+    char *buf;
+    size_t len, cap;
+};
+
+/* ------------------------------------------------------------------ errors */
+
+static void remove_temps(void)
+{
+    for (size_t i = 0; i < g_nfiles; i++)
+        if (!g_files[i].renamed)
+            remove(g_files[i].tmp);
+}
+
+/* Prints "cfsp-mpi-mkmodel: <what>: <problem>", removes temporary files, exits 1. */
+static void die(const char *what, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "%s: %s: ", PROG, what);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    remove_temps();
+    exit(1);
+}
+
+static void *xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p)
+        die("memory", "cannot allocate %zu bytes", n);
+    return p;
+}
+
+static char *xstrdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    return memcpy(xmalloc(n), s, n);
+}
+
+static char *path_join(const char *dir, const char *name)
+{
+    size_t a = strlen(dir), b = strlen(name);
+    char *p = xmalloc(a + b + 2);
+    memcpy(p, dir, a);
+    p[a] = '/';
+    memcpy(p + a + 1, name, b + 1);
+    return p;
+}
+
+/* ------------------------------------------------------- checked arithmetic */
+
+static uint64_t mul_checked(uint64_t a, uint64_t b, const char *what)
+{
+    if (a != 0 && b > UINT64_MAX / a)
+        die(what, "size overflows 64-bit");
+    return a * b;
+}
+
+static uint64_t add_checked(uint64_t a, uint64_t b, const char *what)
+{
+    if (b > UINT64_MAX - a)
+        die(what, "size overflows 64-bit");
+    return a + b;
+}
+
+/* ---------------------------------------------------------------- strbuf */
+
+static void sb_printf(struct strbuf *sb, const char *fmt, ...)
+{
+    for (;;) {
+        size_t room = sb->cap - sb->len;
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(sb->buf ? sb->buf + sb->len : NULL, room, fmt, ap);
+        va_end(ap);
+        if (n < 0)
+            die("json", "formatting failed");
+        if ((size_t)n < room) {
+            sb->len += (size_t)n;
+            return;
+        }
+        size_t cap = sb->cap ? sb->cap : 4096;
+        while (cap - sb->len <= (size_t)n)
+            cap *= 2;
+        char *p = realloc(sb->buf, cap);
+        if (!p)
+            die("memory", "cannot allocate %zu bytes", cap);
+        sb->buf = p;
+        sb->cap = cap;
+    }
+}
+
+/* Shortest "%g" text that reads back as v, always with a '.' or exponent so
+ * JSON readers see a float (10000 -> "10000.0", 1e-5 -> "1e-05"). */
+static void fmt_double(char *out, size_t n, double v)
+{
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(out, n, "%.*g", prec, v);
+        if (strtod(out, NULL) == v)
+            break;
+    }
+    if (!strpbrk(out, ".eE"))
+        strncat(out, ".0", n - strlen(out) - 1);
+}
+
+/* ------------------------------------------------------------ option parsing */
+
+static const char usage[] =
+    "usage: " PROG " --out DIR --hidden D --ffn M --layers L --heads H --kv-heads K\n"
+    "         [--head-dim HD (D/H)] --vocab V --dtype f32|f16|bf16\n"
+    "         [--shard-bytes BYTES (0: one model.safetensors)] [--seed S (1)] [--tie 0|1 (0)]\n"
+    "         [--rope-theta X (10000)] [--rope-llama3 FACTOR (off)] [--eps E (1e-5)]\n"
+    "         [--ffn-per-layer m0,m1,... (replaces --ffn; writes block_configs)] [--force]\n"
+    "Writes a random-weight LLaMA checkpoint (config.json + safetensors) into DIR.\n";
+
+/* Unsigned decimal; zero allowed only when allow_zero. */
+static uint64_t parse_u64(const char *what, const char *s, int allow_zero)
+{
+    const char *p = s;
+    while (*p == ' ')
+        p++;
+    if (*p < '0' || *p > '9')
+        die(what, "'%s' is not a non-negative integer", s);
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(p, &end, 10);
+    if (errno == ERANGE)
+        die(what, "'%s' overflows 64-bit", s);
+    if (*end != '\0')
+        die(what, "'%s' is not a non-negative integer", s);
+    if (v == 0 && !allow_zero)
+        die(what, "must be positive");
+    return (uint64_t)v;
+}
+
+/* Finite and > 0. */
+static double parse_positive_double(const char *what, const char *s)
+{
+    errno = 0;
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || *end != '\0')
+        die(what, "'%s' is not a number", s);
+    if (errno == ERANGE || !isfinite(v))
+        die(what, "'%s' is out of range", s);
+    if (!(v > 0))
+        die(what, "must be positive");
+    return v;
+}
+
+static enum dtype parse_dtype(const char *s)
+{
+    if (strcmp(s, "f32") == 0)
+        return DT_F32;
+    if (strcmp(s, "f16") == 0)
+        return DT_F16;
+    if (strcmp(s, "bf16") == 0)
+        return DT_BF16;
+    die("--dtype", "unknown dtype '%s' (expected f32, f16 or bf16)", s);
+    return DT_F32;
+}
+
+static const char *next_arg(int argc, char **argv, int *i)
+{
+    if (*i + 1 >= argc)
+        die(argv[*i], "missing value");
+    return argv[++*i];
+}
+
+static void parse_args(int argc, char **argv, struct options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->seed = 1;
+    o->rope_theta = 10000.0;
+    o->eps = 1e-5;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            fputs(usage, stdout);
+            exit(0);
+        } else if (strcmp(a, "--force") == 0) {
+            o->force = 1;
+        } else if (strcmp(a, "--out") == 0) {
+            o->out = next_arg(argc, argv, &i);
+            if (!*o->out)
+                die(a, "empty path");
+        } else if (strcmp(a, "--hidden") == 0) {
+            o->hidden = parse_u64(a, next_arg(argc, argv, &i), 0);
+        } else if (strcmp(a, "--ffn") == 0) {
+            o->ffn = parse_u64(a, next_arg(argc, argv, &i), 0);
+        } else if (strcmp(a, "--layers") == 0) {
+            o->layers = parse_u64(a, next_arg(argc, argv, &i), 0);
+        } else if (strcmp(a, "--heads") == 0) {
+            o->heads = parse_u64(a, next_arg(argc, argv, &i), 0);
+        } else if (strcmp(a, "--kv-heads") == 0) {
+            o->kv_heads = parse_u64(a, next_arg(argc, argv, &i), 0);
+        } else if (strcmp(a, "--head-dim") == 0) {
+            o->head_dim = parse_u64(a, next_arg(argc, argv, &i), 0);
+        } else if (strcmp(a, "--vocab") == 0) {
+            o->vocab = parse_u64(a, next_arg(argc, argv, &i), 0);
+        } else if (strcmp(a, "--dtype") == 0) {
+            o->dtype = parse_dtype(next_arg(argc, argv, &i));
+            o->have_dtype = 1;
+        } else if (strcmp(a, "--shard-bytes") == 0) {
+            o->shard_bytes = parse_u64(a, next_arg(argc, argv, &i), 1);
+        } else if (strcmp(a, "--seed") == 0) {
+            o->seed = parse_u64(a, next_arg(argc, argv, &i), 1);
+        } else if (strcmp(a, "--tie") == 0) {
+            const char *v = next_arg(argc, argv, &i);
+            if (strcmp(v, "0") != 0 && strcmp(v, "1") != 0)
+                die(a, "expected 0 or 1, got '%s'", v);
+            o->tie = v[0] == '1';
+        } else if (strcmp(a, "--rope-theta") == 0) {
+            o->rope_theta = parse_positive_double(a, next_arg(argc, argv, &i));
+        } else if (strcmp(a, "--rope-llama3") == 0) {
+            o->rope_llama3 = parse_positive_double(a, next_arg(argc, argv, &i));
+        } else if (strcmp(a, "--eps") == 0) {
+            o->eps = parse_positive_double(a, next_arg(argc, argv, &i));
+        } else if (strcmp(a, "--ffn-per-layer") == 0) {
+            o->ffn_list = next_arg(argc, argv, &i);
+        } else {
+            die(a, "unknown option (see --help)");
+        }
+    }
+}
+
+/* Splits --ffn-per-layer into o->ffn_per_layer; returns the largest value. */
+static uint64_t parse_ffn_list(struct options *o)
+{
+    const char *what = "--ffn-per-layer";
+    char *copy = xstrdup(o->ffn_list);
+    uint64_t count = 1, max = 0;
+    for (const char *p = copy; *p; p++)
+        count += *p == ',';
+    if (count != o->layers)
+        die(what, "has %llu values but --layers is %llu", (unsigned long long)count,
+            (unsigned long long)o->layers);
+    char *item = copy;
+    for (uint64_t l = 0; l < count; l++) {
+        char *comma = strchr(item, ',');
+        if (comma)
+            *comma = '\0';
+        o->ffn_per_layer[l] = parse_u64(what, item, 0);
+        if (o->ffn_per_layer[l] > max)
+            max = o->ffn_per_layer[l];
+        item = comma ? comma + 1 : item + strlen(item);
+    }
+    free(copy);
+    return max;
+}
+
+static void require(uint64_t value, const char *name)
+{
+    if (value == 0)
+        die(name, "required (see --help)");
+}
+
+static void validate(struct options *o)
+{
+    if (!o->out)
+        die("--out", "required (see --help)");
+    require(o->hidden, "--hidden");
+    require(o->layers, "--layers");
+    require(o->heads, "--heads");
+    require(o->kv_heads, "--kv-heads");
+    require(o->vocab, "--vocab");
+    if (!o->have_dtype)
+        die("--dtype", "required (see --help)");
+    if (!o->ffn && !o->ffn_list)
+        die("--ffn", "required (see --help)");
+
+    if (o->heads % o->kv_heads != 0)
+        die("--kv-heads", "must divide --heads (%llu %% %llu != 0)",
+            (unsigned long long)o->heads, (unsigned long long)o->kv_heads);
+    if (!o->head_dim) {
+        if (o->hidden % o->heads != 0)
+            die("--heads", "must divide --hidden (%llu %% %llu != 0); or give --head-dim",
+                (unsigned long long)o->hidden, (unsigned long long)o->heads);
+        o->head_dim = o->hidden / o->heads;
+    }
+    if (o->head_dim % 2 != 0)
+        die("--head-dim", "must be even (rotary embeddings rotate pairs), got %llu",
+            (unsigned long long)o->head_dim);
+    mul_checked(o->heads, o->head_dim, "--heads * --head-dim");
+
+    if (o->layers > SIZE_MAX / sizeof(uint64_t) / 16)
+        die("--layers", "too many layers (%llu)", (unsigned long long)o->layers);
+    o->ffn_per_layer = xmalloc((size_t)o->layers * sizeof(uint64_t));
+    if (o->ffn_list) {
+        uint64_t max = parse_ffn_list(o);
+        if (o->ffn && o->ffn != max)
+            die("--ffn", "is %llu but the largest --ffn-per-layer value is %llu",
+                (unsigned long long)o->ffn, (unsigned long long)max);
+        o->ffn = max;
+    } else {
+        for (uint64_t l = 0; l < o->layers; l++)
+            o->ffn_per_layer[l] = o->ffn;
+    }
+}
+
+/* ------------------------------------------------------------- tensor plan */
+
+static unsigned dtype_size(enum dtype d)
+{
+    return d == DT_F32 ? 4 : 2;
+}
+
+static const char *dtype_safetensors(enum dtype d)
+{
+    return d == DT_F32 ? "F32" : d == DT_F16 ? "F16" : "BF16";
+}
+
+static const char *dtype_torch(enum dtype d)
+{
+    return d == DT_F32 ? "float32" : d == DT_F16 ? "float16" : "bfloat16";
+}
+
+static void add_tensor(struct plan *p, const struct options *o, enum init init, uint64_t rows,
+                       uint64_t cols, const char *fmt, ...)
+{
+    struct tensor *t = &p->t[p->n++];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(t->name, sizeof t->name, fmt, ap);
+    va_end(ap);
+    t->init = init;
+    t->ndim = cols ? 2 : 1;
+    t->shape[0] = rows;
+    t->shape[1] = cols;
+    t->bytes = mul_checked(mul_checked(rows, cols ? cols : 1, t->name), dtype_size(o->dtype),
+                           t->name);
+    p->total_bytes = add_checked(p->total_bytes, t->bytes, "total model size");
+}
+
+/* All tensors in file order: embeddings, layer by layer, final norm, lm_head. */
+static void build_plan(struct plan *p, const struct options *o)
+{
+    uint64_t d = o->hidden, q = o->heads * o->head_dim, kv = o->kv_heads * o->head_dim;
+    size_t cap = 3 + 9 * (size_t)o->layers;
+    p->t = calloc(cap, sizeof *p->t);
+    if (!p->t)
+        die("memory", "cannot allocate the list of %zu tensors", cap);
+    p->n = 0;
+    p->total_bytes = 0;
+    mul_checked(o->kv_heads, o->head_dim, "--kv-heads * --head-dim");
+
+    add_tensor(p, o, INIT_EMBED, o->vocab, d, "model.embed_tokens.weight");
+    for (uint64_t l = 0; l < o->layers; l++) {
+        unsigned long long ll = (unsigned long long)l;
+        uint64_t m = o->ffn_per_layer[l];
+        const char *pre = "model.layers";
+        add_tensor(p, o, INIT_NORM, d, 0, "%s.%llu.input_layernorm.weight", pre, ll);
+        add_tensor(p, o, INIT_LINEAR, q, d, "%s.%llu.self_attn.q_proj.weight", pre, ll);
+        add_tensor(p, o, INIT_LINEAR, kv, d, "%s.%llu.self_attn.k_proj.weight", pre, ll);
+        add_tensor(p, o, INIT_LINEAR, kv, d, "%s.%llu.self_attn.v_proj.weight", pre, ll);
+        add_tensor(p, o, INIT_LINEAR, d, q, "%s.%llu.self_attn.o_proj.weight", pre, ll);
+        add_tensor(p, o, INIT_NORM, d, 0, "%s.%llu.post_attention_layernorm.weight", pre, ll);
+        add_tensor(p, o, INIT_LINEAR, m, d, "%s.%llu.mlp.gate_proj.weight", pre, ll);
+        add_tensor(p, o, INIT_LINEAR, m, d, "%s.%llu.mlp.up_proj.weight", pre, ll);
+        add_tensor(p, o, INIT_LINEAR, d, m, "%s.%llu.mlp.down_proj.weight", pre, ll);
+    }
+    add_tensor(p, o, INIT_NORM, d, 0, "model.norm.weight");
+    if (!o->tie)
+        add_tensor(p, o, INIT_LINEAR, o->vocab, d, "lm_head.weight");
+}
+
+/* Splits the tensors, in order, into shards of at most about max_bytes of data
+ * (0 = one shard); a tensor larger than max_bytes gets a shard of its own. */
+static void plan_shards(struct plan *p, uint64_t max_bytes)
+{
+    unsigned shard = 0;
+    uint64_t used = 0;
+    int start_new = 0;
+    for (size_t i = 0; i < p->n; i++) {
+        struct tensor *t = &p->t[i];
+        if (max_bytes && used > 0 && (start_new || used + t->bytes > max_bytes)) {
+            if (shard == 99999)
+                die("--shard-bytes", "more than 99999 shards");
+            shard++;
+            used = 0;
+        }
+        t->shard = shard;
+        t->offset = used;
+        used += t->bytes;
+        start_new = max_bytes && t->bytes > max_bytes;
+    }
+    p->nshards = shard + 1;
+}
+
+static void shard_name(char *out, size_t n, const struct options *o, const struct plan *p,
+                       unsigned shard)
+{
+    if (o->shard_bytes == 0)
+        snprintf(out, n, "model.safetensors");
+    else
+        snprintf(out, n, "model-%05u-of-%05u.safetensors", shard + 1, p->nshards);
+}
+
+/* ------------------------------------------------------- value generation */
+
+struct rng {
+    uint64_t s[4];
+};
+
+static uint64_t splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+/* Independent stream for tensor number `stream` under `seed`: the values of a
+ * tensor do not depend on dtype, sharding or chunking. */
+static void rng_seed(struct rng *r, uint64_t seed, uint64_t stream)
+{
+    uint64_t x = seed;
+    uint64_t y = splitmix64(&x) ^ stream;
+    for (int i = 0; i < 4; i++)
+        r->s[i] = splitmix64(&y);
+}
+
+static inline uint64_t rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
+
+static inline uint64_t rng_next(struct rng *r) /* xoshiro256** */
+{
+    uint64_t *s = r->s;
+    uint64_t out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return out;
+}
+
+/* Approximately N(0,1): the centred sum of the four 16-bit pieces of one 64-bit
+ * draw (Irwin-Hall, n = 4), scaled to unit variance; mean exactly 0, |z| < 3.47. */
+static inline float rng_normal(struct rng *r, float unit)
+{
+    uint64_t v = rng_next(r);
+    int32_t sum = (int32_t)(v & 0xFFFF) + (int32_t)((v >> 16) & 0xFFFF) +
+                  (int32_t)((v >> 32) & 0xFFFF) + (int32_t)(v >> 48) - 2 * 65535;
+    return (float)sum * unit;
+}
+
+/* ------------------------------------------------------ dtype conversion */
+
+static inline uint32_t f32_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+/* bf16 = upper half of the f32 bits, rounded to nearest even; NaN stays NaN. */
+static inline uint16_t f32_to_bf16(float f)
+{
+    uint32_t x = f32_bits(f);
+    if ((x & 0x7FFFFFFFu) > 0x7F800000u)
+        return (uint16_t)((x >> 16) | 0x0040u);
+    return (uint16_t)((x + 0x7FFFu + ((x >> 16) & 1u)) >> 16);
+}
+
+/* IEEE binary16, round to nearest even, with subnormals, overflow to inf. */
+static inline uint16_t f32_to_f16(float f)
+{
+    uint32_t x = f32_bits(f);
+    uint16_t sign = (uint16_t)((x >> 16) & 0x8000u);
+    uint32_t ax = x & 0x7FFFFFFFu;
+    if (ax > 0x7F800000u) /* NaN: keep quiet, keep top payload bits */
+        return (uint16_t)(sign | 0x7E00u | ((ax >> 13) & 0x3FFu));
+    if (ax >= 0x477FF000u) /* >= 65520 rounds to infinity */
+        return (uint16_t)(sign | 0x7C00u);
+    if (ax >= 0x38800000u) { /* normal half: rebias exponent 127 -> 15, round 13 bits */
+        uint32_t r = ax - 0x38000000u;
+        r += 0x0FFFu + ((r >> 13) & 1u);
+        return (uint16_t)(sign | (r >> 13));
+    }
+    uint32_t e = ax >> 23; /* subnormal half: value = mant * 2^(e-150), unit 2^-24 */
+    if (e < 102)           /* below 2^-25: rounds to zero */
+        return sign;
+    uint32_t mant = (ax & 0x7FFFFFu) | 0x800000u;
+    uint32_t shift = 126 - e; /* 14..24 */
+    uint32_t h = mant >> shift, rem = mant & ((1u << shift) - 1), half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (h & 1u)))
+        h++;
+    return (uint16_t)(sign | h);
+}
+
+/* Fills out[0..n) with mu + sigma * N(0,1) in the output dtype, little-endian. */
+static void fill_chunk(unsigned char *out, size_t n, enum dtype dt, struct rng *r, float mu,
+                       float sigma)
+{
+    const float unit = (float)(1.0 / sqrt((65536.0 * 65536.0 - 1.0) / 3.0));
+    size_t i;
+    switch (dt) {
+    case DT_F32:
+        for (i = 0; i < n; i++) {
+            uint32_t b = f32_bits(mu + sigma * rng_normal(r, unit));
+            out[4 * i] = (unsigned char)b;
+            out[4 * i + 1] = (unsigned char)(b >> 8);
+            out[4 * i + 2] = (unsigned char)(b >> 16);
+            out[4 * i + 3] = (unsigned char)(b >> 24);
+        }
+        break;
+    case DT_BF16:
+        for (i = 0; i < n; i++) {
+            uint16_t h = f32_to_bf16(mu + sigma * rng_normal(r, unit));
+            out[2 * i] = (unsigned char)h;
+            out[2 * i + 1] = (unsigned char)(h >> 8);
+        }
+        break;
+    case DT_F16:
+        for (i = 0; i < n; i++) {
+            uint16_t h = f32_to_f16(mu + sigma * rng_normal(r, unit));
+            out[2 * i] = (unsigned char)h;
+            out[2 * i + 1] = (unsigned char)(h >> 8);
+        }
+        break;
+    }
+}
+
+/* Mean and standard deviation of a tensor's values: embeddings N(0,1), norm
+ * weights 1 + 0.1 N(0,1), linear weights N(0, 1/fan_in) with fan_in = columns. */
+static void init_params(const struct tensor *t, float *mu, float *sigma)
+{
+    *mu = t->init == INIT_NORM ? 1.0f : 0.0f;
+    if (t->init == INIT_NORM)
+        *sigma = 0.1f;
+    else if (t->init == INIT_LINEAR)
+        *sigma = (float)(1.0 / sqrt((double)t->shape[1]));
+    else
+        *sigma = 1.0f;
+}
+
+/* ------------------------------------------------------------------ output */
+
+/* Registers DIR/.name.tmp -> DIR/name and opens the temporary file. */
+static FILE *open_output(const char *dir, const char *name, struct outfile *slot)
+{
+    char tmpname[160];
+    snprintf(tmpname, sizeof tmpname, ".%s.tmp", name);
+    slot->tmp = path_join(dir, tmpname);
+    slot->final = path_join(dir, name);
+    slot->renamed = 0;
+    g_nfiles++;
+    FILE *f = fopen(slot->tmp, "wb");
+    if (!f)
+        die(slot->tmp, "cannot create: %s", strerror(errno));
+    return f;
+}
+
+static void write_bytes(FILE *f, const void *buf, size_t n, const char *path)
+{
+    if (n && fwrite(buf, 1, n, f) != n)
+        die(path, "write failed: %s", strerror(errno));
+}
+
+static void close_output(FILE *f, const char *path)
+{
+    int bad = ferror(f);
+    if (fclose(f) != 0 || bad)
+        die(path, "write failed: %s", strerror(errno));
+}
+
+static void write_small_file(const char *dir, const char *name, const struct strbuf *sb,
+                             struct outfile *slot)
+{
+    FILE *f = open_output(dir, name, slot);
+    write_bytes(f, sb->buf, sb->len, slot->tmp);
+    close_output(f, slot->tmp);
+}
+
+/* Safetensors JSON header of one shard, padded with spaces to a multiple of 8. */
+static void shard_header(struct strbuf *sb, const struct plan *p, const struct options *o,
+                         unsigned shard)
+{
+    sb_printf(sb, "{\"__metadata__\":{\"format\":\"pt\"}");
+    for (size_t i = 0; i < p->n; i++) {
+        const struct tensor *t = &p->t[i];
+        if (t->shard != shard)
+            continue;
+        sb_printf(sb, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[%llu", t->name,
+                  dtype_safetensors(o->dtype), (unsigned long long)t->shape[0]);
+        if (t->ndim == 2)
+            sb_printf(sb, ",%llu", (unsigned long long)t->shape[1]);
+        sb_printf(sb, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)t->offset,
+                  (unsigned long long)(t->offset + t->bytes));
+    }
+    sb_printf(sb, "}");
+    while (sb->len % 8 != 0)
+        sb_printf(sb, " ");
+}
+
+/* Generates one tensor chunk by chunk and appends it to f. */
+static void stream_tensor(FILE *f, const char *path, const struct tensor *t, size_t index,
+                          const struct options *o, unsigned char *buf)
+{
+    struct rng r;
+    float mu, sigma;
+    unsigned esize = dtype_size(o->dtype);
+    uint64_t left = t->bytes / esize;
+    rng_seed(&r, o->seed, index);
+    init_params(t, &mu, &sigma);
+    while (left > 0) {
+        size_t n = left < CHUNK_ELEMS ? (size_t)left : CHUNK_ELEMS;
+        fill_chunk(buf, n, o->dtype, &r, mu, sigma);
+        write_bytes(f, buf, n * esize, path);
+        left -= n;
+    }
+}
+
+static void write_shard(const char *dir, const struct plan *p, const struct options *o,
+                        unsigned shard, unsigned char *buf, struct outfile *slot)
+{
+    char name[64];
+    struct strbuf hdr = {0};
+    unsigned char len8[8];
+    shard_name(name, sizeof name, o, p, shard);
+    shard_header(&hdr, p, o, shard);
+    for (int i = 0; i < 8; i++)
+        len8[i] = (unsigned char)((uint64_t)hdr.len >> (8 * i));
+
+    FILE *f = open_output(dir, name, slot);
+    write_bytes(f, len8, 8, slot->tmp);
+    write_bytes(f, hdr.buf, hdr.len, slot->tmp);
+    for (size_t i = 0; i < p->n; i++)
+        if (p->t[i].shard == shard)
+            stream_tensor(f, slot->tmp, &p->t[i], i, o, buf);
+    close_output(f, slot->tmp);
+    free(hdr.buf);
+}
+
+static void index_json(struct strbuf *sb, const struct plan *p, const struct options *o)
+{
+    char name[64];
+    sb_printf(sb, "{\n  \"metadata\": {\"total_size\": %llu},\n  \"weight_map\": {",
+              (unsigned long long)p->total_bytes);
+    for (size_t i = 0; i < p->n; i++) {
+        shard_name(name, sizeof name, o, p, p->t[i].shard);
+        sb_printf(sb, "%s\n    \"%s\": \"%s\"", i ? "," : "", p->t[i].name, name);
+    }
+    sb_printf(sb, "\n  }\n}\n");
+}
+
+static void config_json(struct strbuf *sb, const struct options *o)
+{
+    char theta[40], eps[40], factor[40];
+    fmt_double(theta, sizeof theta, o->rope_theta);
+    fmt_double(eps, sizeof eps, o->eps);
+    sb_printf(sb, "{\n");
+    sb_printf(sb, "  \"architectures\": [\"LlamaForCausalLM\"],\n");
+    sb_printf(sb, "  \"model_type\": \"llama\",\n");
+    sb_printf(sb, "  \"hidden_size\": %llu,\n", (unsigned long long)o->hidden);
+    sb_printf(sb, "  \"intermediate_size\": %llu,\n", (unsigned long long)o->ffn);
+    sb_printf(sb, "  \"num_hidden_layers\": %llu,\n", (unsigned long long)o->layers);
+    sb_printf(sb, "  \"num_attention_heads\": %llu,\n", (unsigned long long)o->heads);
+    sb_printf(sb, "  \"num_key_value_heads\": %llu,\n", (unsigned long long)o->kv_heads);
+    sb_printf(sb, "  \"head_dim\": %llu,\n", (unsigned long long)o->head_dim);
+    sb_printf(sb, "  \"hidden_act\": \"silu\",\n");
+    sb_printf(sb, "  \"rms_norm_eps\": %s,\n", eps);
+    sb_printf(sb, "  \"rope_theta\": %s,\n", theta);
+    if (o->rope_llama3 > 0) {
+        fmt_double(factor, sizeof factor, o->rope_llama3);
+        sb_printf(sb,
+                  "  \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": %s, "
+                  "\"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0, "
+                  "\"original_max_position_embeddings\": 8192},\n",
+                  factor);
+    } else {
+        sb_printf(sb, "  \"rope_scaling\": null,\n");
+    }
+    sb_printf(sb, "  \"vocab_size\": %llu,\n", (unsigned long long)o->vocab);
+    sb_printf(sb, "  \"max_position_embeddings\": %d,\n", MAX_POSITION_EMBEDDINGS);
+    sb_printf(sb, "  \"tie_word_embeddings\": %s,\n", o->tie ? "true" : "false");
+    sb_printf(sb, "  \"attention_bias\": false,\n");
+    sb_printf(sb, "  \"mlp_bias\": false,\n");
+    if (o->ffn_list) {
+        sb_printf(sb, "  \"block_configs\": [");
+        for (uint64_t l = 0; l < o->layers; l++)
+            sb_printf(sb,
+                      "%s\n    {\"attention\": {\"n_heads_in_group\": %llu}, "
+                      "\"ffn\": {\"intermediate_size\": %llu}}",
+                      l ? "," : "", (unsigned long long)(o->heads / o->kv_heads),
+                      (unsigned long long)o->ffn_per_layer[l]);
+        sb_printf(sb, "\n  ],\n");
+    }
+    sb_printf(sb, "  \"torch_dtype\": \"%s\",\n", dtype_torch(o->dtype));
+    sb_printf(sb, "  \"bos_token_id\": 1,\n");
+    sb_printf(sb, "  \"eos_token_id\": 2\n");
+    sb_printf(sb, "}\n");
+}
+
+/* ------------------------------------------------------------ directories */
+
+/* mkdir -p DIR; fails unless DIR ends up a directory. */
+static void make_dirs(const char *dir)
+{
+    char *p = xstrdup(dir);
+    struct stat st;
+    int err = 0;
+    for (char *s = p + 1; *s; s++) {
+        if (*s != '/')
+            continue;
+        *s = '\0';
+        mkdir(p, 0777);
+        *s = '/';
+    }
+    if (mkdir(p, 0777) != 0)
+        err = errno;
+    if (stat(p, &st) != 0 || !S_ISDIR(st.st_mode))
+        die(dir, "cannot create directory: %s", strerror(err ? err : ENOTDIR));
+    free(p);
+}
+
+static int file_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+/* model.safetensors, model.safetensors.index.json or model-NNNNN-of-NNNNN.safetensors */
+static int is_weight_file_name(const char *s)
+{
+    if (strcmp(s, "model.safetensors") == 0 || strcmp(s, "model.safetensors.index.json") == 0)
+        return 1;
+    if (strncmp(s, "model-", 6) != 0)
+        return 0;
+    s += 6;
+    if (*s < '0' || *s > '9')
+        return 0;
+    while (*s >= '0' && *s <= '9')
+        s++;
+    if (strncmp(s, "-of-", 4) != 0)
+        return 0;
+    s += 4;
+    if (*s < '0' || *s > '9')
+        return 0;
+    while (*s >= '0' && *s <= '9')
+        s++;
+    return strcmp(s, ".safetensors") == 0;
+}
+
+/* Removes weight files of an earlier checkpoint in DIR that are not part of
+ * this one, so a loader cannot mix the two (e.g. an old index next to a new
+ * single file).  Must run after the new files are renamed into place. */
+static void remove_stale_weights(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    if (!d)
+        die(dir, "cannot list directory: %s", strerror(errno));
+    while ((e = readdir(d)) != NULL) {
+        int ours = 0;
+        if (!is_weight_file_name(e->d_name))
+            continue;
+        for (size_t i = 0; i < g_nfiles; i++) {
+            const char *base = strrchr(g_files[i].final, '/') + 1;
+            ours |= strcmp(base, e->d_name) == 0;
+        }
+        if (!ours) {
+            char *path = path_join(dir, e->d_name);
+            if (remove(path) != 0)
+                die(path, "cannot remove stale weight file: %s", strerror(errno));
+            free(path);
+        }
+    }
+    closedir(d);
+}
+
+static void rename_output(struct outfile *f)
+{
+    if (rename(f->tmp, f->final) != 0)
+        die(f->final, "cannot rename from %s: %s", f->tmp, strerror(errno));
+    f->renamed = 1;
+}
+
+/* -------------------------------------------------------------------- main */
+
+int main(int argc, char **argv)
+{
+    struct options o;
+    struct plan p;
+    struct strbuf sb = {0};
+
+    parse_args(argc, argv, &o);
+    validate(&o);
+    build_plan(&p, &o);
+    plan_shards(&p, o.shard_bytes);
+
+    make_dirs(o.out);
+    char *config_path = path_join(o.out, "config.json");
+    if (file_exists(config_path) && !o.force)
+        die(config_path, "exists (use --force to overwrite)");
+
+    /* slots: shards, index, config.json (config last: it marks a complete model) */
+    size_t nslots = (size_t)p.nshards + 2;
+    g_files = calloc(nslots, sizeof *g_files);
+    unsigned char *buf = xmalloc(CHUNK_ELEMS * 4);
+    if (!g_files)
+        die("memory", "cannot allocate the file list");
+
+    for (unsigned s = 0; s < p.nshards; s++)
+        write_shard(o.out, &p, &o, s, buf, &g_files[g_nfiles]);
+    if (o.shard_bytes > 0) {
+        index_json(&sb, &p, &o);
+        write_small_file(o.out, "model.safetensors.index.json", &sb, &g_files[g_nfiles]);
+        sb.len = 0;
+    }
+    config_json(&sb, &o);
+    write_small_file(o.out, "config.json", &sb, &g_files[g_nfiles]);
+
+    for (size_t i = 0; i + 1 < g_nfiles; i++)
+        rename_output(&g_files[i]);
+    remove_stale_weights(o.out);
+    rename_output(&g_files[g_nfiles - 1]);
+
+    printf("%s: wrote %s: %zu tensors, %llu data bytes, %u safetensors file%s\n", PROG, o.out,
+           p.n, (unsigned long long)p.total_bytes, p.nshards, p.nshards == 1 ? "" : "s");
+    free(buf);
+    free(sb.buf);
+    free(config_path);
+    free(p.t);
+    free(o.ffn_per_layer);
+    free(g_files);
+    return 0;
+}
