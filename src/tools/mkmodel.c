@@ -164,10 +164,14 @@ static void sb_printf(struct strbuf *sb, const char *fmt, ...)
     }
 }
 
-/* Shortest "%g" text that reads back as v, always with a '.' or exponent so
- * JSON readers see a float (10000 -> "10000.0", 1e-5 -> "1e-05"). */
+/* JSON text of a float that reads back as v and always looks like a float:
+ * whole numbers as "10000.0", others in the shortest "%g" form ("1e-05"). */
 static void fmt_double(char *out, size_t n, double v)
 {
+    if (v == floor(v) && fabs(v) < 1e15) {
+        snprintf(out, n, "%.1f", v);
+        return;
+    }
     for (int prec = 1; prec <= 17; prec++) {
         snprintf(out, n, "%.*g", prec, v);
         if (strtod(out, NULL) == v)
@@ -901,6 +905,10 @@ int main(int argc, char **argv)
     free(config_path);
     free(p.t);
     free(o.ffn_per_layer);
+    for (size_t i = 0; i < g_nfiles; i++) {
+        free(g_files[i].tmp);
+        free(g_files[i].final);
+    }
     free(g_files);
     return 0;
 }

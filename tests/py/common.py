@@ -227,19 +227,25 @@ def boundary(score, kept):
 
 
 def compare_kept(c_kept, r_kept, score, lo, hi, tol_abs):
-    """Compare the C kept set with the reference one. A channel in the symmetric difference is
-    tolerated only if its reference score lies within tol_abs of the reference boundary (lo =
-    lowest kept score, hi = highest removed score). Returns (ok, list of (channel, score,
-    in C, in ref, tolerated))."""
+    """Compare the C kept set with the reference one. Differences are tolerated only as near
+    ties: the reference scores of all differing channels must lie within tol_abs of each other
+    (a swap of two channels whose scores differ by more is a real difference) and within tol_abs
+    of the reference boundary (lo = lowest kept score, hi = highest removed score).
+    Returns (ok, list of (channel, score, in C, in ref, tolerated))."""
     score = np.asarray(score, dtype=np.float64)
     c = set(int(x) for x in c_kept)
     r = set(int(x) for x in r_kept)
+    diff = sorted(c ^ r)
+    if not diff:
+        return True, []
+    vals = score[diff]
+    spread_ok = float(vals.max() - vals.min()) <= tol_abs
     rows = []
     ok = True
-    for j in sorted(c ^ r):
+    for j in diff:
         d = min(abs(score[j] - lo) if math.isfinite(lo) else math.inf,
                 abs(score[j] - hi) if math.isfinite(hi) else math.inf)
-        near = d <= tol_abs
+        near = spread_ok and d <= tol_abs
         ok &= near
         rows.append((j, float(score[j]), j in c, j in r, near))
     return ok, rows

@@ -1,0 +1,206 @@
+/* test_units.c — unit tests of the pure functions: CPython-compatible calibration offsets,
+ * half-precision conversions, safetensors / config / index parsers (good and bad inputs),
+ * the allocation and selection rules, and the stage planner. Exit 1 on the first failure. */
+#include "cfsp/err.h"
+#include "cfsp/model_config.h"
+#include "cfsp/pipeline.h"
+#include "cfsp/prune.h"
+#include "cfsp/safetensors.h"
+#include "cfsp/tokens.h"
+#include "cfsp/util.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int failures = 0, checks = 0;
+#define EXPECT(cond, ...) do { checks++; if (!(cond)) { failures++; printf("FAIL %s:%d: ", __FILE__, __LINE__); printf(__VA_ARGS__); printf("\n"); } } while (0)
+
+static void test_py_random(void)
+{
+    /* values printed by CPython: random.seed(0); [random.randint(0, 393013-256-1) for _ in range(5)] */
+    int64_t want[5] = { 201979, 220500, 21225, 135746, 268055 }, off[5];
+    EXPECT(calib_offsets(393013, 5, 256, 1, 0, "x", off) == 0, "offsets");
+    for (int i = 0; i < 5; i++) EXPECT(off[i] == want[i], "offset %d = %lld, CPython %lld", i, (long long)off[i], (long long)want[i]);
+    /* random.seed(12345678901); [random.randint(0, 10**12) for _ in range(3)] (two-word seed, 40-bit draws) */
+    py_random r;
+    py_random_seed(&r, 12345678901ULL);
+    int64_t w2[3] = { 656898118805LL, 954891488787LL, 388195424302LL };
+    for (int i = 0; i < 3; i++) { int64_t v = py_random_randint(&r, 0, 1000000000000LL); EXPECT(v == w2[i], "randint %lld vs %lld", (long long)v, (long long)w2[i]); }
+    EXPECT(calib_offsets(100, 2, 100, 1, 0, "tok.bin", off) == -1, "too few tokens for random windows");
+    EXPECT(strstr(cfsp_last_error(), "tok.bin") != NULL, "error names the file: %s", cfsp_last_error());
+    EXPECT(calib_offsets(100, 2, 50, 0, 0, "x", off) == 0 && off[1] == 50, "consecutive");
+}
+
+static void test_halfs(void)
+{
+    /* every finite bf16 / f16 value survives f32 and back */
+    int bad16 = 0, badbf = 0;
+    for (uint32_t h = 0; h < 65536; h++) {
+        float f = f16_to_f32((uint16_t)h);
+        if (isfinite(f) && f32_to_f16(f) != h && !(f == 0 && (h & 0x7fff) == 0)) bad16++;
+        float g = bf16_to_f32((uint16_t)h);
+        if (isfinite(g) && f32_to_bf16(g) != h) badbf++;
+    }
+    EXPECT(bad16 == 0, "%d f16 values do not round-trip", bad16);
+    EXPECT(badbf == 0, "%d bf16 values do not round-trip", badbf);
+    EXPECT(f16_to_f32(0x3c00) == 1.0f && f16_to_f32(0x0001) == ldexpf(1, -24) && f16_to_f32(0xc000) == -2.0f, "f16 decode");
+    EXPECT(f32_to_bf16(1.00390625f) == 0x3f80, "bf16 ties to even (down)");
+    EXPECT(f32_to_bf16(1.01171875f) == 0x3f82, "bf16 ties to even (up)");
+    EXPECT(f32_to_f16(65520.0f) == 0x7c00 && f32_to_f16(1e-8f) == 0, "f16 overflow/underflow");
+}
+
+static int parse_st(const char *json, uint64_t data_size)
+{
+    st_model m;
+    memset(&m, 0, sizeof m);
+    int rc = st_parse_header(json, strlen(json), data_size, "t.safetensors", 0, &m);
+    for (int i = 0; i < m.nt; i++) free(m.t[i].name);
+    free(m.t);
+    free(m.hash);
+    return rc;
+}
+
+static void test_safetensors_parser(void)
+{
+    EXPECT(parse_st("{\"a\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]},\"__metadata__\":{\"x\":\"y\"}}", 24) == 0, "good header: %s", cfsp_last_error());
+    struct { const char *json; uint64_t size; const char *want; } bad[] = {
+        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,20]}}", 24, "needs 24" },
+        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]}}", 20, "truncated" },
+        { "{\"a\":{\"dtype\":\"I8\",\"shape\":[2],\"data_offsets\":[0,2]}}", 2, "not supported" },
+        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8, "twice" },
+        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", 12, "overlap" },
+        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296],\"data_offsets\":[0,4]}}", 4, "overflow" },
+        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", 4, "non-negative" },
+        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[8,4]}}", 8, "begin" },
+        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[1]}}", 8, "data_offsets" },
+        { "[1,2]", 8, "expected a JSON object" },
+        { "{\"a\":", 8, "not valid JSON" },
+        { "{\"a\":{\"dtype\":7,\"shape\":[1],\"data_offsets\":[0,4]}}", 4, "expected a string" },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cfsp_clear_error();
+        int rc = parse_st(bad[i].json, bad[i].size);
+        EXPECT(rc == -1 && strstr(cfsp_last_error(), bad[i].want) && strstr(cfsp_last_error(), "t.safetensors"),
+               "bad header %zu: rc %d, message '%s', expected to mention '%s'", i, rc, cfsp_last_error(), bad[i].want);
+    }
+    char deep[400];
+    memset(deep, '[', 300);
+    deep[300] = 0;
+    EXPECT(parse_st(deep, 0) == -1 && strstr(cfsp_last_error(), "nested"), "deep nesting: %s", cfsp_last_error());
+    EXPECT(parse_st("{\"\xff\xfe\":1}", 0) == -1 && strstr(cfsp_last_error(), "UTF-8"), "invalid UTF-8: %s", cfsp_last_error());
+    char **files = NULL;
+    int nf = 0;
+    const char *idx = "{\"weight_map\":{\"a\":\"s1.safetensors\",\"b\":\"s2.safetensors\",\"c\":\"s1.safetensors\"}}";
+    EXPECT(st_parse_index(idx, strlen(idx), "i.json", &files, &nf) == 0 && nf == 2, "index parse");
+    for (int i = 0; i < nf; i++) free(files[i]);
+    free(files);
+    const char *evil = "{\"weight_map\":{\"a\":\"../etc/passwd\"}}";
+    EXPECT(st_parse_index(evil, strlen(evil), "i.json", &files, &nf) == -1, "index path traversal refused");
+}
+
+static const char *CFG = "{\"hidden_size\":64,\"intermediate_size\":172,\"num_hidden_layers\":5,\"num_attention_heads\":8,"
+                         "\"num_key_value_heads\":4,\"vocab_size\":512,\"rms_norm_eps\":1e-5,\"torch_dtype\":\"float32\"%s}";
+
+static int parse_cfg(const char *extra, model_config *c)
+{
+    char buf[2048];
+    snprintf(buf, sizeof buf, CFG, extra);
+    return model_config_parse(buf, strlen(buf), "config.json", c);
+}
+
+static void test_config_parser(void)
+{
+    model_config c;
+    EXPECT(parse_cfg("", &c) == 0 && c.head_dim == 8 && c.ffn[4] == 172 && c.n_kv_heads == 4, "good config: %s", cfsp_last_error());
+    model_config_free(&c);
+    EXPECT(parse_cfg(",\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":8.0,\"low_freq_factor\":1.0,\"high_freq_factor\":4.0,\"original_max_position_embeddings\":8192}", &c) == 0 && c.rope_llama3, "llama3 rope");
+    model_config_free(&c);
+    EXPECT(parse_cfg(",\"block_configs\":[{\"ffn\":{\"intermediate_size\":10}},{\"ffn\":{\"intermediate_size\":20}},{\"ffn\":{\"intermediate_size\":30}},{\"ffn\":{\"intermediate_size\":40}},{\"ffn\":{\"intermediate_size\":50}}]", &c) == 0 && c.ffn[3] == 40, "block_configs: %s", cfsp_last_error());
+    model_config_free(&c);
+    struct { const char *json; const char *want; } bad[] = {
+        { "{\"hidden_size\":64}", "num_hidden_layers" },
+        { "{\"hidden_size\":-4,\"intermediate_size\":1,\"num_hidden_layers\":1,\"num_attention_heads\":1,\"vocab_size\":4}", "hidden_size" },
+        { "{\"hidden_size\":64,\"intermediate_size\":1,\"num_hidden_layers\":1,\"num_attention_heads\":6,\"vocab_size\":4}", "does not divide hidden_size" },
+        { "{\"hidden_size\":64,\"intermediate_size\":1,\"num_hidden_layers\":1,\"num_attention_heads\":8,\"num_key_value_heads\":3,\"vocab_size\":4}", "num_key_value_heads" },
+        { "{\"hidden_size\":\"64\",\"intermediate_size\":1,\"num_hidden_layers\":1,\"num_attention_heads\":8,\"vocab_size\":4}", "expected an integer" },
+        { "{\"hidden_size\":1e300,\"intermediate_size\":1,\"num_hidden_layers\":1,\"num_attention_heads\":8,\"vocab_size\":4}", "hidden_size" },
+        { "{\"hidden_size\":64,\"intermediate_size\":0,\"num_hidden_layers\":1,\"num_attention_heads\":8,\"vocab_size\":4}", "intermediate_size" },
+        { "{\"hidden_size\":64,\"intermediate_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":8,\"vocab_size\":4,\"torch_dtype\":\"int8\"}", "torch_dtype" },
+        { "{\"hidden_size\":64,\"intermediate_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":8,\"vocab_size\":4,\"rope_scaling\":{\"rope_type\":\"yarn\"}}", "rope_type" },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cfsp_clear_error();
+        int rc = model_config_parse(bad[i].json, strlen(bad[i].json), "config.json", &c);
+        EXPECT(rc == -1 && strstr(cfsp_last_error(), bad[i].want) && strstr(cfsp_last_error(), "config.json"),
+               "bad config %zu: '%s' should mention '%s'", i, cfsp_last_error(), bad[i].want);
+        if (rc == 0) model_config_free(&c);
+    }
+}
+
+static void test_allocation(void)
+{
+    double imp[6] = { 1000, 3000, 20000, 5000, 8000, 60000 }, keep[6];
+    for (double p = 0.1; p < 0.95; p += 0.2) {
+        alloc_keep_fraction(imp, 6, p, 1.0, 1.0, keep);
+        double mean = 0, mx = 0;
+        for (int l = 0; l < 6; l++) { mean += keep[l] / 6; if (keep[l] > mx) mx = keep[l]; }
+        EXPECT(fabs(mean - (1 - p)) < 1e-12, "mean keep %.15f != %.15f", mean, 1 - p);
+        EXPECT(mx < 1.0, "a block keeps %.4f >= 100%% at p=%.1f", mx, p);
+        for (int l = 0; l < 5; l++)
+            if (imp[l] < imp[5]) EXPECT(keep[l] <= keep[5], "more important block keeps less");
+    }
+    /* the squeeze: p = 0.1 with a strongly dominant block triggers it; max stays below 1 */
+    double imp2[3] = { 0, 0, 1e6 };
+    alloc_keep_fraction(imp2, 3, 0.1, 1.0, 1.0, keep);
+    EXPECT(keep[2] < 1.0 && keep[2] > keep[0], "squeeze keeps the max below 100%% (%.6f)", keep[2]);
+    /* default_count: exact round, align clamps */
+    EXPECT(default_count(172, 0.5, 0) == 86 && default_count(172, 0.001, 0) == 1 && default_count(384, 0.5, 128) == 256
+           && default_count(384, 0.1, 128) == 128 && default_count(100, 0.9, 128) == 100, "default_count");
+    /* reference selection keeps floor(m r) + 1, ties at the threshold stay */
+    double s[10] = { 9, 8, 7, 6, 5, 4, 3, 2, 1, 0 };
+    int64_t idx[10];
+    EXPECT(select_cfsp(s, 10, 0.5, 1, 0, idx) == 6, "reference keeps floor(m*r)+1");
+    EXPECT(select_cfsp(s, 10, 0.5, 0, 0, idx) == 5 && idx[4] == 4, "default keeps round(m*r), the top ones");
+    double t[4] = { 1, 1, 1, 0 };
+    EXPECT(select_cfsp(t, 4, 0.25, 1, 0, idx) == 3, "ties at the threshold all kept (reference)");
+    EXPECT(select_cfsp(t, 4, 0.25, 0, 0, idx) == 1 && idx[0] == 0, "default breaks ties by index");
+    EXPECT(select_cfsp(s, 10, 0.3, 1, 128, idx) == 10, "reference align quirk: count rounding to 0 keeps all");
+    /* global threshold: standardised scores, every block keeps >= 1 */
+    double sc[6] = { 1, 2, 3, 10, 20, 30 };
+    int m[2] = { 3, 3 }, counts[2];
+    alloc_global_threshold(sc, m, 2, 0.5, counts);
+    EXPECT(counts[0] + counts[1] == 3 && counts[0] >= 1 && counts[1] >= 1, "global threshold counts %d %d", counts[0], counts[1]);
+}
+
+static void test_stages(void)
+{
+    model_config c;
+    EXPECT(parse_cfg("", &c) == 0, "cfg");
+    for (int P = 1; P <= 5; P++) {
+        stage_map map;
+        EXPECT(stages_plan(&c, P, &map) == 0, "plan %d", P);
+        int ok = map.first[0] == 0 && map.first[P] == 5, maxb = 0;
+        for (int r = 0; r < P; r++) {
+            ok &= map.first[r + 1] > map.first[r];
+            if (map.first[r + 1] - map.first[r] > maxb) maxb = map.first[r + 1] - map.first[r];
+        }
+        EXPECT(ok && maxb == (5 + P - 1) / P, "stages for P=%d: balanced and non-empty (max %d)", P, maxb);
+        stages_free(&map);
+    }
+    stage_map map;
+    EXPECT(stages_plan(&c, 6, &map) == -1 && strstr(cfsp_last_error(), "only 5 blocks"), "more ranks than blocks: %s", cfsp_last_error());
+    model_config_free(&c);
+}
+
+int main(void)
+{
+    test_py_random();
+    test_halfs();
+    test_safetensors_parser();
+    test_config_parser();
+    test_allocation();
+    test_stages();
+    printf("%d checks, %d failed\n", checks, failures);
+    return failures ? 1 : 0;
+}
