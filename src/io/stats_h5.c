@@ -69,6 +69,7 @@ static int read_attr_str(hid_t f, const char *path, const char *name, char *out,
     else {
         hid_t mt = H5Tcopy(H5T_C_S1);
         H5Tset_size(mt, sz);
+        H5Tset_cset(mt, H5Tget_cset(t));
         memset(out, 0, n);
         if (H5Aread(a, mt, out) < 0) rc = FAIL("%s: attribute '%s' unreadable", path, name);
         H5Tclose(mt);
