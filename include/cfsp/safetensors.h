@@ -59,4 +59,7 @@ const st_tensor *st_find(const st_model *m, const char *name);
 /* Map (once) and return the tensor's data. */
 int st_map(st_model *m, const st_tensor *t, const void **data);
 uint64_t st_nbytes(const st_tensor *t);
+/* A fingerprint of the checkpoint: every header, the given text (config.json), and up to 4 KiB
+ * at the start, middle and end of every tensor's data (read with pread, not mapped). */
+int st_fingerprint(const st_model *m, const char *text, unsigned long long *out);
 #endif

@@ -178,9 +178,9 @@ static int load_config_file(options *o, const char *path)
         if (name[0] == '_') continue;                    /* "_comment" keys */
         for (char *p = name; *p; p++) if (*p == '_') *p = '-';
         const optdef *d = find_opt(name);
-        if (!d) { cJSON_Delete(root); return FAIL("%s: unknown option '%s' (see cfsp-mpi --help)", path, e->string); }
+        if (!d) { FAIL("%s: unknown option '%s' (see cfsp-mpi --help)", path, e->string); cJSON_Delete(root); return -1; }
         char val[4096];
-        if (json_value_string(e, val, sizeof val)) { cJSON_Delete(root); return FAIL("%s: option '%s': unsupported value type", path, e->string); }
+        if (json_value_string(e, val, sizeof val)) { FAIL("%s: option '%s': unsupported value type", path, e->string); cJSON_Delete(root); return -1; }
         if (set_opt(o, d, val, path)) { cJSON_Delete(root); return -1; }
     }
     cJSON_Delete(root);

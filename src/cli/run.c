@@ -376,10 +376,14 @@ int cfsp_run(const options *o)
     cfsp_sync(rc);
     cfsp_sync(j->rank == 0 ? prepare_outputs(j) : 0);
     load_tokens(j, !from_stats);
-    rc = weights_load(&j->st, &j->cfg, first, last, j->rank == 0, j->rank == j->P - 1, &j->w);
-    if (!rc) rc = check_memory(j);
+    cfsp_sync(weights_load(&j->st, &j->cfg, first, last, j->rank == 0, j->rank == j->P - 1, &j->w));
+    cfsp_sync(check_memory(j));
+    /* the model's identity: config, headers and samples of every tensor's data (root reads) */
+    unsigned long long fp = 0;
+    rc = j->rank == 0 ? st_fingerprint(&j->st, j->cfg.source_json, &fp) : 0;
     cfsp_sync(rc);
-    j->fingerprint = fnv1a64(j->st.header_hash, j->cfg.source_json, strlen(j->cfg.source_json));
+    MPI_CHECK(MPI_Bcast(&fp, 1, MPI_UNSIGNED_LONG_LONG, 0, MPI_COMM_WORLD));
+    j->fingerprint = fp;
     pipeline_init(&j->pl, &j->cfg, &j->w, j->rank, j->P, o->seqlen, o->chunk);
     double t_setup = now_seconds() - t_start;
 

@@ -294,3 +294,23 @@ void st_close(st_model *m)
     free(m->hash);
     memset(m, 0, sizeof *m);
 }
+
+int st_fingerprint(const st_model *m, const char *text, unsigned long long *out)
+{
+    uint64_t h = fnv1a64(m->header_hash, text, strlen(text));
+    unsigned char buf[4096];
+    for (int i = 0; i < m->nt; i++) {
+        const st_tensor *t = &m->t[i];
+        const st_file *f = &m->files[t->file];
+        uint64_t n = t->end - t->begin, take = n < sizeof buf ? n : sizeof buf;
+        uint64_t at[3] = { 0, (n - take) / 2, n - take };
+        h = fnv1a64(h, t->name, strlen(t->name));
+        for (int k = 0; k < 3 && take; k++) {
+            if (pread(f->fd, buf, take, (off_t)(f->data_start + t->begin + at[k])) != (ssize_t)take)
+                return FAIL("%s: cannot read tensor '%s'", f->path, t->name);
+            h = fnv1a64(h, buf, take);
+        }
+    }
+    *out = h;
+    return 0;
+}

@@ -9,24 +9,37 @@
  * f32 -> bf16/f16 (round to nearest even), the safetensors/JSON writers, and the
  * atomic output (every file is written as DIR/.name.tmp and renamed at the end).
  * Tensors are streamed in chunks of CHUNK_ELEMS values, so memory stays bounded
- * whatever the model size.  Standalone: libc + libm only.
+ * whatever the model size; a child process generates the chunks into shared
+ * buffers while the parent writes them, so generation overlaps the disk writes.
+ * Standalone: libc + libm only (POSIX: fork, pipe, mmap).
  */
 #define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS */
 #define _FILE_OFFSET_BITS 64
 
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef MAP_ANONYMOUS
+#define MAP_ANONYMOUS MAP_ANON
+#endif
 
 #define PROG "cfsp-mpi-mkmodel"
 #define CHUNK_ELEMS ((size_t)1 << 20) /* values generated and written at a time */
+#define SLOT_BYTES (CHUNK_ELEMS * 4)    /* one chunk in the widest dtype */
+#define NSLOTS 4                        /* chunk buffers shared with the generator */
 #define MAX_POSITION_EMBEDDINGS 4096
 
 enum dtype { DT_F32, DT_F16, DT_BF16 };
@@ -616,20 +629,147 @@ static void init_params(const struct tensor *t, float *mu, float *sigma)
         *sigma = 1.0f;
 }
 
+/* --------------------------------------------------------- generator process
+ * A forked child generates the values of all tensors, in plan order (which is
+ * also file order), into NSLOTS buffers shared with the parent, while the parent
+ * writes the chunks it already has.  Slot numbers travel as single bytes through
+ * two pipes: "empty" (parent -> child) and "filled" (child -> parent).  If the
+ * parent exits, the child sees EOF (or SIGPIPE) and ends too. */
+
+struct generator {
+    unsigned char *slots; /* NSLOTS * SLOT_BYTES, shared */
+    int filled_rd, empty_wr;
+    pid_t pid;
+};
+
+static size_t chunk_len(uint64_t left)
+{
+    return left < CHUNK_ELEMS ? (size_t)left : CHUNK_ELEMS;
+}
+
+static int read_byte(int fd, unsigned char *b)
+{
+    ssize_t r;
+    do
+        r = read(fd, b, 1);
+    while (r < 0 && errno == EINTR);
+    return r == 1;
+}
+
+static int write_byte(int fd, unsigned char b)
+{
+    ssize_t r;
+    do
+        r = write(fd, &b, 1);
+    while (r < 0 && errno == EINTR);
+    return r == 1;
+}
+
+/* Child: fills chunks in the order stream_tensor consumes them. */
+static void generator_child(const struct plan *p, const struct options *o, unsigned char *slots,
+                            int empty_rd, int filled_wr)
+{
+    for (size_t i = 0; i < p->n; i++) {
+        const struct tensor *t = &p->t[i];
+        struct rng r;
+        float mu, sigma;
+        uint64_t left = t->bytes / dtype_size(o->dtype);
+        rng_seed(&r, o->seed, i);
+        init_params(t, &mu, &sigma);
+        while (left > 0) {
+            size_t n = chunk_len(left);
+            unsigned char slot;
+            if (!read_byte(empty_rd, &slot))
+                _exit(1); /* the parent is gone */
+            fill_chunk(slots + (size_t)slot * SLOT_BYTES, n, o->dtype, &r, mu, sigma);
+            if (!write_byte(filled_wr, slot))
+                _exit(1);
+            left -= n;
+        }
+    }
+    _exit(0);
+}
+
+/* Dies with the reason the child stopped early (exit status or signal). */
+static void generator_died(struct generator *g)
+{
+    int status;
+    if (waitpid(g->pid, &status, 0) != g->pid)
+        die("generator", "child process ended unexpectedly");
+    if (WIFSIGNALED(status))
+        die("generator", "child process killed by signal %d", WTERMSIG(status));
+    die("generator", "child process exited early with status %d", WEXITSTATUS(status));
+}
+
+/* Waits for the next filled chunk; returns its buffer and slot number. */
+static const unsigned char *generator_next(struct generator *g, unsigned char *slot)
+{
+    if (!read_byte(g->filled_rd, slot) || *slot >= NSLOTS)
+        generator_died(g);
+    return g->slots + (size_t)*slot * SLOT_BYTES;
+}
+
+/* Hands a written slot back.  Failure is ignored: once the child has produced
+ * its last chunk it exits, and a child that died early shows up as EOF in
+ * generator_next or as a bad status in generator_finish. */
+static void generator_release(struct generator *g, unsigned char slot)
+{
+    (void)write_byte(g->empty_wr, slot);
+}
+
+static void generator_start(struct generator *g, const struct plan *p, const struct options *o)
+{
+    int empty[2], filled[2];
+    g->slots = mmap(NULL, NSLOTS * SLOT_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                    -1, 0);
+    if (g->slots == MAP_FAILED)
+        die("generator", "cannot map %zu bytes: %s", (size_t)(NSLOTS * SLOT_BYTES),
+            strerror(errno));
+    if (pipe(empty) != 0 || pipe(filled) != 0)
+        die("generator", "cannot create pipes: %s", strerror(errno));
+    fflush(NULL);
+    g->pid = fork();
+    if (g->pid < 0)
+        die("generator", "cannot fork: %s", strerror(errno));
+    if (g->pid == 0) {
+        close(empty[1]);
+        close(filled[0]);
+        generator_child(p, o, g->slots, empty[0], filled[1]);
+    }
+    close(empty[0]);
+    close(filled[1]);
+    signal(SIGPIPE, SIG_IGN); /* a dead child shows up as EPIPE, not as our death */
+    g->filled_rd = filled[0];
+    g->empty_wr = empty[1];
+    for (unsigned char s = 0; s < NSLOTS; s++)
+        generator_release(g, s);
+}
+
+static void generator_finish(struct generator *g)
+{
+    int status;
+    close(g->empty_wr);
+    close(g->filled_rd);
+    if (waitpid(g->pid, &status, 0) != g->pid || !WIFEXITED(status) ||
+        WEXITSTATUS(status) != 0)
+        die("generator", "child process failed");
+    munmap(g->slots, NSLOTS * SLOT_BYTES);
+}
+
 /* ------------------------------------------------------------------ output */
 
 /* Registers DIR/.name.tmp -> DIR/name and opens the temporary file. */
-static FILE *open_output(const char *dir, const char *name, struct outfile *slot)
+static FILE *open_output(const char *dir, const char *name, struct outfile *out)
 {
     char tmpname[160];
     snprintf(tmpname, sizeof tmpname, ".%s.tmp", name);
-    slot->tmp = path_join(dir, tmpname);
-    slot->final = path_join(dir, name);
-    slot->renamed = 0;
+    out->tmp = path_join(dir, tmpname);
+    out->final = path_join(dir, name);
+    out->renamed = 0;
     g_nfiles++;
-    FILE *f = fopen(slot->tmp, "wb");
+    FILE *f = fopen(out->tmp, "wb");
     if (!f)
-        die(slot->tmp, "cannot create: %s", strerror(errno));
+        die(out->tmp, "cannot create: %s", strerror(errno));
     return f;
 }
 
@@ -647,11 +787,11 @@ static void close_output(FILE *f, const char *path)
 }
 
 static void write_small_file(const char *dir, const char *name, const struct strbuf *sb,
-                             struct outfile *slot)
+                             struct outfile *out)
 {
-    FILE *f = open_output(dir, name, slot);
-    write_bytes(f, sb->buf, sb->len, slot->tmp);
-    close_output(f, slot->tmp);
+    FILE *f = open_output(dir, name, out);
+    write_bytes(f, sb->buf, sb->len, out->tmp);
+    close_output(f, out->tmp);
 }
 
 /* Safetensors JSON header of one shard, padded with spaces to a multiple of 8. */
@@ -675,26 +815,24 @@ static void shard_header(struct strbuf *sb, const struct plan *p, const struct o
         sb_printf(sb, " ");
 }
 
-/* Generates one tensor chunk by chunk and appends it to f. */
-static void stream_tensor(FILE *f, const char *path, const struct tensor *t, size_t index,
-                          const struct options *o, unsigned char *buf)
+/* Appends one tensor to f, chunk by chunk, as the generator delivers it. */
+static void stream_tensor(FILE *f, const char *path, const struct tensor *t,
+                          const struct options *o, struct generator *g)
 {
-    struct rng r;
-    float mu, sigma;
     unsigned esize = dtype_size(o->dtype);
     uint64_t left = t->bytes / esize;
-    rng_seed(&r, o->seed, index);
-    init_params(t, &mu, &sigma);
     while (left > 0) {
-        size_t n = left < CHUNK_ELEMS ? (size_t)left : CHUNK_ELEMS;
-        fill_chunk(buf, n, o->dtype, &r, mu, sigma);
-        write_bytes(f, buf, n * esize, path);
+        size_t n = chunk_len(left);
+        unsigned char slot;
+        const unsigned char *chunk = generator_next(g, &slot);
+        write_bytes(f, chunk, n * esize, path);
+        generator_release(g, slot);
         left -= n;
     }
 }
 
 static void write_shard(const char *dir, const struct plan *p, const struct options *o,
-                        unsigned shard, unsigned char *buf, struct outfile *slot)
+                        unsigned shard, struct generator *g, struct outfile *out)
 {
     char name[64];
     struct strbuf hdr = {0};
@@ -704,13 +842,13 @@ static void write_shard(const char *dir, const struct plan *p, const struct opti
     for (int i = 0; i < 8; i++)
         len8[i] = (unsigned char)((uint64_t)hdr.len >> (8 * i));
 
-    FILE *f = open_output(dir, name, slot);
-    write_bytes(f, len8, 8, slot->tmp);
-    write_bytes(f, hdr.buf, hdr.len, slot->tmp);
+    FILE *f = open_output(dir, name, out);
+    write_bytes(f, len8, 8, out->tmp);
+    write_bytes(f, hdr.buf, hdr.len, out->tmp);
     for (size_t i = 0; i < p->n; i++)
         if (p->t[i].shard == shard)
-            stream_tensor(f, slot->tmp, &p->t[i], i, o, buf);
-    close_output(f, slot->tmp);
+            stream_tensor(f, out->tmp, &p->t[i], o, g);
+    close_output(f, out->tmp);
     free(hdr.buf);
 }
 
@@ -865,6 +1003,7 @@ int main(int argc, char **argv)
     struct options o;
     struct plan p;
     struct strbuf sb = {0};
+    struct generator gen;
 
     parse_args(argc, argv, &o);
     validate(&o);
@@ -876,15 +1015,15 @@ int main(int argc, char **argv)
     if (file_exists(config_path) && !o.force)
         die(config_path, "exists (use --force to overwrite)");
 
-    /* slots: shards, index, config.json (config last: it marks a complete model) */
-    size_t nslots = (size_t)p.nshards + 2;
-    g_files = calloc(nslots, sizeof *g_files);
-    unsigned char *buf = xmalloc(CHUNK_ELEMS * 4);
+    /* output files: shards, index, config.json (config last: it marks a complete model) */
+    g_files = calloc((size_t)p.nshards + 2, sizeof *g_files);
     if (!g_files)
         die("memory", "cannot allocate the file list");
 
+    generator_start(&gen, &p, &o);
     for (unsigned s = 0; s < p.nshards; s++)
-        write_shard(o.out, &p, &o, s, buf, &g_files[g_nfiles]);
+        write_shard(o.out, &p, &o, s, &gen, &g_files[g_nfiles]);
+    generator_finish(&gen);
     if (o.shard_bytes > 0) {
         index_json(&sb, &p, &o);
         write_small_file(o.out, "model.safetensors.index.json", &sb, &g_files[g_nfiles]);
@@ -900,7 +1039,6 @@ int main(int argc, char **argv)
 
     printf("%s: wrote %s: %zu tensors, %llu data bytes, %u safetensors file%s\n", PROG, o.out,
            p.n, (unsigned long long)p.total_bytes, p.nshards, p.nshards == 1 ? "" : "s");
-    free(buf);
     free(sb.buf);
     free(config_path);
     free(p.t);

@@ -279,8 +279,9 @@ def main(argv):
         check(set(ref) == set(tensors), "reference model has a different tensor set")
 
     print(f"{d}: {len(tensors)} tensors in {len(files)} file(s), {data_bytes} data bytes, "
-          f"dtype {dtype_name}" + (f", {compared} values == RNE(f32) ({subnormal} subnormal f16)"
-                                   if compared else "")
+          f"dtype {dtype_name}"
+          + (f", {compared} values == RNE(f32)" if compared else "")
+          + (f" ({subnormal} of them f16 subnormals)" if compared and dtype_name == "F16" else "")
           + (": OK" if not failures else f": {len(failures)} FAILURES"))
     return 0 if not failures else 1
 

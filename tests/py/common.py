@@ -110,7 +110,10 @@ def pruned_file(outdir, entry):
     f = entry.get("file")
     if not f:
         return None
-    return f if os.path.isabs(f) else os.path.join(outdir, f)
+    if os.path.isabs(f):
+        return f
+    p = os.path.join(outdir, f)
+    return p if os.path.exists(p) or not os.path.exists(f) else os.path.abspath(f)
 
 
 def find_pruned(res, method, ratio):
@@ -142,16 +145,21 @@ def model_dir(args, model):
 
 
 def mkmodel(args, out, hidden, ffn, layers, heads, kv, vocab, dtype="f32", head_dim=None,
-            shard_bytes=None, seed=None, tie=None, rope_theta=None, rope_llama3=None):
-    """Run the C checkpoint generator; returns True on success."""
+            shard_bytes=None, seed=None, tie=None, rope_theta=None, rope_llama3=None,
+            ffn_per_layer=None):
+    """Run the C checkpoint generator; returns True on success. ffn_per_layer (list) writes
+    block_configs with per-block FFN sizes (generator option --ffn-per-layer)."""
     if not args.mkmodel:
         return False
     if os.path.exists(out):
         shutil.rmtree(out)
-    cmd = [args.mkmodel, "--out", out, "--hidden", hidden, "--ffn", ffn, "--layers", layers,
+    cmd = [args.mkmodel, "--out", out, "--hidden", hidden, "--layers", layers,
            "--heads", heads, "--kv-heads", kv, "--vocab", vocab, "--dtype", dtype]
+    if not ffn_per_layer:
+        cmd += ["--ffn", ffn]
     for flag, val in (("--head-dim", head_dim), ("--shard-bytes", shard_bytes), ("--seed", seed),
-                      ("--tie", tie), ("--rope-theta", rope_theta), ("--rope-llama3", rope_llama3)):
+                      ("--tie", tie), ("--rope-theta", rope_theta), ("--rope-llama3", rope_llama3),
+                      ("--ffn-per-layer", ",".join(str(x) for x in ffn_per_layer) if ffn_per_layer else None)):
         if val is not None:
             cmd += [flag, val]
     rc, _ = run_cmd([str(c) for c in cmd], timeout=120)

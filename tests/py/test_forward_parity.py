@@ -20,11 +20,11 @@ import struct
 import numpy as np
 
 from common import (Checker, SHARED_MODELS, fresh_dir, load_results, logit_tolerance, mkmodel,
-                    model_dir, parse_args, ref, rel, run_cfsp, token_file, write_tokens)
+                    model_dir, parse_args, ref, run_cfsp, token_file, write_tokens)
 
 # name, generator arguments, seqlen, windows
 GENERATED = [
-    ("gqa8x1", dict(hidden=64, ffn=160, layers=2, heads=8, kv=1, vocab=256, seed=11), 64, 2),
+    ("gqa8x1_tied", dict(hidden=64, ffn=160, layers=2, heads=8, kv=1, vocab=256, tie=1, seed=11), 64, 2),
     ("headdim16", dict(hidden=48, ffn=100, layers=2, heads=4, kv=2, head_dim=16, vocab=300, seed=12), 64, 2),
     ("ffn200_untied", dict(hidden=64, ffn=200, layers=3, heads=4, kv=4, vocab=256, tie=0, seed=13), 64, 2),
     ("one_layer", dict(hidden=32, ffn=72, layers=1, heads=4, kv=2, vocab=128, seed=14), 64, 2),
@@ -32,6 +32,8 @@ GENERATED = [
                          rope_llama3=8, seed=15), 128, 1),
     ("bf16", dict(hidden=64, ffn=136, layers=2, heads=8, kv=4, vocab=256, dtype="bf16", seed=16), 64, 2),
     ("f16", dict(hidden=64, ffn=136, layers=2, heads=8, kv=4, vocab=256, dtype="f16", seed=17), 64, 2),
+    ("block_configs", dict(hidden=64, ffn=0, ffn_per_layer=[72, 200, 130], layers=3, heads=4, kv=2, vocab=256,
+                           seed=19), 64, 2),
     ("sharded", dict(hidden=64, ffn=136, layers=3, heads=8, kv=2, vocab=256, shard_bytes=40000, seed=18), 64, 2),
 ]
 
@@ -52,21 +54,29 @@ def check_generated(ck, name, d, spec, model):
     """The generator produced what was asked (so the parity below covers that feature)."""
     ok = (model.D == spec["hidden"] and model.L == spec["layers"] and model.H == spec["heads"] and
           model.KV == spec["kv"] and model.V == spec["vocab"] and
-          ref.ffn_sizes(model) == [spec["ffn"]] * spec["layers"] and
+          ref.ffn_sizes(model) == (spec.get("ffn_per_layer") or [spec["ffn"]] * spec["layers"]) and
           model.hd == spec.get("head_dim", spec["hidden"] // spec["heads"]))
     want_dt = {"f32": "F32", "f16": "F16", "bf16": "BF16"}[spec.get("dtype", "f32")]
     ok &= st_dtypes(d) == {want_dt}
     if "shard_bytes" in spec:
         ok &= os.path.exists(os.path.join(d, "model.safetensors.index.json"))
-    if spec.get("tie") == 0:
-        ok &= not model.tied
+    if spec.get("tie") is not None:
+        ok &= bool(model.cfg.get("tie_word_embeddings")) == bool(spec["tie"])
+        ok &= np.array_equal(model.lm_head, model.embed) == bool(spec["tie"])
     if "rope_llama3" in spec:
         rs = model.cfg.get("rope_scaling") or {}
-        ok &= rs.get("rope_type") == "llama3" and float(rs.get("factor", 0)) == float(spec["rope_llama3"])
+        ok &= rs.get("rope_type", rs.get("type")) == "llama3" and float(rs.get("factor", 0)) == float(spec["rope_llama3"])
     ck.check(ok, "%s: generated checkpoint has the requested shape/dtype/layout" % name,
-             "D=%d L=%d H=%d KV=%d hd=%d ffn=%s dtypes=%s tied=%s" % (
-                 model.D, model.L, model.H, model.KV, model.hd, ref.ffn_sizes(model)[:1], sorted(st_dtypes(d)),
-                 model.tied))
+             "D=%d L=%d H=%d KV=%d hd=%d ffn=%s dtypes=%s tie_word_embeddings=%s" % (
+                 model.D, model.L, model.H, model.KV, model.hd, ref.ffn_sizes(model), sorted(st_dtypes(d)),
+                 model.cfg.get("tie_word_embeddings")))
+    if "rope_llama3" in spec:
+        # the scaling must matter at this length, or the parity would not test it
+        plain = model.copy()
+        plain.inv_freq = model.theta ** (-(np.arange(0, model.hd, 2, dtype=np.float64) / model.hd))
+        toks = np.arange(128) % model.V
+        dd = float(np.max(np.abs(ref.forward(plain, toks) - ref.forward(model, toks))))
+        ck.check(dd > 1e-2, "%s: llama3 scaling changes the reference logits" % name, "by up to %.3g" % dd)
 
 
 def parity(ck, args, name, mdir, tokens_path, T, W, model, strict):

@@ -428,11 +428,15 @@ def collect_stats(model, tokens, offsets, seqlen):
     return st
 
 
+def _attr_int(v):
+    return int(np.asarray(v).reshape(-1)[0])
+
+
 def stats_from_h5(path):
     """Read a C program stats.h5 into a Stats object (needs h5py)."""
     import h5py
     with h5py.File(path, "r") as f:
-        L = int(f.attrs["num_layers"])
+        L = _attr_int(f.attrs["num_layers"])
         sizes = [f["channels/%d/sum_sq" % l].shape[0] for l in range(L)]
         st = Stats(L, sizes)
         for k in GLOBAL_METRICS:
@@ -440,9 +444,9 @@ def stats_from_h5(path):
         for l in range(L):
             st.sum_sq[l] = np.asarray(f["channels/%d/sum_sq" % l], dtype=np.float64)
             st.sum[l] = np.asarray(f["channels/%d/sum" % l], dtype=np.float64)
-        st.nsamples = int(f.attrs["nsamples"])
-        st.seqlen = int(f.attrs["seqlen"])
-        st.ntokens = int(f.attrs["ntokens"])
+        st.nsamples = _attr_int(f.attrs["nsamples"])
+        st.seqlen = _attr_int(f.attrs["seqlen"])
+        st.ntokens = _attr_int(f.attrs["ntokens"])
     return st
 
 
