@@ -23,8 +23,8 @@ typedef struct {
 #define OFF(f) offsetof(options, f)
 static const optdef table[] = {
     { "model", O_STR, OFF(model), "", "Hugging Face LLaMA directory (config.json + safetensors)" },
-    { "calib-tokens", O_STR, OFF(calib_tokens), "", "calibration token ids (uint32 little-endian file)" },
-    { "eval-tokens", O_STR, OFF(eval_tokens), "", "held-out token ids for perplexity (empty: no evaluation)" },
+    { "calib-tokens", O_STR, OFF(calib_tokens), "", "calibration token ids (uint32 little-endian file; FILE@START:END takes a slice)" },
+    { "eval-tokens", O_STR, OFF(eval_tokens), "", "held-out token ids for perplexity (FILE@START:END takes a slice; empty: no evaluation)" },
     { "output-dir", O_STR, OFF(output_dir), "cfsp_out", "directory for results.json, stats.h5 and pruned models" },
     { "nsamples", O_INT, OFF(nsamples), "128", "calibration sequences N" },
     { "seqlen", O_INT, OFF(seqlen), "1024", "tokens per calibration sequence and per evaluation window T" },

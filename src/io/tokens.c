@@ -5,11 +5,40 @@
 #include <stdlib.h>
 #include <string.h>
 
-int tokens_read(const char *path, int vocab, token_file *t)
+/* "FILE@START:END" selects tokens [START, END) of FILE (END may be empty: to the end) */
+static int split_range(const char *spec, char *path, size_t n, int64_t *lo, int64_t *hi)
 {
-    char *buf = NULL;
+    *lo = 0;
+    *hi = -1;
+    const char *at = strrchr(spec, '@');
+    if (!at || path_exists(spec)) {
+        if (strlen(spec) >= n) return FAIL("%s: path too long", spec);
+        strcpy(path, spec);
+        return 0;
+    }
+    if ((size_t)(at - spec) >= n) return FAIL("%s: path too long", spec);
+    memcpy(path, spec, (size_t)(at - spec));
+    path[at - spec] = 0;
+    char *end = NULL;
+    long long a = strtoll(at + 1, &end, 10);
+    if (end == at + 1 || *end != ':' || a < 0) return FAIL("%s: expected FILE@START:END (token indices)", spec);
+    const char *b = end + 1;
+    if (*b) {
+        long long e = strtoll(b, &end, 10);
+        if (*end || e <= a) return FAIL("%s: expected FILE@START:END with END > START", spec);
+        *hi = e;
+    }
+    *lo = a;
+    return 0;
+}
+
+int tokens_read(const char *spec, int vocab, token_file *t)
+{
+    char *buf = NULL, path[4096];
     size_t len = 0;
+    int64_t lo, hi;
     memset(t, 0, sizeof *t);
+    if (split_range(spec, path, sizeof path, &lo, &hi)) return -1;
     if (read_whole_file(path, (size_t)1 << 36, &buf, &len)) return -1;
     if (len % 4 != 0) { free(buf); return FAIL("%s: size %zu bytes is not a multiple of 4 (expected uint32 token ids)", path, len); }
     if (len == 0) { free(buf); return FAIL("%s: token file is empty", path); }
@@ -25,8 +54,11 @@ int tokens_read(const char *path, int vocab, token_file *t)
         ids[i] = v;
     }
     free(buf);
+    if (hi < 0) hi = n;
+    if (lo >= n || hi > n) { free(ids); return FAIL("%s: range [%lld, %lld) outside the file's %lld tokens", spec, (long long)lo, (long long)hi, (long long)n); }
+    if (lo > 0) memmove(ids, ids + lo, sizeof(uint32_t) * (size_t)(hi - lo));
     t->ids = ids;
-    t->n = n;
+    t->n = hi - lo;
     return 0;
 }
 
