@@ -602,8 +602,8 @@ def global_keep(std_scores, p):
     """One global threshold across layers: remove the n_remove = floor(p*total + 0.5) lowest
     standardised scores of all layers together.
     CHOICE: count rounded half-up; ties broken in favour of the lower (layer, channel) position,
-    i.e. a stable descending sort of the concatenation; no per-layer minimum (a layer may in
-    principle lose all its channels)."""
+    i.e. a stable descending sort of the concatenation; a layer that would lose every channel
+    keeps its best one (cfsp-mpi's documented rule: a block with no FFN channel is not written)."""
     allv = np.concatenate(std_scores)
     total = len(allv)
     n_keep = total - int(math.floor(p * total + 0.5))
@@ -612,7 +612,10 @@ def global_keep(std_scores, p):
     keep_mask[order] = True
     kept, o = [], 0
     for s in std_scores:
-        kept.append(np.nonzero(keep_mask[o:o + len(s)])[0])
+        k = np.nonzero(keep_mask[o:o + len(s)])[0]
+        if len(k) == 0:
+            k = np.array([int(np.argsort(-s, kind="stable")[0])])
+        kept.append(k)
         o += len(s)
     return kept
 
