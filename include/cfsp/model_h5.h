@@ -1,6 +1,6 @@
 /* model_h5.h — the pruned checkpoint: one HDF5 file per (method, ratio), written by all ranks in
  * parallel through MPI-IO (collective metadata, each rank writes its own blocks), tensors in the
- * stored dtype, FNV-1a checksums per tensor, under a temporary name renamed when complete. */
+ * stored dtype, FNV-1a checksums per tensor. */
 #ifndef CFSP_MODEL_H5_H
 #define CFSP_MODEL_H5_H
 #include "cfsp/pipeline.h"
@@ -21,8 +21,9 @@ typedef struct {
     const char *options_json;
 } model_out;
 
-/* Collective. Writes final_path atomically; returns bytes of tensor data written by this rank. */
-uint64_t model_h5_write(const char *final_path, const model_out *mo, double *seconds);
+/* Collective. Writes the file at path (the caller's temporary name, renamed when the whole job has
+ * succeeded); returns the bytes of tensor data written by this rank. */
+uint64_t model_h5_write(const char *path, const model_out *mo, double *seconds);
 /* Serial: recompute every tensor checksum of a file; 0 if all match (prints a summary). */
 int model_h5_verify(const char *path);
 #endif

@@ -33,7 +33,32 @@ typedef struct {
     block_stats *own;              /* own blocks' statistics */
     block_stats *all;              /* root: every block's statistics */
     cJSON *res;                    /* root: results */
+    char (*pending)[2][4200];      /* outputs written under temporary names: {tmp, final} */
+    int npending;
 } job;
+
+/* Every output of a run is written under NAME.tmp and renamed only when the whole job has
+ * succeeded (commit_outputs), so a failed or killed job leaves no file with a final name and the
+ * same command can simply be run again. Every rank keeps the list (all take part in writing). */
+static const char *pending_output(job *j, const char *final)
+{
+    j->pending = xrealloc(j->pending, sizeof *j->pending * (size_t)(j->npending + 1));
+    snprintf(j->pending[j->npending][1], 4200, "%s", final);
+    snprintf(j->pending[j->npending][0], 4200, "%s.tmp", final);
+    cfsp_tmp_register(j->pending[j->npending][0]);
+    return j->pending[j->npending++][0];
+}
+
+static int commit_outputs(job *j)
+{
+    int rc = 0;
+    if (j->rank == 0)
+        for (int i = 0; i < j->npending && !rc; i++)
+            if (rename(j->pending[i][0], j->pending[i][1]) != 0)
+                rc = FAIL("cannot rename %s to %s", j->pending[i][0], j->pending[i][1]);
+    for (int i = 0; i < j->npending; i++) cfsp_tmp_unregister(j->pending[i][0]);
+    return rc;
+}
 
 static int owner_of(const job *j, int l)
 {
@@ -316,7 +341,7 @@ static void prune_one(job *j, int method, double ratio, double *const *scores, c
         cJSON *oj = options_to_json(o);
         char *ojs = cJSON_PrintUnformatted(oj);
         model_out mo = { &j->cfg, &j->map, &j->w, sliced, kept, counts, imp, keep, ratio, prune_method_names[method], ojs };
-        bytes = model_h5_write(path, &mo, &write_secs);
+        bytes = model_h5_write(pending_output(j, path), &mo, &write_secs);
         MPI_CHECK(MPI_Reduce(&bytes, &all_bytes, 1, MPI_UINT64_T, MPI_SUM, 0, MPI_COMM_WORLD));
         free(ojs);
         cJSON_Delete(oj);
@@ -456,10 +481,11 @@ int cfsp_run(const options *o)
         cj.label = "calibration";
         pipeline_run(&j->pl, j->w.blocks, &cj);
         move_stats(j, 1);
-        if (j->rank == 0 && o->save_stats) {
+        if (o->save_stats) {
             char p[4200];
             snprintf(p, sizeof p, "%s/stats.h5", o->output_dir);
-            rc = stats_h5_write(p, &j->cfg, j->all, o->nsamples, o->seqlen, j->fingerprint);
+            const char *tmp = pending_output(j, p);
+            if (j->rank == 0) rc = stats_h5_write(tmp, &j->cfg, j->all, o->nsamples, o->seqlen, j->fingerprint);
         }
         cfsp_sync(rc);
     } else {
@@ -537,11 +563,13 @@ int cfsp_run(const options *o)
         cJSON_AddNumberToObject(t, "calibration_seconds", cj.seconds);
         cJSON_AddNumberToObject(t, "sweep_seconds_excluding_eval_and_output", sweep_secs);
         cJSON_AddNumberToObject(t, "total_seconds", now_seconds() - t_start);
-        rc = results_write(o->output_dir, res);
+        rc = commit_outputs(j);
+        if (!rc) rc = results_write(o->output_dir, res);      /* results.json last: the job is complete */
         cJSON_Delete(res);
         free(allr);
-    }
+    } else commit_outputs(j);
     cfsp_sync(rc);
+    free(j->pending);
 
     pipeline_free(&j->pl);
     for (int i = 0; i < j->nb; i++) stats_free(&j->own[i]);

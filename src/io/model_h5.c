@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <unistd.h>
 
 typedef struct {
@@ -75,15 +76,22 @@ static char *pruned_config_json(const model_config *c, const int *counts)
     return s;
 }
 
-uint64_t model_h5_write(const char *final_path, const model_out *mo, double *seconds)
+/* Test hook (documented in README, used by tests/py/test_kill.py): CFSP_FAULT=kill:R:write makes
+ * rank R kill itself with SIGKILL in the middle of writing its tensor data. */
+static void fault_point(const char *where)
+{
+    const char *f = getenv("CFSP_FAULT");
+    int r = -1;
+    char w[32];
+    if (f && sscanf(f, "kill:%d:%31s", &r, w) == 2 && r == cfsp_rank() && !strcmp(w, where)) raise(SIGKILL);
+}
+
+uint64_t model_h5_write(const char *tmp, const model_out *mo, double *seconds)
 {
     const model_config *c = mo->cfg;
     const rank_weights *w = mo->w;
     int rank = cfsp_rank(), P = cfsp_nranks(), L = c->n_layers, D = c->hidden;
     int64_t Q = (int64_t)c->n_heads * c->head_dim, KV = (int64_t)c->n_kv_heads * c->head_dim;
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", final_path);
-    cfsp_tmp_register(tmp);
     MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
     double t0 = now_seconds();
 
@@ -159,6 +167,7 @@ uint64_t model_h5_write(const char *final_path, const model_out *mo, double *sec
         write_wmat(&wr, i++, &b->down);
         write_raw(&wr, i++, DT_F32, 1, mo->kept[l - mine0], b->ffn, 1);
         if (b->down_bias) write_raw(&wr, i++, DT_F32, 0, b->down_bias, D, 1);
+        fault_point("write");
     }
     if (rank == 0) write_wmat(&wr, i_embed, &w->embed);
     if (rank == P - 1) {
@@ -200,9 +209,6 @@ uint64_t model_h5_write(const char *final_path, const model_out *mo, double *sec
     h5_attr_u64(root, "tensor_checksum", file_sum);
     H5Gclose(root);
     if (H5Fclose(wr.file) < 0) DIE("%s: closing the HDF5 file failed", tmp);
-    MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
-    if (rank == 0 && rename(tmp, final_path) != 0) DIE("cannot rename %s to %s", tmp, final_path);
-    cfsp_tmp_unregister(tmp);
     MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
     if (seconds) *seconds = now_seconds() - t0;
     free(cs); free(all); free(wr.d); free(owner); free(first_idx);

@@ -16,12 +16,10 @@ static void write_vec(hid_t f, const char *path, const double *v, int64_t n)
 
 int stats_h5_write(const char *path, const model_config *c, const block_stats *all, int nsamples, int seqlen, uint64_t fp)
 {
-    char tmp[4200], p[128];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    cfsp_tmp_register(tmp);
+    char p[128];
     h5_quiet();
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (f < 0) return FAIL("%s: cannot create the statistics file", tmp);
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (f < 0) return FAIL("%s: cannot create the statistics file", path);
     int L = c->n_layers;
     double *v = xmalloc(sizeof(double) * (size_t)L);
     for (int g = 0; g < GM_COUNT; g++) {
@@ -44,9 +42,7 @@ int stats_h5_write(const char *path, const model_config *c, const block_stats *a
     h5_attr_i64(f, "seqlen", seqlen);
     h5_attr_i64(f, "ntokens", all[0].ntok);
     h5_attr_i64(f, "num_layers", L);
-    if (H5Fclose(f) < 0) return FAIL("%s: writing the statistics file failed", tmp);
-    if (rename(tmp, path) != 0) return FAIL("cannot rename %s to %s", tmp, path);
-    cfsp_tmp_unregister(tmp);
+    if (H5Fclose(f) < 0) return FAIL("%s: writing the statistics file failed", path);
     return 0;
 }
 
