@@ -177,19 +177,43 @@ static void test_stages(void)
 {
     model_config c;
     EXPECT(parse_cfg("", &c) == 0, "cfg");
-    for (int P = 1; P <= 5; P++) {
+    unit_plan up;
+    units_plan(&c, 0, 64, &up);
+    EXPECT(up.n == 10 && up.u[0].slice == -1 && up.u[1].slice == 0 && up.u[1].c1 == 172, "whole-FFN plan: %d units", up.n);
+    for (int P = 1; P <= 10; P++) {
         stage_map map;
-        EXPECT(stages_plan(&c, P, &map) == 0, "plan %d", P);
-        int ok = map.first[0] == 0 && map.first[P] == 5, maxb = 0;
-        for (int r = 0; r < P; r++) {
-            ok &= map.first[r + 1] > map.first[r];
-            if (map.first[r + 1] - map.first[r] > maxb) maxb = map.first[r + 1] - map.first[r];
-        }
-        EXPECT(ok && maxb == (5 + P - 1) / P, "stages for P=%d: balanced and non-empty (max %d)", P, maxb);
+        EXPECT(stages_plan(&up, P, &map) == 0, "plan %d", P);
+        int ok = map.first[0] == 0 && map.first[P] == up.n;
+        for (int r = 0; r < P; r++) ok &= map.first[r + 1] > map.first[r];
+        EXPECT(ok, "stages for P=%d: contiguous and non-empty", P);
         stages_free(&map);
     }
     stage_map map;
-    EXPECT(stages_plan(&c, 6, &map) == -1 && strstr(cfsp_last_error(), "only 5 blocks"), "more ranks than blocks: %s", cfsp_last_error());
+    EXPECT(stages_plan(&up, 11, &map) == -1 && strstr(cfsp_last_error(), "only 10 stage units"), "more ranks than units: %s", cfsp_last_error());
+    units_free(&up);
+    /* slices: 172 channels in slices of at most 50 -> 4 slices 43 each, covering [0, 172) in order */
+    units_plan(&c, 50, 64, &up);
+    EXPECT(up.n == 25, "sliced plan: %d units", up.n);
+    int cover = 1;
+    for (int u = 0, prev = 0; u < up.n; u++) {
+        if (up.u[u].slice < 0) { prev = 0; continue; }
+        cover &= up.u[u].c0 == prev && up.u[u].c1 > up.u[u].c0 && up.u[u].nslices == 4;
+        prev = up.u[u].c1;
+        if (up.u[u].slice == 3) cover &= prev == 172;
+    }
+    EXPECT(cover, "slices tile every block's channels");
+    /* balance: 25 units over 8 ranks, the largest stage at most twice the mean */
+    EXPECT(stages_plan(&up, 8, &map) == 0, "8 ranks");
+    double tot = 0, mx = 0;
+    for (int u = 0; u < up.n; u++) tot += up.u[u].cost;
+    for (int r = 0; r < 8; r++) {
+        double s = 0;
+        for (int u = map.first[r]; u < map.first[r + 1]; u++) s += up.u[u].cost;
+        if (s > mx) mx = s;
+    }
+    EXPECT(mx <= 2 * tot / 8, "balanced: max stage %.0f vs mean %.0f", mx, tot / 8);
+    stages_free(&map);
+    units_free(&up);
     model_config_free(&c);
 }
 

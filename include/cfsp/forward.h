@@ -23,16 +23,20 @@ void fwd_ws_free(fwd_ws *ws);
 
 void embed_tokens(const wmat *emb, const uint32_t *ids, int n, float *x);
 void rmsnorm(float *out, const float *x, const float *w, int n, int D, float eps);
-void linear(float *y, const float *x, int n, const wmat *W, fwd_ws *ws);
+void linear(float *y, const float *x, int n, const wmat *W, float beta, fwd_ws *ws);
 void rope_apply(float *x, int n, int nheads, int hd, int pos0, const fwd_ws *ws);
 void attention(float *out, const float *q, const float *kc, const float *vc, int n, int pos0, fwd_ws *ws);
 void swiglu(float *g, const float *u, size_t n);
 
-/* One transformer block on n tokens at positions pos0..pos0+n-1, x updated in place. kc/vc hold
- * this block's keys/values for positions 0..pos0+n-1 (filled here for the new positions).
- * st (may be NULL) receives the statistics hook calls. */
-void block_forward(const block_weights *b, float *x, int n, int pos0, float *kc, float *vc,
-                   struct block_stats *st, const model_config *c, fwd_ws *ws);
+/* The attention half of a block on n tokens at positions pos0..pos0+n-1: x += o(attn(norm(x))).
+ * kc/vc hold the block's keys/values for positions 0..pos0+n-1 (filled here for the new ones). */
+void attention_unit(const unit_weights *u, float *x, int n, int pos0, float *kc, float *vc,
+                    const model_config *c, fwd_ws *ws);
+/* One FFN slice: acc (+)= down_s(silu(gate_s(norm(x))) * up_s(norm(x))) (+ the slice's bias share);
+ * the first slice starts acc, the last adds it to x. With st, the slice's channel sums are added
+ * to the statistics hook, and after the last slice the block distance of (hin, x). */
+void ffn_unit(const unit_weights *u, float *x, float *acc, const float *hin, int n,
+              struct block_stats *st, const model_config *c, fwd_ws *ws);
 
 /* Final norm + lm_head over n positions; adds -log p(target) for positions with target >= 0 to
  * *nll (double) and counts them. If logits_out is non-NULL, the logits [n, V] are copied there. */

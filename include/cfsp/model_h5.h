@@ -1,19 +1,24 @@
 /* model_h5.h — the pruned checkpoint: one HDF5 file per (method, ratio), written by all ranks in
- * parallel through MPI-IO (collective metadata, each rank writes its own blocks), tensors in the
- * stored dtype, FNV-1a checksums per tensor. */
+ * parallel through MPI-IO (collective metadata: every rank creates every dataset in the same
+ * order; each rank writes the data of its own stage units — whole tensors, or row / column
+ * ranges of a block's FFN tensors), tensors in the stored dtype, a checksum per tensor. */
 #ifndef CFSP_MODEL_H5_H
 #define CFSP_MODEL_H5_H
 #include "cfsp/pipeline.h"
 
-#define MODEL_H5_FORMAT "cfsp-mpi-pruned/1"
+#define MODEL_H5_FORMAT "cfsp-mpi-pruned/2"
 
 typedef struct {
     const model_config *cfg;
+    const st_model *st;             /* the source headers (dtypes), identical on every rank */
+    const unit_plan *plan;
     const stage_map *map;
-    const rank_weights *w;          /* embeddings, final norm, lm_head, attention of own blocks */
-    const block_weights *blocks;    /* this rank's pruned blocks */
-    int64_t *const *kept;           /* kept channel indices per own block */
-    const int *counts;              /* [L] channel count of every block (all ranks) */
+    const rank_weights *w;          /* embeddings, final norm, lm_head */
+    const unit_weights *units;      /* this rank's (pruned) units */
+    const int *counts;              /* [L] kept channels per block */
+    const int *kofs;                /* [units] offset of each FFN slice's kept channels in its block */
+    int64_t *const *kept;           /* per own unit: kept block-channel indices (FFN slices) */
+    const float *bias;              /* rank 0: [L][D] summed flap bias, or NULL */
     const double *importance;       /* [L] (rank 0) */
     const double *keep_fraction;    /* [L] (rank 0) */
     double ratio;
@@ -21,9 +26,14 @@ typedef struct {
     const char *options_json;
 } model_out;
 
-/* Collective. Writes the file at path (the caller's temporary name, renamed when the whole job has
- * succeeded); returns the bytes of tensor data written by this rank. */
+/* Collective. Writes the file at path (the caller's temporary name, renamed when the whole job
+ * has succeeded) and fsyncs it; returns the bytes of tensor data written by this rank. */
 uint64_t model_h5_write(const char *path, const model_out *mo, double *seconds);
 /* Serial: recompute every tensor checksum of a file; 0 if all match (prints a summary). */
 int model_h5_verify(const char *path);
+
+/* The tensor checksum: sum over elements (mod 2^64) of a 64-bit mix of (position, raw bits), so
+ * that parts written by different ranks combine exactly. Elements of a [rows, cols] block placed
+ * at (r0, c0) of a dataset with full_cols columns. */
+uint64_t tensor_checksum(const void *data, size_t elsize, int64_t rows, int64_t cols, int64_t r0, int64_t c0, int64_t full_cols);
 #endif

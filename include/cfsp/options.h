@@ -10,9 +10,10 @@ typedef struct {
     char command[16];            /* run | prune | verify */
     char config_file[4096];
     char model[4096], calib_tokens[4096], eval_tokens[4096], output_dir[4096], dump_logits[4096];
+    char calib_text[4096], eval_text[4096];   /* text, tokenized by the model's own tokenizer */
     char stats[4096];            /* prune --stats FILE */
     char verify_file[4096];
-    int nsamples, seqlen, chunk, eval_windows, calib_random;
+    int nsamples, seqlen, chunk, eval_windows, calib_random, ffn_slice;
     long long seed;
     double ratios[MAX_RATIOS];
     int nratios;

@@ -1,7 +1,12 @@
-/* pipeline.h — blocks split into contiguous stages (one per rank, balanced by parameter count)
- * and the pipelined schedule: micro-batches (sequences, or chunks of a sequence) flow rank to
- * rank with non-blocking point-to-point messages; the first stage embeds, the last computes the
- * loss. The same schedule serves calibration (statistics hook) and evaluation (perplexity). */
+/* pipeline.h — stage units, the stage map and the pipelined schedule.
+ *
+ * A block is one attention unit followed by FFN slices: channel ranges fixed by the model and
+ * --ffn-slice (never by the rank count), so every run performs the same sequence of matrix
+ * products and sums whatever the number of ranks. Ranks own contiguous runs of units, balanced by
+ * cost; micro-batches (a sequence, or --chunk tokens of one) flow rank to rank with non-blocking
+ * point-to-point messages carrying the residual stream, the partial FFN sum and the block input;
+ * the first stage embeds, the last computes the loss. The same schedule serves calibration
+ * (statistics hook) and evaluation (perplexity). */
 #ifndef CFSP_PIPELINE_H
 #define CFSP_PIPELINE_H
 #include "cfsp/forward.h"
@@ -9,18 +14,37 @@
 #include <stdio.h>
 
 typedef struct {
+    int layer;
+    int slice;                 /* -1: attention; else FFN slice index */
+    int nslices;               /* FFN slices of this block */
+    int c0, c1;                /* FFN: channel range */
+    double cost;               /* flops per token */
+} stage_unit;
+
+typedef struct unit_plan {
+    int n;
+    stage_unit *u;
+} unit_plan;
+
+/* every block: attention + ceil(m / ffn_slice) equal FFN slices (ffn_slice 0: one slice) */
+void units_plan(const model_config *c, int ffn_slice, int seqlen, unit_plan *p);
+void units_free(unit_plan *p);
+
+typedef struct {
     int nranks;
-    int *first;          /* first[r]..first[r+1]-1 are rank r's blocks; first[nranks] = L */
+    int *first;                /* first[r]..first[r+1]-1 are rank r's units; first[nranks] = units */
 } stage_map;
 
-int stages_plan(const model_config *c, int nranks, stage_map *map);
+/* contiguous runs of units minimising the largest stage cost; every rank at least one unit */
+int stages_plan(const unit_plan *p, int nranks, stage_map *map);
 void stages_free(stage_map *map);
+int stage_of_unit(const stage_map *map, int u);
 
 typedef struct {
     const uint32_t *tokens;    /* the whole token stream (identical on every rank) */
     const int64_t *offsets;    /* start of each sequence in tokens */
     int nseq, seqlen, chunk;   /* micro-batch = chunk tokens of one sequence; chunk divides seqlen */
-    block_stats *stats;        /* this rank's blocks, or NULL */
+    block_stats *stats;        /* indexed by layer (entries of this rank's blocks), or NULL */
     int eval;                  /* last stage computes the loss */
     FILE *dump_logits;         /* last stage: raw float32 logits of every position, or NULL */
     const char *label;         /* for progress lines */
@@ -34,15 +58,14 @@ typedef struct {
     const model_config *cfg;
     const rank_weights *w;
     int rank, nranks;
-    int first, last;           /* this rank's blocks */
     fwd_ws ws;
-    float *kcache, *vcache;    /* per own block [seqlen, KV] */
-    float *buf[3];             /* rotating micro-batch buffers [chunk, D] */
+    float *kcache, *vcache;    /* per own attention unit [seqlen, KV] */
+    float *buf[3];             /* rotating micro-batch buffers: x, acc, hin, each [chunk, D] */
     int seqlen, chunk;
 } pipeline;
 
 void pipeline_init(pipeline *p, const model_config *c, const rank_weights *w, int rank, int nranks, int seqlen, int chunk);
 void pipeline_free(pipeline *p);
-/* blocks: this rank's (possibly pruned) block weights, last-first entries */
-void pipeline_run(pipeline *p, const block_weights *blocks, pipe_job *job);
+/* units: this rank's (possibly pruned) unit weights, last-first entries */
+void pipeline_run(pipeline *p, const unit_weights *units, pipe_job *job);
 #endif

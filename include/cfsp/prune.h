@@ -17,10 +17,14 @@ typedef enum { PM_CFSP = 0, PM_WANDA_SP, PM_FLAP, PM_MAG_SP, PM_COUNT } prune_me
 extern const char *const prune_method_names[PM_COUNT];
 int prune_method_from_name(const char *s);
 
-/* Per-channel score of one block (double, length b->ffn). nsamples: calibration sequences (A_j =
- * sqrt(sum_sq/nsamples)). For flap: fluctuation x sum_i W_ij^2; wanda_sp: wanda_base; mag_sp: mag_base. */
-void score_block(const block_weights *b, const block_stats *st, int nsamples, prune_method pm,
-                 local_metric lm, double bexp, double cexp, double *score);
+/* Per-channel scores of one FFN slice (double, length u->k, channels c0.. of the block).
+ * nsamples: calibration sequences (A_j = sqrt(sum_sq/nsamples)). flap: fluctuation x sum_i W_ij^2;
+ * wanda_sp: wanda_base; mag_sp: mag_base. rowsums: for three_w_one_wa_rownorm, the block's row
+ * sums [3][D] (down weighted by A^b, up, gate) summed over all its slices; otherwise NULL. */
+void score_slice(const unit_weights *u, const block_stats *st, int nsamples, prune_method pm,
+                 local_metric lm, double bexp, double cexp, const double *rowsums, double *score);
+/* this slice's share of those row sums: out[3][D] */
+void rowsum_slice(const unit_weights *u, const block_stats *st, int nsamples, double bexp, double *out);
 
 /* Root: CFSP keep fraction of every block (mean 1-p) by the sigmoid rule.
  * temp_scale = 1 in reference mode, 131072/(N*T) in the default mode. */
@@ -37,10 +41,9 @@ int select_cfsp(const double *score, int m, double keep_frac, int reference, int
 int select_topk(const double *score, int m, int k, int64_t *keep_idx);
 int default_count(int m, double keep_frac, int align);
 
-/* Pruned copy of a block: gate/up rows and down columns at keep_idx (stored dtype, bit-exact);
- * attention and norms shared with src. With bias_mean (flap), the removed channels' mean input
- * times W becomes a down_proj bias. */
-void slice_block(const block_weights *src, const int64_t *keep_idx, int k, const double *mean_x,
-                 block_weights *dst);
-void free_sliced_block(block_weights *b);
+/* Pruned copy of an FFN slice unit: gate/up rows and down columns at the kept channels (block
+ * channel numbers, all within [c0, c1)), copied in the stored dtype (bit-exact). With mean_x
+ * (flap; indexed by block channel), the removed channels' mean input times W becomes this slice's
+ * share of the down_proj bias. Attention units and norms are shared, not copied. */
+void slice_unit(const unit_weights *src, const int64_t *keep_idx, int k, const double *mean_x, unit_weights *dst);
 #endif

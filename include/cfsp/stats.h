@@ -18,6 +18,7 @@ typedef struct block_stats {
 
 void stats_init(block_stats *s, int layer, int m);
 void stats_free(block_stats *s);
-void stats_channels(block_stats *s, const float *act, int n, int m);
+/* act [n, k]: channels c0..c0+k-1 of the block */
+void stats_channels(block_stats *s, const float *act, int n, int k, int c0);
 void stats_coarse(block_stats *s, const float *hin, const float *hout, int n, int D);
 #endif

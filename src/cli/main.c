@@ -1,10 +1,13 @@
 /* main.c — entry point: MPI set-up, options, dispatch to the commands. */
 #include "cfsp/err.h"
+#include "cfsp/export.h"
 #include "cfsp/model_h5.h"
 #include "cfsp/options.h"
 #include "cfsp/run.h"
+#include "cfsp/tokenizer.h"
 #include <mpi.h>
 #include <stdio.h>
+#include <string.h>
 
 int main(int argc, char **argv)
 {
@@ -15,6 +18,15 @@ int main(int argc, char **argv)
     cfsp_err_init(rank, size);
     cfsp_install_signal_cleanup();
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    if (argc > 1 && !strcmp(argv[1], "export")) {      /* serial, on rank 0 (export.h) */
+        int xrc = rank == 0 ? export_main(argc - 1, argv + 1) : 0;
+        cfsp_sync(xrc < 0 ? -1 : 0);
+        cfsp_exit_all(0);
+    }
+    if (argc > 1 && !strcmp(argv[1], "tokenize")) {     /* rank 0 tokenizes (tokenizer.h) */
+        cfsp_sync(tokenize_command(argc, argv));
+        cfsp_exit_all(0);
+    }
     options o;
     int rc = options_parse(argc, argv, &o);
     cfsp_sync(rc);

@@ -25,10 +25,13 @@ static const optdef table[] = {
     { "model", O_STR, OFF(model), "", "Hugging Face LLaMA directory (config.json + safetensors)" },
     { "calib-tokens", O_STR, OFF(calib_tokens), "", "calibration token ids (uint32 little-endian file; FILE@START:END takes a slice)" },
     { "eval-tokens", O_STR, OFF(eval_tokens), "", "held-out token ids for perplexity (FILE@START:END takes a slice; empty: no evaluation)" },
+    { "calib-text", O_STR, OFF(calib_text), "", "calibration text (UTF-8), tokenized on rank 0 with the model's own tokenizer, one BOS first (instead of --calib-tokens)" },
+    { "eval-text", O_STR, OFF(eval_text), "", "held-out text for perplexity, used as is (e.g. rows joined with \\n\\n), tokenized once with one BOS first (instead of --eval-tokens)" },
     { "output-dir", O_STR, OFF(output_dir), "cfsp_out", "directory for results.json, stats.h5 and pruned models" },
     { "nsamples", O_INT, OFF(nsamples), "128", "calibration sequences N" },
     { "seqlen", O_INT, OFF(seqlen), "1024", "tokens per calibration sequence and per evaluation window T" },
     { "chunk", O_INT, OFF(chunk), "0", "tokens per pipeline micro-batch (divides seqlen; 0 = seqlen)" },
+    { "ffn-slice", O_INT, OFF(ffn_slice), "4096", "FFN channels per pipeline stage unit (a block = attention + ceil(m/this) FFN slices; 0 = whole FFN); fixes the arithmetic, so keep it when comparing runs" },
     { "seed", O_INT, OFF(seed), "0", "seed of the random calibration offsets (Python random.seed)" },
     { "calib-sampling", O_SAMPLING, OFF(calib_random), "random", "random (reference) | consecutive" },
     { "eval-windows", O_INT, OFF(eval_windows), "0", "evaluate only the first K windows (0 = all)" },
@@ -237,12 +240,15 @@ int options_parse(int argc, char **argv, options *o)
     const char *src = o->config_file[0] ? o->config_file : "command line";
     if (!strcmp(o->command, "prune") && !o->stats[0]) return FAIL("prune: --stats FILE is required");
     if (!o->model[0]) return FAIL("%s: --model is required", src);
-    if (!o->stats[0] && !o->calib_tokens[0]) return FAIL("%s: --calib-tokens is required", src);
+    if (!o->stats[0] && !o->calib_tokens[0] && !o->calib_text[0]) return FAIL("%s: --calib-tokens (or --calib-text) is required", src);
+    if (o->calib_tokens[0] && o->calib_text[0]) return FAIL("%s: --calib-tokens and --calib-text: give one of them", src);
+    if (o->eval_tokens[0] && o->eval_text[0]) return FAIL("%s: --eval-tokens and --eval-text: give one of them", src);
     if (o->nsamples < 1) return FAIL("%s: --nsamples = %d: expected >= 1", src, o->nsamples);
     if (o->seqlen < 2) return FAIL("%s: --seqlen = %d: expected >= 2", src, o->seqlen);
     if (o->chunk == 0) o->chunk = o->seqlen;
     if (o->chunk < 1 || o->seqlen % o->chunk) return FAIL("%s: --chunk = %d: expected a divisor of seqlen = %d", src, o->chunk, o->seqlen);
     if (o->eval_windows < 0) return FAIL("%s: --eval-windows = %d: expected >= 0", src, o->eval_windows);
+    if (o->ffn_slice < 0) return FAIL("%s: --ffn-slice = %d: expected >= 0", src, o->ffn_slice);
     if (o->align < 1) return FAIL("%s: --align = %d: expected a positive channel multiple (1 = no rounding)", src, o->align);
     if (o->max_rank_memory_gb < 0) return FAIL("%s: --max-rank-memory: expected >= 0", src);
     if (!(o->a > 0)) return FAIL("%s: --a = %g: expected > 0", src, o->a);
@@ -267,10 +273,13 @@ cJSON *options_to_json(const options *o)
     cJSON_AddStringToObject(j, "model", o->model);
     cJSON_AddStringToObject(j, "calib_tokens", o->calib_tokens);
     cJSON_AddStringToObject(j, "eval_tokens", o->eval_tokens);
+    cJSON_AddStringToObject(j, "calib_text", o->calib_text);
+    cJSON_AddStringToObject(j, "eval_text", o->eval_text);
     cJSON_AddStringToObject(j, "stats", o->stats);
     cJSON_AddNumberToObject(j, "nsamples", o->nsamples);
     cJSON_AddNumberToObject(j, "seqlen", o->seqlen);
     cJSON_AddNumberToObject(j, "chunk", o->chunk);
+    cJSON_AddNumberToObject(j, "ffn_slice", o->ffn_slice);
     cJSON_AddNumberToObject(j, "seed", (double)o->seed);
     cJSON_AddStringToObject(j, "calib_sampling", o->calib_random ? "random" : "consecutive");
     cJSON_AddNumberToObject(j, "eval_windows", o->eval_windows);

@@ -1,14 +1,18 @@
 /* run.c — the job, phase by phase, as every rank executes it:
- *   1. validate config, stage split, outputs, tokens, weights (each phase ends in cfsp_sync)
+ *   1. validate config, unit plan and stage map, outputs, tokens, weights (each phase ends in
+ *      cfsp_sync, so a failure on any rank ends the job cleanly on all)
  *   2. dense evaluation and the single calibration pass (pipelined), or load statistics
- *   3. gather block importances at the root; root allocates; per-block selection on the owners
- *   4. per method and ratio: slice, write the HDF5 checkpoint in parallel, evaluate
- *   5. root writes results.json / results.md / plot */
+ *   3. statistics reach the root; scores are computed on the owners of the FFN slices and
+ *      gathered; the root allocates the budget and selects every block's channels
+ *   4. per method and ratio: the owners slice their units, all write the HDF5 checkpoint in
+ *      parallel, the pruned model is evaluated through the same pipeline
+ *   5. every output is renamed into place at once; the root writes results.json last */
 #include "cfsp/run.h"
 #include "cfsp/err.h"
 #include "cfsp/model_h5.h"
 #include "cfsp/results.h"
 #include "cfsp/stats_h5.h"
+#include "cfsp/tokenizer.h"
 #include "cfsp/tokens.h"
 #include "cfsp/util.h"
 #include <cjson/cJSON.h>
@@ -21,17 +25,18 @@
 typedef struct {
     const options *o;
     model_config cfg;
+    unit_plan plan;
     stage_map map;
     st_model st;
     rank_weights w;
     pipeline pl;
-    int rank, P, L, nb;            /* nb: own block count */
+    int rank, P, L, nu;            /* nu: own unit count */
+    int first_unit;
     token_file calib, eval;
     int64_t *calib_off, *eval_off;
     int nsamples, seqlen, nwin;
     uint64_t fingerprint;
-    block_stats *own;              /* own blocks' statistics */
-    block_stats *all;              /* root: every block's statistics */
+    block_stats *stats;            /* [L]: entries of blocks this rank touches (root: all) */
     cJSON *res;                    /* root: results */
     char (*pending)[2][4200];      /* outputs written under temporary names: {tmp, final} */
     int npending;
@@ -58,12 +63,6 @@ static int commit_outputs(job *j)
                 rc = FAIL("cannot rename %s to %s", j->pending[i][0], j->pending[i][1]);
     for (int i = 0; i < j->npending; i++) cfsp_tmp_unregister(j->pending[i][0]);
     return rc;
-}
-
-static int owner_of(const job *j, int l)
-{
-    for (int r = 0; r < j->P; r++) if (l < j->map.first[r + 1]) return r;
-    return j->P - 1;
 }
 
 static void model_file_name(const job *j, int method, double ratio, char *out, size_t n)
@@ -122,15 +121,18 @@ static int load_tokens(job *j, int need_calib)
     j->seqlen = o->seqlen;
     j->nsamples = o->nsamples;
     if (j->rank == 0) {
-        if (need_calib) rc = tokens_read(o->calib_tokens, j->cfg.vocab, &j->calib);
-        if (!rc && o->eval_tokens[0]) {
-            rc = tokens_read(o->eval_tokens, j->cfg.vocab, &j->eval);
+        const char *cname = o->calib_text[0] ? o->calib_text : o->calib_tokens, *ename = o->eval_text[0] ? o->eval_text : o->eval_tokens;
+        if (need_calib) rc = o->calib_text[0] ? tokenize_file_checked(o->model, o->calib_text, j->cfg.vocab, &j->calib.ids, &j->calib.n)
+                                              : tokens_read(o->calib_tokens, j->cfg.vocab, &j->calib);
+        if (!rc && ename[0]) {
+            rc = o->eval_text[0] ? tokenize_file_checked(o->model, o->eval_text, j->cfg.vocab, &j->eval.ids, &j->eval.n)
+                                 : tokens_read(o->eval_tokens, j->cfg.vocab, &j->eval);
             if (!rc && j->eval.n < o->seqlen)
-                rc = FAIL("%s: %lld tokens, fewer than one evaluation window of seqlen = %d", o->eval_tokens, (long long)j->eval.n, o->seqlen);
+                rc = FAIL("%s: %lld tokens, fewer than one evaluation window of seqlen = %d", ename, (long long)j->eval.n, o->seqlen);
         }
         if (!rc && need_calib) {
             j->calib_off = xmalloc(sizeof(int64_t) * (size_t)o->nsamples);
-            rc = calib_offsets(j->calib.n, o->nsamples, o->seqlen, o->calib_random, (uint64_t)o->seed, o->calib_tokens, j->calib_off);
+            rc = calib_offsets(j->calib.n, o->nsamples, o->seqlen, o->calib_random, (uint64_t)o->seed, cname, j->calib_off);
         }
     }
     cfsp_sync(rc);
@@ -139,7 +141,7 @@ static int load_tokens(job *j, int need_calib)
         if (j->rank != 0) j->calib_off = xmalloc(sizeof(int64_t) * (size_t)o->nsamples);
         MPI_CHECK(MPI_Bcast(j->calib_off, o->nsamples, MPI_INT64_T, 0, MPI_COMM_WORLD));
     }
-    if (o->eval_tokens[0]) {
+    if (o->eval_tokens[0] || o->eval_text[0]) {
         bcast_tokens(&j->eval);
         j->nwin = (int)(j->eval.n / o->seqlen);
         if (o->eval_windows > 0 && o->eval_windows < j->nwin) j->nwin = o->eval_windows;
@@ -153,8 +155,10 @@ static int load_tokens(job *j, int need_calib)
 static int check_memory(job *j)
 {
     const model_config *c = &j->cfg;
+    int natt = 0;
+    for (int i = 0; i < j->nu; i++) natt += j->w.units[i].slice < 0;
     double ws = 4.0 * j->o->chunk * ((double)c->hidden * 6 + (double)c->n_heads * c->head_dim * 2 + 2.0 * c->ffn_default + j->o->seqlen) +
-                8.0 * c->n_kv_heads * c->head_dim * (double)j->o->seqlen * j->nb + (16 << 20);
+                12.0 * j->o->chunk * c->hidden + 8.0 * c->n_kv_heads * c->head_dim * (double)j->o->seqlen * natt + (16 << 20);
     double need = (double)j->w.bytes_expected + ws;
     double limit = j->o->max_rank_memory_gb * 1e9;
     if (limit <= 0) {
@@ -171,12 +175,12 @@ static int check_memory(job *j)
         limit = avail_kb > 0 ? avail_kb * 1024.0 / local : 0;
     }
     if (limit > 0 && need > limit)
-        return FAIL("rank %d needs about %.2f GB for blocks %d-%d but only %.2f GB are available to it (--max-rank-memory, or use more ranks)",
-                    j->rank, need / 1e9, j->w.first_block, j->w.last_block - 1, limit / 1e9);
+        return FAIL("rank %d needs about %.2f GB for its stage units (blocks %d-%d) but only %.2f GB are available to it (--max-rank-memory, or use more ranks)",
+                    j->rank, need / 1e9, j->plan.u[j->w.first_unit].layer, j->plan.u[j->w.last_unit - 1].layer, limit / 1e9);
     return 0;
 }
 
-static double run_eval(job *j, const block_weights *blocks, const char *label, double *nll, int64_t *ntok, double *secs, FILE *dump)
+static double run_eval(job *j, const unit_weights *units, const char *label, double *nll, int64_t *ntok, double *secs, FILE *dump)
 {
     pipe_job pj = { 0 };
     pj.tokens = j->eval.ids;
@@ -187,45 +191,38 @@ static double run_eval(job *j, const block_weights *blocks, const char *label, d
     pj.eval = 1;
     pj.dump_logits = dump;
     pj.label = label;
-    pipeline_run(&j->pl, blocks, &pj);
+    pipeline_run(&j->pl, units, &pj);
     *nll = pj.nll_sum;
     *ntok = pj.ntok;
     if (secs) *secs = pj.seconds;
     return exp(pj.nll_sum / (double)pj.ntok);
 }
 
-/* move block statistics: owner -> root (gather=1) or root -> owner (gather=0) */
+/* move statistics between the owners of the FFN slices and the root, unit by unit:
+ * gather=1 owner -> root (after calibration), gather=0 root -> owner (from a statistics file).
+ * The block importances travel with the block's last slice (where they were computed). */
 static void move_stats(job *j, int gather)
 {
-    for (int l = 0; l < j->L; l++) {
-        int o = owner_of(j, l);
-        if (o == 0) {
-            if (j->rank == 0) {
-                block_stats *mine = &j->own[l - j->w.first_block], *root = &j->all[l];
-                block_stats *src = gather ? mine : root, *dst = gather ? root : mine;
-                memcpy(dst->imp, src->imp, sizeof src->imp);
-                memcpy(dst->sum_sq, src->sum_sq, sizeof(double) * (size_t)src->m);
-                memcpy(dst->sum, src->sum, sizeof(double) * (size_t)src->m);
-                dst->ntok = src->ntok;
-            }
-            continue;
-        }
-        if (j->rank != o && j->rank != 0) continue;
-        block_stats *s = j->rank == 0 ? &j->all[l] : &j->own[l - j->w.first_block];
+    for (int u = 0; u < j->plan.n; u++) {
+        const stage_unit *su = &j->plan.u[u];
+        if (su->slice < 0) continue;
+        int o = stage_of_unit(&j->map, u), n = su->c1 - su->c0;
+        if (o == 0 || (j->rank != o && j->rank != 0)) continue;
+        block_stats *s = &j->stats[su->layer];
         double head[GM_COUNT + 1];
-        int sender = gather ? o : 0, receiver = gather ? 0 : o;
+        int sender = gather ? o : 0, receiver = gather ? 0 : o, last = su->slice == su->nslices - 1;
         if (j->rank == sender) {
             memcpy(head, s->imp, sizeof s->imp);
             head[GM_COUNT] = (double)s->ntok;
             MPI_CHECK(MPI_Send(head, GM_COUNT + 1, MPI_DOUBLE, receiver, 200, MPI_COMM_WORLD));
-            MPI_CHECK(MPI_Send(s->sum_sq, s->m, MPI_DOUBLE, receiver, 201, MPI_COMM_WORLD));
-            MPI_CHECK(MPI_Send(s->sum, s->m, MPI_DOUBLE, receiver, 202, MPI_COMM_WORLD));
+            MPI_CHECK(MPI_Send(s->sum_sq + su->c0, n, MPI_DOUBLE, receiver, 201, MPI_COMM_WORLD));
+            MPI_CHECK(MPI_Send(s->sum + su->c0, n, MPI_DOUBLE, receiver, 202, MPI_COMM_WORLD));
         } else {
             MPI_CHECK(MPI_Recv(head, GM_COUNT + 1, MPI_DOUBLE, sender, 200, MPI_COMM_WORLD, MPI_STATUS_IGNORE));
-            memcpy(s->imp, head, sizeof s->imp);
+            if (last || !gather) memcpy(s->imp, head, sizeof s->imp);
             s->ntok = (int64_t)head[GM_COUNT];
-            MPI_CHECK(MPI_Recv(s->sum_sq, s->m, MPI_DOUBLE, sender, 201, MPI_COMM_WORLD, MPI_STATUS_IGNORE));
-            MPI_CHECK(MPI_Recv(s->sum, s->m, MPI_DOUBLE, sender, 202, MPI_COMM_WORLD, MPI_STATUS_IGNORE));
+            MPI_CHECK(MPI_Recv(s->sum_sq + su->c0, n, MPI_DOUBLE, sender, 201, MPI_COMM_WORLD, MPI_STATUS_IGNORE));
+            MPI_CHECK(MPI_Recv(s->sum + su->c0, n, MPI_DOUBLE, sender, 202, MPI_COMM_WORLD, MPI_STATUS_IGNORE));
         }
     }
 }
@@ -246,88 +243,166 @@ static cJSON *ints(const int *v, int n)
 
 static int64_t total_params(const model_config *c, const int *ffn)
 {
-    int64_t p = (int64_t)c->vocab * c->hidden * (c->tie_embeddings ? 1 : 2) + c->hidden;
-    for (int l = 0; l < c->n_layers; l++) {
-        model_config t = *c;
-        int keep = t.ffn[l];
-        ((model_config *)&t)->ffn = (int *)ffn;
-        p += model_block_params(&t, l);
-        (void)keep;
-    }
+    int64_t D = c->hidden, Q = (int64_t)c->n_heads * c->head_dim, KV = (int64_t)c->n_kv_heads * c->head_dim;
+    int64_t p = (int64_t)c->vocab * D * (c->tie_embeddings ? 1 : 2) + D;
+    for (int l = 0; l < c->n_layers; l++) p += 2 * D * Q + 2 * D * KV + 3 * D * (int64_t)ffn[l] + 2 * D;
     return p;
 }
 
-/* one method at one ratio: allocation, selection, slicing, output, evaluation */
-static void prune_one(job *j, int method, double ratio, double *const *scores, cJSON *pruned_list, double *sweep_secs)
+/* this rank's FFN slice scores, concatenated in unit order (= block and channel order) */
+static double *own_scores(job *j, int method, int64_t *n_out)
 {
     const options *o = j->o;
-    int L = j->L, nb = j->nb, first = j->w.first_block;
-    int align = o->align > 1 ? o->align : 0;
+    int64_t n = 0;
+    for (int i = 0; i < j->nu; i++) if (j->w.units[i].slice >= 0) n += j->w.units[i].k;
+    double *sc = xmalloc(sizeof(double) * (size_t)(n ? n : 1));
+    /* the row-normalised extension needs each block's row sums over all its slices: every
+     * slice's share is gathered everywhere and summed in slice order (rank-count independent) */
+    double *rows = NULL;
+    int D = j->cfg.hidden;
+    if (method == PM_CFSP && o->local_metric == LM_THREE_W_ONE_WA_ROWNORM) {
+        int nsl = 0, mine = 0;
+        for (int u = 0; u < j->plan.n; u++) nsl += j->plan.u[u].slice >= 0;
+        double *part = xcalloc((size_t)3 * D * (size_t)(j->nu ? j->nu : 1), sizeof(double));
+        for (int i = 0; i < j->nu; i++)
+            if (j->w.units[i].slice >= 0)
+                rowsum_slice(&j->w.units[i], &j->stats[j->w.units[i].layer], j->nsamples, o->b, part + (size_t)3 * D * mine++);
+        double *all = xmalloc(sizeof(double) * (size_t)3 * D * (size_t)nsl);
+        int *cnt = xmalloc(sizeof(int) * (size_t)j->P), *dsp = xmalloc(sizeof(int) * (size_t)j->P);
+        for (int r = 0, d = 0; r < j->P; r++) {
+            int k = 0;
+            for (int u = j->map.first[r]; u < j->map.first[r + 1]; u++) k += j->plan.u[u].slice >= 0;
+            cnt[r] = 3 * D * k; dsp[r] = d; d += cnt[r];
+        }
+        MPI_CHECK(MPI_Allgatherv(part, 3 * D * mine, MPI_DOUBLE, all, cnt, dsp, MPI_DOUBLE, MPI_COMM_WORLD));
+        rows = xcalloc((size_t)3 * D * (size_t)j->L, sizeof(double));
+        for (int u = 0, s = 0; u < j->plan.n; u++) {
+            if (j->plan.u[u].slice < 0) continue;
+            double *dst = rows + (size_t)3 * D * j->plan.u[u].layer;
+            for (int x = 0; x < 3 * D; x++) dst[x] += all[(size_t)3 * D * s + x];
+            s++;
+        }
+        free(part); free(all); free(cnt); free(dsp);
+    }
+    int64_t off = 0;
+    for (int i = 0; i < j->nu; i++) {
+        const unit_weights *u = &j->w.units[i];
+        if (u->slice < 0) continue;
+        score_slice(u, &j->stats[u->layer], j->nsamples, (prune_method)method, (local_metric)o->local_metric, o->b, o->c,
+                    rows ? rows + (size_t)3 * D * u->layer : NULL, sc + off);
+        off += u->k;
+    }
+    free(rows);
+    *n_out = n;
+    return sc;
+}
+
+/* root: from every block's scores, the kept channels (ascending block channel numbers) */
+static void root_select(job *j, int method, double ratio, const double *scores, double *keep, int *counts, int64_t *kept)
+{
+    const options *o = j->o;
+    int L = j->L, align = o->align > 1 ? o->align : 0;
+    if (method == PM_CFSP) {
+        double *imp = xmalloc(sizeof(double) * (size_t)L);
+        for (int l = 0; l < L; l++) imp[l] = j->stats[l].imp[o->global_metric];
+        double scale = o->alloc_reference ? 1.0 : 131072.0 / ((double)j->nsamples * j->seqlen);
+        alloc_keep_fraction(imp, L, ratio, o->a, scale, keep);
+        free(imp);
+    } else if (method == PM_WANDA_SP || method == PM_FLAP) {
+        alloc_global_threshold(scores, j->cfg.ffn, L, ratio, counts);
+    } else {
+        for (int l = 0; l < L; l++) counts[l] = default_count(j->cfg.ffn[l], 1.0 - ratio, align);
+    }
+    int64_t off = 0, koff = 0;
+    for (int l = 0; l < L; l++) {
+        int m = j->cfg.ffn[l];
+        if (method == PM_CFSP) counts[l] = select_cfsp(scores + off, m, keep[l], o->alloc_reference, align, kept + koff);
+        else {
+            select_topk(scores + off, m, counts[l], kept + koff);
+            keep[l] = (double)counts[l] / m;
+        }
+        off += m;
+        koff += counts[l];
+    }
+}
+
+/* one method at one ratio: selection, slicing, output, evaluation */
+static void prune_one(job *j, int method, double ratio, const double *scores, cJSON *pruned_list, double *sweep_secs)
+{
+    const options *o = j->o;
+    int L = j->L, nu = j->nu, D = j->cfg.hidden;
     double t0 = now_seconds();
     double *keep = xcalloc((size_t)L, sizeof(double));
     int *counts = xcalloc((size_t)L, sizeof(int));
-    /* root: the budget */
-    if (method == PM_CFSP) {
-        if (j->rank == 0) {
-            double *imp = xmalloc(sizeof(double) * (size_t)L);
-            for (int l = 0; l < L; l++) imp[l] = j->all[l].imp[o->global_metric];
-            double scale = o->alloc_reference ? 1.0 : 131072.0 / ((double)j->nsamples * j->seqlen);
-            alloc_keep_fraction(imp, L, ratio, o->a, scale, keep);
-            free(imp);
-        }
-        MPI_CHECK(MPI_Bcast(keep, L, MPI_DOUBLE, 0, MPI_COMM_WORLD));
-    } else if (method == PM_WANDA_SP || method == PM_FLAP) {
-        /* one global threshold: every block's scores reach the root */
-        int64_t tot = 0, mine = 0;
-        for (int l = 0; l < L; l++) tot += j->cfg.ffn[l];
-        for (int i = 0; i < nb; i++) mine += j->cfg.ffn[first + i];
-        double *buf = xmalloc(sizeof(double) * (size_t)(mine ? mine : 1)), *all = NULL;
-        int64_t off = 0;
-        for (int i = 0; i < nb; i++) { memcpy(buf + off, scores[i], sizeof(double) * (size_t)j->cfg.ffn[first + i]); off += j->cfg.ffn[first + i]; }
-        int *rc = NULL, *displ = NULL;
-        if (j->rank == 0) {
-            all = xmalloc(sizeof(double) * (size_t)tot);
-            rc = xmalloc(sizeof(int) * (size_t)j->P);
-            displ = xmalloc(sizeof(int) * (size_t)j->P);
-            int64_t d = 0;
-            for (int r = 0; r < j->P; r++) {
-                int64_t n = 0;
-                for (int l = j->map.first[r]; l < j->map.first[r + 1]; l++) n += j->cfg.ffn[l];
-                rc[r] = (int)n; displ[r] = (int)d; d += n;
-            }
-        }
-        MPI_CHECK(MPI_Gatherv(buf, (int)mine, MPI_DOUBLE, all, rc, displ, MPI_DOUBLE, 0, MPI_COMM_WORLD));
-        if (j->rank == 0) alloc_global_threshold(all, j->cfg.ffn, L, ratio, counts);
-        MPI_CHECK(MPI_Bcast(counts, L, MPI_INT, 0, MPI_COMM_WORLD));
-        for (int l = 0; l < L; l++) keep[l] = (double)counts[l] / j->cfg.ffn[l];
-        free(buf); free(all); free(rc); free(displ);
-    } else {
-        for (int l = 0; l < L; l++) {
-            counts[l] = default_count(j->cfg.ffn[l], 1.0 - ratio, align);
-            keep[l] = (double)counts[l] / j->cfg.ffn[l];
-        }
+    int64_t total = 0;
+    for (int l = 0; l < L; l++) total += j->cfg.ffn[l];
+    int64_t *kept = xmalloc(sizeof(int64_t) * (size_t)total);
+    if (j->rank == 0) root_select(j, method, ratio, scores, keep, counts, kept);
+    MPI_CHECK(MPI_Bcast(keep, L, MPI_DOUBLE, 0, MPI_COMM_WORLD));
+    MPI_CHECK(MPI_Bcast(counts, L, MPI_INT, 0, MPI_COMM_WORLD));
+    int64_t nkept = 0;
+    for (int l = 0; l < L; l++) nkept += counts[l];
+    for (int64_t off = 0; off < nkept; off += 1 << 26) {
+        int n = (int)(nkept - off < (1 << 26) ? nkept - off : (1 << 26));
+        MPI_CHECK(MPI_Bcast(kept + off, n, MPI_INT64_T, 0, MPI_COMM_WORLD));
     }
-    /* owners: select and slice */
-    int64_t **kept = xcalloc((size_t)(nb ? nb : 1), sizeof(int64_t *));
-    block_weights *sliced = xcalloc((size_t)(nb ? nb : 1), sizeof(block_weights));
-    int *mycounts = xmalloc(sizeof(int) * (size_t)(nb ? nb : 1));
-    for (int i = 0; i < nb; i++) {
-        int l = first + i, m = j->cfg.ffn[l];
-        kept[i] = xmalloc(sizeof(int64_t) * (size_t)m);
-        if (method == PM_CFSP) mycounts[i] = select_cfsp(scores[i], m, keep[l], o->alloc_reference, align, kept[i]);
-        else mycounts[i] = select_topk(scores[i], m, counts[l], kept[i]);
+    /* every rank: where each slice's kept channels start in its block, and its own slices */
+    int *kofs = xcalloc((size_t)j->plan.n, sizeof(int));
+    int64_t *block_start = xmalloc(sizeof(int64_t) * (size_t)L);
+    for (int l = 0, acc = 0; l < L; l++) { block_start[l] = acc; acc += counts[l]; }
+    for (int u = 0; u < j->plan.n; u++) {
+        const stage_unit *su = &j->plan.u[u];
+        if (su->slice < 0) continue;
+        const int64_t *kl = kept + block_start[su->layer];
+        int c = 0;
+        while (c < counts[su->layer] && kl[c] < su->c0) c++;
+        kofs[u] = c;
+    }
+    unit_weights *pu = xcalloc((size_t)(nu ? nu : 1), sizeof(unit_weights));
+    int64_t **mykept = xcalloc((size_t)(nu ? nu : 1), sizeof(int64_t *));
+    for (int i = 0; i < nu; i++) {
+        const unit_weights *u = &j->w.units[i];
+        if (u->slice < 0) { pu[i] = *u; continue; }
+        const int64_t *kl = kept + block_start[u->layer] + kofs[j->first_unit + i];
+        int k = 0;
+        while (kofs[j->first_unit + i] + k < counts[u->layer] && kl[k] < u->c1) k++;
+        mykept[i] = xmalloc(sizeof(int64_t) * (size_t)(k ? k : 1));
+        memcpy(mykept[i], kl, sizeof(int64_t) * (size_t)k);
         double *mean = NULL;
         if (method == PM_FLAP) {
-            mean = xmalloc(sizeof(double) * (size_t)m);
-            for (int c = 0; c < m; c++) mean[c] = j->own[i].sum[c] / (double)j->own[i].ntok;
+            const block_stats *st = &j->stats[u->layer];
+            mean = xcalloc((size_t)j->cfg.ffn[u->layer], sizeof(double));
+            for (int c = u->c0; c < u->c1; c++) mean[c] = st->sum[c] / (double)st->ntok;
         }
-        slice_block(&j->w.blocks[i], kept[i], mycounts[i], mean, &sliced[i]);
+        slice_unit(u, mykept[i], k, mean, &pu[i]);
         free(mean);
     }
-    /* every rank learns every block's count (for the collective HDF5 metadata) */
-    int *rcount = xmalloc(sizeof(int) * (size_t)j->P), *displ = xmalloc(sizeof(int) * (size_t)j->P);
-    for (int r = 0; r < j->P; r++) { rcount[r] = j->map.first[r + 1] - j->map.first[r]; displ[r] = j->map.first[r]; }
-    MPI_CHECK(MPI_Allgatherv(mycounts, nb, MPI_INT, counts, rcount, displ, MPI_INT, MPI_COMM_WORLD));
+    /* flap: the root sums every block's bias shares in slice order */
+    float *bias = NULL;
+    if (method == PM_FLAP) {
+        int mine = 0, nsl = 0;
+        for (int u = 0; u < j->plan.n; u++) nsl += j->plan.u[u].slice >= 0;
+        float *part = xmalloc(sizeof(float) * (size_t)D * (size_t)(nu ? nu : 1)), *all = NULL;
+        for (int i = 0; i < nu; i++) if (pu[i].slice >= 0) memcpy(part + (size_t)D * mine++, pu[i].bias, sizeof(float) * (size_t)D);
+        int *cnt = xmalloc(sizeof(int) * (size_t)j->P), *dsp = xmalloc(sizeof(int) * (size_t)j->P);
+        for (int r = 0, d = 0; r < j->P; r++) {
+            int k = 0;
+            for (int u = j->map.first[r]; u < j->map.first[r + 1]; u++) k += j->plan.u[u].slice >= 0;
+            cnt[r] = D * k; dsp[r] = d; d += cnt[r];
+        }
+        if (j->rank == 0) all = xmalloc(sizeof(float) * (size_t)D * (size_t)nsl);
+        MPI_CHECK(MPI_Gatherv(part, D * mine, MPI_FLOAT, all, cnt, dsp, MPI_FLOAT, 0, MPI_COMM_WORLD));
+        if (j->rank == 0) {
+            bias = xcalloc((size_t)L * D, sizeof(float));
+            for (int u = 0, s = 0; u < j->plan.n; u++) {
+                if (j->plan.u[u].slice < 0) continue;
+                float *b = bias + (size_t)D * j->plan.u[u].layer;
+                for (int x = 0; x < D; x++) b[x] += all[(size_t)D * s + x];
+                s++;
+            }
+        } else bias = xcalloc(1, sizeof(float));   /* non-NULL: tells the writer a bias exists */
+        free(part); free(all); free(cnt); free(dsp);
+    }
     double select_secs = now_seconds() - t0;
     *sweep_secs += select_secs;
 
@@ -337,10 +412,11 @@ static void prune_one(job *j, int method, double ratio, double *const *scores, c
     if (o->save_models) {
         model_file_name(j, method, ratio, path, sizeof path);
         double *imp = xmalloc(sizeof(double) * (size_t)L);
-        for (int l = 0; l < L; l++) imp[l] = j->rank == 0 ? j->all[l].imp[o->global_metric] : 0;
+        for (int l = 0; l < L; l++) imp[l] = j->rank == 0 ? j->stats[l].imp[o->global_metric] : 0;
         cJSON *oj = options_to_json(o);
         char *ojs = cJSON_PrintUnformatted(oj);
-        model_out mo = { &j->cfg, &j->map, &j->w, sliced, kept, counts, imp, keep, ratio, prune_method_names[method], ojs };
+        model_out mo = { &j->cfg, &j->st, &j->plan, &j->map, &j->w, pu, counts, kofs, mykept, bias, imp, keep,
+                         ratio, prune_method_names[method], ojs };
         bytes = model_h5_write(pending_output(j, path), &mo, &write_secs);
         MPI_CHECK(MPI_Reduce(&bytes, &all_bytes, 1, MPI_UINT64_T, MPI_SUM, 0, MPI_COMM_WORLD));
         free(ojs);
@@ -352,10 +428,10 @@ static void prune_one(job *j, int method, double ratio, double *const *scores, c
     if (o->eval_pruned && j->nwin > 0) {
         char label[64];
         snprintf(label, sizeof label, "eval %s r=%g", prune_method_names[method], ratio);
-        ppl = run_eval(j, sliced, label, &nll, &ntok, &eval_secs, NULL);
+        ppl = run_eval(j, pu, label, &nll, &ntok, &eval_secs, NULL);
     }
     if (j->rank == 0) {
-        fprintf(stderr, "cfsp-mpi: %s ratio %g: FFN channels kept %d blocks [", prune_method_names[method], ratio, L);
+        fprintf(stderr, "cfsp-mpi: %s ratio %g: FFN channels kept per block [", prune_method_names[method], ratio);
         for (int l = 0; l < L; l++) fprintf(stderr, "%s%d", l ? " " : "", counts[l]);
         fprintf(stderr, "], perplexity %.4f\n", ppl);
         cJSON *e = cJSON_CreateObject();
@@ -363,9 +439,7 @@ static void prune_one(job *j, int method, double ratio, double *const *scores, c
         cJSON_AddStringToObject(e, "method", prune_method_names[method]);
         cJSON_AddItemToObject(e, "keep_fraction", doubles(keep, L));
         cJSON_AddItemToObject(e, "keep_counts", ints(counts, L));
-        int64_t kept_ch = 0, tot_ch = 0;
-        for (int l = 0; l < L; l++) { kept_ch += counts[l]; tot_ch += j->cfg.ffn[l]; }
-        cJSON_AddNumberToObject(e, "ffn_kept_fraction", (double)kept_ch / (double)tot_ch);
+        cJSON_AddNumberToObject(e, "ffn_kept_fraction", (double)nkept / (double)total);
         cJSON_AddNumberToObject(e, "params", (double)total_params(&j->cfg, counts));
         if (isfinite(ppl)) {
             cJSON_AddNumberToObject(e, "ppl", ppl);
@@ -379,8 +453,8 @@ static void prune_one(job *j, int method, double ratio, double *const *scores, c
         cJSON_AddNumberToObject(e, "eval_seconds", eval_secs);
         cJSON_AddItemToArray(pruned_list, e);
     }
-    for (int i = 0; i < nb; i++) { free_sliced_block(&sliced[i]); free(kept[i]); }
-    free(sliced); free(kept); free(mycounts); free(rcount); free(displ); free(keep); free(counts);
+    for (int i = 0; i < nu; i++) { if (pu[i].slice >= 0) unit_weights_free_owned(&pu[i]); free(mykept[i]); }
+    free(pu); free(mykept); free(kofs); free(block_start); free(kept); free(bias); free(keep); free(counts);
 }
 
 int cfsp_run(const options *o)
@@ -394,14 +468,16 @@ int cfsp_run(const options *o)
 
     cfsp_sync(model_config_load(o->model, &j->cfg));
     j->L = j->cfg.n_layers;
-    cfsp_sync(stages_plan(&j->cfg, j->P, &j->map));
+    units_plan(&j->cfg, o->ffn_slice, o->seqlen, &j->plan);
+    cfsp_sync(stages_plan(&j->plan, j->P, &j->map));
     int first = j->map.first[j->rank], last = j->map.first[j->rank + 1];
-    j->nb = last - first;
+    j->first_unit = first;
+    j->nu = last - first;
     int rc = st_open_dir(o->model, &j->st);
     cfsp_sync(rc);
     cfsp_sync(j->rank == 0 ? prepare_outputs(j) : 0);
     load_tokens(j, !from_stats);
-    cfsp_sync(weights_load(&j->st, &j->cfg, first, last, j->rank == 0, j->rank == j->P - 1, &j->w));
+    cfsp_sync(weights_load(&j->st, &j->cfg, &j->plan, first, last, j->rank == 0, j->rank == j->P - 1, &j->w));
     cfsp_sync(check_memory(j));
     /* the model's identity: config, headers and samples of every tensor's data (root reads) */
     unsigned long long fp = 0;
@@ -431,11 +507,21 @@ int cfsp_run(const options *o)
         snprintf(fps, sizeof fps, "%016llx", (unsigned long long)j->fingerprint);
         cJSON_AddStringToObject(m, "fingerprint", fps);
         cJSON_AddItemToObject(res, "options", options_to_json(o));
+        cJSON *units = cJSON_AddArrayToObject(res, "units");
+        for (int u = 0; u < j->plan.n; u++) {
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddNumberToObject(e, "layer", j->plan.u[u].layer);
+            cJSON_AddStringToObject(e, "kind", j->plan.u[u].slice < 0 ? "attention" : "ffn");
+            cJSON_AddNumberToObject(e, "c0", j->plan.u[u].c0);
+            cJSON_AddNumberToObject(e, "c1", j->plan.u[u].c1);
+            cJSON_AddNumberToObject(e, "flops_per_token", j->plan.u[u].cost);
+            cJSON_AddItemToArray(units, e);
+        }
     }
 
     /* dense evaluation */
     double dense_secs = 0;
-    if (o->eval_tokens[0] && o->eval_dense) {
+    if ((o->eval_tokens[0] || o->eval_text[0]) && o->eval_dense) {
         FILE *dump = NULL;
         char dtmp[4200];
         if (o->dump_logits[0] && j->rank == j->P - 1) {
@@ -446,7 +532,7 @@ int cfsp_run(const options *o)
         }
         double nll;
         int64_t ntok;
-        double ppl = run_eval(j, j->w.blocks, "eval dense", &nll, &ntok, &dense_secs, dump);
+        double ppl = run_eval(j, j->w.units, "eval dense", &nll, &ntok, &dense_secs, dump);
         if (dump) {
             if (fclose(dump) != 0 || rename(dtmp, o->dump_logits) != 0) DIE("%s: cannot write the logits dump", o->dump_logits);
             cfsp_tmp_unregister(dtmp);
@@ -464,11 +550,11 @@ int cfsp_run(const options *o)
     }
 
     /* statistics: one calibration pass, or a saved file */
-    j->own = xcalloc((size_t)(j->nb ? j->nb : 1), sizeof(block_stats));
-    for (int i = 0; i < j->nb; i++) stats_init(&j->own[i], first + i, j->cfg.ffn[first + i]);
-    if (j->rank == 0) {
-        j->all = xcalloc((size_t)j->L, sizeof(block_stats));
-        for (int l = 0; l < j->L; l++) stats_init(&j->all[l], l, j->cfg.ffn[l]);
+    j->stats = xcalloc((size_t)j->L, sizeof(block_stats));
+    for (int l = 0; l < j->L; l++) {
+        int mine = j->rank == 0;
+        for (int i = 0; i < j->nu && !mine; i++) mine = j->w.units[i].layer == l;
+        if (mine) stats_init(&j->stats[l], l, j->cfg.ffn[l]);
     }
     pipe_job cj = { 0 };
     if (!from_stats) {
@@ -477,32 +563,34 @@ int cfsp_run(const options *o)
         cj.nseq = o->nsamples;
         cj.seqlen = o->seqlen;
         cj.chunk = o->chunk;
-        cj.stats = j->own;
+        cj.stats = j->stats;
         cj.label = "calibration";
-        pipeline_run(&j->pl, j->w.blocks, &cj);
+        pipeline_run(&j->pl, j->w.units, &cj);
+        for (int l = 0; l < j->L; l++) j->stats[l].ntok = (int64_t)o->nsamples * o->seqlen;
         move_stats(j, 1);
         if (o->save_stats) {
             char p[4200];
             snprintf(p, sizeof p, "%s/stats.h5", o->output_dir);
             const char *tmp = pending_output(j, p);
-            if (j->rank == 0) rc = stats_h5_write(tmp, &j->cfg, j->all, o->nsamples, o->seqlen, j->fingerprint);
+            if (j->rank == 0) rc = stats_h5_write(tmp, &j->cfg, j->stats, o->nsamples, o->seqlen, j->fingerprint);
         }
         cfsp_sync(rc);
     } else {
         int ns = 0, sl = 0;
-        rc = j->rank == 0 ? stats_h5_read(o->stats, &j->cfg, j->all, &ns, &sl, j->fingerprint) : 0;
+        rc = j->rank == 0 ? stats_h5_read(o->stats, &j->cfg, j->stats, &ns, &sl, j->fingerprint) : 0;
         cfsp_sync(rc);
         int v[2] = { ns, sl };
         MPI_CHECK(MPI_Bcast(v, 2, MPI_INT, 0, MPI_COMM_WORLD));
         j->nsamples = v[0];
         j->seqlen = v[1];
         move_stats(j, 0);
+        for (int l = 0; l < j->L; l++) if (j->stats[l].sum) j->stats[l].ntok = (int64_t)j->nsamples * j->seqlen;
     }
     if (j->rank == 0) {
         cJSON *cal = cJSON_AddObjectToObject(res, "calibration");
         cJSON_AddNumberToObject(cal, "nsamples", j->nsamples);
         cJSON_AddNumberToObject(cal, "seqlen", j->seqlen);
-        cJSON_AddNumberToObject(cal, "tokens", (double)j->all[0].ntok);
+        cJSON_AddNumberToObject(cal, "tokens", (double)j->stats[0].ntok);
         if (!from_stats) {
             cJSON *offs = cJSON_AddArrayToObject(cal, "offsets");
             for (int i = 0; i < o->nsamples; i++) cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)j->calib_off[i]));
@@ -512,49 +600,58 @@ int cfsp_run(const options *o)
         cJSON *imp = cJSON_AddObjectToObject(res, "importance");
         double *v = xmalloc(sizeof(double) * (size_t)j->L);
         for (int g = 0; g < GM_COUNT; g++) {
-            for (int l = 0; l < j->L; l++) v[l] = j->all[l].imp[g];
+            for (int l = 0; l < j->L; l++) v[l] = j->stats[l].imp[g];
             cJSON_AddItemToObject(imp, global_metric_names[g], doubles(v, j->L));
         }
         free(v);
     }
 
-    /* pruning sweep: scores once per method, then every ratio */
+    /* pruning sweep: scores once per method (on the owners), gathered at the root; then every ratio */
     cJSON *pruned = j->rank == 0 ? cJSON_AddArrayToObject(res, "pruned") : NULL;
     double sweep_secs = 0;
+    int64_t total = 0;
+    for (int l = 0; l < j->L; l++) total += j->cfg.ffn[l];
     for (int mi = 0; mi < o->nmethods && o->nratios > 0; mi++) {
         int method = o->methods[mi];
         double ts = now_seconds();
-        double **scores = xcalloc((size_t)(j->nb ? j->nb : 1), sizeof(double *));
-        for (int i = 0; i < j->nb; i++) {
-            scores[i] = xmalloc(sizeof(double) * (size_t)j->cfg.ffn[first + i]);
-            score_block(&j->w.blocks[i], &j->own[i], j->nsamples, (prune_method)method, (local_metric)o->local_metric, o->b, o->c, scores[i]);
+        int64_t n = 0;
+        double *mine = own_scores(j, method, &n), *all = NULL;
+        int *cnt = xmalloc(sizeof(int) * (size_t)j->P), *dsp = xmalloc(sizeof(int) * (size_t)j->P);
+        for (int r = 0, d = 0; r < j->P; r++) {
+            int k = 0;
+            for (int u = j->map.first[r]; u < j->map.first[r + 1]; u++) if (j->plan.u[u].slice >= 0) k += j->plan.u[u].c1 - j->plan.u[u].c0;
+            cnt[r] = k; dsp[r] = d; d += k;
         }
+        if (j->rank == 0) all = xmalloc(sizeof(double) * (size_t)total);
+        MPI_CHECK(MPI_Gatherv(mine, (int)n, MPI_DOUBLE, all, cnt, dsp, MPI_DOUBLE, 0, MPI_COMM_WORLD));
         sweep_secs += now_seconds() - ts;
-        for (int r = 0; r < o->nratios; r++) prune_one(j, method, o->ratios[r], scores, pruned, &sweep_secs);
-        for (int i = 0; i < j->nb; i++) free(scores[i]);
-        free(scores);
+        for (int r = 0; r < o->nratios; r++) prune_one(j, method, o->ratios[r], all, pruned, &sweep_secs);
+        free(mine); free(all); free(cnt); free(dsp);
     }
 
     /* per-rank figures */
-    double mine[8] = { (double)first, (double)last, (double)j->st.bytes_mapped, (double)j->w.bytes_expected,
-                       (double)vm_hwm_bytes(), cj.compute_seconds, cj.wait_seconds, cj.seconds };
-    double *allr = j->rank == 0 ? xmalloc(sizeof(double) * 8 * (size_t)j->P) : NULL;
-    MPI_CHECK(MPI_Gather(mine, 8, MPI_DOUBLE, allr, 8, MPI_DOUBLE, 0, MPI_COMM_WORLD));
+    int lay0 = j->nu ? j->plan.u[first].layer : -1, lay1 = j->nu ? j->plan.u[last - 1].layer : -1;
+    double mine[10] = { (double)first, (double)last, (double)lay0, (double)lay1, (double)j->w.bytes_expected,
+                        (double)j->st.bytes_mapped, (double)vm_hwm_bytes(), cj.compute_seconds, cj.wait_seconds, cj.seconds };
+    double *allr = j->rank == 0 ? xmalloc(sizeof(double) * 10 * (size_t)j->P) : NULL;
+    MPI_CHECK(MPI_Gather(mine, 10, MPI_DOUBLE, allr, 10, MPI_DOUBLE, 0, MPI_COMM_WORLD));
     rc = 0;
     if (j->rank == 0) {
         cJSON *stg = cJSON_AddArrayToObject(res, "stages");
         for (int r = 0; r < j->P; r++) {
-            double *x = allr + 8 * r;
+            double *x = allr + 10 * r;
             cJSON *s = cJSON_CreateObject();
             cJSON_AddNumberToObject(s, "rank", r);
-            cJSON_AddNumberToObject(s, "first_block", x[0]);
-            cJSON_AddNumberToObject(s, "last_block", x[1] - 1);
-            cJSON_AddNumberToObject(s, "weight_bytes_read", x[2]);
-            cJSON_AddNumberToObject(s, "weight_bytes_expected", x[3]);
-            cJSON_AddNumberToObject(s, "vmhwm_bytes", x[4]);
-            cJSON_AddNumberToObject(s, "calib_compute_seconds", x[5]);
-            cJSON_AddNumberToObject(s, "calib_wait_seconds", x[6]);
-            cJSON_AddNumberToObject(s, "calib_seconds", x[7]);
+            cJSON_AddNumberToObject(s, "first_unit", x[0]);
+            cJSON_AddNumberToObject(s, "last_unit", x[1] - 1);
+            cJSON_AddNumberToObject(s, "first_block", x[2]);
+            cJSON_AddNumberToObject(s, "last_block", x[3]);
+            cJSON_AddNumberToObject(s, "weight_bytes_read", x[4]);
+            cJSON_AddNumberToObject(s, "weight_bytes_mapped", x[5]);
+            cJSON_AddNumberToObject(s, "vmhwm_bytes", x[6]);
+            cJSON_AddNumberToObject(s, "calib_compute_seconds", x[7]);
+            cJSON_AddNumberToObject(s, "calib_wait_seconds", x[8]);
+            cJSON_AddNumberToObject(s, "calib_seconds", x[9]);
             cJSON_AddItemToArray(stg, s);
         }
         cJSON *t = cJSON_AddObjectToObject(res, "timings");
@@ -572,9 +669,8 @@ int cfsp_run(const options *o)
     free(j->pending);
 
     pipeline_free(&j->pl);
-    for (int i = 0; i < j->nb; i++) stats_free(&j->own[i]);
-    free(j->own);
-    if (j->all) { for (int l = 0; l < j->L; l++) stats_free(&j->all[l]); free(j->all); }
+    for (int l = 0; l < j->L; l++) if (j->stats[l].sum) stats_free(&j->stats[l]);
+    free(j->stats);
     weights_free(&j->w);
     st_close(&j->st);
     tokens_free(&j->calib);
@@ -582,6 +678,7 @@ int cfsp_run(const options *o)
     free(j->calib_off);
     free(j->eval_off);
     stages_free(&j->map);
+    units_free(&j->plan);
     model_config_free(&j->cfg);
     return 0;
 }

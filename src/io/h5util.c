@@ -56,17 +56,18 @@ hid_t h5_create_dataset(hid_t file, const char *path, hid_t type, int ndims, con
     return ds;
 }
 
-void h5_write_rows(hid_t dset, hid_t memtype, const void *data, int64_t r0, int64_t nrows, int64_t cols, size_t elsize)
+void h5_write_block(hid_t dset, hid_t memtype, const void *data, int64_t r0, int64_t c0, int64_t nrows, int64_t ncols, size_t elsize)
 {
-    if (nrows == 0) return;
+    if (nrows == 0 || ncols == 0) return;
     hid_t fspace = H5Dget_space(dset);
     H5_CHECK(fspace);
     int nd = H5Sget_simple_extent_ndims(fspace);
-    int64_t row_bytes = cols * (int64_t)elsize, panel = (256LL << 20) / (row_bytes ? row_bytes : 1);
+    int64_t row_bytes = ncols * (int64_t)elsize, panel = (256LL << 20) / (row_bytes ? row_bytes : 1);
     if (panel < 1) panel = 1;
     for (int64_t r = 0; r < nrows; r += panel) {
         int64_t n = nrows - r < panel ? nrows - r : panel;
-        hsize_t start[2] = { (hsize_t)(r0 + r), 0 }, count[2] = { (hsize_t)n, (hsize_t)cols };
+        hsize_t start[2] = { (hsize_t)(r0 + r), (hsize_t)c0 }, count[2] = { (hsize_t)n, (hsize_t)ncols };
+        if (nd == 1) count[0] = (hsize_t)(n * ncols);
         H5_CHECK(H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, count, NULL));
         hid_t mspace = H5Screate_simple(nd, count, NULL);
         H5_CHECK(mspace);
@@ -75,6 +76,11 @@ void h5_write_rows(hid_t dset, hid_t memtype, const void *data, int64_t r0, int6
         H5Sclose(mspace);
     }
     H5Sclose(fspace);
+}
+
+void h5_write_rows(hid_t dset, hid_t memtype, const void *data, int64_t r0, int64_t nrows, int64_t cols, size_t elsize)
+{
+    h5_write_block(dset, memtype, data, r0, 0, nrows, cols, elsize);
 }
 
 static void attr_write(hid_t obj, const char *name, hid_t type, const void *v)

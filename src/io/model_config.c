@@ -114,6 +114,9 @@ int model_config_parse(const char *text, size_t len, const char *f, model_config
     if (HD % 2 != 0) { FAIL("%s: field 'head_dim' = %lld: must be even for rotary embeddings", f, (long long)HD); goto out; }
     if (json_get_int(root, "bos_token_id", f, 0, 0, V - 1, &bos)) { cfsp_clear_error(); bos = 1; }
     if (json_get_int(root, "eos_token_id", f, 0, 0, V - 1, &eos)) { cfsp_clear_error(); eos = 2; }
+    /* the defaults 1 and 2 need not exist in a tiny vocabulary: -1 = no such token */
+    if (bos >= V) bos = -1;
+    if (eos >= V) eos = -1;
     c->hidden = (int)D; c->n_layers = (int)L; c->n_heads = (int)H; c->n_kv_heads = (int)K;
     c->head_dim = (int)HD; c->vocab = (int)V; c->ffn_default = (int)M; c->max_pos = (int)maxpos;
     c->bos_id = (int)bos; c->eos_id = (int)eos;

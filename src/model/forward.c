@@ -92,13 +92,15 @@ void rmsnorm(float *out, const float *x, const float *w, int n, int D, float eps
     }
 }
 
-/* y[n, rows] = x[n, cols] W^T */
-void linear(float *y, const float *x, int n, const wmat *W, fwd_ws *ws)
+/* y[n, rows] = x[n, cols] W^T + beta * y. Stored bf16/f16 weights are converted a panel of rows
+ * at a time into the scratch buffer (16 MB), so no fp32 copy of a weight ever exists. */
+void linear(float *y, const float *x, int n, const wmat *W, float beta, fwd_ws *ws)
 {
     int rows = (int)W->rows, cols = (int)W->cols;
+    if (rows == 0 || n == 0) return;
     if (W->dtype == DT_F32) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, rows, cols, 1.0f, x, cols,
-                    (const float *)W->data, cols, 0.0f, y, rows);
+                    (const float *)W->data, (int)W->ld, beta, y, rows);
         return;
     }
     int panel = (int)(ws->scratch_floats / (size_t)cols);
@@ -106,9 +108,11 @@ void linear(float *y, const float *x, int n, const wmat *W, fwd_ws *ws)
     size_t es = dtype_size(W->dtype);
     for (int r0 = 0; r0 < rows; r0 += panel) {
         int nr = rows - r0 < panel ? rows - r0 : panel;
-        convert_to_f32(W->dtype, (const char *)W->data + (size_t)r0 * cols * es, ws->scratch, (size_t)nr * cols);
+        for (int r = 0; r < nr; r++)
+            convert_to_f32(W->dtype, (const char *)W->data + ((size_t)(r0 + r) * (size_t)W->ld) * es,
+                           ws->scratch + (size_t)r * cols, (size_t)cols);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, nr, cols, 1.0f, x, cols, ws->scratch, cols,
-                    0.0f, y + r0, rows);
+                    beta, y + r0, rows);
     }
 }
 
@@ -163,32 +167,42 @@ static void add_inplace(float *x, const float *y, size_t n)
     for (size_t i = 0; i < n; i++) x[i] += y[i];
 }
 
-void block_forward(const block_weights *b, float *x, int n, int pos0, float *kc, float *vc,
-                   struct block_stats *st, const model_config *c, fwd_ws *ws)
+void attention_unit(const unit_weights *u, float *x, int n, int pos0, float *kc, float *vc,
+                    const model_config *c, fwd_ws *ws)
 {
-    int D = c->hidden, KV = c->n_kv_heads * c->head_dim, m = b->ffn;
-    size_t nd = (size_t)n * D;
-    float eps = (float)c->eps;
-    if (st) memcpy(ws->hin, x, sizeof(float) * nd);
-    rmsnorm(ws->xn, x, b->ln1, n, D, eps);
-    linear(ws->q, ws->xn, n, &b->q, ws);
-    linear(kc + (size_t)pos0 * KV, ws->xn, n, &b->k, ws);
-    linear(vc + (size_t)pos0 * KV, ws->xn, n, &b->v, ws);
+    int D = c->hidden, KV = c->n_kv_heads * c->head_dim;
+    rmsnorm(ws->xn, x, u->ln, n, D, (float)c->eps);
+    linear(ws->q, ws->xn, n, &u->q, 0.0f, ws);
+    linear(kc + (size_t)pos0 * KV, ws->xn, n, &u->k_proj, 0.0f, ws);
+    linear(vc + (size_t)pos0 * KV, ws->xn, n, &u->v, 0.0f, ws);
     rope_apply(ws->q, n, c->n_heads, c->head_dim, pos0, ws);
     rope_apply(kc + (size_t)pos0 * KV, n, c->n_kv_heads, c->head_dim, pos0, ws);
     attention(ws->att, ws->q, kc, vc, n, pos0, ws);
-    linear(ws->tmp, ws->att, n, &b->o, ws);
-    add_inplace(x, ws->tmp, nd);
-    rmsnorm(ws->xn, x, b->ln2, n, D, eps);
-    linear(ws->g, ws->xn, n, &b->gate, ws);
-    linear(ws->u, ws->xn, n, &b->up, ws);
-    swiglu(ws->g, ws->u, (size_t)n * m);
-    if (st) stats_channels(st, ws->g, n, m);
-    linear(ws->tmp, ws->g, n, &b->down, ws);
-    if (b->down_bias)
-        for (int t = 0; t < n; t++) add_inplace(ws->tmp + (size_t)t * D, b->down_bias, (size_t)D);
-    add_inplace(x, ws->tmp, nd);
-    if (st) stats_coarse(st, ws->hin, x, n, D);
+    linear(ws->tmp, ws->att, n, &u->o, 0.0f, ws);
+    add_inplace(x, ws->tmp, (size_t)n * D);
+}
+
+void ffn_unit(const unit_weights *u, float *x, float *acc, const float *hin, int n,
+              struct block_stats *st, const model_config *c, fwd_ws *ws)
+{
+    int D = c->hidden, k = u->k;
+    size_t nd = (size_t)n * D;
+    if (k > 0) {
+        rmsnorm(ws->xn, x, u->ln, n, D, (float)c->eps);
+        linear(ws->g, ws->xn, n, &u->gate, 0.0f, ws);
+        linear(ws->u, ws->xn, n, &u->up, 0.0f, ws);
+        swiglu(ws->g, ws->u, (size_t)n * k);
+        if (st) stats_channels(st, ws->g, n, k, u->c0);
+        linear(acc, ws->g, n, &u->down, u->slice == 0 ? 0.0f : 1.0f, ws);
+    } else if (u->slice == 0) {
+        memset(acc, 0, sizeof(float) * nd);
+    }
+    if (u->bias)
+        for (int t = 0; t < n; t++) add_inplace(acc + (size_t)t * D, u->bias, (size_t)D);
+    if (u->slice == u->nslices - 1) {
+        add_inplace(x, acc, nd);
+        if (st) stats_coarse(st, hin, x, n, D);
+    }
 }
 
 void head_nll(const rank_weights *w, const float *x, int n, const int32_t *targets, double *nll,
@@ -199,7 +213,7 @@ void head_nll(const rank_weights *w, const float *x, int n, const int32_t *targe
     for (int r0 = 0; r0 < n; r0 += ws->head_rows) {
         int nr = n - r0 < ws->head_rows ? n - r0 : ws->head_rows;
         rmsnorm(ws->xn, x + (size_t)r0 * D, w->final_norm, nr, D, (float)c->eps);
-        linear(ws->logits, ws->xn, nr, &w->lm_head, ws);
+        linear(ws->logits, ws->xn, nr, &w->lm_head, 0.0f, ws);
         if (logits_out) memcpy(logits_out + (size_t)r0 * V, ws->logits, sizeof(float) * (size_t)nr * V);
         for (int t = 0; t < nr; t++) {
             int32_t tgt = targets[r0 + t];

@@ -1,6 +1,8 @@
-/* weights.c — map a rank's tensors from safetensors and check names, shapes and dtypes. */
+/* weights.c — map a rank's tensors (or tensor slices) from safetensors and check names, shapes
+ * and dtypes. */
 #include "cfsp/weights.h"
 #include "cfsp/err.h"
+#include "cfsp/pipeline.h"
 #include "cfsp/util.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,17 +14,29 @@ void convert_to_f32(dtype_t dt, const void *src, float *dst, size_t n)
 {
     if (dt == DT_F32) { memcpy(dst, src, n * 4); return; }
     const uint16_t *s = src;
-    if (dt == DT_BF16) for (size_t i = 0; i < n; i++) dst[i] = bf16_to_f32(s[i]);
-    else for (size_t i = 0; i < n; i++) dst[i] = f16_to_f32(s[i]);
+    if (dt == DT_BF16) {
+        uint32_t *d = (uint32_t *)dst;           /* a plain shift: vectorises */
+        for (size_t i = 0; i < n; i++) d[i] = (uint32_t)s[i] << 16;
+    } else {
+        for (size_t i = 0; i < n; i++) dst[i] = f16_to_f32(s[i]);
+    }
 }
 
 void wmat_row_f32(const wmat *m, int64_t r, float *out)
 {
-    const char *p = (const char *)m->data + (size_t)r * (size_t)m->cols * dtype_size(m->dtype);
+    const char *p = (const char *)m->data + (size_t)r * (size_t)m->ld * dtype_size(m->dtype);
     convert_to_f32(m->dtype, p, out, (size_t)m->cols);
 }
 
-static int get_tensor(st_model *st, const char *name, int64_t rows, int64_t cols, uint64_t *bytes, wmat *out)
+/* map a tensor; misaligned data (a header not padded to the dtype size) gets an aligned copy
+ * unless raw_ok, in which case the caller copies only the part it uses (compact_copy) */
+static int get_tensor_raw(st_model *st, const char *name, int64_t rows, int64_t cols, wmat *out, int raw_ok);
+static int get_tensor(st_model *st, const char *name, int64_t rows, int64_t cols, wmat *out)
+{
+    return get_tensor_raw(st, name, rows, cols, out, 0);
+}
+
+static int get_tensor_raw(st_model *st, const char *name, int64_t rows, int64_t cols, wmat *out, int raw_ok)
 {
     const st_tensor *t = st_find(st, name);
     if (!t) return FAIL("%s: tensor '%s' is missing", st->files[0].path, name);
@@ -39,20 +53,20 @@ static int get_tensor(st_model *st, const char *name, int64_t rows, int64_t cols
     out->dtype = t->dtype;
     out->rows = rows;
     out->cols = cols > 0 ? cols : 1;
+    out->ld = out->cols;
     if (st_map(st, t, &out->data)) return -1;
-    if ((uintptr_t)out->data % dtype_size(t->dtype) != 0) {   /* misaligned data: keep an aligned copy */
+    if (!raw_ok && (uintptr_t)out->data % dtype_size(t->dtype) != 0) {   /* misaligned data: keep an aligned copy */
         out->owned = xmalloc(st_nbytes(t));
         memcpy(out->owned, out->data, st_nbytes(t));
         out->data = out->owned;
     }
-    *bytes += st_nbytes(t);
     return 0;
 }
 
-static int get_norm(st_model *st, const char *name, int64_t n, uint64_t *bytes, float **out, dtype_t *dt)
+static int get_norm(st_model *st, const char *name, int64_t n, float **out, dtype_t *dt)
 {
     wmat m;
-    if (get_tensor(st, name, n, 0, bytes, &m)) return -1;
+    if (get_tensor(st, name, n, 0, &m)) return -1;
     *dt = m.dtype;
     *out = xmalloc(sizeof(float) * (size_t)n);
     convert_to_f32(m.dtype, m.data, *out, (size_t)n);
@@ -60,47 +74,114 @@ static int get_norm(st_model *st, const char *name, int64_t n, uint64_t *bytes, 
     return 0;
 }
 
-int weights_load(st_model *st, model_config *c, int first, int last, int has_embed, int has_head, rank_weights *w)
+/* rows [r0, r1) of m as a view */
+static wmat row_view(const wmat *m, int64_t r0, int64_t r1)
+{
+    wmat v = *m;
+    v.owned = NULL;
+    v.rows = r1 - r0;
+    v.data = (const char *)m->data + (size_t)r0 * (size_t)m->ld * dtype_size(m->dtype);
+    return v;
+}
+
+/* columns [c0, c1) of m as a strided view */
+static wmat col_view(const wmat *m, int64_t c0, int64_t c1)
+{
+    wmat v = *m;
+    v.owned = NULL;
+    v.cols = c1 - c0;
+    v.data = (const char *)m->data + (size_t)c0 * dtype_size(m->dtype);
+    return v;
+}
+
+/* an owned, aligned, compact copy of a (possibly strided, possibly misaligned) view */
+static void compact_copy(wmat *v)
+{
+    size_t es = dtype_size(v->dtype), rb = (size_t)v->cols * es;
+    char *d = xmalloc(rb * (size_t)(v->rows ? v->rows : 1));
+    for (int64_t r = 0; r < v->rows; r++) memcpy(d + rb * (size_t)r, (const char *)v->data + (size_t)r * (size_t)v->ld * es, rb);
+    v->owned = d;
+    v->data = d;
+    v->ld = v->cols;
+}
+
+static int load_unit(st_model *st, model_config *c, const stage_unit *su, unit_weights *u)
+{
+    int l = su->layer;
+    int64_t D = c->hidden, Q = (int64_t)c->n_heads * c->head_dim, KV = (int64_t)c->n_kv_heads * c->head_dim, M = c->ffn[l];
+    char n[256];
+    memset(u, 0, sizeof *u);
+    u->layer = l;
+    u->slice = su->slice;
+    u->nslices = su->nslices;
+    u->c0 = su->c0;
+    u->c1 = su->c1;
+    u->k = su->c1 - su->c0;
+    if (su->slice < 0) {
+        snprintf(n, sizeof n, "model.layers.%d.input_layernorm.weight", l);
+        if (get_norm(st, n, D, &u->ln, &u->ln_dtype)) return -1;
+        wmat *dst[4] = { &u->q, &u->k_proj, &u->v, &u->o };
+        const char *names[4] = { "q_proj", "k_proj", "v_proj", "o_proj" };
+        int64_t rows[4] = { Q, KV, KV, D }, cols[4] = { D, D, D, Q };
+        for (int i = 0; i < 4; i++) {
+            snprintf(n, sizeof n, "model.layers.%d.self_attn.%s.weight", l, names[i]);
+            if (get_tensor(st, n, rows[i], cols[i], dst[i])) return -1;
+            u->bytes += wmat_bytes(dst[i]);
+        }
+        u->bytes += (uint64_t)D * dtype_size(u->ln_dtype);
+        return 0;
+    }
+    snprintf(n, sizeof n, "model.layers.%d.post_attention_layernorm.weight", l);
+    if (get_norm(st, n, D, &u->ln, &u->ln_dtype)) return -1;
+    wmat full[3];
+    const char *names[3] = { "gate_proj", "up_proj", "down_proj" };
+    int64_t rows[3] = { M, M, D }, cols[3] = { D, D, M };
+    for (int i = 0; i < 3; i++) {
+        snprintf(n, sizeof n, "model.layers.%d.mlp.%s.weight", l, names[i]);
+        if (get_tensor_raw(st, n, rows[i], cols[i], &full[i], 1)) return -1;
+    }
+    u->gate = row_view(&full[0], su->c0, su->c1);
+    u->up = row_view(&full[1], su->c0, su->c1);
+    u->down = col_view(&full[2], su->c0, su->c1);
+    wmat *views[3] = { &u->gate, &u->up, &u->down };
+    for (int i = 0; i < 3; i++)
+        if ((uintptr_t)full[i].data % dtype_size(full[i].dtype) != 0) compact_copy(views[i]);
+    u->bytes = 3 * (uint64_t)D * (uint64_t)u->k * dtype_size(full[0].dtype);
+    if (su->slice == 0) u->bytes += (uint64_t)D * dtype_size(u->ln_dtype);
+    return 0;
+}
+
+int weights_load(st_model *st, model_config *c, const struct unit_plan *plan, int first, int last,
+                 int has_embed, int has_head, rank_weights *w)
 {
     memset(w, 0, sizeof *w);
     w->cfg = c;
-    w->first_block = first;
-    w->last_block = last;
+    w->first_unit = first;
+    w->last_unit = last;
     w->has_embed = has_embed;
     w->has_head = has_head;
-    w->blocks = xcalloc((size_t)(last - first), sizeof(block_weights));
-    int64_t D = c->hidden, Q = (int64_t)c->n_heads * c->head_dim, KV = (int64_t)c->n_kv_heads * c->head_dim;
+    int n = last - first;
+    w->units = xcalloc((size_t)(n ? n : 1), sizeof(unit_weights));
+    int64_t D = c->hidden;
     uint64_t bytes = 0;
-    char n[256];
-    for (int l = first; l < last; l++) {
-        block_weights *b = &w->blocks[l - first];
-        int64_t M = c->ffn[l];
-        b->layer = l;
-        b->ffn = (int)M;
-#define T2(field, suffix, r, cc) snprintf(n, sizeof n, "model.layers.%d.%s", l, suffix); \
-        if (get_tensor(st, n, r, cc, &bytes, &b->field)) return -1;
-        snprintf(n, sizeof n, "model.layers.%d.input_layernorm.weight", l);
-        if (get_norm(st, n, D, &bytes, &b->ln1, &b->ln_dtype)) return -1;
-        snprintf(n, sizeof n, "model.layers.%d.post_attention_layernorm.weight", l);
-        if (get_norm(st, n, D, &bytes, &b->ln2, &b->ln_dtype)) return -1;
-        T2(q, "self_attn.q_proj.weight", Q, D);
-        T2(k, "self_attn.k_proj.weight", KV, D);
-        T2(v, "self_attn.v_proj.weight", KV, D);
-        T2(o, "self_attn.o_proj.weight", D, Q);
-        T2(gate, "mlp.gate_proj.weight", M, D);
-        T2(up, "mlp.up_proj.weight", M, D);
-        T2(down, "mlp.down_proj.weight", D, M);
-#undef T2
+    for (int i = 0; i < n; i++) {
+        if (load_unit(st, c, &plan->u[first + i], &w->units[i])) return -1;
+        bytes += w->units[i].bytes;
     }
     int need_embed = has_embed || (has_head && c->tie_embeddings);
-    if (need_embed && get_tensor(st, "model.embed_tokens.weight", c->vocab, D, &bytes, &w->embed)) return -1;
+    if (need_embed) {
+        if (get_tensor(st, "model.embed_tokens.weight", c->vocab, D, &w->embed)) return -1;
+        bytes += wmat_bytes(&w->embed);
+    }
     if (has_head) {
-        if (get_norm(st, "model.norm.weight", D, &bytes, &w->final_norm, &w->final_norm_dtype)) return -1;
+        if (get_norm(st, "model.norm.weight", D, &w->final_norm, &w->final_norm_dtype)) return -1;
+        bytes += (uint64_t)D * dtype_size(w->final_norm_dtype);
         if (c->tie_embeddings) {            /* as transformers does: a tied head is embed_tokens */
             w->lm_head = w->embed;
             w->lm_head.owned = NULL;
         } else if (st_find(st, "lm_head.weight")) {
-            if (get_tensor(st, "lm_head.weight", c->vocab, D, &bytes, &w->lm_head)) return -1;
+            if (get_tensor(st, "lm_head.weight", c->vocab, D, &w->lm_head)) return -1;
+            bytes += wmat_bytes(&w->lm_head);
         } else {
             return FAIL("%s: tensor 'lm_head.weight' is missing (and tie_word_embeddings is false)", st->files[0].path);
         }
@@ -109,18 +190,21 @@ int weights_load(st_model *st, model_config *c, int first, int last, int has_emb
     return 0;
 }
 
-void block_weights_free(block_weights *b)
+void unit_weights_free_owned(unit_weights *u)
 {
-    free(b->ln1); free(b->ln2); free(b->down_bias);
-    wmat *ms[] = { &b->q, &b->k, &b->v, &b->o, &b->gate, &b->up, &b->down };
-    for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++) free(ms[i]->owned);
-    memset(b, 0, sizeof *b);
+    wmat *ms[] = { &u->q, &u->k_proj, &u->v, &u->o, &u->gate, &u->up, &u->down };
+    for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++) { free(ms[i]->owned); ms[i]->owned = NULL; }
+    free(u->bias);
+    u->bias = NULL;
 }
 
 void weights_free(rank_weights *w)
 {
-    for (int i = 0; i < w->last_block - w->first_block; i++) block_weights_free(&w->blocks[i]);
-    free(w->blocks);
+    for (int i = 0; i < w->last_unit - w->first_unit; i++) {
+        unit_weights_free_owned(&w->units[i]);
+        free(w->units[i].ln);
+    }
+    free(w->units);
     free(w->embed.owned);
     free(w->lm_head.owned);
     free(w->final_norm);

@@ -1,6 +1,9 @@
 /* pipeline.c — the pipelined forward pass over MPI ranks (see pipeline.h).
- * Buffers rotate over three slots: slot mb%3 is being computed while the next micro-batch is
- * received into slot (mb+1)%3 and the previous one may still be in flight to the next rank. */
+ * A micro-batch message is three [chunk, D] arrays: the residual stream x, the partial FFN sum acc
+ * (when a stage boundary falls between FFN slices) and the block input hin (for the block
+ * distance, when statistics are collected). Buffers rotate over three slots: slot mb%3 is being
+ * computed while the next micro-batch is received into slot (mb+1)%3 and the previous one may
+ * still be in flight to the next rank. */
 #include "cfsp/pipeline.h"
 #include "cfsp/err.h"
 #include "cfsp/util.h"
@@ -18,15 +21,15 @@ void pipeline_init(pipeline *p, const model_config *c, const rank_weights *w, in
     p->w = w;
     p->rank = rank;
     p->nranks = nranks;
-    p->first = w->first_block;
-    p->last = w->last_block;
     p->seqlen = seqlen;
     p->chunk = chunk;
     fwd_ws_init(&p->ws, c, seqlen, chunk, w->has_head);
-    size_t kv = (size_t)c->n_kv_heads * c->head_dim * (size_t)seqlen * (size_t)(p->last - p->first);
+    int natt = 0;
+    for (int i = 0; i < w->last_unit - w->first_unit; i++) natt += w->units[i].slice < 0;
+    size_t kv = (size_t)c->n_kv_heads * c->head_dim * (size_t)seqlen * (size_t)(natt ? natt : 1);
     p->kcache = xmalloc(sizeof(float) * kv);
     p->vcache = xmalloc(sizeof(float) * kv);
-    for (int i = 0; i < 3; i++) p->buf[i] = xmalloc(sizeof(float) * (size_t)chunk * c->hidden);
+    for (int i = 0; i < 3; i++) p->buf[i] = xcalloc((size_t)3 * chunk * c->hidden, sizeof(float));
 }
 
 void pipeline_free(pipeline *p)
@@ -43,15 +46,15 @@ static void wait_req(MPI_Request *r)
     if (*r != MPI_REQUEST_NULL) MPI_CHECK(MPI_Wait(r, MPI_STATUS_IGNORE));
 }
 
-void pipeline_run(pipeline *p, const block_weights *blocks, pipe_job *job)
+void pipeline_run(pipeline *p, const unit_weights *units, pipe_job *job)
 {
     const model_config *c = p->cfg;
     int D = c->hidden, KV = c->n_kv_heads * c->head_dim, chunk = job->chunk;
     int nchunks = job->seqlen / chunk, nmb = job->nseq * nchunks;
     int first_stage = p->rank == 0, last_stage = p->rank == p->nranks - 1;
-    int nb = p->last - p->first;
-    size_t kvb = (size_t)KV * (size_t)job->seqlen;
-    int count = chunk * D;
+    int nu = p->w->last_unit - p->w->first_unit;
+    size_t kvb = (size_t)KV * (size_t)job->seqlen, cd = (size_t)chunk * D;
+    int count = 3 * chunk * D;
     MPI_Request rreq = MPI_REQUEST_NULL, sreq[3] = { MPI_REQUEST_NULL, MPI_REQUEST_NULL, MPI_REQUEST_NULL };
     int32_t *targets = xmalloc(sizeof(int32_t) * (size_t)chunk);
     float *dumpbuf = job->dump_logits && last_stage ? xmalloc(sizeof(float) * (size_t)chunk * c->vocab) : NULL;
@@ -78,9 +81,18 @@ void pipeline_run(pipeline *p, const block_weights *blocks, pipe_job *job)
         }
         double tc = now_seconds();
         wait += tc - tw;
-        for (int i = 0; i < nb; i++)
-            block_forward(&blocks[i], x, chunk, pos0, p->kcache + kvb * i, p->vcache + kvb * i,
-                          job->stats ? &job->stats[i] : NULL, c, &p->ws);
+        float *acc = x + cd, *hin = x + 2 * cd;
+        for (int i = 0, att = 0; i < nu; i++) {
+            const unit_weights *u = &units[i];
+            block_stats *st = job->stats ? &job->stats[u->layer] : NULL;
+            if (u->slice < 0) {
+                if (st) memcpy(hin, x, sizeof(float) * cd);
+                attention_unit(u, x, chunk, pos0, p->kcache + kvb * att, p->vcache + kvb * att, c, &p->ws);
+                att++;
+            } else {
+                ffn_unit(u, x, acc, hin, chunk, st, c, &p->ws);
+            }
+        }
         if (last_stage && job->eval) {
             for (int t = 0; t < chunk; t++)
                 targets[t] = pos0 + t + 1 < job->seqlen ? (int32_t)ids[t + 1] : -1;
@@ -94,7 +106,7 @@ void pipeline_run(pipeline *p, const block_weights *blocks, pipe_job *job)
         double now = now_seconds();
         if (now - tlast >= PROGRESS_SECONDS || (mb + 1 == nmb && now - t0 >= PROGRESS_SECONDS)) {
             fprintf(stderr, "cfsp-mpi: rank %d: %s: blocks %d-%d, micro-batch %d/%d, %lld tokens, %.0f tokens/s\n",
-                    p->rank, job->label ? job->label : "forward", p->first, p->last - 1, mb + 1, nmb,
+                    p->rank, job->label ? job->label : "forward", units[0].layer, units[nu - 1].layer, mb + 1, nmb,
                     (long long)(mb + 1) * chunk, (double)(mb + 1) * chunk / (now - t0));
             tlast = now;
         }

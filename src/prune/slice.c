@@ -5,62 +5,57 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void take_rows(const wmat *src, const int64_t *idx, int k, wmat *dst)
+/* rows idx[r] - off of src, compact */
+static void take_rows(const wmat *src, const int64_t *idx, int k, int off, wmat *dst)
 {
-    size_t rb = (size_t)src->cols * dtype_size(src->dtype);
+    size_t es = dtype_size(src->dtype), rb = (size_t)src->cols * es;
     *dst = *src;
     dst->rows = k;
-    dst->owned = xmalloc(rb * (size_t)k);
-    for (int r = 0; r < k; r++) memcpy((char *)dst->owned + rb * r, (const char *)src->data + rb * (size_t)idx[r], rb);
+    dst->ld = src->cols;
+    dst->owned = xmalloc(rb * (size_t)(k ? k : 1));
+    for (int r = 0; r < k; r++)
+        memcpy((char *)dst->owned + rb * r, (const char *)src->data + (size_t)(idx[r] - off) * (size_t)src->ld * es, rb);
     dst->data = dst->owned;
 }
 
-static void take_cols(const wmat *src, const int64_t *idx, int k, wmat *dst)
+/* columns idx[c] - off of src, compact */
+static void take_cols(const wmat *src, const int64_t *idx, int k, int off, wmat *dst)
 {
     size_t es = dtype_size(src->dtype);
     *dst = *src;
     dst->cols = k;
-    dst->owned = xmalloc(es * (size_t)k * (size_t)src->rows);
+    dst->ld = k;
+    dst->owned = xmalloc(es * (size_t)(k ? k : 1) * (size_t)src->rows);
     for (int64_t r = 0; r < src->rows; r++) {
-        const char *s = (const char *)src->data + es * (size_t)r * (size_t)src->cols;
+        const char *s = (const char *)src->data + es * (size_t)r * (size_t)src->ld;
         char *d = (char *)dst->owned + es * (size_t)r * (size_t)k;
-        for (int c = 0; c < k; c++) memcpy(d + es * c, s + es * (size_t)idx[c], es);
+        for (int c = 0; c < k; c++) memcpy(d + es * c, s + es * (size_t)(idx[c] - off), es);
     }
     dst->data = dst->owned;
 }
 
-void slice_block(const block_weights *src, const int64_t *keep_idx, int k, const double *mean_x,
-                 block_weights *dst)
+void slice_unit(const unit_weights *src, const int64_t *keep_idx, int k, const double *mean_x, unit_weights *dst)
 {
-    *dst = *src;             /* attention weights and norms are shared, not copied */
-    dst->ffn = k;
-    dst->q.owned = dst->k.owned = dst->v.owned = dst->o.owned = NULL;
-    take_rows(&src->gate, keep_idx, k, &dst->gate);
-    take_rows(&src->up, keep_idx, k, &dst->up);
-    take_cols(&src->down, keep_idx, k, &dst->down);
-    dst->down_bias = NULL;
+    *dst = *src;             /* the norm weights are shared, not copied */
+    dst->k = k;
+    dst->q.owned = dst->k_proj.owned = dst->v.owned = dst->o.owned = NULL;
+    take_rows(&src->gate, keep_idx, k, src->c0, &dst->gate);
+    take_rows(&src->up, keep_idx, k, src->c0, &dst->up);
+    take_cols(&src->down, keep_idx, k, src->c0, &dst->down);
+    dst->bias = NULL;
     if (mean_x) {
-        int m = src->ffn, D = (int)src->down.rows;
-        char *kept = xcalloc((size_t)m, 1);
-        for (int r = 0; r < k; r++) kept[keep_idx[r]] = 1;
-        float *row = xmalloc(sizeof(float) * (size_t)m);
-        dst->down_bias = xmalloc(sizeof(float) * (size_t)D);
+        int m = src->c1 - src->c0, D = (int)src->down.rows;
+        char *kept = xcalloc((size_t)(m ? m : 1), 1);
+        for (int r = 0; r < k; r++) kept[keep_idx[r] - src->c0] = 1;
+        float *row = xmalloc(sizeof(float) * (size_t)(m ? m : 1));
+        dst->bias = xmalloc(sizeof(float) * (size_t)D);
         for (int i = 0; i < D; i++) {
             wmat_row_f32(&src->down, i, row);
-            double s = src->down_bias ? src->down_bias[i] : 0.0;
-            for (int j = 0; j < m; j++) if (!kept[j]) s += (double)row[j] * mean_x[j];
-            dst->down_bias[i] = (float)s;
+            double s = src->bias ? src->bias[i] : 0.0;
+            for (int j = 0; j < m; j++) if (!kept[j]) s += (double)row[j] * mean_x[src->c0 + j];
+            dst->bias[i] = (float)s;
         }
         free(row);
         free(kept);
     }
-}
-
-void free_sliced_block(block_weights *b)
-{
-    free(b->gate.owned);
-    free(b->up.owned);
-    free(b->down.owned);
-    free(b->down_bias);
-    memset(b, 0, sizeof *b);
 }

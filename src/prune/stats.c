@@ -29,14 +29,15 @@ void stats_free(block_stats *s)
     memset(s, 0, sizeof *s);
 }
 
-void stats_channels(block_stats *s, const float *act, int n, int m)
+void stats_channels(block_stats *s, const float *act, int n, int k, int c0)
 {
+    double *sq = s->sum_sq + c0, *sm = s->sum + c0;
     for (int t = 0; t < n; t++) {
-        const float *a = act + (size_t)t * m;
-        for (int j = 0; j < m; j++) {
+        const float *a = act + (size_t)t * k;
+        for (int j = 0; j < k; j++) {
             double v = a[j];
-            s->sum_sq[j] += v * v;
-            s->sum[j] += v;
+            sq[j] += v * v;
+            sm[j] += v;
         }
     }
 }

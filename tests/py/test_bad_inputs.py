@@ -112,7 +112,8 @@ CASES = {
     "opt_unknown": (lambda a, d: make_model(a, d), "unknown option '--ratio'", ["--ratio", 0.5]),
     "opt_bad_method": (lambda a, d: make_model(a, d), "--method = 'sparsegpt'", ["--method", "sparsegpt"]),
     "opt_chunk": (lambda a, d: make_model(a, d), "expected a divisor of seqlen", ["--chunk", 7]),
-    "opt_more_ranks_than_blocks": (lambda a, d: make_model(a, d, layers=1), "only 1 blocks", None, 1),
+    # a 1-block model has 2 stage units (attention + one FFN slice): 3 ranks are too many
+    "opt_more_ranks_than_units": (lambda a, d: make_model(a, d, layers=1), "only 2 stage units", None, 2),
     "opt_unwritable_output": (lambda a, d: make_model(a, d), "cannot create directory", ["--output-dir", "/proc/cfsp_no/out"]),
     "opt_existing_output": (lambda a, d: (make_model(a, d), os.makedirs(os.path.join(d, "out")), open(os.path.join(d, "out", "results.json"), "w").write("{}")),
                             "output exists (use --force", None, 0, True),

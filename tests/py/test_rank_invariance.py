@@ -23,24 +23,34 @@ def datasets(path):
     return out
 
 
-def expected_bytes(model_dir, first, last, rank, nranks, cfg):
+def expected_bytes(model_dir, units, first, last, rank, nranks, cfg):
+    """stored bytes of this rank's stage units, from the safetensors headers: an attention unit is
+    input_layernorm + q/k/v/o; an FFN slice [c0, c1) is that share of gate/up/down (+ the
+    post-attention norm with the first slice); plus embeddings / final norm / lm_head."""
     t = st_raw.tensors(model_dir)
-    names = []
-    for l in range(first, last + 1):
-        for s in ("input_layernorm", "post_attention_layernorm"):
-            names.append("model.layers.%d.%s.weight" % (l, s))
-        for s in ("q", "k", "v", "o"):
-            names.append("model.layers.%d.self_attn.%s_proj.weight" % (l, s))
-        for s in ("gate", "up", "down"):
-            names.append("model.layers.%d.mlp.%s_proj.weight" % (l, s))
+    D = cfg["hidden_size"]
+    es = {"F32": 4, "F16": 2, "BF16": 2}
+    total = 0
+    for u in units[first:last + 1]:
+        l = u["layer"]
+        if u["kind"] == "attention":
+            names = ["model.layers.%d.input_layernorm.weight" % l] + \
+                    ["model.layers.%d.self_attn.%s_proj.weight" % (l, s) for s in "qkvo"]
+            total += sum(t[n][4] for n in names)
+        else:
+            gate = t["model.layers.%d.mlp.gate_proj.weight" % l]
+            total += 3 * D * (u["c1"] - u["c0"]) * es[gate[0]]
+            if u["c0"] == 0:
+                total += t["model.layers.%d.post_attention_layernorm.weight" % l][4]
     tied = cfg.get("tie_word_embeddings", False)
+    names = []
     if rank == 0 or (rank == nranks - 1 and tied):
         names.append("model.embed_tokens.weight")
     if rank == nranks - 1:
         names.append("model.norm.weight")
         if not tied:
             names.append("lm_head.weight")
-    return sum(t[n][4] for n in names)
+    return total + sum(t[n][4] for n in names)
 
 
 def main():
@@ -51,28 +61,34 @@ def main():
     ok = C.mkmodel(args, gen, 96, 200, 3, 6, 2, 300, dtype="bf16", head_dim=24, shard_bytes=150000, seed=7)
     ck.check(ok, "generated a 3-block bf16 GQA 6/2 model, head_dim 24, FFN 200, sharded")
     gtok = C.write_tokens(os.path.join(args.workdir, "gen.u32.bin"), 6000, 300, 1)
+    sliced = os.path.join(args.workdir, "gen_sliced")
+    ok = C.mkmodel(args, sliced, 64, 384, 2, 4, 2, 200, dtype="bf16", seed=11)
+    ck.check(ok, "generated a 2-block bf16 model with FFN 384 (8 slices of 48 channels per block: 18 stage units)")
+    stok = C.write_tokens(os.path.join(args.workdir, "sliced.u32.bin"), 4000, 200, 3)
     cases = [
         ("stories260K", C.model_dir(args, "stories260K"), C.token_file(args, "stories260K"),
-         C.token_file(args, "stories260K", "wikitext2_test.joined"), (1, 2, 4), "cfsp,flap,wanda_sp,mag_sp"),
-        ("gen_bf16", gen, gtok, gtok, (1, 2, 3), "cfsp,flap"),
+         C.token_file(args, "stories260K", "wikitext2_test.joined"), (1, 2, 4), "cfsp,flap,wanda_sp,mag_sp", []),
+        ("gen_bf16", gen, gtok, gtok, (1, 2, 3), "cfsp,flap", []),
+        # more ranks than blocks: blocks split into attention + FFN-slice stage units
+        ("gen_sliced", sliced, stok, stok, (1, 8, 16), "cfsp,flap", ["--ffn-slice", 48]),
     ]
-    for name, mdir, calib, ev, ranks, methods in cases:
+    for name, mdir, calib, ev, ranks, methods, extra in cases:
         cfg = json.load(open(os.path.join(mdir, "config.json")))
         outs = {}
         for n in ranks:
             out = C.fresh_dir(os.path.join(args.workdir, "%s_n%d" % (name, n)))
             rc, log = C.run_cfsp(args, ["--model", mdir, "--calib-tokens", calib, "--eval-tokens", ev,
                                         "--nsamples", 6, "--seqlen", 64, "--eval-windows", 12,
-                                        "--ratios", "0.25,0.5", "--method", methods, "--output-dir", out], np_ranks=n)
+                                        "--ratios", "0.25,0.5", "--method", methods, "--output-dir", out] + extra, np_ranks=n, timeout=600)
             if not ck.check(rc == 0, "%s runs at -n %d" % (name, n)):
                 continue
             outs[n] = out
             res = C.load_results(out)
             for st in res["stages"]:
-                want = expected_bytes(mdir, st["first_block"], st["last_block"], st["rank"], n, cfg)
-                ck.check(st["weight_bytes_read"] == want, "%s -n %d rank %d maps only its blocks %d-%d" %
-                         (name, n, st["rank"], st["first_block"], st["last_block"]),
-                         "%d bytes mapped, %d expected" % (st["weight_bytes_read"], want))
+                want = expected_bytes(mdir, res["units"], st["first_unit"], st["last_unit"], st["rank"], n, cfg)
+                ck.check(st["weight_bytes_read"] == want, "%s -n %d rank %d reads only its units %d-%d (blocks %d-%d)" %
+                         (name, n, st["rank"], st["first_unit"], st["last_unit"], st["first_block"], st["last_block"]),
+                         "%d bytes, %d expected" % (st["weight_bytes_read"], want))
         if 1 not in outs:
             continue
         r1 = C.load_results(outs[1])

@@ -1,0 +1,323 @@
+/* tok_util.c — the tokenizer's containers (id vectors, string and pair hash tables, byte trie),
+ * UTF-8 decoding and the Unicode classes \p{L}, \p{N}, White_Space (see tok_internal.h). */
+#include "tok_internal.h"
+#include "cfsp/util.h"
+#include "unicode_tables.h"
+#include <stdlib.h>
+#include <string.h>
+
+void idvec_push(idvec *a, uint32_t x)
+{
+    if (a->n == a->cap) {
+        a->cap = a->cap ? a->cap * 2 : 1024;
+        a->v = xrealloc(a->v, a->cap * sizeof *a->v);
+    }
+    a->v[a->n++] = x;
+}
+
+void bytevec_append(bytevec *b, const void *p, size_t n)
+{
+    if (b->n + n + 1 > b->cap) {
+        size_t c = b->cap ? b->cap : 4096;
+        while (c < b->n + n + 1) c *= 2;
+        b->v = xrealloc(b->v, c);
+        b->cap = c;
+    }
+    if (n) memcpy(b->v + b->n, p, n);
+    b->n += n;
+    b->v[b->n] = 0;
+}
+
+uint32_t tok_hash(const char *k, size_t len)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)k[i]) * 16777619u;
+    return h;
+}
+
+/* ---- strmap ---- */
+static size_t pow2_at_least(size_t x)
+{
+    size_t c = 16;
+    while (c < x) c *= 2;
+    return c;
+}
+
+void strmap_init(strmap *m, size_t expected)
+{
+    memset(m, 0, sizeof *m);
+    m->cap = pow2_at_least(expected * 2 + 16);
+    m->mask = m->cap - 1;
+    m->slot = xcalloc(m->cap, sizeof *m->slot);
+}
+
+void strmap_free(strmap *m)
+{
+    free(m->slot); free(m->hash); free(m->val); free(m->koff); free(m->klen); free(m->arena);
+    memset(m, 0, sizeof *m);
+}
+
+static void strmap_grow(strmap *m)
+{
+    size_t cap = m->cap * 2;
+    uint64_t *slot = xcalloc(cap, sizeof *slot);
+    for (size_t e = 0; e < m->n; e++) {
+        size_t i = m->hash[e] & (cap - 1);
+        while (slot[i]) i = (i + 1) & (cap - 1);
+        slot[i] = e + 1;
+    }
+    free(m->slot);
+    m->slot = slot;
+    m->cap = cap;
+    m->mask = cap - 1;
+}
+
+int32_t strmap_get(const strmap *m, const char *k, size_t len)
+{
+    if (!m->slot) return -1;
+    uint32_t h = tok_hash(k, len);
+    for (size_t i = h & m->mask;; i = (i + 1) & m->mask) {
+        uint64_t s = m->slot[i];
+        if (!s) return -1;
+        size_t e = (size_t)s - 1;
+        if (m->hash[e] == h && m->klen[e] == len && !memcmp(m->arena + m->koff[e], k, len)) return m->val[e];
+    }
+}
+
+int32_t strmap_put(strmap *m, const char *k, size_t len, int32_t v)
+{
+    int32_t old = strmap_get(m, k, len);
+    if (old >= 0) return old;
+    if ((m->n + 1) * 2 > m->cap) strmap_grow(m);
+    if (m->n == m->ecap) {
+        m->ecap = m->ecap ? m->ecap * 2 : 256;
+        m->hash = xrealloc(m->hash, m->ecap * sizeof *m->hash);
+        m->val = xrealloc(m->val, m->ecap * sizeof *m->val);
+        m->koff = xrealloc(m->koff, m->ecap * sizeof *m->koff);
+        m->klen = xrealloc(m->klen, m->ecap * sizeof *m->klen);
+    }
+    if (m->arena_n + len + 1 > m->arena_cap) {
+        size_t c = m->arena_cap ? m->arena_cap : 4096;
+        while (c < m->arena_n + len + 1) c *= 2;
+        m->arena = xrealloc(m->arena, c);
+        m->arena_cap = c;
+    }
+    size_t e = m->n++;
+    uint32_t h = tok_hash(k, len);
+    m->hash[e] = h;
+    m->val[e] = v;
+    m->koff[e] = m->arena_n;
+    m->klen[e] = (uint32_t)len;
+    if (len) memcpy(m->arena + m->arena_n, k, len);
+    m->arena_n += len;
+    size_t i = h & m->mask;
+    while (m->slot[i]) i = (i + 1) & m->mask;
+    m->slot[i] = e + 1;
+    return -1;
+}
+
+/* ---- pairmap ---- */
+void pairmap_init(pairmap *m, size_t expected)
+{
+    size_t cap = pow2_at_least(expected * 2 + 16);
+    m->key = xmalloc(cap * sizeof *m->key);
+    for (size_t i = 0; i < cap; i++) m->key[i] = UINT64_MAX;
+    m->rank = xcalloc(cap, sizeof *m->rank);
+    m->nid = xcalloc(cap, sizeof *m->nid);
+    m->mask = cap - 1;
+    m->n = 0;
+}
+
+void pairmap_free(pairmap *m)
+{
+    free(m->key); free(m->rank); free(m->nid);
+    memset(m, 0, sizeof *m);
+}
+
+int pairmap_put(pairmap *m, uint32_t a, uint32_t b, uint32_t rank, uint32_t nid)
+{
+    uint64_t k = (uint64_t)a << 32 | b, h = k * 0x9E3779B97F4A7C15ULL;
+    size_t i = (size_t)(h >> 40) & m->mask;
+    for (;; i = (i + 1) & m->mask) {
+        if (m->key[i] == k) return 1;
+        if (m->key[i] == UINT64_MAX) break;
+    }
+    if ((m->n + 1) * 2 > m->mask + 1) {       /* the caller sized it; grow anyway if needed */
+        pairmap g;
+        pairmap_init(&g, (m->mask + 1));
+        for (size_t j = 0; j <= m->mask; j++)
+            if (m->key[j] != UINT64_MAX) pairmap_put(&g, (uint32_t)(m->key[j] >> 32), (uint32_t)m->key[j], m->rank[j], m->nid[j]);
+        pairmap_free(m);
+        *m = g;
+        return pairmap_put(m, a, b, rank, nid);
+    }
+    m->key[i] = k;
+    m->rank[i] = rank;
+    m->nid[i] = nid;
+    m->n++;
+    return 0;
+}
+
+/* ---- trie: edges in one hash table keyed by (node << 8 | byte) ---- */
+void trie_init(trie *t)
+{
+    memset(t, 0, sizeof *t);
+    size_t cap = 64;
+    t->key = xmalloc(cap * sizeof *t->key);
+    for (size_t i = 0; i < cap; i++) t->key[i] = UINT64_MAX;
+    t->child = xcalloc(cap, sizeof *t->child);
+    t->mask = cap - 1;
+    t->capnode = 64;
+    t->val = xmalloc(t->capnode * sizeof *t->val);
+    t->val[0] = -1;
+    t->nnode = 1;
+}
+
+void trie_free(trie *t)
+{
+    free(t->key); free(t->child); free(t->val);
+    memset(t, 0, sizeof *t);
+}
+
+static void trie_put_edge(trie *t, uint64_t k, int32_t child)
+{
+    uint64_t h = (k + 1) * 0x9E3779B97F4A7C15ULL;
+    size_t i = (size_t)(h >> 40) & t->mask;
+    while (t->key[i] != UINT64_MAX) i = (i + 1) & t->mask;
+    t->key[i] = k;
+    t->child[i] = child;
+}
+
+void trie_insert(trie *t, const char *k, size_t len, int32_t v)
+{
+    int32_t node = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)k[i];
+        int32_t nx = trie_step(t, node, c);
+        if (nx < 0) {
+            if ((t->nedge + 1) * 2 > t->mask + 1) {
+                size_t cap = (t->mask + 1) * 2;
+                uint64_t *ok = t->key;
+                int32_t *oc = t->child;
+                size_t om = t->mask;
+                t->key = xmalloc(cap * sizeof *t->key);
+                for (size_t j = 0; j < cap; j++) t->key[j] = UINT64_MAX;
+                t->child = xcalloc(cap, sizeof *t->child);
+                t->mask = cap - 1;
+                for (size_t j = 0; j <= om; j++) if (ok[j] != UINT64_MAX) trie_put_edge(t, ok[j], oc[j]);
+                free(ok); free(oc);
+            }
+            if (t->nnode == t->capnode) {
+                t->capnode *= 2;
+                t->val = xrealloc(t->val, t->capnode * sizeof *t->val);
+            }
+            nx = (int32_t)t->nnode++;
+            t->val[nx] = -1;
+            trie_put_edge(t, (uint64_t)(uint32_t)node << 8 | c, nx);
+            t->nedge++;
+        }
+        node = nx;
+    }
+    if (t->val[node] < 0) t->val[node] = v;   /* the first insertion of a key wins */
+}
+
+size_t trie_longest(const trie *t, const char *s, size_t n, int32_t *val)
+{
+    size_t best = 0;
+    int32_t node = 0;
+    for (size_t i = 0; i < n; i++) {
+        node = trie_step(t, node, (unsigned char)s[i]);
+        if (node < 0) break;
+        if (t->val[node] >= 0) { best = i + 1; *val = t->val[node]; }
+    }
+    return best;
+}
+
+/* ---- UTF-8 ---- */
+int utf8_decode(const unsigned char *s, size_t n, int32_t *cp)
+{
+    unsigned c = s[0];
+    if (c < 0x80) { *cp = (int32_t)c; return 1; }
+    int len;
+    uint32_t v, min;
+    if (c >= 0xC2 && c <= 0xDF) { len = 2; v = c & 0x1F; min = 0x80; }
+    else if (c >= 0xE0 && c <= 0xEF) { len = 3; v = c & 0x0F; min = 0x800; }
+    else if (c >= 0xF0 && c <= 0xF4) { len = 4; v = c & 0x07; min = 0x10000; }
+    else { *cp = -1; return 1; }
+    if ((size_t)len > n) { *cp = -1; return 1; }
+    for (int i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80) { *cp = -1; return 1; }
+        v = v << 6 | (s[i] & 0x3F);
+    }
+    if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) { *cp = -1; return 1; }
+    *cp = (int32_t)v;
+    return len;
+}
+
+int utf8_encode(uint32_t cp, char *o)
+{
+    if (cp < 0x80) { o[0] = (char)cp; return 1; }
+    if (cp < 0x800) { o[0] = (char)(0xC0 | cp >> 6); o[1] = (char)(0x80 | (cp & 0x3F)); return 2; }
+    if (cp < 0x10000) {
+        o[0] = (char)(0xE0 | cp >> 12); o[1] = (char)(0x80 | (cp >> 6 & 0x3F)); o[2] = (char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    o[0] = (char)(0xF0 | cp >> 18); o[1] = (char)(0x80 | (cp >> 12 & 0x3F));
+    o[2] = (char)(0x80 | (cp >> 6 & 0x3F)); o[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+int utf8_valid(const char *s, size_t n, size_t *bad_at)
+{
+    size_t i = 0;
+    while (i < n) {
+        if ((unsigned char)s[i] < 0x80) { i++; continue; }
+        int32_t cp;
+        int l = utf8_decode((const unsigned char *)s + i, n - i, &cp);
+        if (cp < 0) { *bad_at = i; return 0; }
+        i += (size_t)l;
+    }
+    return 1;
+}
+
+/* ---- Unicode classes ---- */
+static int in_ranges(const uint32_t (*r)[2], size_t n, uint32_t cp)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (cp < r[mid][0]) hi = mid;
+        else if (cp > r[mid][1]) lo = mid + 1;
+        else return 1;
+    }
+    return 0;
+}
+
+int uni_is_letter(int32_t cp)
+{
+    if (cp < 0) return 0;
+    if (cp < 0x80) return (cp | 0x20) >= 'a' && (cp | 0x20) <= 'z';
+    return in_ranges(uni_letter_ranges, sizeof uni_letter_ranges / sizeof uni_letter_ranges[0], (uint32_t)cp);
+}
+
+int uni_is_number(int32_t cp)
+{
+    if (cp < 0) return 0;
+    if (cp < 0x80) return cp >= '0' && cp <= '9';
+    return in_ranges(uni_number_ranges, sizeof uni_number_ranges / sizeof uni_number_ranges[0], (uint32_t)cp);
+}
+
+int uni_is_space(int32_t cp)
+{
+    if (cp < 0x80) return (cp >= 9 && cp <= 13) || cp == 32;
+    return cp == 0x85 || cp == 0xA0 || cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 ||
+           cp == 0x2029 || cp == 0x202F || cp == 0x205F || cp == 0x3000;
+}
+
+void bytepairs_add(bytepairs *p, const char *s, size_t n)
+{
+    for (size_t i = 0; i + 1 < n; i++) {
+        unsigned k = (unsigned)(unsigned char)s[i] << 8 | (unsigned char)s[i + 1];
+        p->bits[k >> 6] |= 1ULL << (k & 63);
+    }
+}

@@ -1,0 +1,207 @@
+/* gemm_bench.c — cfsp-mpi-gemm-bench: the machine's sgemm limit on a model's projection shapes.
+ *
+ * Times cblas_sgemm(RowMajor, NoTrans, Trans, M, N, K) — y[M,N] = x[M,K] W[N,K]^T, exactly the call
+ * linear() makes — for the q/k/v/o/gate/up/down shapes of one LLaMA block, M = tokens per pipeline
+ * micro-batch, with fp32 weights. Optionally (--bf16 1) also the same product with the weight stored
+ * as bf16 and converted into a 16 MB fp32 panel before each sgemm (the scheme of linear()), with a
+ * vectorisable inline conversion, to show what that scheme costs when the conversion is fast.
+ *
+ * Under mpirun every rank runs the same shape at the same moment (a barrier before each
+ * repetition), so `mpirun -n 2` gives the figure of both cores while both are busy. Rank 0 prints one
+ * JSON object on stdout. Uses only CBLAS and MPI (not the cfsp library), so it keeps building while
+ * the core is refactored. OPENBLAS_NUM_THREADS sets the thread count (reported).
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <cblas.h>
+#include <mpi.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* OpenBLAS extensions (declared by OpenBLAS's cblas.h; repeated here for other CBLAS headers) */
+extern int openblas_get_num_threads(void);
+extern char *openblas_get_config(void);
+
+#define PANEL_BYTES (16u << 20)
+
+static double clk(clockid_t id)
+{
+    struct timespec ts;
+    clock_gettime(id, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+static double now(void) { return clk(CLOCK_MONOTONIC); }
+static double cpu(void) { return clk(CLOCK_PROCESS_CPUTIME_ID); }
+
+static void usage(void)
+{
+    fprintf(stderr,
+            "usage: [mpirun -n P] cfsp-mpi-gemm-bench --hidden D --ffn M --heads H --kv-heads K [--head-dim HD (D/H)]\n"
+            "         [--tokens T (512): rows of x = tokens per micro-batch] [--reps R (3)] [--bf16 0|1 (0)]\n"
+            "Times cblas_sgemm(RowMajor, NoTrans, Trans, T, N, K) for the q,k,v,o,gate,up,down shapes of one block\n"
+            "(k/v and gate/up share a shape and are timed once) and prints JSON on rank 0: per shape and rank\n"
+            "the median and best GFLOP/s, and the block figure = block FLOPs / sum of median times.\n");
+}
+
+static float *rnd(size_t n, uint64_t *s)
+{
+    float *p = malloc(n * sizeof(float));
+    if (!p) { fprintf(stderr, "gemm-bench: out of memory (%zu floats)\n", n); MPI_Abort(MPI_COMM_WORLD, 1); }
+    for (size_t i = 0; i < n; i++) {
+        *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+        p[i] = (float)((double)(*s >> 40) / (double)(1ull << 24) * 2.0 - 1.0);
+    }
+    return p;
+}
+
+static inline float bf16f(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static int cmpd(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+typedef struct { const char *name; int N, K, count; } shape;
+
+/* one repetition; bf16: W16 is the weight in bf16, converted panel by panel as linear() does */
+static void product(int M, int N, int K, const float *x, const float *W, const uint16_t *W16, float *panel, float *y)
+{
+    if (!W16) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, K, W, K, 0.0f, y, N);
+        return;
+    }
+    int rows = (int)(PANEL_BYTES / sizeof(float) / (size_t)K);
+    if (rows < 1) rows = 1;
+    for (int r0 = 0; r0 < N; r0 += rows) {
+        int nr = N - r0 < rows ? N - r0 : rows;
+        const uint16_t *s = W16 + (size_t)r0 * K;
+        size_t n = (size_t)nr * K;
+        for (size_t i = 0; i < n; i++) panel[i] = bf16f(s[i]);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, nr, K, 1.0f, x, K, panel, K, 0.0f, y + r0, N);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    MPI_Init(&argc, &argv);
+    int rank, P;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &P);
+    long D = 0, FF = 0, H = 0, KVH = 0, HD = 0, T = 512, reps = 3, bf16 = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        long *dst = !strcmp(a, "--hidden") ? &D : !strcmp(a, "--ffn") ? &FF : !strcmp(a, "--heads") ? &H
+                  : !strcmp(a, "--kv-heads") ? &KVH : !strcmp(a, "--head-dim") ? &HD : !strcmp(a, "--tokens") ? &T
+                  : !strcmp(a, "--reps") ? &reps : !strcmp(a, "--bf16") ? &bf16 : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { if (!rank) usage(); MPI_Finalize(); return 0; }
+        if (!dst || i + 1 >= argc) { if (!rank) { fprintf(stderr, "gemm-bench: bad argument '%s'\n", a); usage(); } MPI_Finalize(); return 2; }
+        char *end;
+        *dst = strtol(argv[++i], &end, 10);
+        if (*end || *dst < 0) { if (!rank) fprintf(stderr, "gemm-bench: %s: not a non-negative integer: '%s'\n", a, argv[i]); MPI_Finalize(); return 2; }
+    }
+    if (!HD && H) HD = D / H;
+    if (D <= 0 || FF <= 0 || H <= 0 || KVH <= 0 || HD <= 0 || T <= 0 || reps <= 0) {
+        if (!rank) usage();
+        MPI_Finalize();
+        return 2;
+    }
+    int Q = (int)(H * HD), KV = (int)(KVH * HD);
+    shape sh[] = { { "q", Q, (int)D, 1 }, { "k,v", KV, (int)D, 2 }, { "o", (int)D, Q, 1 },
+                   { "gate,up", (int)FF, (int)D, 2 }, { "down", (int)D, (int)FF, 1 } };
+    int ns = (int)(sizeof sh / sizeof sh[0]);
+    int nmode = bf16 ? 2 : 1;
+    /* per shape and mode: median and best wall GFLOP/s, and GFLOP per CPU second (median), which
+     * does not count time the process spent descheduled by other load on a shared machine */
+    double *med = calloc((size_t)ns * nmode, sizeof(double)), *best = calloc((size_t)ns * nmode, sizeof(double));
+    double *medcpu = calloc((size_t)ns * nmode, sizeof(double));
+    double *times = malloc(sizeof(double) * (size_t)reps), *ctimes = malloc(sizeof(double) * (size_t)reps);
+    uint64_t seed = 0x9e3779b97f4a7c15ull ^ (uint64_t)(rank + 1);
+    float *panel = bf16 ? malloc(PANEL_BYTES) : NULL;
+
+    for (int s = 0; s < ns; s++) {
+        int N = sh[s].N, K = sh[s].K;
+        float *x = rnd((size_t)T * K, &seed), *W = rnd((size_t)N * K, &seed), *y = rnd((size_t)T * N, &seed);
+        uint16_t *W16 = NULL;
+        if (bf16) {
+            W16 = malloc(sizeof(uint16_t) * (size_t)N * K);
+            for (size_t i = 0; i < (size_t)N * K; i++) { uint32_t u; memcpy(&u, &W[i], 4); W16[i] = (uint16_t)(u >> 16); }
+        }
+        double flops = 2.0 * (double)T * N * K;
+        for (int mode = 0; mode < nmode; mode++) {
+            const uint16_t *w16 = mode ? W16 : NULL;
+            MPI_Barrier(MPI_COMM_WORLD);
+            product((int)T, N, K, x, W, w16, panel, y);          /* warm-up: page faults, packing buffers */
+            for (int r = 0; r < reps; r++) {
+                MPI_Barrier(MPI_COMM_WORLD);                     /* all ranks busy at the same moment */
+                double t0 = now(), c0 = cpu();
+                product((int)T, N, K, x, W, w16, panel, y);
+                times[r] = now() - t0;
+                ctimes[r] = cpu() - c0;
+            }
+            qsort(times, (size_t)reps, sizeof(double), cmpd);
+            qsort(ctimes, (size_t)reps, sizeof(double), cmpd);
+            med[s * nmode + mode] = flops / times[reps / 2] / 1e9;
+            best[s * nmode + mode] = flops / times[0] / 1e9;
+            medcpu[s * nmode + mode] = flops / ctimes[reps / 2] / 1e9;
+        }
+        free(x); free(W); free(y); free(W16);
+    }
+
+    double *allmed = rank ? NULL : malloc(sizeof(double) * (size_t)ns * nmode * P);
+    double *allbest = rank ? NULL : malloc(sizeof(double) * (size_t)ns * nmode * P);
+    double *allcpu = rank ? NULL : malloc(sizeof(double) * (size_t)ns * nmode * P);
+    MPI_Gather(med, ns * nmode, MPI_DOUBLE, allmed, ns * nmode, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+    MPI_Gather(best, ns * nmode, MPI_DOUBLE, allbest, ns * nmode, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+    MPI_Gather(medcpu, ns * nmode, MPI_DOUBLE, allcpu, ns * nmode, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+    if (!rank) {
+        double block_flops = 0;
+        for (int s = 0; s < ns; s++) block_flops += 2.0 * (double)T * sh[s].N * sh[s].K * sh[s].count;
+        printf("{\n  \"tool\": \"cfsp-mpi-gemm-bench\",\n  \"call\": \"cblas_sgemm(RowMajor, NoTrans, Trans, M=tokens, N=out, K=in)\",\n");
+        printf("  \"ranks\": %d, \"openblas_threads\": %d, \"openblas_config\": \"%s\",\n", P, openblas_get_num_threads(), openblas_get_config());
+        printf("  \"tokens\": %ld, \"reps\": %ld, \"hidden\": %ld, \"ffn\": %ld, \"heads\": %ld, \"kv_heads\": %ld, \"head_dim\": %ld,\n",
+               T, reps, D, FF, H, KVH, HD);
+        printf("  \"block_flops\": %.6e,\n  \"shapes\": [\n", block_flops);
+        for (int s = 0; s < ns; s++) {
+            printf("    {\"name\": \"%s\", \"M\": %ld, \"N\": %d, \"K\": %d, \"count\": %d, \"flops\": %.6e", sh[s].name, T, sh[s].N, sh[s].K,
+                   sh[s].count, 2.0 * (double)T * sh[s].N * sh[s].K);
+            for (int mode = 0; mode < nmode; mode++) {
+                printf(", \"%s\": {\"gflops_median\": [", mode ? "bf16_panels" : "fp32");
+                for (int r = 0; r < P; r++) printf("%s%.3f", r ? ", " : "", allmed[(size_t)r * ns * nmode + s * nmode + mode]);
+                printf("], \"gflops_best\": [");
+                for (int r = 0; r < P; r++) printf("%s%.3f", r ? ", " : "", allbest[(size_t)r * ns * nmode + s * nmode + mode]);
+                printf("], \"gflops_per_cpu_second\": [");
+                for (int r = 0; r < P; r++) printf("%s%.3f", r ? ", " : "", allcpu[(size_t)r * ns * nmode + s * nmode + mode]);
+                printf("]}");
+            }
+            printf("}%s\n", s + 1 < ns ? "," : "");
+        }
+        printf("  ],\n");
+        /* block figure per rank: block FLOPs / sum over shapes of count x median time (wall, CPU) */
+        for (int mode = 0; mode < nmode; mode++)
+            for (int kind = 0; kind < 2; kind++) {
+                const double *g = kind ? allcpu : allmed;
+                printf("  \"block_gflops_%s%s\": [", mode ? "bf16_panels" : "fp32", kind ? "_per_cpu_second" : "");
+                for (int r = 0; r < P; r++) {
+                    double t = 0;
+                    for (int s = 0; s < ns; s++)
+                        t += sh[s].count * 2.0 * (double)T * sh[s].N * sh[s].K / (g[(size_t)r * ns * nmode + s * nmode + mode] * 1e9);
+                    printf("%s%.3f", r ? ", " : "", block_flops / t / 1e9);
+                }
+                printf("]%s\n", mode + 1 < nmode || !kind ? "," : "");
+            }
+        printf("}\n");
+        free(allmed); free(allbest); free(allcpu);
+    }
+    free(med); free(best); free(medcpu); free(times); free(ctimes); free(panel);
+    MPI_Finalize();
+    return 0;
+}
