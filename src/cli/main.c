@@ -3,6 +3,7 @@
 #include "cfsp/export.h"
 #include "cfsp/model_h5.h"
 #include "cfsp/options.h"
+#include "cfsp/plan.h"
 #include "cfsp/run.h"
 #include "cfsp/tokenizer.h"
 #include <mpi.h>
@@ -21,6 +22,10 @@ int main(int argc, char **argv)
     if (argc > 1 && !strcmp(argv[1], "export")) {      /* serial, on rank 0 (export.h) */
         int xrc = rank == 0 ? export_main(argc - 1, argv + 1) : 0;
         cfsp_sync(xrc < 0 ? -1 : 0);
+        cfsp_exit_all(0);
+    }
+    if (argc > 1 && !strcmp(argv[1], "plan")) {         /* the pipeline simulator (plan.h), rank 0 */
+        cfsp_sync(rank == 0 ? plan_command(argc - 1, argv + 1) : 0);
         cfsp_exit_all(0);
     }
     if (argc > 1 && !strcmp(argv[1], "tokenize")) {     /* rank 0 tokenizes (tokenizer.h) */
