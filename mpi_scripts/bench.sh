@@ -23,10 +23,12 @@
 #  BENCH_7B_NT, BENCH_70B_NT  N x T on the slices (default 4x512, 2x512)
 #  BENCH_7B_CHUNKS            --chunk values on the 7B slice (default "0 128"; 0 = whole sequence)
 #  BENCH_70B_CHUNKS           (default "0")
-#  BENCH_MEM_NT, BENCH_MEM_NP memory figure on the 70B slice (default 2x1024, 4)
-#  BENCH_SWEEP_MODELS         models with the sweep figure (default "stories260K 7b"), at -n BENCH_SWEEP_NP (2)
+#  BENCH_MEM_NT, BENCH_MEM_NP memory figure on the 70B slice (default 1x1024, 4; nothing scales with N)
+#  BENCH_SWEEP_MODELS         models with the sweep figure (default "stories260K 7b"), at -n BENCH_SWEEP_NP (2):
+#                             the -n 2 calibration job carries --ratios 0.3 and a second job runs 0.1..0.5
 #  BENCH_OUTPUT_MODELS        models with the output figure (default "7b 70b"; the 70B one is the memory job)
-#  BENCH_GEMM_REPS            sgemm repetitions per shape (default 3; median reported)
+#  BENCH_GEMM_REPS            sgemm repetitions per shape (default 3, 2 on the 70B shapes; median reported)
+#  BENCH_GEMM_BF16_MODELS     models whose -n 1 gemm-bench also times the bf16-panel scheme (default "7b")
 #  BENCH_OPENBLAS_CORETYPE    auto (default): if OpenBLAS's runtime dispatch falls back to a generic core
 #                             (Prescott) on this CPU, use SkylakeX (AVX-512) or Haswell (AVX2) for every
 #                             program of the run and record it; "default": leave OpenBLAS alone; or a name
@@ -49,12 +51,13 @@ NT_7B="${BENCH_7B_NT:-4x512}"
 NT_70B="${BENCH_70B_NT:-2x512}"
 CHUNKS_7B="${BENCH_7B_CHUNKS:-0 128}"
 CHUNKS_70B="${BENCH_70B_CHUNKS:-0}"
-MEM_NT="${BENCH_MEM_NT:-2x1024}"
+MEM_NT="${BENCH_MEM_NT:-1x1024}"
 MEM_NP="${BENCH_MEM_NP:-4}"
 SWEEP_MODELS="${BENCH_SWEEP_MODELS:-stories260K 7b}"
 SWEEP_NP="${BENCH_SWEEP_NP:-2}"
 OUTPUT_MODELS="${BENCH_OUTPUT_MODELS:-7b 70b}"
-GEMM_REPS="${BENCH_GEMM_REPS:-3}"
+GEMM_REPS="${BENCH_GEMM_REPS:-}"
+GEMM_BF16_MODELS="${BENCH_GEMM_BF16_MODELS:-7b}"
 CORETYPE="${BENCH_OPENBLAS_CORETYPE:-auto}"
 PROFILE="${BENCH_PROFILE:-1}"
 SOURCE="${BENCH_SOURCE:-worktree}"
@@ -117,12 +120,23 @@ if [ "$SRC" = "$ROOT" ]; then
     || die "build failed (cmake --build $BUILD); BENCH_SOURCE=HEAD measures the last commit instead"
   BIN="$BUILD"; GEMM="$BUILD/cfsp-mpi-gemm-bench"
 else
-  cmake -S "$SRC" -B "$BUILD-src" -DCMAKE_BUILD_TYPE=Release >/dev/null
-  cmake --build "$BUILD-src" -j "$NCORES" --target cfsp-mpi cfsp-mpi-mkmodel >/dev/null || die "build of $SRC failed"
+  cmake -S "$SRC" -B "$BUILD-${SRC##*/}" -DCMAKE_BUILD_TYPE=Release >/dev/null
+  cmake --build "$BUILD-${SRC##*/}" -j "$NCORES" --target cfsp-mpi cfsp-mpi-mkmodel >/dev/null || die "build of $SRC failed"
   cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
   cmake --build "$BUILD" -j "$NCORES" --target cfsp-mpi-gemm-bench >/dev/null || die "build of cfsp-mpi-gemm-bench failed"
-  BIN="$BUILD-src"; GEMM="$BUILD/cfsp-mpi-gemm-bench"
+  BIN="$BUILD-${SRC##*/}"; GEMM="$BUILD/cfsp-mpi-gemm-bench"
 fi
+
+# FFN slicing of the stage units (cfsp-mpi --ffn-slice, when the program has it): gemm-bench times
+# the same slice shapes; BENCH_FFN_SLICE overrides the program's default for every job
+FFN_SLICE="${BENCH_FFN_SLICE:-}"
+if "$BIN/cfsp-mpi" --help 2>&1 | grep -q -- '--ffn-slice'; then
+  [ -n "$FFN_SLICE" ] || FFN_SLICE=$("$BIN/cfsp-mpi" --help 2>&1 | sed -n 's/.*--ffn-slice.*(default: \([0-9]*\)).*/\1/p' | head -1)
+  SLICE_ARGS=(--ffn-slice "${FFN_SLICE:-0}")
+else
+  FFN_SLICE=0; SLICE_ARGS=()
+fi
+echo "ffn_slice=${FFN_SLICE:-0}" >> "$OUT/raw/machine.txt"
 
 # ---------------------------------------------------------------- OpenBLAS kernel choice
 core_of() { sed -n 's/.*"openblas_config": "\([^"]*\)".*/\1/p' | awk '{print $(NF-1)}'; }
@@ -195,7 +209,7 @@ run_cfsp() {
   la0=$(cut -d' ' -f1 /proc/loadavg)
   local TIMEFORMAT='%R %U %S'
   { time mpirun -n "$np" --oversubscribe "$BIN/cfsp-mpi" --model "$(model_dir "$m")" --calib-tokens "$(model_tokens "$m")" \
-      --nsamples "$n" --seqlen "$t" --chunk "$chunk" --save-stats 0 --output-dir "$od" --force "$@" \
+      --nsamples "$n" --seqlen "$t" --chunk "$chunk" ${SLICE_ARGS[@]+"${SLICE_ARGS[@]}"} --save-stats 0 --output-dir "$od" --force "$@" \
       > "$OUT/raw/logs/$tag.log" 2>&1 ; } 2> "$OUT/raw/logs/$tag.time" || rc=$?
   la1=$(cut -d' ' -f1 /proc/loadavg)
   tm=$(tail -1 "$OUT/raw/logs/$tag.time")
@@ -214,7 +228,7 @@ run_gemm() {
   la0=$(cut -d' ' -f1 /proc/loadavg)
   mpirun -n "$np" --oversubscribe "$GEMM" --hidden "$(cfg "$m" hidden_size)" --ffn "$(cfg "$m" intermediate_size)" \
     --heads "$(cfg "$m" num_attention_heads)" --kv-heads "$(cfg "$m" num_key_value_heads)" \
-    --head-dim "$(cfg "$m" head_dim 0)" --tokens "$tok" --reps "$GEMM_REPS" "$@" \
+    --head-dim "$(cfg "$m" head_dim 0)" --ffn-slice "${FFN_SLICE:-0}" --tokens "$tok" --reps "${GEMM_REPS:-$([ "$m" = 70b ] && echo 2 || echo 3)}" "$@" \
     > "$OUT/raw/$tag.json" 2> "$OUT/raw/logs/$tag.log" || rc=$?
   printf '{"tag":"%s","kind":"gemm","model":"%s","np":%d,"tokens":%d,"args":"%s","rc":%d,"loadavg_before":%s,"loadavg_after":%s}\n' \
     "$tag" "$m" "$np" "$tok" "$*" "$rc" "$la0" "$(cut -d' ' -f1 /proc/loadavg)" >> "$RUNS"
@@ -258,28 +272,33 @@ for m in $MODELS; do
   esac
   ensure_model "$m"
   N=$(nt_n "$NT"); T=$(nt_t "$NT"); L=$(cfg "$m" num_hidden_layers)
-  say "model $m: $L blocks, calibration $N x $T, chunks [$CHUNKS], ranks [$NPS]"
+  # pipeline stage units: one per block, or (with FFN slicing) attention + ceil(m / slice) FFN slices per block
+  U=$($PY -c "import sys; L, m, s = (int(x) for x in sys.argv[1:]); print(L * (1 + -(-m // s)) if s > 0 else L)" "$L" "$(cfg "$m" intermediate_size)" "${FFN_SLICE:-0}")
+  say "model $m: $L blocks ($U stage units), calibration $N x $T, chunks [$CHUNKS], ranks [$NPS]"
   for c in $CHUNKS; do
     tok=$([ "$c" = 0 ] && echo "$T" || echo "$c")
-    bf=$([ "$m" = 7b ] || [ "$m" = 70b ] && echo "--bf16 1" || echo "")
+    bf=$(in_list "$m" "$GEMM_BF16_MODELS" && echo "--bf16 1" || echo "")
     # shellcheck disable=SC2086
     run_gemm "gemm-$m-m$tok-n1" "$m" 1 "$tok" $bf
     run_gemm "gemm-$m-m$tok-n2" "$m" 2 "$tok"
     for np in $NPS; do
-      if [ "$np" -gt "$L" ]; then
-        printf '{"tag":"calib-%s-c%s-n%s","kind":"skipped","model":"%s","np":%d,"reason":"%d ranks > %d blocks"}\n' "$m" "$c" "$np" "$m" "$np" "$np" "$L" >> "$RUNS"
+      if [ "$np" -gt "$U" ]; then
+        printf '{"tag":"calib-%s-c%s-n%s","kind":"skipped","model":"%s","np":%d,"reason":"%d ranks > %d stage units"}\n' "$m" "$c" "$np" "$m" "$np" "$np" "$U" >> "$RUNS"
         continue
       fi
-      run_cfsp "calib-$m-c$c-n$np" "$m" "$np" "$N" "$T" "$c"
+      # the sweep baseline (1 ratio) rides on a calibration job: ratios run after the timed pass
+      if [ "$c" = 0 ] && [ "$np" = "$SWEEP_NP" ] && in_list "$m" "$SWEEP_MODELS"; then
+        run_cfsp "calib-$m-c$c-n$np" "$m" "$np" "$N" "$T" "$c" --ratios 0.3 --save-models 0
+      else
+        run_cfsp "calib-$m-c$c-n$np" "$m" "$np" "$N" "$T" "$c"
+      fi
     done
   done
-  if in_list "$m" "$SWEEP_MODELS"; then
-    np=$SWEEP_NP; [ "$np" -gt "$L" ] && np=1
-    run_cfsp "sweep1-$m-n$np" "$m" "$np" "$N" "$T" 0 --ratios 0.3 --save-models 0
-    run_cfsp "sweep5-$m-n$np" "$m" "$np" "$N" "$T" 0 --ratios 0.1,0.2,0.3,0.4,0.5 --save-models 0
+  if in_list "$m" "$SWEEP_MODELS" && [ "$SWEEP_NP" -le "$U" ]; then
+    run_cfsp "sweep5-$m-n$SWEEP_NP" "$m" "$SWEEP_NP" "$N" "$T" 0 --ratios 0.1,0.2,0.3,0.4,0.5 --save-models 0
   fi
   if [ "$m" = 70b ]; then
-    MN=$(nt_n "$MEM_NT"); MT=$(nt_t "$MEM_NT"); np=$MEM_NP; [ "$np" -gt "$L" ] && np=$L
+    MN=$(nt_n "$MEM_NT"); MT=$(nt_t "$MEM_NT"); np=$MEM_NP; [ "$np" -gt "$U" ] && np=$U
     run_cfsp "mem-calib-$m-n$np" "$m" "$np" "$MN" "$MT" 0
     # the real job: calibrate, prune at 0.2, write the checkpoint (also the 70B output figure)
     run_cfsp "mem-job-$m-n$np" "$m" "$np" "$MN" "$MT" 0 --ratios 0.2 --save-models 1
@@ -290,7 +309,7 @@ for m in $MODELS; do
     fi
     rm -rf "$BDIR/out/mem-job-$m-n$np"
   elif in_list "$m" "$OUTPUT_MODELS"; then
-    np=2; [ "$np" -gt "$L" ] && np=1
+    np=2; [ "$np" -gt "$U" ] && np=1
     run_cfsp "output-$m-n$np" "$m" "$np" 1 "$T" 0 --ratios 0.2 --save-models 1
     if [ -f "$OUT/raw/output-$m-n$np.json" ]; then
       b=$($PY -c "import json,sys; print(int(json.load(open(sys.argv[1]))['pruned'][0]['write_bytes']))" "$OUT/raw/output-$m-n$np.json")
@@ -306,7 +325,7 @@ if [ "$PROFILE" = 1 ] && in_list 7b "$MODELS" && command -v perf >/dev/null \
   say "profile: perf record -e cpu-clock on a 7B-slice calibration, -n 1, 2 x 512"
   for c in 0 128; do
     perf record -e cpu-clock -F 499 -g -o "$BDIR/perf-7b-c$c.data" \
-      "$BIN/cfsp-mpi" --model "$(model_dir 7b)" --calib-tokens "$(model_tokens 7b)" --nsamples 2 --seqlen 512 --chunk "$c" \
+      "$BIN/cfsp-mpi" --model "$(model_dir 7b)" --calib-tokens "$(model_tokens 7b)" --nsamples 2 --seqlen 512 --chunk "$c" ${SLICE_ARGS[@]+"${SLICE_ARGS[@]}"} \
       --save-stats 0 --output-dir "$BDIR/out/perf" --force > "$OUT/raw/logs/perf-7b-c$c.log" 2>&1 || true
     perf report -i "$BDIR/perf-7b-c$c.data" --no-children --sort dso,symbol --stdio -g none 2>/dev/null \
       | grep -v '^#' | grep '%' | head -30 > "$OUT/raw/profile-7b-c$c.txt" || true

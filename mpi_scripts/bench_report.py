@@ -54,6 +54,18 @@ def useful_flops(res):
     return N * f
 
 
+def own_bytes(s):
+    """stored bytes of the rank's own tensors (weight_bytes_expected before the stage-unit refactor,
+    weight_bytes_read after it)"""
+    return s["weight_bytes_expected"] if "weight_bytes_expected" in s else s["weight_bytes_read"]
+
+
+def stage_span(s):
+    if "first_unit" in s:
+        return "u%d-%d (b%d-%d)" % (s["first_unit"], s["last_unit"], s["first_block"], s["last_block"])
+    return "b%d-%d" % (s["first_block"], s["last_block"])
+
+
 def calib_T(res):
     return max([res["timings"]["calibration_seconds"]] + [s["calib_seconds"] for s in res["stages"]])
 
@@ -103,7 +115,8 @@ for m in models:
             e = {"model": m, "chunk": c, "tokens_per_microbatch": tokens, "np": P, "tag": rs[P]["tag"],
                  "nsamples": res["calibration"]["nsamples"], "seqlen": res["calibration"]["seqlen"],
                  "useful_gflop": F / 1e9, "calibration_seconds": TP, "achieved_gflops": achieved,
-                 "stages": [{k: s[k] for k in ("rank", "first_block", "last_block", "calib_compute_seconds", "calib_wait_seconds", "calib_seconds")} for s in res["stages"]],
+                 "ffn_slice": res.get("options", {}).get("ffn_slice"),
+                 "stages": [dict({k: s[k] for k in ("rank", "calib_compute_seconds", "calib_wait_seconds", "calib_seconds")}, span=stage_span(s)) for s in res["stages"]],
                  "loadavg_before": rs[P].get("loadavg_before"), "loadavg_after": rs[P].get("loadavg_after")}
             if P == 1 and g1:
                 e["sgemm_gflops"] = g1["block_gflops_fp32"][0]
@@ -131,7 +144,9 @@ for m in models:
                              "oversubscribed": P > ncores,
                              "compute_seconds": comp, "wait_seconds": [s["calib_wait_seconds"] for s in res["stages"]],
                              "sgemm_gflops_both_cores_same_moment": g2["block_gflops_fp32"] if g2 else None,
-                             "sgemm_gflops_one_core": g1["block_gflops_fp32"][0] if g1 else None})
+                             "sgemm_gflops_one_core": g1["block_gflops_fp32"][0] if g1 else None,
+                             # how much of a core each rank could get while both were busy (1 = second core free)
+                             "core_availability": (sum(g2["block_gflops_fp32"]) / len(g2["block_gflops_fp32"]) / g1["block_gflops_fp32"][0]) if g1 and g2 else None})
 
 # ---------------------------------------------------------------- figure 3
 fig3 = []
@@ -142,10 +157,10 @@ for r in runs:
     if not res:
         continue
     for s in res["stages"]:
-        own = s["weight_bytes_expected"]
+        own = own_bytes(s)
         limit = 1.25 * own + GB
         fig3.append({"tag": r["tag"], "model": r["model"], "np": r["np"], "nsamples": r["nsamples"], "seqlen": r["seqlen"],
-                     "chunk": r["chunk"], "job": r["args"], "rank": s["rank"], "blocks": "%d-%d" % (s["first_block"], s["last_block"]),
+                     "chunk": r["chunk"], "job": r["args"], "rank": s["rank"], "blocks": stage_span(s),
                      "own_bytes": own, "vmhwm_bytes": s["vmhwm_bytes"], "limit_bytes": limit, "vmhwm_over_limit": s["vmhwm_bytes"] / limit,
                      "excess_over_own_bytes": s["vmhwm_bytes"] - own})
 
@@ -170,16 +185,19 @@ for r in runs:
 
 # ---------------------------------------------------------------- figure 5
 fig5 = []
-for r in runs:
-    if r["kind"] != "cfsp" or not r["tag"].startswith("sweep1-") or r["rc"] != 0:
+for r5 in runs:
+    if r5["kind"] != "cfsp" or not r5["tag"].startswith("sweep5-") or r5["rc"] != 0:
         continue
-    t5 = "sweep5-" + r["tag"][len("sweep1-"):]
-    a, b = load(r["tag"]), load(t5)
+    r = next((x for x in runs if x["kind"] == "cfsp" and x["rc"] == 0 and x["model"] == r5["model"] and x["np"] == r5["np"]
+              and x["chunk"] == 0 and x["tag"].startswith(("calib-", "sweep1-")) and "--ratios" in x["args"]), None)
+    if not r:
+        continue
+    a, b = load(r["tag"]), load(r5["tag"])
     if not a or not b:
         continue
     c1, s1 = a["timings"]["calibration_seconds"], a["timings"]["sweep_seconds_excluding_eval_and_output"]
     c5, s5 = b["timings"]["calibration_seconds"], b["timings"]["sweep_seconds_excluding_eval_and_output"]
-    fig5.append({"model": r["model"], "np": r["np"], "calib_1": c1, "sweep_1": s1, "calib_5": c5, "sweep_5": s5,
+    fig5.append({"model": r["model"], "np": r["np"], "tag_1": r["tag"], "tag_5": r5["tag"], "calib_1": c1, "sweep_1": s1, "calib_5": c5, "sweep_5": s5,
                  "cost_ratio": (c5 + s5) / (c1 + s1),
                  "cost_ratio_same_calibration": (c1 + s5) / (c1 + s1),
                  "extra_ratio_seconds": (s5 - s1) / 4})
@@ -204,7 +222,7 @@ for e in fig2:
     if e["np"] == 2:
         goal("2 pipeline efficiency", e["model"], "-n 2, chunk %d (%d micro-batches)" % (e["tokens_per_microbatch"], e["microbatches"]),
              e["efficiency"], ">= 0.85", e["efficiency"] >= 0.85,
-             "schedule bound %.3f; sgemm both cores %s GFLOP/s" % (e["schedule_bound"], e["sgemm_gflops_both_cores_same_moment"]))
+             "schedule bound %.3f; core availability %s" % (e["schedule_bound"], fmt(e["core_availability"], "%.2f")))
 for tag_prefix, what in (("mem-calib-70b", "calibration only"), ("mem-job-70b", "calibrate + prune 0.2 + write")):
     rows = [x for x in fig3 if x["tag"].startswith(tag_prefix)]
     if rows:
@@ -303,21 +321,25 @@ L.append("T(-n 1) / (P x T(-n P)), one BLAS thread per rank. Schedule bound = mi
          "(fill and drain of a balanced pipeline); stage balance = mean / max stage compute time. P above the core count "
          "(%d) is oversubscribed and cannot reach 1." % ncores)
 L.append("")
-L.append("| model | chunk | P | T(1) s | T(P) s | efficiency | schedule bound | stage balance | compute s per rank | wait s per rank | sgemm GFLOP/s, both cores busy (1 core alone) |")
-L.append("|---|---|---|---|---|---|---|---|---|---|---|")
+L.append("Core availability = mean per-core sgemm GFLOP/s with both cores busy (gemm-bench -n 2) / the -n 1 figure: "
+         "1.0 when the second core is really free; the efficiency cannot exceed it much.")
+L.append("")
+L.append("| model | chunk | P | T(1) s | T(P) s | efficiency | schedule bound | stage balance | compute s per rank | wait s per rank | sgemm GFLOP/s, both cores busy (1 core alone) | core availability |")
+L.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
 for e in fig2:
-    L.append("| %s | %d | %d%s | %.2f | %.2f | **%.3f** | %.3f | %s | %s | %s | %s (%s) |" % (
+    L.append("| %s | %d | %d%s | %.2f | %.2f | **%.3f** | %.3f | %s | %s | %s | %s (%s) | %s |" % (
         MODEL_NAME[e["model"]], e["tokens_per_microbatch"], e["np"], " (oversubscribed)" if e["oversubscribed"] else "", e["T1"], e["TP"],
         e["efficiency"], e["schedule_bound"], fmt(e["stage_balance"]), ", ".join("%.1f" % x for x in e["compute_seconds"]),
         ", ".join("%.1f" % x for x in e["wait_seconds"]),
-        ", ".join("%.1f" % x for x in e["sgemm_gflops_both_cores_same_moment"] or []), fmt(e["sgemm_gflops_one_core"], "%.1f")))
+        ", ".join("%.1f" % x for x in e["sgemm_gflops_both_cores_same_moment"] or []), fmt(e["sgemm_gflops_one_core"], "%.1f"),
+        fmt(e["core_availability"], "%.2f")))
 L.append("")
 L.append("## 3. Peak memory per rank")
 L.append("")
 L.append("VmHWM of every rank against its own stored bytes (blocks + embeddings/head it owns); limit = 1.25 x own + 1 GB (1e9). "
          "VmHWM counts the resident pages of the mapped safetensors (file-backed) plus heap.")
 L.append("")
-L.append("| job | P | N x T | rank | blocks | own GB | VmHWM GB | limit GB | VmHWM / limit | VmHWM - own GB |")
+L.append("| job | P | N x T | rank | stage | own GB | VmHWM GB | limit GB | VmHWM / limit | VmHWM - own GB |")
 L.append("|---|---|---|---|---|---|---|---|---|---|")
 for e in fig3:
     if e["model"] in ("7b", "70b"):
@@ -327,9 +349,9 @@ for e in fig3:
 L.append("")
 L.append("## 4. Output bandwidth")
 L.append("")
-L.append("HDF5 bytes written / write time (results.json pruned[0]; the timer covers H5Fcreate .. H5Fclose with no fsync) "
-         "against `dd if=/dev/zero bs=16M conv=fdatasync` of the same size, run right after; the dd without fdatasync "
-         "(page cache only) is shown too, since the HDF5 timer does not include a flush to disk.")
+L.append("HDF5 bytes written / write time (results.json pruned[0]: cfsp-mpi's timer, H5Fcreate .. H5Fclose, plus the "
+         "fsync of the file in versions that have one) against `dd if=/dev/zero bs=16M conv=fdatasync` of the same size, "
+         "run right after; the dd without fdatasync (page cache only) is shown for reference.")
 L.append("")
 L.append("| job | P | bytes | write s | HDF5 MB/s | dd fdatasync MB/s | ratio | dd page-cache MB/s | ratio vs page cache |")
 L.append("|---|---|---|---|---|---|---|---|---|")
@@ -341,7 +363,7 @@ L.append("")
 L.append("## 5. Sweep cost")
 L.append("")
 L.append("calibration + sweep (scores, allocation, selection, slicing; no evaluation, --save-models 0) at 5 ratios "
-         "(0.1..0.5) over the same at 1 ratio (0.3), two separate jobs. The second ratio column uses the 1-ratio job's "
+         "(0.1..0.5) over the same at 1 ratio (0.3: the -n 2 calibration job), two separate jobs. The second ratio column uses the 1-ratio job's "
          "calibration time for both, removing run-to-run noise of the calibration.")
 L.append("")
 L.append("| model | P | calib s (1 / 5) | sweep s (1 / 5) | cost ratio | ratio, same calibration | s per extra ratio |")

@@ -233,7 +233,7 @@ cfsp_job_run() {
   fi
 
   # --- what is about to run, and whether the memory request fits the model
-  cfsp_log "job $JOB_ID ($JOB_SCHED) on ${JOB_HOSTS:-$(hostname)}: $JOB_NNODES node(s), $CFSP_NRANKS ranks, memory per rank ${JOB_MEM_MB:-unknown} MiB"
+  cfsp_log "job $JOB_ID ($JOB_SCHED) on ${JOB_HOSTS:-$(hostname)}: $JOB_NNODES node(s), $CFSP_NRANKS ranks, memory per rank ${JOB_MEM_MB:+$JOB_MEM_MB MiB}${JOB_MEM_MB:-unknown}"
   cfsp_log "executable: $CFSP_BIN"
   cfsp_log "scratch: $CFSP_SCR"
   cfsp_log "results: $OUTDIR"

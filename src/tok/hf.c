@@ -457,7 +457,7 @@ void hf_free(hf_model *m)
     if (m->added_raw.key) trie_free(&m->added_raw);
     if (m->added_norm.key) trie_free(&m->added_norm);
     strmap_free(&m->vocab);
-    if (m->merges.key) pairmap_free(&m->merges);
+    if (m->merges.slot) pairmap_free(&m->merges);
     memset(m, 0, sizeof *m);
 }
 

@@ -31,8 +31,9 @@ int32_t strmap_put(strmap *m, const char *k, size_t len, int32_t v);
 int32_t strmap_get(const strmap *m, const char *k, size_t len);   /* -1 if absent */
 uint32_t tok_hash(const char *k, size_t len);
 
-/* ---- (a, b) -> (rank, new id) ---- */
-typedef struct { uint64_t *key; uint32_t *rank, *nid; size_t n, mask; } pairmap;
+/* ---- (a, b) -> (rank, new id): one slot = key and value together (one cache line per probe) ---- */
+typedef struct { uint64_t key; uint32_t rank, nid; } pair_slot;
+typedef struct { pair_slot *slot; size_t n, mask; } pairmap;
 void pairmap_init(pairmap *m, size_t expected);
 void pairmap_free(pairmap *m);
 int pairmap_put(pairmap *m, uint32_t a, uint32_t b, uint32_t rank, uint32_t nid);  /* 1 if already present */
@@ -40,8 +41,9 @@ static inline int pairmap_get(const pairmap *m, uint32_t a, uint32_t b, uint32_t
 {
     uint64_t k = (uint64_t)a << 32 | b, h = k * 0x9E3779B97F4A7C15ULL;
     for (size_t i = (size_t)(h >> 40) & m->mask;; i = (i + 1) & m->mask) {
-        if (m->key[i] == k) { *rank = m->rank[i]; *nid = m->nid[i]; return 1; }
-        if (m->key[i] == UINT64_MAX) return 0;
+        const pair_slot *s = &m->slot[i];
+        if (s->key == k) { *rank = s->rank; *nid = s->nid; return 1; }
+        if (s->key == UINT64_MAX) return 0;
     }
 }
 

@@ -120,17 +120,15 @@ int32_t strmap_put(strmap *m, const char *k, size_t len, int32_t v)
 void pairmap_init(pairmap *m, size_t expected)
 {
     size_t cap = pow2_at_least(expected * 2 + 16);
-    m->key = xmalloc(cap * sizeof *m->key);
-    for (size_t i = 0; i < cap; i++) m->key[i] = UINT64_MAX;
-    m->rank = xcalloc(cap, sizeof *m->rank);
-    m->nid = xcalloc(cap, sizeof *m->nid);
+    m->slot = xmalloc(cap * sizeof *m->slot);
+    for (size_t i = 0; i < cap; i++) { m->slot[i].key = UINT64_MAX; m->slot[i].rank = m->slot[i].nid = 0; }
     m->mask = cap - 1;
     m->n = 0;
 }
 
 void pairmap_free(pairmap *m)
 {
-    free(m->key); free(m->rank); free(m->nid);
+    free(m->slot);
     memset(m, 0, sizeof *m);
 }
 
@@ -139,21 +137,22 @@ int pairmap_put(pairmap *m, uint32_t a, uint32_t b, uint32_t rank, uint32_t nid)
     uint64_t k = (uint64_t)a << 32 | b, h = k * 0x9E3779B97F4A7C15ULL;
     size_t i = (size_t)(h >> 40) & m->mask;
     for (;; i = (i + 1) & m->mask) {
-        if (m->key[i] == k) return 1;
-        if (m->key[i] == UINT64_MAX) break;
+        if (m->slot[i].key == k) return 1;
+        if (m->slot[i].key == UINT64_MAX) break;
     }
     if ((m->n + 1) * 2 > m->mask + 1) {       /* the caller sized it; grow anyway if needed */
         pairmap g;
-        pairmap_init(&g, (m->mask + 1));
+        pairmap_init(&g, m->mask + 1);
         for (size_t j = 0; j <= m->mask; j++)
-            if (m->key[j] != UINT64_MAX) pairmap_put(&g, (uint32_t)(m->key[j] >> 32), (uint32_t)m->key[j], m->rank[j], m->nid[j]);
+            if (m->slot[j].key != UINT64_MAX)
+                pairmap_put(&g, (uint32_t)(m->slot[j].key >> 32), (uint32_t)m->slot[j].key, m->slot[j].rank, m->slot[j].nid);
         pairmap_free(m);
         *m = g;
         return pairmap_put(m, a, b, rank, nid);
     }
-    m->key[i] = k;
-    m->rank[i] = rank;
-    m->nid[i] = nid;
+    m->slot[i].key = k;
+    m->slot[i].rank = rank;
+    m->slot[i].nid = nid;
     m->n++;
     return 0;
 }

@@ -2,7 +2,8 @@
  *
  * Times cblas_sgemm(RowMajor, NoTrans, Trans, M, N, K) — y[M,N] = x[M,K] W[N,K]^T, exactly the call
  * linear() makes — for the q/k/v/o/gate/up/down shapes of one LLaMA block, M = tokens per pipeline
- * micro-batch, with fp32 weights. Optionally (--bf16 1) also the same product with the weight stored
+ * micro-batch, with fp32 weights. --ffn-slice S splits the FFN as cfsp-mpi's stage units do (gate/up
+ * with N = S, down with K = S, plus the remainder), so the shapes are the ones the program runs. Optionally (--bf16 1) also the same product with the weight stored
  * as bf16 and converted into a 16 MB fp32 panel before each sgemm (the scheme of linear()), with a
  * vectorisable inline conversion, to show what that scheme costs when the conversion is fast.
  *
@@ -40,6 +41,7 @@ static void usage(void)
     fprintf(stderr,
             "usage: [mpirun -n P] cfsp-mpi-gemm-bench --hidden D --ffn M --heads H --kv-heads K [--head-dim HD (D/H)]\n"
             "         [--tokens T (512): rows of x = tokens per micro-batch] [--reps R (3)] [--bf16 0|1 (0)]\n"
+            "         [--ffn-slice S (0 = whole FFN): FFN channels per slice, as cfsp-mpi --ffn-slice]\n"
             "Times cblas_sgemm(RowMajor, NoTrans, Trans, T, N, K) for the q,k,v,o,gate,up,down shapes of one block\n"
             "(k/v and gate/up share a shape and are timed once) and prints JSON on rank 0: per shape and rank\n"
             "the median and best GFLOP/s, and the block figure = block FLOPs / sum of median times.\n");
@@ -96,12 +98,12 @@ int main(int argc, char **argv)
     int rank, P;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &P);
-    long D = 0, FF = 0, H = 0, KVH = 0, HD = 0, T = 512, reps = 3, bf16 = 0;
+    long D = 0, FF = 0, H = 0, KVH = 0, HD = 0, T = 512, reps = 3, bf16 = 0, FS = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         long *dst = !strcmp(a, "--hidden") ? &D : !strcmp(a, "--ffn") ? &FF : !strcmp(a, "--heads") ? &H
                   : !strcmp(a, "--kv-heads") ? &KVH : !strcmp(a, "--head-dim") ? &HD : !strcmp(a, "--tokens") ? &T
-                  : !strcmp(a, "--reps") ? &reps : !strcmp(a, "--bf16") ? &bf16 : NULL;
+                  : !strcmp(a, "--reps") ? &reps : !strcmp(a, "--bf16") ? &bf16 : !strcmp(a, "--ffn-slice") ? &FS : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { if (!rank) usage(); MPI_Finalize(); return 0; }
         if (!dst || i + 1 >= argc) { if (!rank) { fprintf(stderr, "gemm-bench: bad argument '%s'\n", a); usage(); } MPI_Finalize(); return 2; }
         char *end;
@@ -115,9 +117,20 @@ int main(int argc, char **argv)
         return 2;
     }
     int Q = (int)(H * HD), KV = (int)(KVH * HD);
-    shape sh[] = { { "q", Q, (int)D, 1 }, { "k,v", KV, (int)D, 2 }, { "o", (int)D, Q, 1 },
-                   { "gate,up", (int)FF, (int)D, 2 }, { "down", (int)D, (int)FF, 1 } };
-    int ns = (int)(sizeof sh / sizeof sh[0]);
+    shape sh[7] = { { "q", Q, (int)D, 1 }, { "k,v", KV, (int)D, 2 }, { "o", (int)D, Q, 1 } };
+    int ns = 3;
+    if (FS <= 0 || FS >= FF) {
+        sh[ns++] = (shape){ "gate,up", (int)FF, (int)D, 2 };
+        sh[ns++] = (shape){ "down", (int)D, (int)FF, 1 };
+    } else {                               /* FF = q slices of FS + a remainder */
+        int q = (int)(FF / FS), rem = (int)(FF % FS);
+        sh[ns++] = (shape){ "gate,up slice", (int)FS, (int)D, 2 * q };
+        sh[ns++] = (shape){ "down slice", (int)D, (int)FS, q };
+        if (rem) {
+            sh[ns++] = (shape){ "gate,up rest", rem, (int)D, 2 };
+            sh[ns++] = (shape){ "down rest", (int)D, rem, 1 };
+        }
+    }
     int nmode = bf16 ? 2 : 1;
     /* per shape and mode: median and best wall GFLOP/s, and GFLOP per CPU second (median), which
      * does not count time the process spent descheduled by other load on a shared machine */
@@ -167,8 +180,8 @@ int main(int argc, char **argv)
         for (int s = 0; s < ns; s++) block_flops += 2.0 * (double)T * sh[s].N * sh[s].K * sh[s].count;
         printf("{\n  \"tool\": \"cfsp-mpi-gemm-bench\",\n  \"call\": \"cblas_sgemm(RowMajor, NoTrans, Trans, M=tokens, N=out, K=in)\",\n");
         printf("  \"ranks\": %d, \"openblas_threads\": %d, \"openblas_config\": \"%s\",\n", P, openblas_get_num_threads(), openblas_get_config());
-        printf("  \"tokens\": %ld, \"reps\": %ld, \"hidden\": %ld, \"ffn\": %ld, \"heads\": %ld, \"kv_heads\": %ld, \"head_dim\": %ld,\n",
-               T, reps, D, FF, H, KVH, HD);
+        printf("  \"tokens\": %ld, \"reps\": %ld, \"hidden\": %ld, \"ffn\": %ld, \"ffn_slice\": %ld, \"heads\": %ld, \"kv_heads\": %ld, \"head_dim\": %ld,\n",
+               T, reps, D, FF, FS, H, KVH, HD);
         printf("  \"block_flops\": %.6e,\n  \"shapes\": [\n", block_flops);
         for (int s = 0; s < ns; s++) {
             printf("    {\"name\": \"%s\", \"M\": %ld, \"N\": %d, \"K\": %d, \"count\": %d, \"flops\": %.6e", sh[s].name, T, sh[s].N, sh[s].K,

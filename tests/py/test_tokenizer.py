@@ -1,0 +1,413 @@
+"""test_tokenizer.py — the model's own tokenizer in C (src/tok, `cfsp-mpi tokenize`, --calib-text /
+--eval-text), against real data and independent implementations:
+
+ 1. shared: every ../shared/data/*.txt through both shared models' tokenizers (stories260K:
+    sentencepiece tokenizer.model; tinystories656K: tokenizer.json BPE with unk) gives exactly
+    ../shared/data/tokens/<model>/<text>.u32.bin; --bos 0, no overwrite without --force, no .tmp left;
+ 2. split: the hand-written GPT-2 / LLaMA-3 / Qwen2 pre-tokenizer regexes against Python's `re`
+    running the same patterns (\\p{L}, \\p{N}, \\s spelled out from unicodedata), on the test texts
+    and on random strings of tricky characters;
+ 3. bytelevel / metaspace: tokenizer.json files generated here by a tiny BPE training
+    (tests/ref/tok_ref.py) in the LLaMA-3, GPT-2 (with and without add_prefix_space), Qwen2 and
+    LLaMA-2-Metaspace styles, against the pure-Python reference tokenizer, on texts with Unicode,
+    digits, whitespace runs, contractions and special tokens; the reference also on the shared
+    tinystories656K tokenizer.json;
+ 4. sentencepiece: models trained by the real sentencepiece library (tests/data/tok, BPE and
+    unigram, byte fallback, user-defined symbols, a precompiled charsmap, whitespace as suffix)
+    against the ids that library gave (and against the library itself when installed);
+ 5. malformed tokenizer files: one-line errors naming the file and the field, no output file;
+ 6. run: --calib-text / --eval-text give the same run as the shared token files.
+
+usage: test_tokenizer.py --bin cfsp-mpi --tok-tool tok_tool --shared DIR --workdir DIR
+"""
+
+import json
+import os
+import random
+import shutil
+import struct
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "ref"))
+
+TOK_TOOL = None
+if "--tok-tool" in sys.argv:
+    k = sys.argv.index("--tok-tool")
+    TOK_TOOL = sys.argv[k + 1]
+    del sys.argv[k:k + 2]
+
+import common  # noqa: E402
+import tok_ref as R  # noqa: E402
+from tok_texts import test_texts  # noqa: E402
+
+DATA_DIR = os.path.join(os.path.dirname(HERE), "data", "tok")
+TEXT_NAMES = ("tinystories_val_head", "wikitext2_test.joined", "wikitext2_validation.joined")
+
+
+def run(cmd, timeout=600):
+    p = subprocess.run(cmd, capture_output=True, timeout=timeout, env=common.mpi_env())
+    return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
+
+
+def write_texts(path, texts):
+    with open(path, "wb") as f:
+        for t in texts:
+            b = t.encode("utf-8") if isinstance(t, str) else t
+            assert b"\0" not in b
+            f.write(b + b"\0")
+
+
+def tool_encode(model_dir, texts, work):
+    path = os.path.join(work, "texts.bin")
+    write_texts(path, texts)
+    rc, out, err = run([TOK_TOOL, "encode", model_dir, path])
+    if rc != 0:
+        return None, err.strip()
+    return [json.loads(line) for line in out.splitlines()], ""
+
+
+def first_diff(a, b):
+    for i in range(min(len(a), len(b))):
+        if a[i] != b[i]:
+            return i
+    return min(len(a), len(b))
+
+
+def read_u32(path):
+    with open(path, "rb") as f:
+        b = f.read()
+    return list(struct.unpack("<%dI" % (len(b) // 4), b))
+
+
+# ------------------------------------------------------------------------------------------------
+def test_shared(args, ck):
+    for model in common.SHARED_MODELS:
+        mdir = os.path.join(args.shared, "models", model)
+        for name in TEXT_NAMES:
+            txt = os.path.join(args.shared, "data", name + ".txt")
+            ref = os.path.join(args.shared, "data", "tokens", model, name + ".u32.bin")
+            out = os.path.join(args.workdir, "%s.%s.u32.bin" % (model, name))
+            if os.path.exists(out):
+                os.remove(out)
+            rc, _, err = run([args.bin, "tokenize", "--model", mdir, txt, out])
+            same = rc == 0 and open(out, "rb").read() == open(ref, "rb").read()
+            detail = err.strip().splitlines()[-1] if err.strip() else ""
+            if rc == 0 and not same:
+                a, b = read_u32(out), read_u32(ref)
+                k = first_diff(a, b)
+                detail = "%d vs %d tokens, first difference at %d: %s vs %s" % (len(a), len(b), k, a[k:k + 5], b[k:k + 5])
+            ck.check(same, "shared %s / %s: ids equal ../shared/data/tokens" % (model, name), detail)
+    # CLI behaviour on one pair
+    mdir = os.path.join(args.shared, "models", "stories260K")
+    txt = os.path.join(args.shared, "data", "tinystories_val_head.txt")
+    ref = read_u32(os.path.join(args.shared, "data", "tokens", "stories260K", "tinystories_val_head.u32.bin"))
+    out = os.path.join(args.workdir, "stories260K.tinystories_val_head.u32.bin")
+    before = open(out, "rb").read()
+    rc, _, err = run([args.bin, "tokenize", "--model", mdir, txt, out, "--bos", "0"])
+    ck.check(rc == 1 and "exists (use --force" in err and open(out, "rb").read() == before,
+             "tokenize: an existing output is not overwritten without --force", err.strip())
+    rc, _, err = run([args.bin, "tokenize", "--model", mdir, txt, out, "--bos", "0", "--force"])
+    ck.check(rc == 0 and read_u32(out) == ref[1:], "tokenize --bos 0 --force: the same ids without the BOS")
+    ck.check(not [f for f in os.listdir(args.workdir) if f.endswith(".tmp")], "tokenize: no temporary file left")
+    rc, _, err = run([args.bin, "tokenize", "--model", mdir, txt])
+    ck.check(rc == 1 and "usage: cfsp-mpi tokenize" in err, "tokenize: missing output gives the usage", err.strip())
+    rc, _, err = run(["mpiexec", "-n", "2", args.bin, "tokenize", "--model", mdir, txt, out, "--force"])
+    ck.check(rc == 0 and read_u32(out) == ref, "tokenize under mpiexec -n 2 (rank 0 works): same ids", err.strip()[-200:])
+
+
+# ------------------------------------------------------------------------------------------------
+TRICKY_CHARS = (list(" \t\n\r\x0b\x0c\x85\xa0\u1680\u2000\u200a\u2028\u2029\u202f\u205f\u3000") +
+                list("aZéßſKǅ日ä\u0301\u0308'\"!?.,-_@#19٣½Ⅻ²😀🏽\u200d") + ["'s", "'S", "'ll", "'RE", "'ſ", "'t", "'D", "'ve"] +
+                ["\r\n", "  ", "\n\n", " 1", " a", " !"])
+
+
+def random_texts(seed, n):
+    rnd = random.Random(seed)
+    return ["".join(rnd.choice(TRICKY_CHARS) for _ in range(rnd.randint(0, 24))) for _ in range(n)]
+
+
+def test_split(args, ck):
+    texts = test_texts() + random_texts(1, 3000)
+    tpath = os.path.join(args.workdir, "split_texts.bin")
+    write_texts(tpath, texts)
+    for name, pat in (("LLaMA-3", R.LLAMA3_PATTERN), ("GPT-2", R.GPT2_PATTERN), ("Qwen2", R.QWEN2_PATTERN)):
+        ppath = os.path.join(args.workdir, "pattern.txt")
+        with open(ppath, "w", encoding="utf-8") as f:
+            f.write(pat)
+        rc, out, err = run([TOK_TOOL, "split", ppath, tpath])
+        got = [json.loads(line) for line in out.splitlines()] if rc == 0 else []
+        rx = R.translate(pat)
+        exp = [[len(p.encode("utf-8")) for p in R.regex_split(rx, t)] for t in texts]
+        bad = [i for i in range(len(texts)) if i >= len(got) or got[i] != exp[i]]
+        ck.check(rc == 0 and not bad, "split: %s pattern by hand = Python re, %d texts (%d random)" % (name, len(texts), len(texts) - len(test_texts())),
+                 err.strip() if rc else ("first mismatch on %r: %s vs %s" % (texts[bad[0]], got[bad[0]] if bad[0] < len(got) else None, exp[bad[0]]) if bad else ""))
+
+
+# ------------------------------------------------------------------------------------------------
+def corpus_for_training(args):
+    wt = open(os.path.join(args.shared, "data", "wikitext2_test.joined.txt"), encoding="utf-8").read()
+    ts = open(os.path.join(args.shared, "data", "tinystories_val_head.txt"), encoding="utf-8").read()
+    return wt[:60000] + ts[:20000] + "\n".join(test_texts()) + " ſtraße we'ſt" * 30, wt
+
+
+def compare(ck, what, model_dir, tj, texts, work):
+    got, err = tool_encode(model_dir, texts, work)
+    if got is None:
+        ck.check(False, what, err)
+        return
+    ref = R.RefTokenizer(tj)
+    exp = [ref.encode(t) for t in texts]
+    bad = [i for i in range(len(texts)) if got[i] != exp[i]]
+    detail = ""
+    if bad:
+        i = bad[0]
+        k = first_diff(got[i], exp[i])
+        detail = "text %d %r: at %d C %s vs reference %s" % (i, texts[i][:60], k, got[i][k:k + 4], exp[i][k:k + 4])
+    ck.check(not bad, what + " (%d texts, %d tokens)" % (len(texts), sum(len(e) for e in exp)), detail)
+
+
+def test_generated(args, ck):
+    corpus, wt = corpus_for_training(args)
+    vocab, merges = R.train_bytelevel(corpus, 300)
+    mvocab, mmerges = R.train_metaspace(corpus, 300)
+    ck.note("trained a byte-level BPE (%d tokens, %d merges) and a Metaspace BPE (%d merges)" % (len(vocab), len(merges), len(mmerges)))
+    texts = test_texts() + [wt[100000:130000]] + random_texts(2, 200)
+    variants = [
+        ("LLaMA-3 style (Split regex + ByteLevel, ignore_merges, specials)", R.bytelevel_json(vocab, merges, "llama3")),
+        ("LLaMA-3 style, merges as arrays, ignore_merges off", R.bytelevel_json(vocab, merges, "llama3", ignore_merges=False, merges_as_arrays=True)),
+        ("GPT-2 style (ByteLevel use_regex)", R.bytelevel_json(vocab, merges, "gpt2", ignore_merges=False)),
+        ("GPT-2 style, add_prefix_space", R.bytelevel_json(vocab, merges, "gpt2", ignore_merges=False, add_prefix_space=True)),
+        ("Qwen2 style (single digits)", R.bytelevel_json(vocab, merges, "qwen2")),
+        ("LLaMA-2 Metaspace (prepend first, byte fallback)", R.metaspace_json(mvocab, mmerges)),
+        ("LLaMA-2 Metaspace split", R.metaspace_json(mvocab, mmerges, split=True)),
+        ("LLaMA-2 Metaspace legacy add_prefix_space", R.metaspace_json(mvocab, mmerges, legacy=True)),
+    ]
+    for k, (what, tj) in enumerate(variants):
+        d = os.path.join(args.workdir, "gen%d" % k)
+        os.makedirs(d, exist_ok=True)
+        R.dump(tj, os.path.join(d, "tokenizer.json"))
+        compare(ck, "generated tokenizer.json, " + what + ": C = Python reference", d, tj, texts, args.workdir)
+    # the CLI with a generated tokenizer: BOS from its TemplateProcessing
+    d = os.path.join(args.workdir, "gen0")
+    txt = os.path.join(args.workdir, "tricky.txt")
+    with open(txt, "w", encoding="utf-8") as f:
+        f.write("\n".join(test_texts()))
+    out = os.path.join(args.workdir, "tricky.u32.bin")
+    rc, _, err = run([args.bin, "tokenize", "--model", d, txt, out, "--force"])
+    exp = [len(vocab)] + R.RefTokenizer(variants[0][1]).encode("\n".join(test_texts()))
+    ck.check(rc == 0 and read_u32(out) == exp, "tokenize with the generated LLaMA-3-style tokenizer (BOS <|begin_of_text|> first)", err.strip())
+    # invalid UTF-8 is refused by tokenizer.json tokenizers, with the byte offset
+    with open(txt, "wb") as f:
+        f.write(b"valid text \xff\xfe then")
+    rc, _, err = run([args.bin, "tokenize", "--model", d, txt, out, "--force"])
+    ck.check(rc == 1 and "invalid UTF-8 at byte 11" in err and len(err.strip().splitlines()) == 1,
+             "tokenizer.json: invalid UTF-8 text gives a one-line error with the offset", err.strip())
+    # the reference on the real tinystories656K tokenizer (normalizer chain, unk) agrees too
+    tj = json.load(open(os.path.join(args.shared, "models", "tinystories656K", "tokenizer.json"), encoding="utf-8"))
+    sample = [wt[:3000], wt[50000:52000], "Ünïcödé 日本 ☃ x  y\n\nz", "<|start_story|>Once upon a time<|end_story|>"]
+    compare(ck, "tinystories656K tokenizer.json: C = Python reference", os.path.join(args.shared, "models", "tinystories656K"), tj, sample, args.workdir)
+
+
+# ------------------------------------------------------------------------------------------------
+def test_sentencepiece(args, ck):
+    exp = json.load(open(os.path.join(DATA_DIR, "spm_expected.json"), encoding="utf-8"))
+    texts = exp["texts"]
+    try:
+        import sentencepiece as spm
+    except ImportError:
+        spm = None
+    for name, e in sorted(exp["models"].items()):
+        d = os.path.join(args.workdir, name)
+        os.makedirs(d, exist_ok=True)
+        shutil.copy(os.path.join(DATA_DIR, name + ".model"), os.path.join(d, "tokenizer.model"))
+        got, err = tool_encode(d, texts, args.workdir)
+        bad = [i for i in range(len(texts)) if got is None or got[i] != e["ids"][i]]
+        ck.check(got is not None and not bad, "sentencepiece %s: ids = the sentencepiece library's (%d texts)" % (name, len(texts)),
+                 err or ("text %d %r" % (bad[0], texts[bad[0]][:60]) if bad else ""))
+        if spm is not None:
+            sp = spm.SentencePieceProcessor(model_file=os.path.join(d, "tokenizer.model"))
+            extra = random_texts(3, 300) + [open(os.path.join(args.shared, "data", "wikitext2_validation.joined.txt"), encoding="utf-8").read()[:200000]]
+            got2, err = tool_encode(d, extra, args.workdir)
+            ok = got2 is not None and all(got2[i] == sp.encode(t) for i, t in enumerate(extra))
+            ck.check(ok, "sentencepiece %s: = the installed library on 300 random texts and 200 kB of WikiText-2" % name, err)
+    if spm is None:
+        ck.note("python3-sentencepiece not installed: compared with the committed expected ids only")
+
+
+# ------------------------------------------------------------------------------------------------
+def pb_varint(v):
+    out = b""
+    while True:
+        c = v & 0x7F
+        v >>= 7
+        if v:
+            out += bytes([c | 0x80])
+        else:
+            return out + bytes([c])
+
+
+def pb_field(field, wt, payload):
+    key = pb_varint(field << 3 | wt)
+    if wt == 2:
+        return key + pb_varint(len(payload)) + payload
+    return key + payload
+
+
+def pb_piece(piece, score=0.0, typ=None):
+    b = pb_field(1, 2, piece.encode() if isinstance(piece, str) else piece) + pb_field(2, 5, struct.pack("<f", score))
+    if typ is not None:
+        b += pb_field(3, 0, pb_varint(typ))
+    return pb_field(1, 2, b)
+
+
+def spm_bytes(extra_trainer=b"", pieces=None):
+    if pieces is None:
+        pieces = pb_piece("<unk>", 0, 2) + pb_piece("<s>", 0, 3) + pb_piece("</s>", 0, 3) + pb_piece("\u2581a", -1) + pb_piece("a", -2)
+    return pieces + pb_field(2, 2, pb_field(3, 0, pb_varint(2)) + extra_trainer) + pb_field(3, 2, pb_field(1, 2, b"identity"))
+
+
+def hf_json(**over):
+    tj = {"version": "1.0", "added_tokens": [], "normalizer": None, "pre_tokenizer": None, "post_processor": None,
+          "model": {"type": "BPE", "unk_token": None, "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]}}
+    for k, v in over.items():
+        if k.startswith("model_"):
+            tj["model"][k[6:]] = v
+        else:
+            tj[k] = v
+    return json.dumps(tj).encode()
+
+
+def bad_cases():
+    good = spm_bytes()
+    llama3 = {"type": "Split", "pattern": {"Regex": R.LLAMA3_PATTERN}, "behavior": "Isolated", "invert": False}
+    return [
+        # (name, file name, bytes, substrings expected in the message)
+        ("spm_empty", "tokenizer.model", b"", ["tokenizer.model", "empty file"]),
+        ("spm_truncated", "tokenizer.model", good[:-3], ["tokenizer.model", "exceeds"]),
+        ("spm_garbage", "tokenizer.model", b"\xff" * 20, ["tokenizer.model", "ModelProto"]),
+        ("spm_group_wiretype", "tokenizer.model", pb_field(1, 3, b"") + good, ["wire type 3"]),
+        ("spm_pieces_varint", "tokenizer.model", pb_field(1, 0, pb_varint(5)) + good, ["ModelProto.pieces", "wire type 0"]),
+        ("spm_no_pieces", "tokenizer.model", pb_field(2, 2, pb_field(3, 0, pb_varint(2))), ["pieces: none"]),
+        ("spm_empty_piece", "tokenizer.model", spm_bytes(pieces=pb_piece("<unk>", 0, 2) + pb_piece("", -1)), ["pieces[1].piece", "empty"]),
+        ("spm_bad_type", "tokenizer.model", spm_bytes(pieces=pb_piece("<unk>", 0, 2) + pb_piece("x", -1, 9)), ["pieces[1].type", "piece type"]),
+        ("spm_duplicate", "tokenizer.model", spm_bytes(pieces=pb_piece("<unk>", 0, 2) + pb_piece("x", -1) + pb_piece("x", -2)), ["pieces[2].piece", "already defined"]),
+        ("spm_no_unk", "tokenizer.model", spm_bytes(pieces=pb_piece("x", -1) + pb_piece("y", -2)), ["no piece of type UNKNOWN"]),
+        ("spm_two_unk", "tokenizer.model", spm_bytes(pieces=pb_piece("<unk>", 0, 2) + pb_piece("<u2>", 0, 2)), ["pieces[1]", "second unknown"]),
+        ("spm_byte_without_fallback", "tokenizer.model", spm_bytes(pieces=pb_piece("<unk>", 0, 2) + pb_piece("<0x41>", 0, 6)), ["byte_fallback is false"]),
+        ("spm_bad_byte_piece", "tokenizer.model", spm_bytes(pb_field(35, 0, pb_varint(1)), pb_piece("<unk>", 0, 2) + pb_piece("<0xZZ>", 0, 6)), ["pieces[1]", "not <0xXX>"]),
+        ("spm_word_model", "tokenizer.model", pb_piece("<unk>", 0, 2) + pb_field(2, 2, pb_field(3, 0, pb_varint(3))), ["trainer_spec.model_type", "not supported"]),
+        ("spm_nan_score", "tokenizer.model", spm_bytes(pieces=pb_piece("<unk>", 0, 2) + pb_piece("x", float("nan"))), ["pieces[1].score"]),
+        ("spm_charsmap_size", "tokenizer.model", pb_piece("<unk>", 0, 2) + pb_field(3, 2, pb_field(2, 2, struct.pack("<I", 4000) + b"\0" * 8)), ["precompiled_charsmap", "does not fit"]),
+        ("spm_overlong_varint", "tokenizer.model", b"\x08" + b"\xff" * 11, ["ModelProto", "varint"]),
+        ("json_not_json", "tokenizer.json", b"{\"model\": ", ["tokenizer.json", "not valid JSON"]),
+        ("json_array", "tokenizer.json", b"[]", ["tokenizer.json", "expected a JSON object"]),
+        ("json_no_model", "tokenizer.json", b"{\"normalizer\": null}", ["tokenizer.json", "model: missing"]),
+        ("json_wordpiece", "tokenizer.json", hf_json(model_type="WordPiece"), ["model.type", "WordPiece", "not supported"]),
+        ("json_vocab_array", "tokenizer.json", hf_json(model_vocab=[1, 2]), ["model.vocab", "expected an object"]),
+        ("json_vocab_bad_id", "tokenizer.json", hf_json(model_vocab={"a": 0, "b": -3, "ab": 2}), ["model.vocab['b']", "integer id"]),
+        ("json_vocab_float_id", "tokenizer.json", hf_json(model_vocab={"a": 0, "b": 1.5, "ab": 2}), ["model.vocab['b']"]),
+        ("json_merges_not_array", "tokenizer.json", hf_json(model_merges="a b"), ["model.merges", "expected an array"]),
+        ("json_merge_three", "tokenizer.json", hf_json(model_merges=["a b c"]), ["model.merges[0]", "two tokens"]),
+        ("json_merge_unknown", "tokenizer.json", hf_json(model_merges=["a x"]), ["model.merges[0]", "'x' is not in model.vocab"]),
+        ("json_merge_result_unknown", "tokenizer.json", hf_json(model_vocab={"a": 0, "b": 1, "c": 2}), ["model.merges[0]", "merged token 'ab'"]),
+        ("json_merge_number", "tokenizer.json", hf_json(model_merges=[7]), ["model.merges[0]", "a number"]),
+        ("json_unk_missing", "tokenizer.json", hf_json(model_unk_token="<unk>"), ["model.unk_token", "'<unk>' is not in model.vocab"]),
+        ("json_dropout", "tokenizer.json", hf_json(model_dropout=0.1), ["model.dropout"]),
+        ("json_suffix", "tokenizer.json", hf_json(model_end_of_word_suffix="</w>"), ["model.end_of_word_suffix"]),
+        ("json_nfkc", "tokenizer.json", hf_json(normalizer={"type": "NFKC"}), ["normalizer.type", "NFKC"]),
+        ("json_seq_nfc", "tokenizer.json", hf_json(normalizer={"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "x"}, {"type": "NFC"}]}), ["normalizer.normalizers[1].type", "NFC"]),
+        ("json_replace_regex", "tokenizer.json", hf_json(normalizer={"type": "Replace", "pattern": {"Regex": " +"}, "content": " "}), ["normalizer.pattern", "Regex"]),
+        ("json_pretok_bert", "tokenizer.json", hf_json(pre_tokenizer={"type": "BertPreTokenizer"}), ["pre_tokenizer.type", "BertPreTokenizer"]),
+        ("json_regex_unknown", "tokenizer.json", hf_json(pre_tokenizer={"type": "Split", "pattern": {"Regex": "\\p{Lu}+|\\s+"}, "behavior": "Isolated", "invert": False}),
+         ["pre_tokenizer.pattern.Regex", "unsupported regex alternative '\\p{Lu}+'"]),
+        ("json_regex_in_seq", "tokenizer.json", hf_json(pre_tokenizer={"type": "Sequence", "pretokenizers": [llama3, dict(llama3, pattern={"Regex": "(a|"})]}),
+         ["pre_tokenizer.pretokenizers[1].pattern.Regex"]),
+        ("json_split_behavior", "tokenizer.json", hf_json(pre_tokenizer=dict(llama3, behavior="Sideways")), ["pre_tokenizer.behavior", "Sideways"]),
+        ("json_metaspace_rep", "tokenizer.json", hf_json(pre_tokenizer={"type": "Metaspace", "replacement": "ab"}), ["pre_tokenizer.replacement", "one-character"]),
+        ("json_bytelevel_bool", "tokenizer.json", hf_json(pre_tokenizer={"type": "ByteLevel", "add_prefix_space": "yes"}), ["pre_tokenizer.add_prefix_space", "boolean"]),
+        ("json_added_not_array", "tokenizer.json", hf_json(added_tokens={"a": 1}), ["added_tokens", "expected an array"]),
+        ("json_added_no_content", "tokenizer.json", hf_json(added_tokens=[{"id": 5, "special": True}]), ["added_tokens[0].content"]),
+        ("json_added_bad_id", "tokenizer.json", hf_json(added_tokens=[{"id": "5", "content": "<x>"}]), ["added_tokens[0].id"]),
+        ("json_invalid_utf8", "tokenizer.json", b"{\"model\": \"\xc3\x28\"}", ["tokenizer.json", "invalid UTF-8"]),
+    ]
+
+
+def test_bad(args, ck):
+    txt = os.path.join(args.workdir, "small.txt")
+    with open(txt, "w", encoding="utf-8") as f:
+        f.write("a b ab\n")
+    n_ok = 0
+    failures = []
+    cases = bad_cases()
+    for name, fname, data, want in cases:
+        d = os.path.join(args.workdir, "bad", name)
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(d)
+        with open(os.path.join(d, fname), "wb") as f:
+            f.write(data)
+        out = os.path.join(d, "out.u32.bin")
+        rc, _, err = run([args.bin, "tokenize", "--model", d, txt, out])
+        lines = err.strip().splitlines()
+        ok = (rc == 1 and len(lines) == 1 and lines[0].startswith("cfsp-mpi: error: ") and os.path.join(d, fname) in lines[0]
+              and all(w in lines[0] for w in want) and not os.path.exists(out) and not os.path.exists(out + ".tmp"))
+        if ok:
+            n_ok += 1
+        else:
+            failures.append("%s: rc %d: %s" % (name, rc, err.strip()[:300]))
+        ck.check(ok, "malformed %s: one-line error naming the file and field" % name, "" if ok else failures[-1])
+    ck.note("example: " + run([args.bin, "tokenize", "--model", os.path.join(args.workdir, "bad", "json_merge_unknown"), txt,
+                              os.path.join(args.workdir, "x.bin")])[2].strip())
+    d = os.path.join(args.workdir, "bad", "no_tokenizer")
+    os.makedirs(d, exist_ok=True)
+    rc, _, err = run([args.bin, "tokenize", "--model", d, txt, os.path.join(d, "o.bin")])
+    ck.check(rc == 1 and "no tokenizer.json or tokenizer.model" in err, "a model directory without a tokenizer: clear error", err.strip())
+
+
+# ------------------------------------------------------------------------------------------------
+def test_run(args, ck):
+    model = os.path.join(args.shared, "models", "tinystories656K")
+    tok = os.path.join(args.shared, "data", "tokens", "tinystories656K")
+    dat = os.path.join(args.shared, "data")
+    common_opts = ["--model", model, "--nsamples", "4", "--seqlen", "128", "--eval-windows", "8", "--ratios", "0.3",
+                   "--save-models", "0", "--force"]
+    a = os.path.join(args.workdir, "run_text")
+    b = os.path.join(args.workdir, "run_tokens")
+    ra, _, ea = run(["mpiexec", "-n", "2", args.bin] + common_opts + ["--output-dir", a, "--calib-text", os.path.join(dat, "tinystories_val_head.txt"),
+                                                                   "--eval-text", os.path.join(dat, "wikitext2_test.joined.txt")])
+    rb, _, eb = run(["mpiexec", "-n", "2", args.bin] + common_opts + ["--output-dir", b, "--calib-tokens", os.path.join(tok, "tinystories_val_head.u32.bin"),
+                                                                   "--eval-tokens", os.path.join(tok, "wikitext2_test.joined.u32.bin")])
+    ok = ra == 0 and rb == 0
+    if ok:
+        ja = json.load(open(os.path.join(a, "results.json")))
+        jb = json.load(open(os.path.join(b, "results.json")))
+        ok = (ja["dense"]["nll_sum"] == jb["dense"]["nll_sum"] and ja["calibration"]["offsets"] == jb["calibration"]["offsets"]
+              and ja["importance"] == jb["importance"] and len(ja["pruned"]) > 0
+              and [(p.get("keep_counts"), p.get("nll_sum")) for p in ja["pruned"]] == [(p.get("keep_counts"), p.get("nll_sum")) for p in jb["pruned"]])
+    ck.check(ok, "run -n 2 with --calib-text/--eval-text = the run with the shared token files (nll, calibration, importances, pruned ppl)",
+             (ea + eb).strip()[-400:] if not ok else "")
+    rc, _, err = run([args.bin, "--model", model, "--calib-text", os.path.join(dat, "tinystories_val_head.txt"),
+                      "--calib-tokens", os.path.join(tok, "tinystories_val_head.u32.bin")])
+    ck.check(rc == 1 and "give one of them" in err, "run: --calib-text with --calib-tokens is refused", err.strip())
+
+
+def main():
+    args = common.parse_args("tokenizer tests")
+    global TOK_TOOL
+    if TOK_TOOL is None:
+        TOK_TOOL = os.path.join(os.path.dirname(args.bin), "tests", "tok_tool")
+    ck = common.Checker("test_tokenizer")
+    only = os.environ.get("TOK_TEST_ONLY", "")
+    for name, fn in (("shared", test_shared), ("split", test_split), ("generated", test_generated),
+                     ("sentencepiece", test_sentencepiece), ("bad", test_bad), ("run", test_run)):
+        if only and name not in only.split(","):
+            continue
+        print("== %s" % name, flush=True)
+        fn(args, ck)
+    ck.finish()
+
+
+if __name__ == "__main__":
+    main()
