@@ -1,4 +1,5 @@
 /* main.c — entry point: MPI set-up, options, dispatch to the commands. */
+#include "cfsp/blas_env.h"
 #include "cfsp/err.h"
 #include "cfsp/export.h"
 #include "cfsp/model_h5.h"
@@ -6,12 +7,14 @@
 #include "cfsp/plan.h"
 #include "cfsp/run.h"
 #include "cfsp/tokenizer.h"
+#include "cfsp/train.h"
 #include <mpi.h>
 #include <stdio.h>
 #include <string.h>
 
 int main(int argc, char **argv)
 {
+    blas_fix_coretype(argv);                           /* may re-execute once (blas_env.c) */
     MPI_Init(&argc, &argv);
     int rank = 0, size = 1;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -19,6 +22,7 @@ int main(int argc, char **argv)
     cfsp_err_init(rank, size);
     cfsp_install_signal_cleanup();
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    blas_set_threads();
     if (argc > 1 && !strcmp(argv[1], "export")) {      /* serial, on rank 0 (export.h) */
         int xrc = rank == 0 ? export_main(argc - 1, argv + 1) : 0;
         cfsp_sync(xrc < 0 ? -1 : 0);
@@ -30,6 +34,10 @@ int main(int argc, char **argv)
     }
     if (argc > 1 && !strcmp(argv[1], "tokenize")) {     /* rank 0 tokenizes (tokenizer.h) */
         cfsp_sync(tokenize_command(argc, argv));
+        cfsp_exit_all(0);
+    }
+    if (argc > 1 && !strcmp(argv[1], "recover")) {      /* LoRA recovery fine-tuning (train.h) */
+        recover_command(argc - 1, argv + 1);
         cfsp_exit_all(0);
     }
     options o;

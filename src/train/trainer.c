@@ -1,0 +1,254 @@
+/* trainer.c — LoRA adapters on a frozen model, one data-parallel training step (forward with kept
+ * activations, backward, double-precision MPI_Allreduce of the adapter gradients, clipping, AdamW),
+ * evaluation, the learning-rate schedule and the batch sampler (see train.h). */
+#include "cfsp/train.h"
+#include "cfsp/err.h"
+#include "cfsp/forward.h"
+#include "cfsp/util.h"
+#include <math.h>
+#include <mpi.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t splitmix64(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static double unif01(uint64_t *s) { return (double)(splitmix64(s) >> 11) / 9007199254740992.0; }
+
+void train_batch_offsets(uint64_t seed, int step, int B, int T, int64_t ntok, int64_t *off)
+{
+    uint64_t s = seed * 0x100000001b3ull ^ (uint64_t)step * 0x9e3779b97f4a7c15ull;
+    int64_t span = ntok - T + 1;                    /* offsets 0 .. ntok - T */
+    for (int i = 0; i < B; i++) off[i] = (int64_t)(splitmix64(&s) % (uint64_t)span);
+}
+
+double train_lr(const train_hparams *h, int step)
+{
+    if (h->warmup > 0 && step <= h->warmup) return h->lr * step / h->warmup;
+    double lo = h->lr * h->min_lr_ratio;
+    int span = h->steps - h->warmup;
+    double prog = span > 0 ? (double)(step - h->warmup) / span : 1.0;
+    if (prog > 1) prog = 1;
+    return lo + (h->lr - lo) * 0.5 * (1.0 + cos(M_PI * prog));
+}
+
+void trainer_init(trainer *tr, const train_model *m, const lora_plan *plan, int seqlen, uint64_t seed)
+{
+    memset(tr, 0, sizeof *tr);
+    tr->m = m;
+    const model_config *c = &m->cfg;
+    int L = c->n_layers, D = c->hidden, T = seqlen;
+    /* a private copy of the plan */
+    tr->plan = *plan;
+    tr->plan.rank = xmalloc(sizeof(int) * (size_t)L);
+    tr->plan.share = xmalloc(sizeof(double) * (size_t)L);
+    tr->plan.cost = xmalloc(sizeof(int64_t) * (size_t)L);
+    memcpy(tr->plan.rank, plan->rank, sizeof(int) * (size_t)L);
+    memcpy(tr->plan.share, plan->share, sizeof(double) * (size_t)L);
+    memcpy(tr->plan.cost, plan->cost, sizeof(int64_t) * (size_t)L);
+    tr->offA = xmalloc(sizeof *tr->offA * (size_t)L);
+    tr->offB = xmalloc(sizeof *tr->offB * (size_t)L);
+    int64_t n = 0;
+    for (int l = 0; l < L; l++)
+        for (int t = 0; t < LORA_NMOD; t++) {
+            tr->offA[l][t] = tr->offB[l][t] = -1;
+            if (!plan->target[t]) continue;
+            int64_t o, in;
+            lora_module_shape(c, l, t, &o, &in);
+            tr->offA[l][t] = n; n += plan->rank[l] * in;
+            tr->offB[l][t] = n; n += o * plan->rank[l];
+            if (plan->rank[l] > tr->rmax) tr->rmax = plan->rank[l];
+        }
+    tr->nparam = n;
+    tr->param = xcalloc((size_t)n + 1, sizeof(float));
+    tr->grad = xcalloc((size_t)n + 1, sizeof(float));
+    tr->adam_m = xcalloc((size_t)n + 1, sizeof(float));
+    tr->adam_v = xcalloc((size_t)n + 1, sizeof(float));
+    tr->gacc = xcalloc((size_t)n + 1, sizeof(double));
+    /* A ~ U(-1/sqrt(in), 1/sqrt(in)) (PEFT's kaiming_uniform(a=sqrt 5)), B = 0; the stream of each
+     * adapter depends on (seed, block, module) only, never on the rank count */
+    for (int l = 0; l < L; l++)
+        for (int t = 0; t < LORA_NMOD; t++) {
+            if (tr->offA[l][t] < 0) continue;
+            int64_t o, in;
+            lora_module_shape(c, l, t, &o, &in);
+            uint64_t s = seed * 0x2545f4914f6cdd1dull + (uint64_t)(l * LORA_NMOD + t + 1) * 0x9e3779b97f4a7c15ull;
+            double bound = 1.0 / sqrt((double)in);
+            float *A = tr->param + tr->offA[l][t];
+            for (int64_t i = 0; i < plan->rank[l] * in; i++) A[i] = (float)((2.0 * unif01(&s) - 1.0) * bound);
+        }
+    /* block parameters, activations, scratch */
+    tr->T = T;
+    tr->bp = xcalloc((size_t)L, sizeof(blk_params));
+    tr->act = xcalloc((size_t)L, sizeof(blk_act));
+    int64_t smax[10] = { 0 }, wmax = 0;
+    int need_conv = 0;
+    for (int l = 0; l < L; l++) {
+        blk_params *p = &tr->bp[l];
+        p->D = D; p->H = c->n_heads; p->K = c->n_kv_heads; p->hd = c->head_dim; p->m = c->ffn[l];
+        p->eps = (float)c->eps;
+        p->ln1 = m->ln1[l]; p->ln2 = m->ln2[l]; p->bias = m->bias[l];
+        int64_t wsum = 0;
+        for (int t = 0; t < LORA_NMOD; t++) {
+            lora_lin *q = &p->lin[t];
+            const wmat *w = &m->w[l][t];
+            q->out = (int)w->rows; q->in = (int)w->cols;
+            q->W = w->dtype == DT_F32 ? (const float *)w->data : NULL;
+            if (w->dtype != DT_F32) need_conv = 1;
+            wsum += w->rows * w->cols;
+            if (tr->offA[l][t] >= 0) {
+                q->r = plan->rank[l];
+                q->s = (float)lora_plan_scaling(plan, l);
+                q->A = tr->param + tr->offA[l][t];
+                q->B = tr->param + tr->offB[l][t];
+                q->dA = tr->grad + tr->offA[l][t];
+                q->dB = tr->grad + tr->offB[l][t];
+            }
+        }
+        if (wsum > wmax) wmax = wsum;
+        int64_t as[14 + OP_NLIN], ss[10];
+        blk_act_sizes(p, T, as);
+        float **ap = (float **)&tr->act[l];
+        for (int i = 0; i < 14 + OP_NLIN; i++) ap[i] = xcalloc((size_t)(as[i] > 0 ? as[i] : 1), sizeof(float));
+        blk_scratch_sizes(p, T, tr->rmax, ss);
+        for (int i = 0; i < 10; i++) if (ss[i] > smax[i]) smax[i] = ss[i];
+    }
+    float **sp = (float **)&tr->sc;
+    for (int i = 0; i < 10; i++) sp[i] = xcalloc((size_t)smax[i], sizeof(float));
+    if (need_conv) tr->wconv = xmalloc(sizeof(float) * (size_t)wmax);
+    size_t nd = (size_t)T * D;
+    tr->x = xmalloc(sizeof(float) * nd);
+    tr->y = xmalloc(sizeof(float) * nd);
+    tr->dx = xmalloc(sizeof(float) * nd);
+    tr->xn = xmalloc(sizeof(float) * nd);
+    tr->rstd = xmalloc(sizeof(float) * (size_t)T);
+    tr->logits = xmalloc(sizeof(float) * (size_t)T * (size_t)c->vocab);
+    tr->tgt = xmalloc(sizeof(int32_t) * (size_t)T);
+    /* RoPE tables of the inference path (forward.c), llama3 scaling included */
+    fwd_ws ws;
+    fwd_ws_init(&ws, c, T, 1, 0);
+    size_t half = (size_t)c->head_dim / 2;
+    tr->cosb = xmalloc(sizeof(float) * (size_t)T * half);
+    tr->sinb = xmalloc(sizeof(float) * (size_t)T * half);
+    memcpy(tr->cosb, ws.rope_cos, sizeof(float) * (size_t)T * half);
+    memcpy(tr->sinb, ws.rope_sin, sizeof(float) * (size_t)T * half);
+    fwd_ws_free(&ws);
+}
+
+void trainer_free(trainer *tr)
+{
+    int L = tr->plan.L;
+    for (int l = 0; tr->act && l < L; l++) {
+        float **ap = (float **)&tr->act[l];
+        for (int i = 0; i < 14 + OP_NLIN; i++) free(ap[i]);
+    }
+    float **sp = (float **)&tr->sc;
+    for (int i = 0; i < 10; i++) free(sp[i]);
+    free(tr->act); free(tr->bp);
+    free(tr->param); free(tr->grad); free(tr->adam_m); free(tr->adam_v); free(tr->gacc);
+    free(tr->offA); free(tr->offB);
+    free(tr->x); free(tr->y); free(tr->dx); free(tr->xn); free(tr->rstd); free(tr->logits); free(tr->tgt);
+    free(tr->cosb); free(tr->sinb); free(tr->wconv);
+    lora_plan_free(&tr->plan);
+    memset(tr, 0, sizeof *tr);
+}
+
+/* point block l's linear maps at fp32 weights: the stored data if F32, else a converted copy */
+static void bind_block(trainer *tr, int l)
+{
+    if (!tr->wconv) return;
+    float *dst = tr->wconv;
+    for (int t = 0; t < LORA_NMOD; t++) {
+        const wmat *w = &tr->m->w[l][t];
+        if (w->dtype == DT_F32) continue;
+        size_t n = (size_t)(w->rows * w->cols);
+        convert_to_f32(w->dtype, w->data, dst, n);
+        tr->bp[l].lin[t].W = dst;
+        dst += n;
+    }
+}
+
+/* forward (and, with scale > 0, backward into tr->grad) of one window of T tokens */
+static double window(trainer *tr, const uint32_t *ids, float scale, int backward, int64_t *count)
+{
+    const model_config *c = &tr->m->cfg;
+    int T = tr->T, D = c->hidden, L = c->n_layers;
+    for (int t = 0; t < T; t++) wmat_row_f32(&tr->m->embed, ids[t], tr->x + (size_t)t * D);
+    for (int t = 0; t < T; t++) tr->tgt[t] = t + 1 < T ? (int32_t)ids[t + 1] : -1;
+    float *x = tr->x, *y = tr->y;
+    for (int l = 0; l < L; l++) {
+        bind_block(tr, l);
+        blk_forward(&tr->bp[l], &tr->act[l], x, y, T, tr->cosb, tr->sinb);
+        float *s = x; x = y; y = s;
+    }
+    head_params hp = { D, c->vocab, (float)c->eps, tr->m->final_norm, tr->m->head_f32 };
+    double loss = head_loss(&hp, x, tr->tgt, T, scale, backward ? tr->dx : NULL, tr->xn, tr->rstd, tr->logits, count);
+    if (backward)
+        for (int l = L - 1; l >= 0; l--) {
+            bind_block(tr, l);
+            blk_backward(&tr->bp[l], &tr->act[l], tr->dx, T, tr->cosb, tr->sinb, &tr->sc);
+        }
+    return loss;
+}
+
+double trainer_step(trainer *tr, const train_hparams *h, const uint32_t *tokens, int64_t ntok, double *gnorm)
+{
+    int P = cfsp_nranks(), rank = cfsp_rank(), B = h->batch, T = tr->T, step = tr->step + 1;
+    int64_t *off = xmalloc(sizeof(int64_t) * (size_t)B);
+    train_batch_offsets(h->seed, step, B, T, ntok, off);
+    int i0 = (int)((int64_t)rank * B / P), i1 = (int)((int64_t)(rank + 1) * B / P);
+    int64_t n = tr->nparam;
+    memset(tr->gacc, 0, sizeof(double) * (size_t)n);
+    double red[2] = { 0, 0 };
+    float scale = (float)(1.0 / ((double)B * (T - 1)));
+    for (int i = i0; i < i1; i++) {
+        memset(tr->grad, 0, sizeof(float) * (size_t)n);
+        int64_t cnt = 0;
+        red[0] += window(tr, tokens + off[i], scale, 1, &cnt);
+        red[1] += (double)cnt;
+        for (int64_t j = 0; j < n; j++) tr->gacc[j] += tr->grad[j];
+    }
+    free(off);
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, tr->gacc, (int)n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, red, 2, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
+    double ss = 0;
+    for (int64_t j = 0; j < n; j++) ss += tr->gacc[j] * tr->gacc[j];
+    *gnorm = sqrt(ss);
+    double clipf = h->clip > 0 && *gnorm > h->clip ? h->clip / (*gnorm + 1e-6) : 1.0;
+    double lr = train_lr(h, step), b1 = h->beta1, b2 = h->beta2;
+    double bc1 = 1.0 - pow(b1, step), bc2 = 1.0 - pow(b2, step);
+    for (int64_t j = 0; j < n; j++) {             /* AdamW, decoupled weight decay */
+        double g = tr->gacc[j] * clipf;
+        double mj = b1 * tr->adam_m[j] + (1 - b1) * g, vj = b2 * tr->adam_v[j] + (1 - b2) * g * g;
+        tr->adam_m[j] = (float)mj;
+        tr->adam_v[j] = (float)vj;
+        double p = tr->param[j];
+        p -= lr * ((mj / bc1) / (sqrt(vj / bc2) + h->adam_eps) + h->weight_decay * p);
+        tr->param[j] = (float)p;
+    }
+    tr->step = step;
+    return red[0] / red[1];
+}
+
+double trainer_eval(trainer *tr, const uint32_t *tokens, int64_t ntok, int nwin, double *nll, int64_t *count)
+{
+    int P = cfsp_nranks(), rank = cfsp_rank(), T = tr->T;
+    int64_t avail = ntok / T;
+    if (nwin <= 0 || nwin > avail) nwin = (int)avail;
+    int w0 = (int)((int64_t)rank * nwin / P), w1 = (int)((int64_t)(rank + 1) * nwin / P);
+    double red[2] = { 0, 0 };
+    for (int w = w0; w < w1; w++) {
+        int64_t cnt = 0;
+        red[0] += window(tr, tokens + (int64_t)w * T, 0, 0, &cnt);
+        red[1] += (double)cnt;
+    }
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, red, 2, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
+    *nll = red[0];
+    *count = (int64_t)red[1];
+    return exp(red[0] / red[1]);
+}
