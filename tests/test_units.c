@@ -1,6 +1,7 @@
 /* test_units.c — unit tests of the pure functions: CPython-compatible calibration offsets,
  * half-precision conversions, safetensors / config / index parsers (good and bad inputs),
  * the allocation and selection rules, and the stage planner. Exit 1 on the first failure. */
+#include "cfsp/blas_env.h"
 #include "cfsp/err.h"
 #include "cfsp/model_config.h"
 #include "cfsp/pipeline.h"
@@ -217,6 +218,21 @@ static void test_stages(void)
     model_config_free(&c);
 }
 
+/* the OpenBLAS kernel override: only for generic fallback cores, only to what this CPU runs */
+static void test_blas_coretype(void)
+{
+    EXPECT(blas_better_coretype("Zen") == NULL, "a specific core is kept");
+    EXPECT(blas_better_coretype("SkylakeX") == NULL, "a specific core is kept");
+    EXPECT(blas_better_coretype("Haswell") == NULL, "a specific core is kept");
+    const char *b = blas_better_coretype("Prescott");
+    __builtin_cpu_init();
+    int avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+    int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    const char *want = avx512 ? "SkylakeX" : avx2 ? "Haswell" : NULL;
+    EXPECT((b == NULL) == (want == NULL) && (!b || !strcmp(b, want)), "Prescott -> %s, expected %s", b ? b : "none", want ? want : "none");
+}
+
 int main(void)
 {
     test_py_random();
@@ -225,6 +241,7 @@ int main(void)
     test_config_parser();
     test_allocation();
     test_stages();
+    test_blas_coretype();
     printf("%d checks, %d failed\n", checks, failures);
     return failures ? 1 : 0;
 }

@@ -1,4 +1,5 @@
 /* main.c — entry point: MPI set-up, options, dispatch to the commands. */
+#include "cfsp/blas_env.h"
 #include "cfsp/err.h"
 #include "cfsp/export.h"
 #include "cfsp/model_h5.h"
@@ -13,6 +14,7 @@
 
 int main(int argc, char **argv)
 {
+    blas_fix_coretype(argv);                           /* may re-execute once (blas_env.c) */
     MPI_Init(&argc, &argv);
     int rank = 0, size = 1;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -20,6 +22,7 @@ int main(int argc, char **argv)
     cfsp_err_init(rank, size);
     cfsp_install_signal_cleanup();
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    blas_set_threads();
     if (argc > 1 && !strcmp(argv[1], "export")) {      /* serial, on rank 0 (export.h) */
         int xrc = rank == 0 ? export_main(argc - 1, argv + 1) : 0;
         cfsp_sync(xrc < 0 ? -1 : 0);

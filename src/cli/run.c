@@ -8,6 +8,7 @@
  *      parallel, the pruned model is evaluated through the same pipeline
  *   5. every output is renamed into place at once; the root writes results.json last */
 #include "cfsp/run.h"
+#include "cfsp/blas_env.h"
 #include "cfsp/err.h"
 #include "cfsp/model_h5.h"
 #include "cfsp/results.h"
@@ -493,6 +494,10 @@ int cfsp_run(const options *o)
         res = cJSON_CreateObject();
         cJSON_AddStringToObject(res, "format", "cfsp-mpi-results/1");
         cJSON_AddNumberToObject(res, "nranks", j->P);
+        char blas[256];
+        blas_describe(blas, sizeof blas);
+        cJSON_AddStringToObject(res, "blas", blas);
+        fprintf(stderr, "cfsp-mpi: %d ranks, %s\n", j->P, blas);
         cJSON *m = cJSON_AddObjectToObject(res, "model");
         cJSON_AddStringToObject(m, "path", o->model);
         cJSON_AddNumberToObject(m, "hidden_size", j->cfg.hidden);

@@ -20,6 +20,36 @@ import st_raw  # noqa: E402
 BITS = {"F32": "<u4", "F16": "<u2", "BF16": "<u2"}
 
 
+def np_checksum(path):
+    """Independent recomputation of every dataset's 'checksum' attribute (src/io/model_h5.c's
+    definition: sum mod 2^64 over elements of a multiply-xorshift-multiply of (position, stored
+    bits)), from the raw bytes of the file. Returns (checked, list of mismatching names)."""
+    K0, K1 = np.uint64(0x9e3779b97f4a7c15), np.uint64(0x632be59bd9b4e019)
+    K2, K3 = np.uint64(0xbf58476d1ce4e5b9), np.uint64(0x94d049bb133111eb)
+    bad, n = [], [0]
+    with h5py.File(path, "r") as f, open(path, "rb") as fh:
+        def visit(name, obj):
+            if not isinstance(obj, h5py.Dataset) or "checksum" not in obj.attrs:
+                return
+            count = int(np.prod(obj.shape))
+            es = obj.id.get_storage_size() // max(count, 1)   # h5py shows bf16/f16 as float32
+            fh.seek(obj.id.get_offset())
+            raw = fh.read(es * count)
+            bits = np.frombuffer(raw, dtype={2: "<u2", 4: "<u4", 8: "<u8"}[es]).astype(np.uint64)
+            pos = np.arange(count, dtype=np.uint64)
+            with np.errstate(over="ignore"):
+                x = (pos * K0) ^ (bits + K1)
+                x *= K2
+                x ^= x >> np.uint64(31)
+                x *= K3
+                got = int(x.sum(dtype=np.uint64))
+            n[0] += 1
+            if got != int(np.uint64(obj.attrs["checksum"])):
+                bad.append(name)
+        f.visititems(visit)
+    return n[0], bad
+
+
 def h5_bits(ds, dt):
     """the stored bits of a dataset: read as float32 (an exact widening for bf16/f16) and narrow."""
     f = ds.astype("f4")[()] if ds.dtype.itemsize == 2 else ds[()].astype("f4")
@@ -109,6 +139,9 @@ def main():
         # verify: intact files pass, a flipped byte is caught
         rc, log = C.run_cmd([args.bin, "verify", e["file"]])
         ck.check(rc == 0 and "all checksums match" in log, "%s: verify accepts %s" % (label, os.path.basename(e["file"])))
+        nck, badck = np_checksum(e["file"])
+        ck.check(nck >= 10 and not badck, "%s: NumPy recomputes %d tensor checksums of %s (mismatch: %s)"
+                 % (label, nck, os.path.basename(e["file"]), badck[:3]))
         bad = os.path.join(args.workdir, label + "_corrupt.h5")
         shutil.copy(e["file"], bad)
         with h5py.File(bad, "r") as f:
