@@ -86,7 +86,7 @@ static int parse_normalizer(const cJSON *j, const char *fname, const char *path,
 {
     if (!j || cJSON_IsNull(j)) return 0;
     if (depth > 8) return FAIL("%s: %s: normalizers nested too deeply", fname, path);
-    const char *type;
+    const char *type = NULL;
     if (!cJSON_IsObject(j)) return FAIL("%s: %s: expected an object or null, got %s", fname, path, jtype(j));
     if (jstr(j, "type", fname, path, &type)) return -1;
     if (!strcmp(type, "Sequence")) {
@@ -154,7 +154,7 @@ static int parse_pretok(const cJSON *j, const char *fname, const char *path, hf_
     if (!j || cJSON_IsNull(j)) return 0;
     if (depth > 8) return FAIL("%s: %s: pre-tokenizers nested too deeply", fname, path);
     if (!cJSON_IsObject(j)) return FAIL("%s: %s: expected an object or null, got %s", fname, path, jtype(j));
-    const char *type;
+    const char *type = NULL;
     if (jstr(j, "type", fname, path, &type)) return -1;
     if (!strcmp(type, "Sequence")) {
         const cJSON *arr = jget(j, "pretokenizers");
@@ -357,13 +357,13 @@ static int parse_added(const cJSON *arr, const char *fname, hf_model *m, const s
         char path[64];
         snprintf(path, sizeof path, "added_tokens[%d]", i);
         if (!cJSON_IsObject(e)) return FAIL("%s: %s: expected an object, got %s", fname, path, jtype(e));
-        const char *content;
+        const char *content = NULL;
         if (jstr(e, "content", fname, path, &content)) return -1;
         if (!content[0]) return FAIL("%s: %s.content: empty", fname, path);
         const cJSON *idj = jget(e, "id");
         if (!cJSON_IsNumber(idj) || idj->valuedouble < 0 || idj->valuedouble >= (double)MAX_TOKEN_ID || idj->valuedouble != (double)(int64_t)idj->valuedouble)
             return FAIL("%s: %s.id: expected an integer in [0, %d), got %s", fname, path, MAX_TOKEN_ID, cJSON_IsNumber(idj) ? "another number" : jtype(idj));
-        int special, sw, ls, rs, norm;
+        int special = 0, sw = 0, ls = 0, rs = 0, norm = 0;
         if (jbool(e, "special", 0, fname, path, &special) || jbool(e, "single_word", 0, fname, path, &sw) ||
             jbool(e, "lstrip", 0, fname, path, &ls) || jbool(e, "rstrip", 0, fname, path, &rs) ||
             jbool(e, "normalized", !special, fname, path, &norm))
