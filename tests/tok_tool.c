@@ -5,6 +5,9 @@
  *   tok_tool split PATTERN TEXTS    the pre-tokenizer regex alone: PATTERN is a file holding a split
  *                                   pattern as written in tokenizer.json; prints, per text, the byte
  *                                   lengths of the pieces (matches and the gaps between them)
+ *   tok_tool load DIR...            loads each DIR's tokenizer; prints per DIR one JSON object:
+ *                                   {"ok": DESCRIPTION} or {"error": "its one-line message"}
+ *                                   (the malformed-file test: many files in one process)
  *   tok_tool bench DIR TEXT [R] [EXPECTED.u32.bin]
  *                                   encodes TEXT once (checked against EXPECTED if given), then R
  *                                   more times; prints one JSON object with the wall and
@@ -99,6 +102,23 @@ static int split_many(const char *pattern_file, const char *path)
     return 0;
 }
 
+static void load_many(int ndir, char **dirs)
+{
+    for (int i = 0; i < ndir; i++) {
+        tokenizer *t = NULL;
+        cfsp_clear_error();
+        if (tokenizer_load(dirs[i], &t)) {
+            printf("{\"error\": ");
+            json_str(cfsp_last_error()[0] ? cfsp_last_error() : "(no message)");
+        } else {
+            printf("{\"ok\": ");
+            json_str(tokenizer_describe(t));
+        }
+        printf("}\n");
+        tokenizer_free(t);
+    }
+}
+
 static int bench(tokenizer *t, double load, int argc, char **argv)
 {
     int reps = argc > 4 ? atoi(argv[4]) : 5;
@@ -139,8 +159,12 @@ static int bench(tokenizer *t, double load, int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    if (argc >= 3 && !strcmp(argv[1], "load")) {
+        load_many(argc - 2, argv + 2);
+        return 0;
+    }
     if (argc < 4 || (strcmp(argv[1], "encode") && strcmp(argv[1], "bench") && strcmp(argv[1], "split"))) {
-        fprintf(stderr, "usage: tok_tool encode DIR TEXTS | split PATTERN TEXTS | bench DIR TEXT [R] [EXPECTED.u32.bin]\n");
+        fprintf(stderr, "usage: tok_tool encode DIR TEXTS | split PATTERN TEXTS | load DIR... | bench DIR TEXT [R] [EXPECTED.u32.bin]\n");
         return 2;
     }
     if (!strcmp(argv[1], "split")) {

@@ -12,11 +12,17 @@
     LLaMA-2-Metaspace styles, against the pure-Python reference tokenizer, on texts with Unicode,
     digits, whitespace runs, contractions and special tokens; the reference also on the shared
     tinystories656K tokenizer.json;
- 4. sentencepiece: models trained by the real sentencepiece library (tests/data/tok, BPE and
-    unigram, byte fallback, user-defined symbols, a precompiled charsmap, whitespace as suffix)
-    against the ids that library gave (and against the library itself when installed);
- 5. malformed tokenizer files: one-line errors naming the file and the field, no output file;
- 6. run: --calib-text / --eval-text give the same run as the shared token files.
+ 4. sentencepiece: against the sentencepiece library (Debian python3-sentencepiece, required;
+    mpi_scripts/setup.sh installs it): models it trained (tests/data/tok: BPE and unigram, byte
+    fallback, user-defined symbols, a precompiled charsmap, whitespace as suffix) with the ids it gave
+    (committed, and re-checked against the installed library), the same models with every
+    combination of the normalizer flags add_dummy_prefix / remove_extra_whitespaces, and the shared
+    stories260K tokenizer.model, on the test texts, random whitespace-heavy texts and WikiText-2;
+ 5. malformed tokenizer files: one-line errors naming the file and the field (all through the
+    library in one process, a few through `cfsp-mpi tokenize`: exit 1, that line, no output file);
+ 6. run: --calib-text / --eval-text give the same perplexities, calibration and pruning as the runs
+    with the shared token files (tokenizer.json) and with `cfsp-mpi tokenize` outputs (sentencepiece).
+    (Tokenization runs on rank 0 only; there is no parallel tokenizer to compare.)
 
 usage: test_tokenizer.py --bin cfsp-mpi --tok-tool tok_tool --shared DIR --workdir DIR
 """
@@ -212,29 +218,129 @@ def test_generated(args, ck):
 
 
 # ------------------------------------------------------------------------------------------------
+def pb_read_varint(b, i):
+    r, shift = 0, 0
+    while True:
+        c = b[i]
+        i += 1
+        r |= (c & 0x7F) << shift
+        shift += 7
+        if not c & 0x80:
+            return r, i
+
+
+def pb_fields(b):
+    """the top-level fields of a protobuf message: (field number, wire type, raw bytes, payload)"""
+    i, out = 0, []
+    while i < len(b):
+        s = i
+        key, i = pb_read_varint(b, i)
+        wt, payload = key & 7, None
+        if wt == 0:
+            _, i = pb_read_varint(b, i)
+        elif wt == 1:
+            i += 8
+        elif wt == 5:
+            i += 4
+        elif wt == 2:
+            n, i = pb_read_varint(b, i)
+            payload = b[i:i + n]
+            i += n
+        else:
+            raise ValueError("wire type %d" % wt)
+        out.append((key >> 3, wt, b[s:i], payload))
+    return out
+
+
+def spm_with_flags(model, add_dummy_prefix, remove_extra_ws):
+    """the ModelProto with normalizer_spec.add_dummy_prefix (3) / remove_extra_whitespaces (4) set"""
+    flags = pb_field(3, 0, pb_varint(int(add_dummy_prefix))) + pb_field(4, 0, pb_varint(int(remove_extra_ws)))
+    out, found = b"", False
+    for f, wt, raw, payload in pb_fields(model):
+        if f == 3 and wt == 2:
+            out += pb_field(3, 2, b"".join(r for g, _, r, _ in pb_fields(payload) if g not in (3, 4)) + flags)
+            found = True
+        else:
+            out += raw
+    return out if found else out + pb_field(3, 2, pb_field(1, 2, b"identity") + flags)
+
+
+def spm_flags_of(model):
+    """(add_dummy_prefix, remove_extra_whitespaces) as stored (both default to true)"""
+    adp = rew = True
+    for f, wt, _, payload in pb_fields(model):
+        if f == 3 and wt == 2:
+            for g, gwt, raw, _ in pb_fields(payload):
+                if g in (3, 4) and gwt == 0:
+                    v = pb_read_varint(raw, 1)[0] != 0
+                    if g == 3:
+                        adp = v
+                    else:
+                        rew = v
+    return adp, rew
+
+
 def test_sentencepiece(args, ck):
+    """src/tok/spm.c against the sentencepiece library (Debian python3-sentencepiece, installed by
+    mpi_scripts/setup.sh): the committed fixtures (BPE and unigram models the library trained, the ids
+    it gave), the same models with every combination of the normalizer flags add_dummy_prefix and
+    remove_extra_whitespaces (the ModelProto rewritten here; the library reads the flags from it), and
+    the shared stories260K tokenizer.model."""
     exp = json.load(open(os.path.join(DATA_DIR, "spm_expected.json"), encoding="utf-8"))
     texts = exp["texts"]
     try:
         import sentencepiece as spm
     except ImportError:
-        spm = None
+        ck.check(False, "sentencepiece: the reference library is installed",
+                 "python3-sentencepiece is missing: run mpi_scripts/setup.sh (or apt-get install python3-sentencepiece)")
+        return
+    wt = open(os.path.join(args.shared, "data", "wikitext2_validation.joined.txt"), encoding="utf-8").read()
+    extra = random_texts(3, 300) + [wt[:200000]]
+    flag_texts = texts + random_texts(4, 150) + [wt[200000:230000]]
+
+    def against_library(what, model_bytes, tx, want_diff_from=None):
+        d = os.path.join(args.workdir, "spm_" + what.replace(" ", "_").replace("/", "_").replace("=", ""))
+        os.makedirs(d, exist_ok=True)
+        path = os.path.join(d, "tokenizer.model")
+        with open(path, "wb") as f:
+            f.write(model_bytes)
+        sp = spm.SentencePieceProcessor(model_file=path)
+        lib = [sp.encode(t) for t in tx]
+        got, err = tool_encode(d, tx, args.workdir)
+        bad = [i for i in range(len(tx)) if got is None or got[i] != lib[i]]
+        detail = err
+        if bad and got is not None:
+            i = bad[0]
+            k = first_diff(got[i], lib[i])
+            detail = "text %d %r: at %d C %s vs library %s" % (i, tx[i][:60], k, got[i][k:k + 4], lib[i][k:k + 4])
+        ck.check(got is not None and not bad, "sentencepiece %s: ids = the library's (%d texts, %d tokens)" % (what, len(tx), sum(map(len, lib))), detail)
+        return lib
+
     for name, e in sorted(exp["models"].items()):
+        model = open(os.path.join(DATA_DIR, name + ".model"), "rb").read()
         d = os.path.join(args.workdir, name)
         os.makedirs(d, exist_ok=True)
-        shutil.copy(os.path.join(DATA_DIR, name + ".model"), os.path.join(d, "tokenizer.model"))
+        with open(os.path.join(d, "tokenizer.model"), "wb") as f:
+            f.write(model)
         got, err = tool_encode(d, texts, args.workdir)
         bad = [i for i in range(len(texts)) if got is None or got[i] != e["ids"][i]]
-        ck.check(got is not None and not bad, "sentencepiece %s: ids = the sentencepiece library's (%d texts)" % (name, len(texts)),
+        ck.check(got is not None and not bad, "sentencepiece %s: ids = the committed ids of the library (%d texts)" % (name, len(texts)),
                  err or ("text %d %r" % (bad[0], texts[bad[0]][:60]) if bad else ""))
-        if spm is not None:
-            sp = spm.SentencePieceProcessor(model_file=os.path.join(d, "tokenizer.model"))
-            extra = random_texts(3, 300) + [open(os.path.join(args.shared, "data", "wikitext2_validation.joined.txt"), encoding="utf-8").read()[:200000]]
-            got2, err = tool_encode(d, extra, args.workdir)
-            ok = got2 is not None and all(got2[i] == sp.encode(t) for i, t in enumerate(extra))
-            ck.check(ok, "sentencepiece %s: = the installed library on 300 random texts and 200 kB of WikiText-2" % name, err)
-    if spm is None:
-        ck.note("python3-sentencepiece not installed: compared with the committed expected ids only")
+        sp = spm.SentencePieceProcessor(model_file=os.path.join(d, "tokenizer.model"))
+        ck.check([sp.encode(t) for t in texts] == e["ids"], "sentencepiece %s: the committed ids are the installed library's" % name)
+        against_library(name, model, extra)
+        # the normalizer flags: every combination, on texts with leading/trailing/repeated whitespace
+        orig = spm_flags_of(model)
+        base = [sp.encode(t) for t in flag_texts]
+        for adp in (False, True):
+            for rew in (False, True):
+                if (adp, rew) == orig:
+                    continue
+                lib = against_library("%s add_dummy_prefix=%d remove_extra_whitespaces=%d" % (name, adp, rew),
+                                      spm_with_flags(model, adp, rew), flag_texts)
+                ck.check(lib != base, "sentencepiece %s add_dummy_prefix=%d remove_extra_whitespaces=%d: the flags change the library's ids" % (name, adp, rew))
+    shared = open(os.path.join(args.shared, "models", "stories260K", "tokenizer.model"), "rb").read()
+    against_library("stories260K (shared tokenizer.model)", shared, texts + extra)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -302,6 +408,8 @@ def bad_cases():
         ("spm_nan_score", "tokenizer.model", spm_bytes(pieces=pb_piece("<unk>", 0, 2) + pb_piece("x", float("nan"))), ["pieces[1].score"]),
         ("spm_charsmap_size", "tokenizer.model", pb_piece("<unk>", 0, 2) + pb_field(3, 2, pb_field(2, 2, struct.pack("<I", 4000) + b"\0" * 8)), ["precompiled_charsmap", "does not fit"]),
         ("spm_overlong_varint", "tokenizer.model", b"\x08" + b"\xff" * 11, ["ModelProto", "varint"]),
+        ("spm_flag_wiretype", "tokenizer.model", spm_bytes() + pb_field(3, 2, pb_field(3, 2, b"\x01")),
+         ["normalizer_spec.add_dummy_prefix", "wire type 2"]),
         ("json_not_json", "tokenizer.json", b"{\"model\": ", ["tokenizer.json", "not valid JSON"]),
         ("json_array", "tokenizer.json", b"[]", ["tokenizer.json", "expected a JSON object"]),
         ("json_no_model", "tokenizer.json", b"{\"normalizer\": null}", ["tokenizer.json", "model: missing"]),
@@ -336,30 +444,40 @@ def bad_cases():
 
 
 def test_bad(args, ck):
+    """every malformed file through the library in one process (tok_tool load: the message FAIL
+    recorded), then a few through `cfsp-mpi tokenize` (exit 1, exactly that one line on stderr, no
+    output or temporary file)"""
     txt = os.path.join(args.workdir, "small.txt")
     with open(txt, "w", encoding="utf-8") as f:
         f.write("a b ab\n")
-    n_ok = 0
-    failures = []
     cases = bad_cases()
+    dirs = []
     for name, fname, data, want in cases:
         d = os.path.join(args.workdir, "bad", name)
         shutil.rmtree(d, ignore_errors=True)
         os.makedirs(d)
         with open(os.path.join(d, fname), "wb") as f:
             f.write(data)
-        out = os.path.join(d, "out.u32.bin")
-        rc, _, err = run([args.bin, "tokenize", "--model", d, txt, out])
+        dirs.append(d)
+    rc, out, err = run([TOK_TOOL, "load"] + dirs)
+    res = [json.loads(line) for line in out.splitlines()] if rc == 0 else []
+    ck.check(rc == 0 and len(res) == len(cases), "tok_tool load: one answer per malformed file", err.strip())
+    msgs = {}
+    for k, (name, fname, data, want) in enumerate(cases):
+        msg = res[k].get("error", "") if k < len(res) else ""
+        msgs[name] = msg
+        ok = (msg.startswith("cfsp-mpi: error: ") and os.path.join(dirs[k], fname) in msg and "\n" not in msg
+              and all(w in msg for w in want))
+        ck.check(ok, "malformed %s: one-line error naming the file and field" % name,
+                 "" if ok else (msg or json.dumps(res[k]) if k < len(res) else "no answer"))
+    ck.note("example: " + msgs.get("json_merge_unknown", ""))
+    for name in ("spm_truncated", "spm_flag_wiretype", "json_merge_unknown", "json_regex_in_seq"):
+        d = os.path.join(args.workdir, "bad", name)
+        o = os.path.join(d, "out.u32.bin")
+        rc, _, err = run([args.bin, "tokenize", "--model", d, txt, o])
         lines = err.strip().splitlines()
-        ok = (rc == 1 and len(lines) == 1 and lines[0].startswith("cfsp-mpi: error: ") and os.path.join(d, fname) in lines[0]
-              and all(w in lines[0] for w in want) and not os.path.exists(out) and not os.path.exists(out + ".tmp"))
-        if ok:
-            n_ok += 1
-        else:
-            failures.append("%s: rc %d: %s" % (name, rc, err.strip()[:300]))
-        ck.check(ok, "malformed %s: one-line error naming the file and field" % name, "" if ok else failures[-1])
-    ck.note("example: " + run([args.bin, "tokenize", "--model", os.path.join(args.workdir, "bad", "json_merge_unknown"), txt,
-                              os.path.join(args.workdir, "x.bin")])[2].strip())
+        ck.check(rc == 1 and lines == [msgs[name]] and not os.path.exists(o) and not os.path.exists(o + ".tmp"),
+                 "malformed %s through cfsp-mpi tokenize: exit 1, that one line, no output" % name, err.strip()[:300])
     d = os.path.join(args.workdir, "bad", "no_tokenizer")
     os.makedirs(d, exist_ok=True)
     rc, _, err = run([args.bin, "tokenize", "--model", d, txt, os.path.join(d, "o.bin")])
@@ -367,29 +485,52 @@ def test_bad(args, ck):
 
 
 # ------------------------------------------------------------------------------------------------
+def same_run(ja, jb):
+    """dense perplexity, calibration windows, importances and every pruned model's channels and
+    perplexity equal (bitwise: the same ids give the same floating-point sums)"""
+    pr = lambda j: [(p.get("method"), p.get("ratio"), p.get("keep_counts"), p.get("nll_sum"), p.get("ppl")) for p in j["pruned"]]
+    return (ja["dense"]["ppl"] == jb["dense"]["ppl"] and ja["dense"]["nll_sum"] == jb["dense"]["nll_sum"]
+            and ja["dense"]["ntokens"] == jb["dense"]["ntokens"] and ja["calibration"]["offsets"] == jb["calibration"]["offsets"]
+            and ja["importance"] == jb["importance"] and len(ja["pruned"]) > 0 and pr(ja) == pr(jb))
+
+
 def test_run(args, ck):
-    model = os.path.join(args.shared, "models", "tinystories656K")
-    tok = os.path.join(args.shared, "data", "tokens", "tinystories656K")
+    """--calib-text/--eval-text (tokenized on rank 0 inside the run) against token-file runs:
+    tinystories656K (tokenizer.json) with the shared token files, stories260K (sentencepiece) with
+    the files `cfsp-mpi tokenize` writes (equal to the shared ones, see test_shared)."""
     dat = os.path.join(args.shared, "data")
-    common_opts = ["--model", model, "--nsamples", "4", "--seqlen", "128", "--eval-windows", "8", "--ratios", "0.3",
-                   "--save-models", "0", "--force"]
-    a = os.path.join(args.workdir, "run_text")
-    b = os.path.join(args.workdir, "run_tokens")
-    ra, _, ea = run(["mpiexec", "-n", "2", args.bin] + common_opts + ["--output-dir", a, "--calib-text", os.path.join(dat, "tinystories_val_head.txt"),
-                                                                   "--eval-text", os.path.join(dat, "wikitext2_test.joined.txt")])
-    rb, _, eb = run(["mpiexec", "-n", "2", args.bin] + common_opts + ["--output-dir", b, "--calib-tokens", os.path.join(tok, "tinystories_val_head.u32.bin"),
-                                                                   "--eval-tokens", os.path.join(tok, "wikitext2_test.joined.u32.bin")])
-    ok = ra == 0 and rb == 0
-    if ok:
-        ja = json.load(open(os.path.join(a, "results.json")))
-        jb = json.load(open(os.path.join(b, "results.json")))
-        ok = (ja["dense"]["nll_sum"] == jb["dense"]["nll_sum"] and ja["calibration"]["offsets"] == jb["calibration"]["offsets"]
-              and ja["importance"] == jb["importance"] and len(ja["pruned"]) > 0
-              and [(p.get("keep_counts"), p.get("nll_sum")) for p in ja["pruned"]] == [(p.get("keep_counts"), p.get("nll_sum")) for p in jb["pruned"]])
-    ck.check(ok, "run -n 2 with --calib-text/--eval-text = the run with the shared token files (nll, calibration, importances, pruned ppl)",
-             (ea + eb).strip()[-400:] if not ok else "")
-    rc, _, err = run([args.bin, "--model", model, "--calib-text", os.path.join(dat, "tinystories_val_head.txt"),
-                      "--calib-tokens", os.path.join(tok, "tinystories_val_head.u32.bin")])
+    calib, evalt = "tinystories_val_head", "wikitext2_test.joined"
+    for model in ("tinystories656K", "stories260K"):
+        mdir = os.path.join(args.shared, "models", model)
+        common_opts = ["--model", mdir, "--nsamples", "4", "--seqlen", "128", "--eval-windows", "8", "--ratios", "0.3",
+                       "--save-models", "0", "--force"]
+        if model == "tinystories656K":
+            toks = [os.path.join(dat, "tokens", model, n + ".u32.bin") for n in (calib, evalt)]
+            how, rt = "the shared token files", 0
+        else:
+            toks = [os.path.join(args.workdir, "run_%s.%s.u32.bin" % (model, n)) for n in (calib, evalt)]
+            how = "the files of cfsp-mpi tokenize"
+            rt = 0
+            for n, t in zip((calib, evalt), toks):
+                r, _, e = run([args.bin, "tokenize", "--model", mdir, os.path.join(dat, n + ".txt"), t, "--force"])
+                rt |= r
+        a = os.path.join(args.workdir, "run_text_" + model)
+        b = os.path.join(args.workdir, "run_tokens_" + model)
+        ra, _, ea = run(["mpiexec", "-n", "2", args.bin] + common_opts + ["--output-dir", a, "--calib-text", os.path.join(dat, calib + ".txt"),
+                                                                       "--eval-text", os.path.join(dat, evalt + ".txt")])
+        rb, _, eb = run(["mpiexec", "-n", "2", args.bin] + common_opts + ["--output-dir", b, "--calib-tokens", toks[0], "--eval-tokens", toks[1]])
+        ok = ra == 0 and rb == 0 and rt == 0
+        detail = (ea + eb).strip()[-400:]
+        if ok:
+            ja = json.load(open(os.path.join(a, "results.json")))
+            jb = json.load(open(os.path.join(b, "results.json")))
+            ok = same_run(ja, jb)
+            detail = "dense ppl %.6f vs %.6f, pruned ppl %s vs %s" % (ja["dense"]["ppl"], jb["dense"]["ppl"],
+                                                                     [p["ppl"] for p in ja["pruned"]], [p["ppl"] for p in jb["pruned"]])
+        ck.check(ok, "run -n 2 %s with --calib-text/--eval-text = the run with %s (ppl, calibration, importances, pruned ppl)" % (model, how), detail)
+    tok = os.path.join(dat, "tokens", "tinystories656K")
+    rc, _, err = run([args.bin, "--model", os.path.join(args.shared, "models", "tinystories656K"), "--calib-text", os.path.join(dat, calib + ".txt"),
+                      "--calib-tokens", os.path.join(tok, calib + ".u32.bin")])
     ck.check(rc == 1 and "give one of them" in err, "run: --calib-text with --calib-tokens is refused", err.strip())
 
 
