@@ -16,7 +16,10 @@ On stories260K pruned at 0.4 with cfsp (a short calibration, statistics saved):
   5. --merge: merged.h5 passes `cfsp-mpi verify`, holds float32(W + s B A), and evaluates to the
      same perplexity as base + adapters; --peft: adapter_model.safetensors holds the checkpoint's
      A and B with the plan's shapes;
-  6. refusals: batch not a multiple of the ranks, existing outputs without --force, resuming with
+  6. a random bf16 model with an untied lm_head (pruned at 0.3), adapters on q,v,down only: loss
+     parity of steps 1 and 2 (the block matrices converted from bf16 one block at a time), merged
+     weights rounded to bf16;
+  7. refusals: batch not a multiple of the ranks, existing outputs without --force, resuming with
      another plan.
 """
 import json
@@ -42,7 +45,7 @@ def load_h5_tensors(path):
 
         def visit(name, obj):
             if isinstance(obj, h5py.Dataset) and name.startswith(("model/", "lm_head/")) and not name.endswith("kept_channels"):
-                t[name.replace("/", ".")] = obj[()].astype("f8")
+                t[name.replace("/", ".")] = obj.astype("f8")[()] if obj.dtype.itemsize == 2 else obj[()].astype("f8")
         f.visititems(visit)
     L = cfg["num_hidden_layers"]
     cfg["block_configs"] = [{"ffn": {"intermediate_size": int(t["model.layers.%d.mlp.gate_proj.weight" % l].shape[0])}}
@@ -69,7 +72,7 @@ def adapted_model(cfg, t, ad):
     return ref.model_from_tensors(cfg, t)
 
 
-def batch_loss(model, tokens, offsets):
+def batch_loss(model, tokens, offsets, T=T):
     nll, n = 0.0, 0
     for o in offsets:
         seq = tokens[o:o + T]
@@ -255,7 +258,44 @@ def main():
         ok &= A.shape[0] == r and Bm.shape[1] == r
     ck.check(ok and len(hdr) == 2 * len(ad) + 1, "adapter_model.safetensors = the checkpoint's A and B, shapes of the rank_pattern")
 
-    # ---- 6. refusals ---------------------------------------------------------------------------------
+    # ---- 6. bf16, untied head, a subset of projections ------------------------------------------------
+    bdir = os.path.join(wd, "bf16_model")
+    if ck.check(common.mkmodel(args, bdir, 64, 150, 2, 4, 2, 200, dtype="bf16", seed=5, tie=0), "generated a bf16 model"):
+        btok = common.write_tokens(os.path.join(wd, "bf16_tokens.bin"), 20000, 200, 7)
+        bp = common.fresh_dir(os.path.join(wd, "bf16_prune"))
+        rc, _ = common.run_cfsp(args, ["--model", bdir, "--calib-tokens", btok, "--nsamples", 4, "--seqlen", 64, "--ratios", 0.3,
+                                       "--method", "cfsp", "--output-dir", bp], np_ranks=2)
+        bh5 = common.pruned_file(bp, common.find_pruned(common.load_results(bp), "cfsp", 0.3)) if rc == 0 else None
+        bo = ["--model", bh5, "--train-tokens", btok, "--seqlen", 32, "--batch", 4, "--lr", 1e-2, "--warmup", 0, "--min-lr-ratio", 1,
+              "--rank", 4, "--alpha", 8, "--targets", "q,v,down", "--seed", 1]
+        outs = []
+        for steps in (1, 2):
+            d = common.fresh_dir(os.path.join(wd, "bf16_s%d" % steps))
+            rc2, _ = common.run_cfsp(args, bo + ["--steps", steps, "--output-dir", d] + (["--merge"] if steps == 2 else []),
+                                     np_ranks=2, sub="recover")
+            outs.append((rc2, d))
+        if ck.check(rc == 0 and all(r == 0 for r, _ in outs), "bf16: prune, 1 and 2 recovery steps"):
+            bcfg, bt = load_h5_tensors(bh5)
+            with open(os.path.join(outs[1][1], "recover.json")) as f:
+                lg = json.load(f)["log"]
+            ad1, _, _ = read_ckpt(os.path.join(outs[0][1], "checkpoint.h5"))
+            ad2, _, _ = read_ckpt(os.path.join(outs[1][1], "checkpoint.h5"))
+            btoks = ref.read_tokens(btok)
+            n1 = batch_loss(ref.model_from_tensors(bcfg, bt), btoks, lg[0]["offsets"], T=32)
+            n2 = batch_loss(adapted_model(bcfg, bt, ad1), btoks, lg[1]["offsets"], T=32)
+            ck.check(abs(n1 - lg[0]["loss"]) / n1 < 2e-5 and abs(n2 - lg[1]["loss"]) / n2 < 2e-5,
+                     "bf16: losses of steps 1 and 2 = NumPy", "C %.7f %.7f NumPy %.7f %.7f" % (lg[0]["loss"], lg[1]["loss"], n1, n2))
+            ck.check(sorted({m for _, m in ad2}) == ["mlp.down_proj", "self_attn.q_proj", "self_attn.v_proj"] and "lm_head.weight" in bt,
+                     "bf16: adapters on q, v, down only; untied lm_head")
+            _, mt2 = load_h5_tensors(os.path.join(outs[1][1], "merged.h5"))
+            worst = 0.0
+            for (l, mod), (A, Bm, s) in ad2.items():
+                k = "model.layers.%d.%s.weight" % (l, mod)
+                w = bt[k] + s * (Bm @ A)
+                worst = max(worst, float(np.max(np.abs(mt2[k] - w) / np.maximum(np.abs(w), 1e-30))))
+            ck.check(worst <= 2.0 ** -8, "bf16: merged weights = W + s B A rounded to bf16", "max rel %.2e" % worst)
+
+    # ---- 7. refusals ---------------------------------------------------------------------------------
     rc, out = common.run_cfsp(args, common_opts + ["--steps", 1, "--batch", 3, "--output-dir", os.path.join(wd, "bad")], np_ranks=2, sub="recover")
     ck.check(rc != 0 and "not a multiple" in out, "batch 3 on 2 ranks is refused")
     rc, out = common.run_cfsp(args, common_opts + ["--steps", 1, "--output-dir", d2], np_ranks=1, sub="recover")
