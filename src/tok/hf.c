@@ -180,6 +180,8 @@ static int parse_pretok(const cJSON *j, const char *fname, const char *path, hf_
         m->bytelevel = 1;
     } else if (!strcmp(type, "Split")) {
         pt.type = HP_SPLIT;
+        if (parse_behavior(j, fname, path, &pt.behavior)) return -1;     /* before anything is allocated */
+        if (jbool(j, "invert", 0, fname, path, &pt.invert)) return -1;
         const cJSON *pat = jget(j, "pattern");
         const cJSON *rs = jget(pat, "Regex"), *ss = jget(pat, "String");
         snprintf(field, sizeof field, "%s.pattern.Regex", path);
@@ -192,8 +194,6 @@ static int parse_pretok(const cJSON *j, const char *fname, const char *path, hf_
         } else {
             return FAIL("%s: %s.pattern: expected {\"Regex\": ...} or {\"String\": ...}", fname, path);
         }
-        if (parse_behavior(j, fname, path, &pt.behavior)) return -1;
-        if (jbool(j, "invert", 0, fname, path, &pt.invert)) return -1;
     } else if (!strcmp(type, "Metaspace")) {
         pt.type = HP_METASPACE;
         const char *rep = NULL;
@@ -204,8 +204,6 @@ static int parse_pretok(const cJSON *j, const char *fname, const char *path, hf_
         int32_t cp;
         int l = utf8_decode((const unsigned char *)rep, strlen(rep), &cp);
         if (cp < 0 || rep[l]) return FAIL("%s: %s.replacement: expected a one-character string", fname, path);
-        pt.slen = strlen(rep);
-        pt.str = dupn(rep, pt.slen);
         const cJSON *ps = jget(j, "prepend_scheme");
         if (cJSON_IsString(ps)) {
             if (!strcmp(ps->valuestring, "always")) pt.prepend = 2;
@@ -218,6 +216,8 @@ static int parse_pretok(const cJSON *j, const char *fname, const char *path, hf_
             pt.prepend = aps ? 2 : 0;
         }
         if (jbool(j, "split", 1, fname, path, &pt.split)) return -1;
+        pt.slen = strlen(rep);                 /* the last step: no failure after an allocation */
+        pt.str = dupn(rep, pt.slen);
     } else {
         return FAIL("%s: %s.type: pre-tokenizer '%s' is not supported (supported: Sequence, ByteLevel, Split, Metaspace)", fname, path, type);
     }
