@@ -5,7 +5,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PKGS=(build-essential cmake pkg-config openmpi-bin libopenmpi-dev libopenblas-dev libhdf5-openmpi-dev
       hdf5-tools libcjson-dev python3-numpy python3-h5py-mpi
-      python3-sentencepiece)   # python3-sentencepiece: the reference of the tokenizer test
+      python3-sentencepiece    # python3-sentencepiece: the reference of the tokenizer test
+      valgrind)                # valgrind: ctest valgrind_e2e (memcheck of the -n 1 job, issue 5)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
