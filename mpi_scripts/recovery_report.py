@@ -26,7 +26,7 @@ def smooth(v, k):
 
 
 def svg_plot(series, title, xlabel, ylabel):
-    W, H, ml, mr, mt, mb = 720, 420, 70, 160, 40, 50
+    W, H, ml, mr, mt, mb = 820, 420, 70, 240, 40, 50
     xs = [x for s in series for x in s["x"]]
     ys = [y for s in series for y in s["y"]]
     x0, x1 = min(xs), max(xs)
