@@ -9,6 +9,7 @@
 #include "cfsp/safetensors.h"
 #include "cfsp/tokens.h"
 #include "cfsp/util.h"
+#include "cfsp/weights.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +50,23 @@ static void test_halfs(void)
     EXPECT(f32_to_bf16(1.00390625f) == 0x3f80, "bf16 ties to even (down)");
     EXPECT(f32_to_bf16(1.01171875f) == 0x3f82, "bf16 ties to even (up)");
     EXPECT(f32_to_f16(65520.0f) == 0x7c00 && f32_to_f16(1e-8f) == 0, "f16 overflow/underflow");
+    /* the vectorised row conversions (SSE2 bf16, F16C f16) against the scalar ones, every value,
+     * at an odd start and length so both the vector body and the tail run */
+    uint16_t *all = malloc(sizeof(uint16_t) * 65541);
+    float *out = malloc(sizeof(float) * 65541);
+    for (uint32_t h = 0; h < 65541; h++) all[h] = (uint16_t)(h * 40503u);   /* a permutation of 0..65535, then 5 more */
+    for (int dt = 0; dt < 2; dt++) {
+        int bad = 0;
+        convert_to_f32(dt ? DT_F16 : DT_BF16, all + 3, out, 65538);
+        for (uint32_t i = 0; i < 65538; i++) {
+            float want = dt ? f16_to_f32(all[i + 3]) : bf16_to_f32(all[i + 3]);
+            uint32_t a, b;
+            memcpy(&a, &want, 4); memcpy(&b, &out[i], 4);
+            if (isnan(want) ? !isnan(out[i]) : a != b) bad++;
+        }
+        EXPECT(bad == 0, "%s row conversion: %d of 65538 values differ from the scalar conversion", dt ? "f16" : "bf16", bad);
+    }
+    free(all); free(out);
 }
 
 static int parse_st(const char *json, uint64_t data_size)

@@ -19,6 +19,9 @@ typedef struct {
 
 /* ctx: longest sequence; chunk: most tokens per call */
 void fwd_ws_init(fwd_ws *ws, const model_config *c, int ctx, int chunk, int need_head);
+/* the same, with the gate/up activation buffers sized for FFN units of at most ffn_width
+ * channels (an FFN slice) instead of the widest block (0: the widest block) */
+void fwd_ws_init_width(fwd_ws *ws, const model_config *c, int ctx, int chunk, int need_head, int ffn_width);
 void fwd_ws_free(fwd_ws *ws);
 
 void embed_tokens(const wmat *emb, const uint32_t *ids, int n, float *x);

@@ -46,6 +46,10 @@ int weights_load(st_model *st, model_config *cfg, const struct unit_plan *plan, 
                  int has_embed, int has_head, rank_weights *w);
 void weights_free(rank_weights *w);
 void unit_weights_free_owned(unit_weights *u);
+/* Drop the resident pages of a view into the mmap (whole pages inside it) from this process: the
+ * data stays valid and is faulted back in from the page cache or the file if read again. Used
+ * after a unit is sliced, so its pruned copy does not sit in memory beside the original. */
+void wmat_release_pages(const wmat *m);
 size_t wmat_bytes(const wmat *m);
 /* row r of m converted to fp32 */
 void wmat_row_f32(const wmat *m, int64_t r, float *out);

@@ -41,10 +41,16 @@ static void rope_tables(fwd_ws *ws, const model_config *c)
 
 void fwd_ws_init(fwd_ws *ws, const model_config *c, int ctx, int chunk, int need_head)
 {
+    fwd_ws_init_width(ws, c, ctx, chunk, need_head, 0);
+}
+
+void fwd_ws_init_width(fwd_ws *ws, const model_config *c, int ctx, int chunk, int need_head, int ffn_width)
+{
     memset(ws, 0, sizeof *ws);
     ws->D = c->hidden; ws->H = c->n_heads; ws->K = c->n_kv_heads; ws->hd = c->head_dim;
     ws->ctx = ctx; ws->chunk = chunk; ws->V = c->vocab;
     for (int l = 0; l < c->n_layers; l++) if (c->ffn[l] > ws->m_max) ws->m_max = c->ffn[l];
+    if (ffn_width > 0 && ffn_width < ws->m_max) ws->m_max = ffn_width;
     size_t n = (size_t)chunk, D = (size_t)ws->D, Q = (size_t)ws->H * ws->hd;
     ws->xn = xmalloc(sizeof(float) * n * D);
     ws->hin = xmalloc(sizeof(float) * n * D);

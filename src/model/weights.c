@@ -7,19 +7,56 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 size_t wmat_bytes(const wmat *m) { return (size_t)m->rows * (size_t)m->cols * dtype_size(m->dtype); }
+
+/* bf16 -> f32 is the upper half of the f32 bits. With SSE2 (every x86-64) interleaving zero
+ * halves below 8 bf16 values widens them in two instructions; the scalar loop GCC -O2 emits
+ * instead moved one element per cycle (measured: 5.9% of a 7B-shape calibration). f16 uses the
+ * F16C conversion instruction when the CPU has it. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+static void bf16_row_to_f32(const uint16_t *restrict s, float *restrict d, size_t n)
+{
+    size_t i = 0;
+    const __m128i zero = _mm_setzero_si128();
+    for (; i + 8 <= n; i += 8) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(s + i));
+        _mm_storeu_si128((__m128i *)(d + i), _mm_unpacklo_epi16(zero, v));
+        _mm_storeu_si128((__m128i *)(d + i + 4), _mm_unpackhi_epi16(zero, v));
+    }
+    for (; i < n; i++) d[i] = bf16_to_f32(s[i]);
+}
+__attribute__((target("avx,f16c"))) static void f16_row_to_f32_f16c(const uint16_t *restrict s, float *restrict d, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(d + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + i))));
+    for (; i < n; i++) d[i] = f16_to_f32(s[i]);
+}
+static int have_f16c(void)
+{
+    static int v = -1;
+    if (v < 0) { __builtin_cpu_init(); v = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx"); }
+    return v;
+}
+#else
+static void bf16_row_to_f32(const uint16_t *restrict s, float *restrict d, size_t n)
+{
+    for (size_t i = 0; i < n; i++) d[i] = bf16_to_f32(s[i]);
+}
+static int have_f16c(void) { return 0; }
+static void f16_row_to_f32_f16c(const uint16_t *s, float *d, size_t n) { (void)s; (void)d; (void)n; }
+#endif
 
 void convert_to_f32(dtype_t dt, const void *src, float *dst, size_t n)
 {
     if (dt == DT_F32) { memcpy(dst, src, n * 4); return; }
     const uint16_t *s = src;
-    if (dt == DT_BF16) {
-        uint32_t *d = (uint32_t *)dst;           /* a plain shift: vectorises */
-        for (size_t i = 0; i < n; i++) d[i] = (uint32_t)s[i] << 16;
-    } else {
-        for (size_t i = 0; i < n; i++) dst[i] = f16_to_f32(s[i]);
-    }
+    if (dt == DT_BF16) bf16_row_to_f32(s, dst, n);
+    else if (have_f16c()) f16_row_to_f32_f16c(s, dst, n);
+    else for (size_t i = 0; i < n; i++) dst[i] = f16_to_f32(s[i]);
 }
 
 void wmat_row_f32(const wmat *m, int64_t r, float *out)
@@ -188,6 +225,16 @@ int weights_load(st_model *st, model_config *c, const struct unit_plan *plan, in
     }
     w->bytes_expected = bytes;
     return 0;
+}
+
+void wmat_release_pages(const wmat *m)
+{
+    if (m->owned || !m->data || m->rows == 0) return;          /* only views into the mmap */
+    size_t es = dtype_size(m->dtype), page = (size_t)sysconf(_SC_PAGESIZE);
+    uintptr_t b = (uintptr_t)m->data, e = b + ((size_t)(m->rows - 1) * (size_t)m->ld + (size_t)m->cols) * es;
+    b = (b + page - 1) & ~(uintptr_t)(page - 1);               /* whole pages inside the view only */
+    e &= ~(uintptr_t)(page - 1);
+    if (e > b) madvise((void *)b, e - b, MADV_DONTNEED);       /* advice: failure changes nothing */
 }
 
 void unit_weights_free_owned(unit_weights *u)

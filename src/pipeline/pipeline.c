@@ -23,7 +23,10 @@ void pipeline_init(pipeline *p, const model_config *c, const rank_weights *w, in
     p->nranks = nranks;
     p->seqlen = seqlen;
     p->chunk = chunk;
-    fwd_ws_init(&p->ws, c, seqlen, chunk, w->has_head);
+    int width = 0;                      /* the widest FFN slice this rank runs sizes the activations */
+    for (int i = 0; i < w->last_unit - w->first_unit; i++)
+        if (w->units[i].slice >= 0 && w->units[i].c1 - w->units[i].c0 > width) width = w->units[i].c1 - w->units[i].c0;
+    fwd_ws_init_width(&p->ws, c, seqlen, chunk, w->has_head, width > 0 ? width : 1);
     int natt = 0;
     for (int i = 0; i < w->last_unit - w->first_unit; i++) natt += w->units[i].slice < 0;
     size_t kv = (size_t)c->n_kv_heads * c->head_dim * (size_t)seqlen * (size_t)(natt ? natt : 1);

@@ -58,4 +58,9 @@ void slice_unit(const unit_weights *src, const int64_t *keep_idx, int k, const d
         free(row);
         free(kept);
     }
+    /* the original rows of this slice are no longer needed resident (a later ratio faults them in
+     * again); down is shared column-wise by the block's slices: dropped after the block's last */
+    wmat_release_pages(&src->gate);
+    wmat_release_pages(&src->up);
+    if (src->slice == src->nslices - 1) wmat_release_pages(&src->down);
 }
