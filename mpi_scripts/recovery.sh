@@ -7,14 +7,16 @@
 #   3. held-out perplexity on TinyStories tokens [300000, 393013) (disjoint from training and
 #      calibration; the first EVAL_WINDOWS windows of 256) before and after;
 #   4. results/recovery/{recovery.json, README.md, loss.svg} (mpi_scripts/recovery_report.py).
-# Environment: NP (2), STEPS (100), BATCH (8), LR (2e-3), SEEDS ("0 1 2"), EVAL_WINDOWS (120),
-# WORK (a scratch directory; default /tmp/cfsp-recovery), CFSP_BUILD_DIR (setup.sh).
+# Environment: NP (2), STEPS (100), BATCH (8), LR (2e-3), SEEDS ("0 1 2"), EVAL_WINDOWS (120), RANK (8),
+# ALPHA (2 x RANK), ALPHA_SCALES (1), RESULTS (results/recovery), WORK (a scratch directory; default
+# /tmp/cfsp-recovery-r$RANK), CFSP_BUILD_DIR (setup.sh).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/mpi_scripts/setup.sh"
 cd "$ROOT"
 NP="${NP:-2}"; STEPS="${STEPS:-100}"; BATCH="${BATCH:-8}"; LR="${LR:-2e-3}"; SEEDS="${SEEDS:-0 1 2}"
-EVAL_WINDOWS="${EVAL_WINDOWS:-120}"; WORK="${WORK:-/tmp/cfsp-recovery}"
+EVAL_WINDOWS="${EVAL_WINDOWS:-120}"; RANK="${RANK:-8}"; ALPHA="${ALPHA:-$((2 * RANK))}"; ALPHA_SCALES="${ALPHA_SCALES:-1}"
+RESULTS="${RESULTS:-results/recovery}"; WORK="${WORK:-/tmp/cfsp-recovery-r$RANK}"
 TOK=../shared/data/tokens/stories260K/tinystories_val_head.u32.bin
 MODEL=../shared/models/stories260K
 mkdir -p "$WORK"
@@ -29,12 +31,12 @@ runs=()
 for seed in $SEEDS; do
   for plan in uniform adaptive; do
     out="$WORK/${plan}_s${seed}"
-    mpirun -n "$NP" "$BIN" recover --model "$PRUNED" --stats "$WORK/prune/stats.h5" --plan "$plan" --rank 8 --alpha 16 \
+    mpirun -n "$NP" "$BIN" recover --model "$PRUNED" --stats "$WORK/prune/stats.h5" --plan "$plan" --rank "$RANK" --alpha "$ALPHA" \
       --train-tokens "$TOK@100000:300000" --eval-tokens "$TOK@300000:393013" --eval-windows "$EVAL_WINDOWS" \
       --seqlen 256 --batch "$BATCH" --steps "$STEPS" --lr "$LR" --warmup 10 --seed "$seed" \
-      --output-dir "$out" --force
+      --alpha-scales "$ALPHA_SCALES" --output-dir "$out" --force
     runs+=("$out")
   done
 done
-/usr/bin/python3 "$ROOT/mpi_scripts/recovery_report.py" --prune "$WORK/prune" --out "$ROOT/results/recovery" "${runs[@]}"
-cat "$ROOT/results/recovery/README.md"
+/usr/bin/python3 "$ROOT/mpi_scripts/recovery_report.py" --prune "$WORK/prune" --out "$RESULTS" "${runs[@]}"
+cat "$RESULTS/README.md"
