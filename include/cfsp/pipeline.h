@@ -52,6 +52,7 @@ typedef struct {
     double nll_sum;
     int64_t ntok;
     double seconds, compute_seconds, wait_seconds;
+    double rank_seconds;           /* this rank's own pipeline time (seconds: the slowest rank's, set by the caller) */
 } pipe_job;
 
 typedef struct {

@@ -570,7 +570,11 @@ int cfsp_run(const options *o)
         cj.chunk = o->chunk;
         cj.stats = j->stats;
         cj.label = "calibration";
+        MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));   /* the phase's clock starts together on every rank */
         pipeline_run(&j->pl, j->w.units, &cj);
+        double wall = cj.seconds;       /* the phase ends when the last stage finishes */
+        MPI_CHECK(MPI_Allreduce(&wall, &cj.seconds, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD));
+        cj.rank_seconds = wall;
         for (int l = 0; l < j->L; l++) j->stats[l].ntok = (int64_t)o->nsamples * o->seqlen;
         move_stats(j, 1);
         if (o->save_stats) {
@@ -637,7 +641,7 @@ int cfsp_run(const options *o)
     /* per-rank figures */
     int lay0 = j->nu ? j->plan.u[first].layer : -1, lay1 = j->nu ? j->plan.u[last - 1].layer : -1;
     double mine[10] = { (double)first, (double)last, (double)lay0, (double)lay1, (double)j->w.bytes_expected,
-                        (double)j->st.bytes_mapped, (double)vm_hwm_bytes(), cj.compute_seconds, cj.wait_seconds, cj.seconds };
+                        (double)j->st.bytes_mapped, (double)vm_hwm_bytes(), cj.compute_seconds, cj.wait_seconds, cj.rank_seconds };
     double *allr = j->rank == 0 ? xmalloc(sizeof(double) * 10 * (size_t)j->P) : NULL;
     MPI_CHECK(MPI_Gather(mine, 10, MPI_DOUBLE, allr, 10, MPI_DOUBLE, 0, MPI_COMM_WORLD));
     rc = 0;

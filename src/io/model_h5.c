@@ -98,6 +98,36 @@ static void write_block(writer *wr, int idx, dtype_t dt, int is_index, const voi
     wr->bytes += (uint64_t)(rows * cols) * es;
 }
 
+/* down_proj columns of n adjacent FFN slices of one block ([D, k_i] each, compact), written as
+ * [rows, sum k_i] row panels at column c0 of the [D, k_full] dataset through a bounded buffer */
+static void write_down_group(writer *wr, int idx, const unit_weights *us, int n, int64_t c0, int64_t k_full, int D)
+{
+    dtype_t dt = us[0].down.dtype;
+    size_t es = dtype_size(dt);
+    int64_t kg = 0;
+    for (int s = 0; s < n; s++) kg += us[s].k;
+    if (kg == 0) return;
+    if (n == 1) { write_block(wr, idx, dt, 0, us[0].down.data, D, kg, 0, c0, k_full); return; }
+    size_t row_bytes = (size_t)kg * es;
+    int64_t panel = (int64_t)((64u << 20) / row_bytes);
+    if (panel < 1) panel = 1;
+    if (panel > D) panel = D;
+    char *buf = xmalloc(row_bytes * (size_t)panel);
+    for (int64_t r0 = 0; r0 < D; r0 += panel) {
+        int64_t nr = D - r0 < panel ? D - r0 : panel;
+        for (int64_t r = 0; r < nr; r++) {
+            char *dst = buf + (size_t)r * row_bytes;
+            for (int s = 0; s < n; s++) {
+                size_t b = (size_t)us[s].k * es;
+                memcpy(dst, (const char *)us[s].down.data + (size_t)(r0 + r) * (size_t)us[s].down.ld * es, b);
+                dst += b;
+            }
+        }
+        write_block(wr, idx, dt, 0, buf, nr, kg, r0, c0, k_full);
+    }
+    free(buf);
+}
+
 /* a whole tensor from a (possibly strided) matrix */
 static void write_wmat(writer *wr, int idx, const wmat *m)
 {
@@ -202,8 +232,14 @@ uint64_t model_h5_write(const char *path, const model_out *mo, double *seconds)
             if (u->slice == 0) write_norm(&wr, d + 1, u->ln, D, u->ln_dtype);
             write_block(&wr, d + 6, u->gate.dtype, 0, u->gate.data, u->k, D, ofs, 0, D);
             write_block(&wr, d + 7, u->up.dtype, 0, u->up.data, u->k, D, ofs, 0, D);
-            write_block(&wr, d + 8, u->down.dtype, 0, u->down.data, D, u->k, 0, ofs, k);
             write_block(&wr, d + 9, DT_F32, 1, mo->kept[i], u->k, 1, ofs, 0, 1);
+            /* down_proj [D, k]: the rank's slices of this block are adjacent column ranges; after
+             * the last of them, write them together as whole row panels (one contiguous file range
+             * when the rank holds the block's every slice, instead of D small strided writes each) */
+            int g0 = i;
+            while (g0 > 0 && mo->units[g0 - 1].slice >= 0 && mo->units[g0 - 1].layer == u->layer) g0--;
+            if (i + 1 == nu || mo->units[i + 1].slice < 0 || mo->units[i + 1].layer != u->layer)
+                write_down_group(&wr, d + 8, &mo->units[g0], i + 1 - g0, mo->kofs[w->first_unit + g0], k, D);
         }
         fault_point("write");
     }
