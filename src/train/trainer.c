@@ -20,9 +20,19 @@ static uint64_t splitmix64(uint64_t *s)
 
 static double unif01(uint64_t *s) { return (double)(splitmix64(s) >> 11) / 9007199254740992.0; }
 
+/* the starting state of an independent stream for (seed, tag, index): hashed, so that the streams of
+ * neighbouring indices do not overlap (a splitmix64 state advanced by a constant would) */
+static uint64_t stream_state(uint64_t seed, uint64_t tag, uint64_t index)
+{
+    uint64_t a = seed ^ 0x6a09e667f3bcc909ull, b = (tag << 48) ^ index ^ 0xbb67ae8584caa73bull;
+    uint64_t x = splitmix64(&a), y = splitmix64(&b);
+    uint64_t c = x ^ (y * 0xd1b54a32d192ed03ull);
+    return splitmix64(&c);
+}
+
 void train_batch_offsets(uint64_t seed, int step, int B, int T, int64_t ntok, int64_t *off)
 {
-    uint64_t s = seed * 0x100000001b3ull ^ (uint64_t)step * 0x9e3779b97f4a7c15ull;
+    uint64_t s = stream_state(seed, 1, (uint64_t)step);
     int64_t span = ntok - T + 1;                    /* offsets 0 .. ntok - T */
     for (int i = 0; i < B; i++) off[i] = (int64_t)(splitmix64(&s) % (uint64_t)span);
 }
@@ -77,7 +87,7 @@ void trainer_init(trainer *tr, const train_model *m, const lora_plan *plan, int 
             if (tr->offA[l][t] < 0) continue;
             int64_t o, in;
             lora_module_shape(c, l, t, &o, &in);
-            uint64_t s = seed * 0x2545f4914f6cdd1dull + (uint64_t)(l * LORA_NMOD + t + 1) * 0x9e3779b97f4a7c15ull;
+            uint64_t s = stream_state(seed, 2, (uint64_t)(l * LORA_NMOD + t));
             double bound = 1.0 / sqrt((double)in);
             float *A = tr->param + tr->offA[l][t];
             for (int64_t i = 0; i < plan->rank[l] * in; i++) A[i] = (float)((2.0 * unif01(&s) - 1.0) * bound);

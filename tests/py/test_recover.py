@@ -213,6 +213,21 @@ def main():
         _, pr, _ = read_ckpt(os.path.join(dr, "checkpoint.h5"))
         _, ps, _ = read_ckpt(os.path.join(ds, "checkpoint.h5"))
         ck.check(rs["log"][3]["loss"] == e4["loss"] and np.array_equal(pr, ps), "resume equals the straight run bit for bit")
+        offs = [o for e in rs["log"] for o in e["offsets"]]
+        rc0, r0, _ = train("seed0", 1, 4, ["--seed", 0, "--seqlen", 16])
+        offs0 = [o for e in r0["log"] for o in e["offsets"]] if rc0 == 0 else [0, 0]
+        ck.check(len(set(offs)) == len(offs) and len(set(offs0)) == len(offs0),
+                 "the %d windows of 4 steps are distinct at seeds 3 and 0 (independent per-step streams)" % len(offs))
+
+    # the initial adapters (--steps 0): A from independent streams (no value repeats), B = 0
+    rc, ri, di = train("init", 1, 0)
+    if ck.check(rc == 0, "--steps 0 writes the initial adapters"):
+        ad0, p0, st0 = read_ckpt(os.path.join(di, "checkpoint.h5"))
+        avals = np.concatenate([A.ravel() for A, _, _ in ad0.values()])
+        bound_ok = all(np.max(np.abs(A)) <= 1 / math.sqrt(A.shape[1]) for A, _, _ in ad0.values())
+        dup = avals.size - len(np.unique(avals))       # overlapping streams would repeat most values; chance float32 ties: a few
+        ck.check(st0 == 0 and dup < avals.size // 1000 and bound_ok and all(not Bm.any() for _, Bm, _ in ad0.values()),
+                 "initial A: U(-1/sqrt(in), 1/sqrt(in)), independent streams (%d repeated of %d values); B = 0" % (dup, avals.size))
 
     # ---- 5. merge and PEFT ---------------------------------------------------------------------------
     merged = os.path.join(d1, "merged.h5")
