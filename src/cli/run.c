@@ -434,7 +434,8 @@ static void prune_one(job *j, int method, double ratio, const double *scores, cJ
     if (j->rank == 0) {
         fprintf(stderr, "cfsp-mpi: %s ratio %g: FFN channels kept per block [", prune_method_names[method], ratio);
         for (int l = 0; l < L; l++) fprintf(stderr, "%s%d", l ? " " : "", counts[l]);
-        fprintf(stderr, "], perplexity %.4f\n", ppl);
+        if (isfinite(ppl)) fprintf(stderr, "], perplexity %.4f\n", ppl);
+        else fprintf(stderr, "] (not evaluated: no --eval-tokens / --eval-text)\n");
         cJSON *e = cJSON_CreateObject();
         cJSON_AddNumberToObject(e, "ratio", ratio);
         cJSON_AddStringToObject(e, "method", prune_method_names[method]);
