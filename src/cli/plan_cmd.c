@@ -1,11 +1,17 @@
 /* plan_cmd.c — the pipeline simulator (see plan.h).
  * Model of the schedule: M micro-batches (N sequences x T/chunk chunks) pass P stages in order;
- * stage s takes t_s per micro-batch (its units' flops / the sgemm rate). The pipeline's makespan
+ * stage s takes t_s per micro-batch: the sum of its units' times, each from timings of the unit's
+ * own operations measured here at the micro-batch size (projection sgemms at the model's shapes,
+ * the causal attention at the mean context, an FFN slice's three sgemms and SwiGLU, the RMSNorm,
+ * and the 16-bit to fp32 weight conversion when the model is stored in 16 bits) — or, with
+ * --gflops G, its flops at a uniform G GFLOP/s. The stage map is the program's own (units split
+ * by flop cost, stages_plan), so this predicts the schedule the program runs. The makespan
  * is sum_s t_s (the first micro-batch's trip) + (M - 1) x max_s t_s, so the predicted efficiency is
  * M x sum_s t_s / (P x makespan) = load balance x steady-state share. Communication is not
  * modelled (a micro-batch message is 3 x chunk x D floats per stage boundary). */
 #include "cfsp/plan.h"
 #include "cfsp/err.h"
+#include "cfsp/forward.h"
 #include "cfsp/pipeline.h"
 #include "cfsp/util.h"
 #include <cblas.h>
@@ -14,21 +20,89 @@
 #include <stdlib.h>
 #include <string.h>
 
-static double measure_gflops(int m, int n, int k)
+static void fill(float *x, size_t n, float scale)
 {
-    float *a = xcalloc((size_t)m * k, sizeof(float)), *b = xcalloc((size_t)n * k, sizeof(float)), *c = xcalloc((size_t)m * n, sizeof(float));
-    for (size_t i = 0; i < (size_t)m * k; i++) a[i] = (float)(i % 7) * 0.1f;
-    for (size_t i = 0; i < (size_t)n * k; i++) b[i] = (float)(i % 5) * 0.1f;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, a, k, b, k, 0.0f, c, n);   /* warm-up */
-    double best = 0;
+    for (size_t i = 0; i < n; i++) x[i] = scale * (float)((int)(i * 2654435761u % 2001u) - 1000) / 1000.0f;
+}
+
+/* median of 3 timed runs of y[m, n] = x[m, k] W[n, k]^T (after a warm-up) */
+static double time_sgemm(int m, int n, int k)
+{
+    float *a = xmalloc(sizeof(float) * (size_t)m * k), *b = xmalloc(sizeof(float) * (size_t)n * k), *c = xmalloc(sizeof(float) * (size_t)m * n);
+    fill(a, (size_t)m * k, 1.0f);
+    fill(b, (size_t)n * k, 0.01f);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, a, k, b, k, 0.0f, c, n);
+    double t[3];
     for (int r = 0; r < 3; r++) {
-        double t = now_seconds();
+        double t0 = now_seconds();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, a, k, b, k, 0.0f, c, n);
-        double g = 2.0 * m * n * k / (now_seconds() - t) / 1e9;
-        if (g > best) best = g;
+        t[r] = now_seconds() - t0;
     }
     free(a); free(b); free(c);
-    return best;
+    double lo = t[0] < t[1] ? t[0] : t[1], hi = t[0] < t[1] ? t[1] : t[0];
+    return t[2] < lo ? lo : t[2] > hi ? hi : t[2];
+}
+
+typedef struct {
+    double attn_unit;          /* seconds per micro-batch: projections + attention core + norm + conversion */
+    double ffn_width;          /* the FFN slice width timed */
+    double ffn_unit;           /* seconds per micro-batch for an FFN slice of ffn_width channels */
+    double proj, core, conv_per_elem, norm;   /* parts, for the report */
+} unit_times;
+
+/* Time one attention unit and one FFN slice of the model at the micro-batch size, with the
+ * program's own kernels (forward.c) where they are not a single sgemm. */
+static void measure_units(const model_config *c, int chunk, int T, int width, unit_times *ut)
+{
+    int D = c->hidden, Q = c->n_heads * c->head_dim, KV = c->n_kv_heads * c->head_dim;
+    fwd_ws ws;
+    fwd_ws_init_width(&ws, c, T, chunk, 0, width);
+    ut->proj = time_sgemm(chunk, Q, D) + 2 * time_sgemm(chunk, KV, D) + time_sgemm(chunk, D, Q);
+    /* causal attention on the sequence's last chunk (full context), scaled to the mean chunk */
+    float *q = xmalloc(sizeof(float) * (size_t)chunk * Q), *out = xmalloc(sizeof(float) * (size_t)chunk * Q);
+    float *kc = xmalloc(sizeof(float) * (size_t)T * KV), *vc = xmalloc(sizeof(float) * (size_t)T * KV);
+    fill(q, (size_t)chunk * Q, 1.0f); fill(kc, (size_t)T * KV, 1.0f); fill(vc, (size_t)T * KV, 1.0f);
+    int pos0 = T - chunk;
+    attention(out, q, kc, vc, chunk, pos0, &ws);
+    double t0 = now_seconds();
+    attention(out, q, kc, vc, chunk, pos0, &ws);
+    double t_last = now_seconds() - t0;
+    double pairs_last = (double)chunk * (pos0 + (chunk + 1) / 2.0), pairs_mean = (double)chunk * (T + 1) / 2.0;
+    ut->core = t_last * pairs_mean / pairs_last;
+    free(q); free(out); free(kc); free(vc);
+    /* RMSNorm of the micro-batch */
+    float *x = xmalloc(sizeof(float) * (size_t)chunk * D), *w = xmalloc(sizeof(float) * (size_t)D);
+    fill(x, (size_t)chunk * D, 1.0f); fill(w, (size_t)D, 1.0f);
+    t0 = now_seconds();
+    for (int r = 0; r < 4; r++) rmsnorm(ws.xn, x, w, chunk, D, 1e-5f);
+    ut->norm = (now_seconds() - t0) / 4;
+    free(x); free(w);
+    /* 16-bit weights: conversion of a 16 MB panel, per element */
+    ut->conv_per_elem = 0;
+    if (strcmp(c->torch_dtype, "float32")) {
+        size_t n = 8u << 20;
+        uint16_t *h = xmalloc(sizeof(uint16_t) * n);
+        for (size_t i = 0; i < n; i++) h[i] = (uint16_t)(0x3c00u + i % 977u);
+        dtype_t dt = !strcmp(c->torch_dtype, "float16") ? DT_F16 : DT_BF16;
+        convert_to_f32(dt, h, ws.scratch, n < ws.scratch_floats ? n : ws.scratch_floats);
+        t0 = now_seconds();
+        convert_to_f32(dt, h, ws.scratch, n < ws.scratch_floats ? n : ws.scratch_floats);
+        ut->conv_per_elem = (now_seconds() - t0) / (double)(n < ws.scratch_floats ? n : ws.scratch_floats);
+        free(h);
+    }
+    double attn_elems = 2.0 * (double)D * Q + 2.0 * (double)D * KV;
+    ut->attn_unit = ut->proj + ut->core + ut->norm + ut->conv_per_elem * attn_elems;
+    /* one FFN slice: gate and up, SwiGLU, down (+ the norm) */
+    ut->ffn_width = width;
+    double t_ffn = 2 * time_sgemm(chunk, width, D) + time_sgemm(chunk, D, width);
+    float *g = xmalloc(sizeof(float) * (size_t)chunk * width), *u = xmalloc(sizeof(float) * (size_t)chunk * width);
+    fill(g, (size_t)chunk * width, 1.0f); fill(u, (size_t)chunk * width, 1.0f);
+    t0 = now_seconds();
+    swiglu(g, u, (size_t)chunk * width);
+    t_ffn += now_seconds() - t0;
+    free(g); free(u);
+    ut->ffn_unit = t_ffn + ut->norm + ut->conv_per_elem * 3.0 * D * width;
+    fwd_ws_free(&ws);
 }
 
 static int arg_int(const char *v, const char *name, long lo, long hi, long *out)
@@ -71,22 +145,34 @@ int plan_command(int argc, char **argv)
     stage_map map;
     if (stages_plan(&up, (int)P, &map)) { units_free(&up); model_config_free(&c); return -1; }
     int measured = gflops <= 0;
-    if (measured) gflops = measure_gflops((int)chunk, c.hidden < 4096 ? c.hidden : 4096, c.hidden);
     double es = !strcmp(c.torch_dtype, "float32") ? 4 : 2;
     long M = N * (T / chunk);
+    unit_times ut = { 0 };
+    int width = 0;                                   /* the widest FFN slice */
+    for (int u = 0; u < up.n; u++) if (up.u[u].slice >= 0 && up.u[u].c1 - up.u[u].c0 > width) width = up.u[u].c1 - up.u[u].c0;
+    if (measured) measure_units(&c, (int)chunk, (int)T, width, &ut);
     double sum_t = 0, max_t = 0, max_bytes = 0;
     double *t = xmalloc(sizeof(double) * (size_t)P);
-    printf("cfsp-mpi plan: %s, %d blocks, %d stage units (--ffn-slice %ld), %ld ranks, %ld micro-batches of %ld tokens, sgemm %.1f GFLOP/s%s\n",
-           model, c.n_layers, up.n, slice, P, M, chunk, gflops, measured ? " (measured here, 1 thread)" : "");
+    if (measured)
+        printf("cfsp-mpi plan: %s, %d blocks, %d stage units (--ffn-slice %ld), %ld ranks, %ld micro-batches of %ld tokens; "
+               "measured here per micro-batch: attention unit %.4f s (projections %.4f, attention %.4f, conversion %.4f), "
+               "FFN slice of %d channels %.4f s\n", model, c.n_layers, up.n, slice, P, M, chunk, ut.attn_unit, ut.proj, ut.core,
+               ut.conv_per_elem * (2.0 * c.hidden * c.n_heads * c.head_dim + 2.0 * c.hidden * c.n_kv_heads * c.head_dim),
+               width, ut.ffn_unit);
+    else
+        printf("cfsp-mpi plan: %s, %d blocks, %d stage units (--ffn-slice %ld), %ld ranks, %ld micro-batches of %ld tokens, flops at %.1f GFLOP/s\n",
+               model, c.n_layers, up.n, slice, P, M, chunk, gflops);
     printf("%6s %14s %14s %12s %12s %10s\n", "rank", "units", "blocks", "GFLOP/mb", "s/mb", "GB");
     for (int r = 0; r < P; r++) {
-        double f = 0, bytes = 0;
+        double f = 0, bytes = 0, secs = 0;
         for (int u = map.first[r]; u < map.first[r + 1]; u++) {
-            f += up.u[u].cost * (double)chunk;
-            bytes += up.u[u].slice < 0 ? (up.u[u].cost - 4.0 * c.n_heads * c.head_dim * (T + 1) / 2.0) / 2 * es
-                                       : up.u[u].cost / 2 * es;
+            const stage_unit *su = &up.u[u];
+            f += su->cost * (double)chunk;
+            bytes += su->slice < 0 ? (su->cost - 4.0 * c.n_heads * c.head_dim * (T + 1) / 2.0) / 2 * es
+                                   : su->cost / 2 * es;
+            if (measured) secs += su->slice < 0 ? ut.attn_unit : ut.ffn_unit * (double)(su->c1 - su->c0) / ut.ffn_width;
         }
-        t[r] = f / (gflops * 1e9);
+        t[r] = measured ? secs : f / (gflops * 1e9);
         sum_t += t[r];
         if (t[r] > max_t) max_t = t[r];
         if (bytes > max_bytes) max_bytes = bytes;
@@ -112,13 +198,24 @@ int plan_command(int argc, char **argv)
         cJSON_AddNumberToObject(j, "seqlen", (double)T);
         cJSON_AddNumberToObject(j, "chunk", (double)chunk);
         cJSON_AddNumberToObject(j, "micro_batches", (double)M);
-        cJSON_AddNumberToObject(j, "sgemm_gflops", gflops);
-        cJSON_AddBoolToObject(j, "sgemm_measured", measured);
+        cJSON_AddStringToObject(j, "cost_model", measured ? "per-op timings measured here" : "flops at a uniform rate");
+        if (measured) {
+            cJSON *m = cJSON_AddObjectToObject(j, "measured_seconds_per_microbatch");
+            cJSON_AddNumberToObject(m, "attention_unit", ut.attn_unit);
+            cJSON_AddNumberToObject(m, "attention_projections", ut.proj);
+            cJSON_AddNumberToObject(m, "attention_core_mean_context", ut.core);
+            cJSON_AddNumberToObject(m, "rmsnorm", ut.norm);
+            cJSON_AddNumberToObject(m, "conversion_per_weight_element", ut.conv_per_elem);
+            cJSON_AddNumberToObject(m, "ffn_slice_width", ut.ffn_width);
+            cJSON_AddNumberToObject(m, "ffn_slice", ut.ffn_unit);
+        } else cJSON_AddNumberToObject(j, "gflops", gflops);
         cJSON_AddNumberToObject(j, "load_balance", balance);
         cJSON_AddNumberToObject(j, "fill_drain_share", bubble);
         cJSON_AddNumberToObject(j, "predicted_efficiency", eff);
         cJSON_AddNumberToObject(j, "predicted_calibration_seconds", makespan);
         cJSON_AddNumberToObject(j, "largest_stage_weight_bytes", max_bytes);
+        cJSON *fu = cJSON_AddArrayToObject(j, "stage_first_unit");
+        for (int r = 0; r <= P; r++) cJSON_AddItemToArray(fu, cJSON_CreateNumber(map.first[r]));
         cJSON *st = cJSON_AddArrayToObject(j, "stage_seconds_per_microbatch");
         for (int r = 0; r < P; r++) cJSON_AddItemToArray(st, cJSON_CreateNumber(t[r]));
         char *s = cJSON_Print(j);
