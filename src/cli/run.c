@@ -157,8 +157,12 @@ static int check_memory(job *j)
 {
     const model_config *c = &j->cfg;
     int natt = 0;
-    for (int i = 0; i < j->nu; i++) natt += j->w.units[i].slice < 0;
-    double ws = 4.0 * j->o->chunk * ((double)c->hidden * 6 + (double)c->n_heads * c->head_dim * 2 + 2.0 * c->ffn_default + j->o->seqlen) +
+    int width = 1;                      /* the widest FFN slice: the gate/up activations (pipeline.c) */
+    for (int i = 0; i < j->nu; i++) {
+        natt += j->w.units[i].slice < 0;
+        if (j->w.units[i].slice >= 0 && j->w.units[i].c1 - j->w.units[i].c0 > width) width = j->w.units[i].c1 - j->w.units[i].c0;
+    }
+    double ws = 4.0 * j->o->chunk * ((double)c->hidden * 6 + (double)c->n_heads * c->head_dim * 2 + 2.0 * width + j->o->seqlen) +
                 12.0 * j->o->chunk * c->hidden + 8.0 * c->n_kv_heads * c->head_dim * (double)j->o->seqlen * natt + (16 << 20);
     double need = (double)j->w.bytes_expected + ws;
     double limit = j->o->max_rank_memory_gb * 1e9;
