@@ -33,7 +33,9 @@ for f in "$W"/valgrind.*.log; do
   # a process forked by MPI_Init that exec'ed (singleton orted) leaves a log without a summary
   grep -q "ERROR SUMMARY" "$f" || continue
   errs=$(grep -Eo "ERROR SUMMARY: [0-9]+" "$f" | tail -1 | awk '{print $3}')
-  echo "valgrind_e2e: $(basename "$f"): $errs errors; $(grep -E 'definitely lost:' "$f" | sed 's/^==[0-9]*== *//' || echo 'no leaks')"
+  leak() { grep -E "$1 lost:" "$f" | sed 's/^==[0-9]*== *//; s/ lost:/:/' || echo "$1: 0 bytes"; }
+  echo "valgrind_e2e: $(basename "$f"): $errs errors ($(grep -Eo 'suppressed: [0-9]+ from [0-9]+' "$f" | tail -1) third-party);" \
+       "$(leak definitely); $(leak indirectly); $(grep -E 'total heap usage' "$f" | sed 's/.*total heap usage: //')"
   if [ "$errs" != 0 ]; then rc=1; sed -n '1,200p' "$f"; fi
 done
 if [ "$rc" -ne 0 ]; then tail -20 "$W/job.log" "$W"/verify.log 2>/dev/null || true; fi
