@@ -173,6 +173,12 @@ def main():
            "| seed | uniform | adaptive | adaptive - uniform |", "|---|---|---|---|"]
     for x in paired:
         md.append("| %s | %.4f | %.4f | %+.4f |" % (x["seed"], x["uniform"], x["adaptive"], x["adaptive_minus_uniform"]))
+    if "adaptive" in summ:
+        kc = pruned["keep_counts"]
+        md += ["", "Per block: FFN channels kept by the pruning %s; angular importance %s; adaptive LoRA ranks %s. The "
+               "importance that gives a block more pruning budget (it keeps more channels) also gives it more adapter "
+               "rank, so the blocks pruned hardest get the fewest adapter parameters." % (
+                   kc, [round(x, 1) for x in pr["importance"]["angular"]], summ["adaptive"]["block_ranks"])]
     md += ["", "**Result:** " + verdict + ".", "",
            "Mean training loss over the last 10 steps: " + ", ".join("%s %.4f" % (p, summ[p]["train_loss_last10_mean"]) for p in plans) + ".",
            "", "![training loss](loss.svg)", ""]
