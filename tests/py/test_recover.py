@@ -233,6 +233,11 @@ def main():
     merged = os.path.join(d1, "merged.h5")
     rc, out = common.run_cmd([args.bin, "verify", merged])
     ck.check(rc == 0, "merged.h5 passes cfsp-mpi verify")
+    hfo = os.path.join(wd, "merged_hf")
+    if os.path.exists(hfo):
+        common.shutil.rmtree(hfo)
+    rc, out = common.run_cmd([args.bin, "export", "--format", "hf", merged, hfo])
+    ck.check(rc == 0 and os.path.exists(os.path.join(hfo, "model.safetensors")), "cfsp-mpi export takes merged.h5")
     ad, _, _ = read_ckpt(os.path.join(d1, "checkpoint.h5"))
     mc, mt = load_h5_tensors(merged)
     worst = 0.0
