@@ -480,6 +480,19 @@ int ex_vocab_load(const char *dir, const model_config *cfg, const char *config_t
     }
     if (!rc) rc = fit_vocab(v, cfg->vocab, src);
     if (rc) { ex_vocab_free(v); cJSON_Delete(tok_json); cJSON_Delete(tok_cfg); cJSON_Delete(conf); return -1; }
+    if (!strcmp(v->model, "llama")) {
+        /* llama.cpp's sentencepiece-style tokenizer spells a character that is not a token as <0xXX>
+         * byte tokens and aborts (std::out_of_range in llama_vocab::byte_to_token) when there are none;
+         * Hugging Face and sentencepiece give <unk>. Found with llama-tokenize on tinystories656K. */
+        int nbyte = 0, nchar = 0;
+        for (int i = 0; i < v->n; i++) {
+            if (v->type[i] == TOK_BYTE) nbyte++;
+            if (v->type[i] == TOK_NORMAL && utf8_codepoints(v->tok[i]) == 1) nchar++;
+        }
+        if (!nbyte)
+            fprintf(stderr, "cfsp-mpi: export: %s: no <0xXX> byte tokens: llama.cpp aborts on text with a character that is not "
+                            "one of the %d single-character tokens (Hugging Face and sentencepiece give <unk>)\n", src, nchar);
+    }
 
     /* special tokens: tokenizer_config contents matched against added tokens, then config.json */
     const char *kinds[4] = { "bos", "eos", "unk", "pad" };

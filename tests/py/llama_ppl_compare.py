@@ -140,12 +140,23 @@ def main():
         text = open(a.llama_log, errors="replace").read()
         m = re.search(r"Final estimate: PPL = ([0-9.]+) \+/- ([0-9.]+)", text)
         chunks = [float(x) for x in re.findall(r"\[(?:\d+)\]([0-9.]+),", text)]
+        lp = None
         if m:
-            lp = float(m.group(1))
+            lp, err = float(m.group(1)), m.group(2)
             out["llama_cpp_ppl"] = lp
-            out["llama_cpp_ppl_stderr"] = float(m.group(2))
+            out["llama_cpp_ppl_stderr"] = float(err)
+            out["llama_cpp_ppl_from"] = "final estimate line"
+        elif len(chunks) == n_chunk:
+            # llama-perplexity's log is written by a logging thread, and its last lines are sometimes
+            # lost at exit; the running PPL after the last window is the same figure (exp(nll / count))
+            lp, err = chunks[-1], "?"
+            out["llama_cpp_ppl"] = lp
+            out["llama_cpp_ppl_from"] = "running PPL after the last window (the final log line was lost)"
+        if lp is not None:
             out["rel_diff"] = abs(lp - ppl) / ppl
-            print("llama.cpp llama-perplexity: PPL = %.4f +/- %s; relative difference %.3e" % (lp, m.group(2), out["rel_diff"]))
+            print("llama.cpp llama-perplexity: PPL = %.4f +/- %s (%s); relative difference %.3e" % (lp, err, out["llama_cpp_ppl_from"], out["rel_diff"]))
+        else:
+            sys.exit("%s: no final PPL and %d of %d running values" % (a.llama_log, len(chunks), n_chunk))
         if chunks:
             n = min(len(chunks), len(running))
             d = [abs(chunks[i] - running[i]) / running[i] for i in range(n)]

@@ -17,6 +17,7 @@ output, bad options, broken tokenizer)."""
 import json
 import math
 import os
+import re
 import shutil
 import struct
 import sys
@@ -527,9 +528,20 @@ def model_case(ck, args, name, methods, work, shard):
     # ratio 0: the unpruned model straight from safetensors
     dm = DirModel(src)
     gg = os.path.join(work, "%s_r0.gguf" % name)
-    ok, _ = export(args, "gguf", gg, "--model", src)
+    ok, text = export(args, "gguf", gg, "--model", src)
     if ck.check(ok, "%s r0: export --format gguf --model SRC" % name):
         check_gguf(ck, name + " r0", gg, dm, src)
+        # llama.cpp aborts on a character that is no token when the vocabulary has no <0xXX> byte
+        # tokens (found with llama-tokenize on tinystories656K, mpi_scripts/llamacpp_check.sh): the
+        # export says so, naming the single-character tokens it has
+        g = GGUF(gg)
+        toks = [t.decode("utf-8", "replace") if isinstance(t, bytes) else t for t in g.kv["tokenizer.ggml.tokens"]]
+        nbyte = sum(1 for t in toks if re.fullmatch(r"<0x[0-9A-Fa-f]{2}>", t))
+        nchar = sum(1 for t, ty in zip(toks, g.kv["tokenizer.ggml.token_type"]) if len(t) == 1 and ty == 1)
+        warned = re.search(r"no <0xXX> byte tokens: llama\.cpp aborts .* one of the (\d+) single-character tokens", text)
+        ck.check(bool(warned) == (nbyte == 0) and (not warned or int(warned.group(1)) == nchar),
+                 "%s r0: %d byte tokens; warning about llama.cpp's byte fallback %s" % (name, nbyte, "given (%d single characters)" % nchar if warned else "not given"),
+                 text.strip()[-300:])
     hf = os.path.join(work, "%s_r0_hf" % name)
     ok, _ = export(args, "hf", hf, "--model", src, "--shard-size", shard)
     if ck.check(ok, "%s r0: export --format hf --model SRC" % name):

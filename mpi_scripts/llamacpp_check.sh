@@ -1,0 +1,275 @@
+#!/usr/bin/env bash
+# llamacpp_check.sh — the real-runtime check of `cfsp-mpi export --format gguf` (issue 9; README
+# "Exporting"). Not part of ctest: it needs a llama.cpp build with the `deci` architecture.
+#
+#   mpi_scripts/llamacpp_check.sh LLAMA_BUILD_DIR [options]
+#
+# LLAMA_BUILD_DIR is a llama.cpp CMake build directory holding bin/llama-perplexity and
+# bin/llama-tokenize. Nothing is built unless asked: cfsp-mpi is taken from $CFSP_BIN (default
+# $CFSP_BUILD_DIR/cfsp-mpi, else build/cfsp-mpi).
+#
+# For each model (default: stories260K, sentencepiece tokenizer.model; tinystories656K, BPE
+# tokenizer.json) it
+#   1. prunes the shared model with cfsp-mpi (cfsp, --ratio, 32 x 256 calibration tokens from the
+#      first TinyStories tokens [0:CALIB), disjoint from the evaluation text),
+#   2. exports the pruned model and the unpruned one (ratio 0) as GGUF and as HF DeciLM,
+#   3. runs llama.cpp on every GGUF: llama-tokenize --ids on the evaluation text and
+#      llama-perplexity -c CTX (llama.cpp tokenizes the text itself, cuts n_tokens / CTX windows,
+#      puts BOS first in each and scores only the second half of every window),
+#   4. computes cfsp-mpi's perplexity on exactly those windows (tests/py/llama_ppl_compare.py:
+#      llama.cpp's own token ids, cfsp-mpi's float32 logits via --dump-logits, the same positions
+#      scored): the pruned model from its HF export, the unpruned one from the ORIGINAL shared
+#      checkpoint (so ratio 0 also checks GGUF export against the dense HF model),
+# and writes OUT/llamacpp.json and OUT/README.md (commands, llama.cpp commit, the perplexities side
+# by side, relative differences; fails when one exceeds --tol, default 1%).
+#
+# Evaluation text: TinyStories validation lines EVAL_FROM.. of ../shared/data/tinystories_val_head.txt
+# (written to the work directory), unless --text FILE is given.
+#
+# Options:
+#   --out DIR            results (default results/export)
+#   --work DIR           scratch (default /tmp/cfsp-llamacpp-check)
+#   --models "A B"       shared model names (default "stories260K tinystories656K")
+#   --ratio R            pruning ratio (default 0.3)
+#   --ctx N              llama-perplexity -c (default 256)
+#   --chunks N           at most N windows (default: all)
+#   --text FILE          evaluation text instead of the TinyStories tail
+#   --kv-f32             also run llama-perplexity with an F32 KV cache (-ctk f32 -ctv f32)
+#   --threads N          llama.cpp threads (default 2)
+#   --tol X              largest accepted relative difference (default 0.01)
+#   --llama-commit SHA   recorded commit of the llama.cpp source (default: git rev-parse of the
+#                        build's source directory, when it is a git checkout)
+#   --llama-repo NAME    recorded origin of the llama.cpp source, e.g. unslothai/llama.cpp (default:
+#                        git remote get-url origin of the build's source directory)
+#   --build-llama SRC    first configure and build llama-perplexity and llama-tokenize from the
+#                        llama.cpp source SRC into LLAMA_BUILD_DIR (-DGGML_NATIVE=ON -DLLAMA_CURL=OFF)
+#   --build-cfsp         first build cfsp-mpi (mpi_scripts/setup.sh)
+# Environment: CFSP_BIN, CFSP_SHARED (default ../shared), NP (cfsp-mpi ranks, default 2), PYTHON.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit "${1:-2}"; }
+[ $# -ge 1 ] || usage
+case "$1" in -h|--help) usage 0 ;; esac
+LB="$1"; shift
+OUT="$ROOT/results/export"; WORK=/tmp/cfsp-llamacpp-check; MODELS="stories260K tinystories656K"
+RATIO=0.3; CTX=256; CHUNKS=-1; TEXT=""; KVF32=0; THREADS=2; TOL=0.01; COMMIT=""; REPO=""; BUILD_LLAMA=""; BUILD_CFSP=0
+EVAL_FROM=5001; CALIB=80000
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --out) OUT="$2"; shift 2 ;;
+    --work) WORK="$2"; shift 2 ;;
+    --models) MODELS="$2"; shift 2 ;;
+    --ratio) RATIO="$2"; shift 2 ;;
+    --ctx) CTX="$2"; shift 2 ;;
+    --chunks) CHUNKS="$2"; shift 2 ;;
+    --text) TEXT="$2"; shift 2 ;;
+    --kv-f32) KVF32=1; shift ;;
+    --threads) THREADS="$2"; shift 2 ;;
+    --tol) TOL="$2"; shift 2 ;;
+    --llama-commit) COMMIT="$2"; shift 2 ;;
+    --llama-repo) REPO="$2"; shift 2 ;;
+    --build-llama) BUILD_LLAMA="$2"; shift 2 ;;
+    --build-cfsp) BUILD_CFSP=1; shift ;;
+    -h|--help) usage 0 ;;
+    *) echo "llamacpp_check: unknown option '$1' (--help)" >&2; exit 2 ;;
+  esac
+done
+export ROOT
+SHARED="$(cd "${CFSP_SHARED:-$ROOT/../shared}" && pwd)"
+PY="${PYTHON:-/usr/bin/python3}"
+NP="${NP:-2}"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+export OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-1}"
+
+if [ "$BUILD_CFSP" = 1 ]; then source "$ROOT/mpi_scripts/setup.sh"; CFSP_BIN="${CFSP_BIN:-$BUILD/cfsp-mpi}"; fi
+CFSP_BIN="${CFSP_BIN:-${CFSP_BUILD_DIR:-$ROOT/build}/cfsp-mpi}"
+[ -x "$CFSP_BIN" ] || { echo "llamacpp_check: $CFSP_BIN: no cfsp-mpi binary (set CFSP_BIN, or --build-cfsp)" >&2; exit 2; }
+if [ -n "$BUILD_LLAMA" ]; then
+  mkdir -p "$LB"
+  cmake -S "$BUILD_LLAMA" -B "$LB" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF
+  cmake --build "$LB" --target llama-perplexity llama-tokenize -j "$(nproc)"
+fi
+LB="$(cd "$LB" 2>/dev/null && pwd)" || { echo "llamacpp_check: $LB: no such directory" >&2; exit 2; }
+PPL_BIN="$LB/bin/llama-perplexity"; TOK_BIN="$LB/bin/llama-tokenize"
+for b in "$PPL_BIN" "$TOK_BIN"; do
+  [ -x "$b" ] || { echo "llamacpp_check: $b: missing (build the llama-perplexity and llama-tokenize targets, or --build-llama SRC)" >&2; exit 2; }
+done
+src="$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$LB/CMakeCache.txt" 2>/dev/null || true)"
+[ -n "$COMMIT" ] || COMMIT="$(git -C "${src:-/nonexistent}" rev-parse HEAD 2>/dev/null || echo unknown)"
+[ -n "$REPO" ] || REPO="$(git -C "${src:-/nonexistent}" remote get-url origin 2>/dev/null || echo unknown)"
+LLAMA_VERSION="$("$PPL_BIN" --version 2>&1 | grep -m1 '^version' || true)"
+
+mkdir -p "$WORK" "$OUT"; : > "$WORK/removed.txt"
+if [ -z "$TEXT" ]; then
+  TEXT="$WORK/tinystories_eval.txt"
+  tail -n +"$EVAL_FROM" "$SHARED/data/tinystories_val_head.txt" > "$TEXT"
+  TEXT_DESC="lines $EVAL_FROM.. of shared/data/tinystories_val_head.txt ($(wc -l < "$TEXT") lines, $(wc -c < "$TEXT") bytes)"
+else
+  TEXT="$(cd "$(dirname "$TEXT")" && pwd)/$(basename "$TEXT")"
+  TEXT_DESC="$TEXT ($(wc -c < "$TEXT") bytes)"
+fi
+CMDS="$WORK/commands.txt"; : > "$CMDS"
+case "$TEXT_DESC" in lines*) echo "tail -n +$EVAL_FROM \$SHARED/data/tinystories_val_head.txt > \$WORK/tinystories_eval.txt" >> "$CMDS" ;; esac
+run() {   # run and record a command (stdout+stderr to $LOG)
+  printf '%s\n' "$*" | sed "s#$WORK#\$WORK#g; s#$SHARED#\$SHARED#g; s#$LB#\$LLAMA_BUILD#g; s#$CFSP_BIN#cfsp-mpi#g; s#$ROOT/##g" >> "$CMDS"
+  "$@" > "$LOG" 2>&1 || { echo "llamacpp_check: FAILED: $*" >&2; tail -20 "$LOG" >&2; exit 1; }
+}
+perplexity() {   # llama-perplexity. Its log is written by a logging thread whose last lines are sometimes lost
+  # at exit: rerun once; then llama_ppl_compare.py takes the running PPL after the last window (the same figure)
+  run "$PPL_BIN" "$@"
+  grep -q "Final estimate: PPL" "$LOG" || { sed -i '$d' "$CMDS"; run "$PPL_BIN" "$@"; }
+}
+CH=(); [ "$CHUNKS" -ge 0 ] && CH=(--chunks "$CHUNKS")
+CASES=()
+for m in $MODELS; do
+  src="$SHARED/models/$m"; w="$WORK/$m"; mkdir -p "$w"
+  echo "llamacpp_check: $m: prune (cfsp, ratio $RATIO), export"
+  LOG="$w/prune.log"
+  run mpirun -n "$NP" "$CFSP_BIN" --model "$src" --calib-tokens "$SHARED/data/tokens/$m/tinystories_val_head.u32.bin@0:$CALIB" \
+      --nsamples 32 --seqlen 256 --ratios "$RATIO" --method cfsp --save-stats 0 --output-dir "$w/prune" --force
+  h5="$w/prune/cfsp_r$RATIO.h5"
+  [ -f "$h5" ] || h5="$(ls "$w"/prune/cfsp_r*.h5 | head -1)"
+  LOG="$w/export.log"
+  run "$CFSP_BIN" export --format gguf --force "$h5" "$w/pruned.gguf"
+  run "$CFSP_BIN" export --format hf --force "$h5" "$w/pruned_hf"
+  run "$CFSP_BIN" export --format gguf --force --model "$src" "$w/dense.gguf"
+  # llama.cpp's sentencepiece-style tokenizer spells a character that is not a token as <0xXX> byte
+  # tokens and aborts when the vocabulary has none (tinystories656K: 78 single characters, no byte
+  # tokens; Hugging Face gives <unk>). For such a vocabulary the model's text is the evaluation text
+  # without the characters that are not tokens (counted in the results).
+  mtext="$("$PY" - "$w/dense.gguf" "$TEXT" "$w/text.txt" <<'PY'
+import os, re, sys; sys.path.insert(0, os.path.join(os.environ["ROOT"], "tests", "py"))
+from gguf_reader import GGUF
+kv = GGUF(sys.argv[1]).kv
+toks = [t.decode("utf-8", "replace") if isinstance(t, bytes) else t for t in kv["tokenizer.ggml.tokens"]]
+if kv["tokenizer.ggml.model"] != "llama" or any(re.fullmatch(r"<0x[0-9A-Fa-f]{2}>", t) for t in toks):
+    print(sys.argv[2] + " 0"); sys.exit(0)
+ok = {t for t in toks if len(t) == 1}
+if "\u2581" in ok: ok.add(" ")
+text = open(sys.argv[2], encoding="utf-8").read()
+kept = "".join(c for c in text if c in ok)
+open(sys.argv[3], "w", encoding="utf-8").write(kept)
+print(sys.argv[3], len(text) - len(kept))
+PY
+)"
+  mremoved="${mtext##* }"; mtext="${mtext% *}"
+  [ "$mremoved" = 0 ] || { echo "llamacpp_check: $m: no byte tokens: $mremoved characters that are not tokens removed from the text"
+    echo "# $m: the vocabulary has no <0xXX> byte tokens: \$WORK/$m/text.txt = the text without the characters that are not single-character tokens" >> "$CMDS"; }
+  echo "$m $mremoved" >> "$WORK/removed.txt"
+  LOG="$w/tokenize.log"
+  run "$CFSP_BIN" tokenize --model "$src" --force "$mtext" "$w/text.cfsp.u32.bin"
+  for kind in dense pruned; do
+    g="$w/$kind.gguf"
+    if [ "$kind" = dense ]; then hf="$src"; else hf="$w/pruned_hf"; fi
+    bos="$("$PY" - "$g" <<'PY'
+import os, sys; sys.path.insert(0, os.path.join(os.environ["ROOT"], "tests", "py"))
+from gguf_reader import GGUF
+kv = GGUF(sys.argv[1]).kv
+add = kv.get("tokenizer.ggml.add_bos_token", kv.get("tokenizer.ggml.model") == "llama")
+print(int(kv["tokenizer.ggml.bos_token_id"]) if add and "tokenizer.ggml.bos_token_id" in kv else -1)
+PY
+)"
+    echo "llamacpp_check: $m $kind: llama-tokenize, llama-perplexity -c $CTX"
+    LOG="$w/$kind.ids.log"
+    run "$TOK_BIN" -m "$g" -f "$mtext" --ids --log-disable
+    grep '^\[' "$LOG" | tail -1 > "$w/$kind.ids.txt"
+    LOG="$w/$kind.perplexity.log"
+    perplexity -m "$g" -f "$mtext" -c "$CTX" -t "$THREADS" -lv 4 "${CH[@]}"
+    if [ "$KVF32" = 1 ]; then
+      LOG="$w/$kind.perplexity_kvf32.log"
+      perplexity -m "$g" -f "$mtext" -c "$CTX" -t "$THREADS" -lv 4 -ctk f32 -ctv f32 "${CH[@]}"
+    fi
+    echo "llamacpp_check: $m $kind: cfsp-mpi on llama.cpp's windows"
+    LOG="$w/$kind.compare.log"
+    run "$PY" "$ROOT/tests/py/llama_ppl_compare.py" --bin "$CFSP_BIN" --model "$hf" --ids "$w/$kind.ids.txt" --ctx "$CTX" \
+        --bos "$bos" --chunks "$CHUNKS" --np "$NP" --mpiexec mpirun --workdir "$w/cmp_$kind" --llama-log "$w/$kind.perplexity.log" \
+        --ref-tokens "$w/text.cfsp.u32.bin" --json "$w/$kind.compare.json"
+    cat "$LOG"
+    if [ "$KVF32" = 1 ]; then
+      "$PY" - "$w/$kind.compare.json" "$w/$kind.perplexity_kvf32.log" <<'PY'
+import json, re, sys
+j = json.load(open(sys.argv[1]))
+text = open(sys.argv[2], errors="replace").read()
+m = re.search(r"Final estimate: PPL = ([0-9.]+) \+/- ([0-9.]+)", text)
+run = re.findall(r"\[(\d+)\]([0-9.]+),", text)      # the running PPL after the last window if the final line was lost
+if not m and not (run and int(run[-1][0]) == j["chunks"]):
+    sys.exit("%s: no final PPL" % sys.argv[2])
+j["llama_cpp_ppl_kv_f32"] = float(m.group(1)) if m else float(run[-1][1])
+j["rel_diff_kv_f32"] = abs(j["llama_cpp_ppl_kv_f32"] - j["ppl"]) / j["ppl"]
+json.dump(j, open(sys.argv[1], "w"), indent=1)
+print("llama.cpp with an F32 KV cache: PPL = %.4f; relative difference %.3e" % (j["llama_cpp_ppl_kv_f32"], j["rel_diff_kv_f32"]))
+PY
+    fi
+    CASES+=("$m:$kind:$w")
+  done
+done
+
+"$PY" - "$OUT" "$CMDS" "$REPO $COMMIT" "$LLAMA_VERSION" "$TEXT_DESC" "$CTX" "$RATIO" "$TOL" "$KVF32" "${CASES[@]}" <<'PY'
+import json, os, re, sys
+out, cmds, commit, version, text, ctx, ratio, tol, kvf32 = sys.argv[1:10]
+cases = sys.argv[10:]
+tol = float(tol)
+rows, fail = [], []
+removed = dict(l.split() for l in open(os.path.join(os.path.dirname(cmds), "removed.txt")) if l.strip())
+for c in cases:
+    m, kind, w = c.split(":", 2)
+    j = json.load(open(os.path.join(w, kind + ".compare.json")))
+    log = open(os.path.join(w, kind + ".perplexity.log"), errors="replace").read()
+    loaded = re.search(r"print_info: arch\s+= deci", log) is not None
+    nff = re.search(r"print_info: n_ff\s+= \[?([0-9, ]*)\]?\n", log)      # the FFN sizes llama.cpp read (one number if all equal)
+    nl = re.search(r"print_info: n_layer\s+= (\d+)", log)
+    nff = [int(x) for x in nff.group(1).split(",")] if nff else None
+    if nff and len(nff) == 1 and nl: nff = nff * int(nl.group(1))
+    r = {"model": m, "kind": kind, "source": "original HF checkpoint" if kind == "dense" else "HF DeciLM export",
+         "llama_cpp_loaded_as_deci": loaded, "llama_cpp_n_ff": nff,
+         "llama_cpp_ppl": j.get("llama_cpp_ppl"), "llama_cpp_ppl_stderr": j.get("llama_cpp_ppl_stderr"), "llama_cpp_ppl_from": j.get("llama_cpp_ppl_from"), "cfsp_mpi_ppl": j["ppl"],
+         "rel_diff": j.get("rel_diff"), "running_ppl_max_rel_diff": j.get("running_ppl_max_rel_diff"),
+         "chunks": j["chunks"], "scored_tokens": j["scored_tokens"], "llama_cpp_tokens": j["llama_cpp_tokens"],
+         "cfsp_tokenizer_tokens": j.get("ref_tokens"), "tokens_equal": j.get("tokens_equal"),
+         "first_token_difference": j.get("first_token_difference"),
+         "characters_removed_from_text": int(removed.get(m, 0))}
+    if "llama_cpp_ppl_kv_f32" in j:
+        r["llama_cpp_ppl_kv_f32"] = j["llama_cpp_ppl_kv_f32"]
+        r["rel_diff_kv_f32"] = j["rel_diff_kv_f32"]
+    rows.append(r)
+    if not loaded or r["rel_diff"] is None or r["rel_diff"] > tol:
+        fail.append("%s %s" % (m, kind))
+commands = [l.rstrip("\n") for l in open(cmds)]
+repo, commit = commit.split(" ", 1)
+res = {"llama_cpp_repository": repo, "llama_cpp_commit": commit, "llama_cpp_version": version, "text": text, "n_ctx": int(ctx), "ratio": float(ratio),
+       "tolerance": tol, "ok": not fail, "cases": rows, "commands": commands}
+tmp = os.path.join(out, "llamacpp.json.tmp")
+json.dump(res, open(tmp, "w"), indent=1)
+os.replace(tmp, os.path.join(out, "llamacpp.json"))
+L = ["# llama.cpp loads the GGUF export and agrees with cfsp-mpi", "",
+     "Written by `mpi_scripts/llamacpp_check.sh` (README \"Exporting\"). llama.cpp: %s, commit `%s`, built with CMake (%s)." % (repo, commit, version or "no version line"),
+     "Text: %s. llama-perplexity `-c %s`: llama.cpp tokenizes the text, cuts n_tokens / %s windows, puts BOS first in each and" % (text, ctx, ctx),
+     "scores the second half of every window; cfsp-mpi's figure is computed on exactly those token ids and positions",
+     "(tests/py/llama_ppl_compare.py with cfsp-mpi's own logits). `dense`: the unpruned GGUF export (ratio 0) in llama.cpp vs",
+     "the original shared HF checkpoint in cfsp-mpi; `pruned`: cfsp at ratio %s, GGUF in llama.cpp vs its HF DeciLM export in cfsp-mpi." % ratio, "",
+     "| model | kind | FFN sizes (llama.cpp's n_ff) | loaded as deci | windows | scored tokens | llama.cpp PPL | cfsp-mpi PPL | relative difference | max rel. diff. of running PPL |%s" %
+     (" llama.cpp PPL, F32 KV cache | rel. diff. |" if kvf32 == "1" else ""),
+     "|---|---|---|---|---|---|---|---|---|---|%s" % ("---|---|" if kvf32 == "1" else "")]
+for r in rows:
+    L.append("| %s | %s | %s | %s | %d | %d | %s | %.4f | %.2e | %.2e |%s" % (
+        r["model"], r["kind"], " ".join(map(str, r["llama_cpp_n_ff"] or [])), "yes" if r["llama_cpp_loaded_as_deci"] else "NO", r["chunks"],
+        r["scored_tokens"], "%.4f +/- %.4f" % (r["llama_cpp_ppl"], r["llama_cpp_ppl_stderr"]) if r["llama_cpp_ppl_stderr"] is not None
+        else "%.4f (after the last window)" % r["llama_cpp_ppl"], r["cfsp_mpi_ppl"], r["rel_diff"], r["running_ppl_max_rel_diff"] or 0,
+        (" %.4f | %.2e |" % (r["llama_cpp_ppl_kv_f32"], r["rel_diff_kv_f32"])) if "llama_cpp_ppl_kv_f32" in r else ""))
+L += ["", "Tokenization: llama.cpp's ids vs cfsp-mpi's own tokenizer (`cfsp-mpi tokenize`) on the",
+      "same text (the comparison above uses llama.cpp's ids for both, so it does not depend on this):", ""]
+for r in rows:
+    if r["kind"] == "dense":
+        L.append("- %s: %d vs %d ids, %s%s" % (r["model"], r["llama_cpp_tokens"], r["cfsp_tokenizer_tokens"] or 0,
+                 "identical" if r["tokens_equal"] else "first difference at id %s" % r["first_token_difference"],
+                 "; the vocabulary has no <0xXX> byte tokens, so llama.cpp aborts on a character that is not a token: the %d such"
+                 " characters were removed from this model's copy of the text" % r["characters_removed_from_text"] if r["characters_removed_from_text"] else ""))
+L += ["", "Verdict: %s (tolerance %.0e relative)." % ("all agree" if not fail else "DISAGREE: " + ", ".join(fail), tol), "",
+      "## Commands", "", "`$WORK` is the scratch directory, `$SHARED` ../shared, `$LLAMA_BUILD` the llama.cpp build directory.", "", "```sh"]
+L += commands + ["```", ""]
+tmp = os.path.join(out, "README.md.tmp")
+open(tmp, "w").write("\n".join(L))
+os.replace(tmp, os.path.join(out, "README.md"))
+print("\n".join(L[:L.index("## Commands")]))
+sys.exit(1 if fail else 0)
+PY
