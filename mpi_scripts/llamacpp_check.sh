@@ -10,16 +10,18 @@
 #
 # For each model (default: stories260K, sentencepiece tokenizer.model; tinystories656K, BPE
 # tokenizer.json) it
-#   1. prunes the shared model with cfsp-mpi (cfsp, --ratio, 32 x 256 calibration tokens from the
-#      first TinyStories tokens [0:CALIB), disjoint from the evaluation text),
-#   2. exports the pruned model and the unpruned one (ratio 0) as GGUF and as HF DeciLM,
+#   1. prunes the shared model with cfsp-mpi (cfsp and flap, --ratio, 32 x 256 calibration tokens
+#      from the first TinyStories tokens [0:80000), disjoint from the evaluation text),
+#   2. exports the cfsp model and the unpruned one (ratio 0) as GGUF and as HF DeciLM, and the flap
+#      model (down_proj bias: blk.N.ffn_down.bias) as GGUF,
 #   3. runs llama.cpp on every GGUF: llama-tokenize --ids on the evaluation text and
 #      llama-perplexity -c CTX (llama.cpp tokenizes the text itself, cuts n_tokens / CTX windows,
 #      puts BOS first in each and scores only the second half of every window),
 #   4. computes cfsp-mpi's perplexity on exactly those windows (tests/py/llama_ppl_compare.py:
 #      llama.cpp's own token ids, cfsp-mpi's float32 logits via --dump-logits, the same positions
 #      scored): the pruned model from its HF export, the unpruned one from the ORIGINAL shared
-#      checkpoint (so ratio 0 also checks GGUF export against the dense HF model),
+#      checkpoint (so ratio 0 also checks GGUF export against the dense HF model); flap (no HF form)
+#      against the NumPy reference tests/ref/cfsp_ref.py on its HDF5 file, first 120 windows,
 # and writes OUT/llamacpp.json and OUT/README.md (commands, llama.cpp commit, the perplexities side
 # by side, relative differences; fails when one exceeds --tol, default 1%).
 #
@@ -53,7 +55,7 @@ case "$1" in -h|--help) usage 0 ;; esac
 LB="$1"; shift
 OUT="$ROOT/results/export"; WORK=/tmp/cfsp-llamacpp-check; MODELS="stories260K tinystories656K"
 RATIO=0.3; CTX=256; CHUNKS=-1; TEXT=""; KVF32=0; THREADS=2; TOL=0.01; COMMIT=""; REPO=""; BUILD_LLAMA=""; BUILD_CFSP=0
-EVAL_FROM=5001; CALIB=80000
+EVAL_FROM=5001; CALIB=80000; FLAP_CHUNKS=120
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) OUT="$2"; shift 2 ;;
@@ -119,19 +121,20 @@ perplexity() {   # llama-perplexity. Its log is written by a logging thread whos
   run "$PPL_BIN" "$@"
   grep -q "Final estimate: PPL" "$LOG" || { sed -i '$d' "$CMDS"; run "$PPL_BIN" "$@"; }
 }
-CH=(); [ "$CHUNKS" -ge 0 ] && CH=(--chunks "$CHUNKS")
 CASES=()
 for m in $MODELS; do
   src="$SHARED/models/$m"; w="$WORK/$m"; mkdir -p "$w"
   echo "llamacpp_check: $m: prune (cfsp, ratio $RATIO), export"
   LOG="$w/prune.log"
   run mpirun -n "$NP" "$CFSP_BIN" --model "$src" --calib-tokens "$SHARED/data/tokens/$m/tinystories_val_head.u32.bin@0:$CALIB" \
-      --nsamples 32 --seqlen 256 --ratios "$RATIO" --method cfsp --save-stats 0 --output-dir "$w/prune" --force
+      --nsamples 32 --seqlen 256 --ratios "$RATIO" --method cfsp,flap --save-stats 0 --output-dir "$w/prune" --force
   h5="$w/prune/cfsp_r$RATIO.h5"
   [ -f "$h5" ] || h5="$(ls "$w"/prune/cfsp_r*.h5 | head -1)"
+  h5f="$(ls "$w"/prune/flap_r*.h5 | head -1)"
   LOG="$w/export.log"
   run "$CFSP_BIN" export --format gguf --force "$h5" "$w/pruned.gguf"
   run "$CFSP_BIN" export --format hf --force "$h5" "$w/pruned_hf"
+  run "$CFSP_BIN" export --format gguf --force "$h5f" "$w/flap.gguf"
   run "$CFSP_BIN" export --format gguf --force --model "$src" "$w/dense.gguf"
   # llama.cpp's sentencepiece-style tokenizer spells a character that is not a token as <0xXX> byte
   # tokens and aborts when the vocabulary has none (tinystories656K: 78 single characters, no byte
@@ -158,9 +161,18 @@ PY
   echo "$m $mremoved" >> "$WORK/removed.txt"
   LOG="$w/tokenize.log"
   run "$CFSP_BIN" tokenize --model "$src" --force "$mtext" "$w/text.cfsp.u32.bin"
-  for kind in dense pruned; do
+  for kind in dense pruned flap; do
     g="$w/$kind.gguf"
-    if [ "$kind" = dense ]; then hf="$src"; else hf="$w/pruned_hf"; fi
+    # cfsp-mpi evaluates the original checkpoint (dense) or the HF export (pruned); flap's down_proj bias
+    # has no HF form, so its GGUF (blk.N.ffn_down.bias) is compared with the NumPy reference
+    # (tests/ref/cfsp_ref.py, float64) on the HDF5 file, over at most FLAP_CHUNKS windows
+    chn="$CHUNKS"
+    case "$kind" in
+      dense) ref=(--model "$src") ;;
+      pruned) ref=(--model "$w/pruned_hf") ;;
+      flap) ref=(--h5 "$h5f"); { [ "$chn" -ge 0 ] && [ "$chn" -lt "$FLAP_CHUNKS" ]; } || chn="$FLAP_CHUNKS" ;;
+    esac
+    kch=(); [ "$chn" -ge 0 ] && kch=(--chunks "$chn")
     bos="$("$PY" - "$g" <<'PY'
 import os, sys; sys.path.insert(0, os.path.join(os.environ["ROOT"], "tests", "py"))
 from gguf_reader import GGUF
@@ -174,15 +186,15 @@ PY
     run "$TOK_BIN" -m "$g" -f "$mtext" --ids --log-disable
     grep '^\[' "$LOG" | tail -1 > "$w/$kind.ids.txt"
     LOG="$w/$kind.perplexity.log"
-    perplexity -m "$g" -f "$mtext" -c "$CTX" -t "$THREADS" -lv 4 "${CH[@]}"
+    perplexity -m "$g" -f "$mtext" -c "$CTX" -t "$THREADS" -lv 4 "${kch[@]}"
     if [ "$KVF32" = 1 ]; then
       LOG="$w/$kind.perplexity_kvf32.log"
-      perplexity -m "$g" -f "$mtext" -c "$CTX" -t "$THREADS" -lv 4 -ctk f32 -ctv f32 "${CH[@]}"
+      perplexity -m "$g" -f "$mtext" -c "$CTX" -t "$THREADS" -lv 4 -ctk f32 -ctv f32 "${kch[@]}"
     fi
     echo "llamacpp_check: $m $kind: cfsp-mpi on llama.cpp's windows"
     LOG="$w/$kind.compare.log"
-    run "$PY" "$ROOT/tests/py/llama_ppl_compare.py" --bin "$CFSP_BIN" --model "$hf" --ids "$w/$kind.ids.txt" --ctx "$CTX" \
-        --bos "$bos" --chunks "$CHUNKS" --np "$NP" --mpiexec mpirun --workdir "$w/cmp_$kind" --llama-log "$w/$kind.perplexity.log" \
+    run "$PY" "$ROOT/tests/py/llama_ppl_compare.py" --bin "$CFSP_BIN" "${ref[@]}" --ids "$w/$kind.ids.txt" --ctx "$CTX" \
+        --bos "$bos" --chunks "$chn" --np "$NP" --mpiexec mpirun --workdir "$w/cmp_$kind" --llama-log "$w/$kind.perplexity.log" \
         --ref-tokens "$w/text.cfsp.u32.bin" --json "$w/$kind.compare.json"
     cat "$LOG"
     if [ "$KVF32" = 1 ]; then
@@ -204,10 +216,10 @@ PY
   done
 done
 
-"$PY" - "$OUT" "$CMDS" "$REPO $COMMIT" "$LLAMA_VERSION" "$TEXT_DESC" "$CTX" "$RATIO" "$TOL" "$KVF32" "${CASES[@]}" <<'PY'
+"$PY" - "$OUT" "$CMDS" "$REPO $COMMIT" "$LLAMA_VERSION" "$TEXT_DESC" "$CTX" "$RATIO" "$TOL" "$KVF32" "$FLAP_CHUNKS" "${CASES[@]}" <<'PY'
 import json, os, re, sys
-out, cmds, commit, version, text, ctx, ratio, tol, kvf32 = sys.argv[1:10]
-cases = sys.argv[10:]
+out, cmds, commit, version, text, ctx, ratio, tol, kvf32, flap_chunks = sys.argv[1:11]
+cases = sys.argv[11:]
 tol = float(tol)
 rows, fail = [], []
 removed = dict(l.split() for l in open(os.path.join(os.path.dirname(cmds), "removed.txt")) if l.strip())
@@ -220,7 +232,8 @@ for c in cases:
     nl = re.search(r"print_info: n_layer\s+= (\d+)", log)
     nff = [int(x) for x in nff.group(1).split(",")] if nff else None
     if nff and len(nff) == 1 and nl: nff = nff * int(nl.group(1))
-    r = {"model": m, "kind": kind, "source": "original HF checkpoint" if kind == "dense" else "HF DeciLM export",
+    r = {"model": m, "kind": kind, "source": {"dense": "cfsp-mpi, original HF checkpoint", "pruned": "cfsp-mpi, HF DeciLM export",
+                "flap": "NumPy reference (tests/ref/cfsp_ref.py, float64) on the HDF5 file"}[kind],
          "llama_cpp_loaded_as_deci": loaded, "llama_cpp_n_ff": nff,
          "llama_cpp_ppl": j.get("llama_cpp_ppl"), "llama_cpp_ppl_stderr": j.get("llama_cpp_ppl_stderr"), "llama_cpp_ppl_from": j.get("llama_cpp_ppl_from"), "cfsp_mpi_ppl": j["ppl"],
          "rel_diff": j.get("rel_diff"), "running_ppl_max_rel_diff": j.get("running_ppl_max_rel_diff"),
@@ -246,8 +259,10 @@ L = ["# llama.cpp loads the GGUF export and agrees with cfsp-mpi", "",
      "Text: %s. llama-perplexity `-c %s`: llama.cpp tokenizes the text, cuts n_tokens / %s windows, puts BOS first in each and" % (text, ctx, ctx),
      "scores the second half of every window; cfsp-mpi's figure is computed on exactly those token ids and positions",
      "(tests/py/llama_ppl_compare.py with cfsp-mpi's own logits). `dense`: the unpruned GGUF export (ratio 0) in llama.cpp vs",
-     "the original shared HF checkpoint in cfsp-mpi; `pruned`: cfsp at ratio %s, GGUF in llama.cpp vs its HF DeciLM export in cfsp-mpi." % ratio, "",
-     "| model | kind | FFN sizes (llama.cpp's n_ff) | loaded as deci | windows | scored tokens | llama.cpp PPL | cfsp-mpi PPL | relative difference | max rel. diff. of running PPL |%s" %
+     "the original shared HF checkpoint in cfsp-mpi; `pruned`: cfsp at ratio %s, GGUF in llama.cpp vs its HF DeciLM export in cfsp-mpi;" % ratio,
+     "`flap`: flap at ratio %s (down_proj bias as blk.N.ffn_down.bias; no HF form), GGUF in llama.cpp vs the NumPy reference" % ratio,
+     "(tests/ref/cfsp_ref.py, float64) on the HDF5 file, first %s windows." % flap_chunks, "",
+     "| model | kind | FFN sizes (llama.cpp's n_ff) | loaded as deci | windows | scored tokens | llama.cpp PPL | cfsp-mpi PPL (flap: NumPy reference) | relative difference | max rel. diff. of running PPL |%s" %
      (" llama.cpp PPL, F32 KV cache | rel. diff. |" if kvf32 == "1" else ""),
      "|---|---|---|---|---|---|---|---|---|---|%s" % ("---|---|" if kvf32 == "1" else "")]
 for r in rows:
