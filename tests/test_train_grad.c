@@ -20,13 +20,22 @@ static double urand(void)
     rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
     return (double)(rng >> 11) / 9007199254740992.0 * 2.0 - 1.0;
 }
+/* every test array is recorded and freed at the end (the suite runs under LeakSanitizer) */
+static void **allocs;
+static size_t nallocs;
+static void *track(void *p)
+{
+    allocs = realloc(allocs, (nallocs + 1) * sizeof *allocs);
+    if (!p || !allocs) { fprintf(stderr, "test_train_grad: out of memory\n"); exit(2); }
+    return allocs[nallocs++] = p;
+}
 static double *rnd(int64_t n, double sc)
 {
-    double *p = malloc(sizeof(double) * (size_t)(n > 0 ? n : 1));
+    double *p = track(malloc(sizeof(double) * (size_t)(n > 0 ? n : 1)));
     for (int64_t i = 0; i < n; i++) p[i] = urand() * sc;
     return p;
 }
-static double *zeros(int64_t n) { return calloc((size_t)(n > 0 ? n : 1), sizeof(double)); }
+static double *zeros(int64_t n) { return track(calloc((size_t)(n > 0 ? n : 1), sizeof(double))); }
 static double dotp(const double *a, const double *b, int64_t n)
 {
     double s = 0;
@@ -169,7 +178,7 @@ int main(void)
     }
     { /* rope */
         rope_ctx c = { rnd(N * H * HD, 1), zeros(N * H * HD), rnd(N * H * HD, 1), cs, sn, H };
-        double *d = malloc(sizeof(double) * N * H * HD);
+        double *d = track(malloc(sizeof(double) * N * H * HD));
         memcpy(d, c.R, sizeof(double) * N * H * HD);
         op_rope_bwd(d, N, H, HD, cs, sn);
         check("rope dx", rope_loss, &c, c.x, N * H * HD, d);
@@ -228,7 +237,7 @@ int main(void)
         for (int i = 0; i < 10; i++) sp[i] = zeros(ss[i]);
         c.x = rnd(N * D, 1); c.y = zeros(N * D); c.R = rnd(N * D, 1); c.cs = cs; c.sn = sn;
         blk_loss(&c);
-        double *dx = malloc(sizeof(double) * N * D);
+        double *dx = track(malloc(sizeof(double) * N * D));
         memcpy(dx, c.R, sizeof(double) * N * D);
         blk_backward(p, &c.a, dx, N, cs, sn, &s);
         check("block dx_in", blk_loss, &c, c.x, N * D, dx);
@@ -242,6 +251,8 @@ int main(void)
             check(w, blk_loss, &c, (double *)m->B, (int64_t)m->out * m->r, m->dB);
         }
     }
+    for (size_t i = 0; i < nallocs; i++) free(allocs[i]);
+    free(allocs);
     printf("%d passed, %d failed\n", npass, nfail);
     return nfail ? 1 : 0;
 }
