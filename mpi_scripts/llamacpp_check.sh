@@ -21,7 +21,10 @@
 #      llama.cpp's own token ids, cfsp-mpi's float32 logits via --dump-logits, the same positions
 #      scored): the pruned model from its HF export, the unpruned one from the ORIGINAL shared
 #      checkpoint (so ratio 0 also checks GGUF export against the dense HF model); flap (no HF form)
-#      against the NumPy reference tests/ref/cfsp_ref.py on its HDF5 file, first 120 windows,
+#      against the NumPy reference tests/ref/cfsp_ref.py on its HDF5 file, first 120 windows;
+#      for stories260K also its F16 and BF16 variants with an untied lm_head and llama3 rope scaling
+#      (tests/py/make_variant.py: 16-bit tensor types, output.weight, rope_freqs.weight), unpruned,
+#      against cfsp-mpi on the variant's HF directory, first 120 windows,
 # and writes OUT/llamacpp.json and OUT/README.md (commands, llama.cpp commit, the perplexities side
 # by side, relative differences; fails when one exceeds --tol, default 1%).
 #
@@ -46,6 +49,7 @@
 #   --build-llama SRC    first configure and build llama-perplexity and llama-tokenize from the
 #                        llama.cpp source SRC into LLAMA_BUILD_DIR (-DGGML_NATIVE=ON -DLLAMA_CURL=OFF)
 #   --build-cfsp         first build cfsp-mpi (mpi_scripts/setup.sh)
+#   --variants-of M      the model whose F16 / BF16 variants are checked (default stories260K; "" = none)
 # Environment: CFSP_BIN, CFSP_SHARED (default ../shared), NP (cfsp-mpi ranks, default 2), PYTHON.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -55,7 +59,7 @@ case "$1" in -h|--help) usage 0 ;; esac
 LB="$1"; shift
 OUT="$ROOT/results/export"; WORK=/tmp/cfsp-llamacpp-check; MODELS="stories260K tinystories656K"
 RATIO=0.3; CTX=256; CHUNKS=-1; TEXT=""; KVF32=0; THREADS=2; TOL=0.01; COMMIT=""; REPO=""; BUILD_LLAMA=""; BUILD_CFSP=0
-EVAL_FROM=5001; CALIB=80000; FLAP_CHUNKS=120
+EVAL_FROM=5001; CALIB=80000; EXTRA_CHUNKS=120; VARIANTS_OF=stories260K
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) OUT="$2"; shift 2 ;;
@@ -72,6 +76,7 @@ while [ $# -gt 0 ]; do
     --llama-repo) REPO="$2"; shift 2 ;;
     --build-llama) BUILD_LLAMA="$2"; shift 2 ;;
     --build-cfsp) BUILD_CFSP=1; shift ;;
+    --variants-of) VARIANTS_OF="$2"; shift 2 ;;
     -h|--help) usage 0 ;;
     *) echo "llamacpp_check: unknown option '$1' (--help)" >&2; exit 2 ;;
   esac
@@ -136,6 +141,16 @@ for m in $MODELS; do
   run "$CFSP_BIN" export --format hf --force "$h5" "$w/pruned_hf"
   run "$CFSP_BIN" export --format gguf --force "$h5f" "$w/flap.gguf"
   run "$CFSP_BIN" export --format gguf --force --model "$src" "$w/dense.gguf"
+  kinds="dense pruned flap"
+  if [ "$m" = "$VARIANTS_OF" ]; then   # the same weights as F16 / BF16, untied lm_head, llama3 rope scaling
+    for dt in f16 bf16; do
+      LOG="$w/variant_$dt.log"
+      run "$PY" "$ROOT/tests/py/make_variant.py" "$src" "$w/variant_$dt" "$dt"
+      LOG="$w/export_$dt.log"
+      run "$CFSP_BIN" export --format gguf --force --model "$w/variant_$dt" "$w/$dt.gguf"
+      kinds="$kinds $dt"
+    done
+  fi
   # llama.cpp's sentencepiece-style tokenizer spells a character that is not a token as <0xXX> byte
   # tokens and aborts when the vocabulary has none (tinystories656K: 78 single characters, no byte
   # tokens; Hugging Face gives <unk>). For such a vocabulary the model's text is the evaluation text
@@ -161,17 +176,19 @@ PY
   echo "$m $mremoved" >> "$WORK/removed.txt"
   LOG="$w/tokenize.log"
   run "$CFSP_BIN" tokenize --model "$src" --force "$mtext" "$w/text.cfsp.u32.bin"
-  for kind in dense pruned flap; do
+  for kind in $kinds; do
     g="$w/$kind.gguf"
     # cfsp-mpi evaluates the original checkpoint (dense) or the HF export (pruned); flap's down_proj bias
     # has no HF form, so its GGUF (blk.N.ffn_down.bias) is compared with the NumPy reference
-    # (tests/ref/cfsp_ref.py, float64) on the HDF5 file, over at most FLAP_CHUNKS windows
+    # (tests/ref/cfsp_ref.py, float64) on the HDF5 file, over at most EXTRA_CHUNKS windows
     chn="$CHUNKS"
     case "$kind" in
       dense) ref=(--model "$src") ;;
       pruned) ref=(--model "$w/pruned_hf") ;;
-      flap) ref=(--h5 "$h5f"); { [ "$chn" -ge 0 ] && [ "$chn" -lt "$FLAP_CHUNKS" ]; } || chn="$FLAP_CHUNKS" ;;
+      flap) ref=(--h5 "$h5f") ;;
+      *) ref=(--model "$w/variant_$kind") ;;
     esac
+    case "$kind" in dense|pruned) ;; *) { [ "$chn" -ge 0 ] && [ "$chn" -lt "$EXTRA_CHUNKS" ]; } || chn="$EXTRA_CHUNKS" ;; esac
     kch=(); [ "$chn" -ge 0 ] && kch=(--chunks "$chn")
     bos="$("$PY" - "$g" <<'PY'
 import os, sys; sys.path.insert(0, os.path.join(os.environ["ROOT"], "tests", "py"))
@@ -216,9 +233,9 @@ PY
   done
 done
 
-"$PY" - "$OUT" "$CMDS" "$REPO $COMMIT" "$LLAMA_VERSION" "$TEXT_DESC" "$CTX" "$RATIO" "$TOL" "$KVF32" "$FLAP_CHUNKS" "${CASES[@]}" <<'PY'
+"$PY" - "$OUT" "$CMDS" "$REPO $COMMIT" "$LLAMA_VERSION" "$TEXT_DESC" "$CTX" "$RATIO" "$TOL" "$KVF32" "$EXTRA_CHUNKS" "${CASES[@]}" <<'PY'
 import json, os, re, sys
-out, cmds, commit, version, text, ctx, ratio, tol, kvf32, flap_chunks = sys.argv[1:11]
+out, cmds, commit, version, text, ctx, ratio, tol, kvf32, extra_chunks = sys.argv[1:11]
 cases = sys.argv[11:]
 tol = float(tol)
 rows, fail = [], []
@@ -233,7 +250,7 @@ for c in cases:
     nff = [int(x) for x in nff.group(1).split(",")] if nff else None
     if nff and len(nff) == 1 and nl: nff = nff * int(nl.group(1))
     r = {"model": m, "kind": kind, "source": {"dense": "cfsp-mpi, original HF checkpoint", "pruned": "cfsp-mpi, HF DeciLM export",
-                "flap": "NumPy reference (tests/ref/cfsp_ref.py, float64) on the HDF5 file"}[kind],
+                "flap": "NumPy reference (tests/ref/cfsp_ref.py, float64) on the HDF5 file"}.get(kind, "cfsp-mpi, the variant's HF directory"),
          "llama_cpp_loaded_as_deci": loaded, "llama_cpp_n_ff": nff,
          "llama_cpp_ppl": j.get("llama_cpp_ppl"), "llama_cpp_ppl_stderr": j.get("llama_cpp_ppl_stderr"), "llama_cpp_ppl_from": j.get("llama_cpp_ppl_from"), "cfsp_mpi_ppl": j["ppl"],
          "rel_diff": j.get("rel_diff"), "running_ppl_max_rel_diff": j.get("running_ppl_max_rel_diff"),
@@ -261,7 +278,9 @@ L = ["# llama.cpp loads the GGUF export and agrees with cfsp-mpi", "",
      "(tests/py/llama_ppl_compare.py with cfsp-mpi's own logits). `dense`: the unpruned GGUF export (ratio 0) in llama.cpp vs",
      "the original shared HF checkpoint in cfsp-mpi; `pruned`: cfsp at ratio %s, GGUF in llama.cpp vs its HF DeciLM export in cfsp-mpi;" % ratio,
      "`flap`: flap at ratio %s (down_proj bias as blk.N.ffn_down.bias; no HF form), GGUF in llama.cpp vs the NumPy reference" % ratio,
-     "(tests/ref/cfsp_ref.py, float64) on the HDF5 file, first %s windows." % flap_chunks, "",
+     "(tests/ref/cfsp_ref.py, float64) on the HDF5 file, first %s windows; `f16` / `bf16`: the unpruned model stored as F16 / BF16" % extra_chunks,
+     "with an untied lm_head and llama3 rope scaling (tests/py/make_variant.py; 16-bit GGUF tensors, output.weight, rope_freqs.weight),",
+     "GGUF in llama.cpp vs cfsp-mpi on that HF directory, first %s windows (the untrained rope scaling raises the perplexity)." % extra_chunks, "",
      "| model | kind | FFN sizes (llama.cpp's n_ff) | loaded as deci | windows | scored tokens | llama.cpp PPL | cfsp-mpi PPL (flap: NumPy reference) | relative difference | max rel. diff. of running PPL |%s" %
      (" llama.cpp PPL, F32 KV cache | rel. diff. |" if kvf32 == "1" else ""),
      "|---|---|---|---|---|---|---|---|---|---|%s" % ("---|---|" if kvf32 == "1" else "")]
