@@ -96,7 +96,8 @@ if [ -n "$BUILD_LLAMA" ]; then
   cmake -S "$BUILD_LLAMA" -B "$LB" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF
   cmake --build "$LB" --target llama-perplexity llama-tokenize -j "$(nproc)"
 fi
-LB="$(cd "$LB" 2>/dev/null && pwd)" || { echo "llamacpp_check: $LB: no such directory" >&2; exit 2; }
+[ -d "$LB" ] || { echo "llamacpp_check: $LB: no such directory (the llama.cpp build directory)" >&2; exit 2; }
+LB="$(cd "$LB" && pwd)"
 PPL_BIN="$LB/bin/llama-perplexity"; TOK_BIN="$LB/bin/llama-tokenize"
 for b in "$PPL_BIN" "$TOK_BIN"; do
   [ -x "$b" ] || { echo "llamacpp_check: $b: missing (build the llama-perplexity and llama-tokenize targets, or --build-llama SRC)" >&2; exit 2; }
