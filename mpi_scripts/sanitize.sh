@@ -10,7 +10,8 @@
 # ignores log_path and prints UBSan reports only to stderr (GCC bug 94328), so a UBSan report in a
 # test that expects the command to fail would go unnoticed; CC=gcc is allowed and warned about.
 # sanitize_subset and valgrind_e2e are not registered in a Sanitize build (they build / run their own
-# binaries). About 35 minutes on 2 cores shared with other jobs (results/sanitize/).
+# binaries). 11-15 minutes on 2 cores with clang (35 with gcc on a heavily loaded machine);
+# last results: results/sanitize/.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 B="${CFSP_SANITIZE_BUILD_DIR:-$ROOT/build-sanitize}"
