@@ -97,31 +97,6 @@ static int h5_path_exists(hid_t f, const char *path)
     }
 }
 
-static char *attr_string(hid_t obj, const char *name)
-{
-    if (H5Aexists(obj, name) <= 0) return NULL;
-    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
-    if (a < 0) return NULL;
-    hid_t t = H5Aget_type(a);
-    char *out = NULL;
-    if (t >= 0 && H5Tget_class(t) == H5T_STRING) {
-        if (H5Tis_variable_str(t) > 0) {
-            char *v = NULL;
-            hid_t mt = H5Tcopy(H5T_C_S1);
-            H5Tset_size(mt, H5T_VARIABLE);
-            H5Tset_cset(mt, H5Tget_cset(t));        /* HDF5 does not convert between character sets */
-            if (H5Aread(a, mt, &v) >= 0 && v) { out = xstrdup(v); H5free_memory(v); }
-            H5Tclose(mt);
-        } else {
-            size_t sz = H5Tget_size(t);
-            out = xcalloc(sz + 1, 1);
-            if (H5Aread(a, t, out) < 0) { free(out); out = NULL; }
-        }
-    }
-    if (t >= 0) H5Tclose(t);
-    H5Aclose(a);
-    return out;
-}
 
 static int attr_double(hid_t obj, const char *name, double *v)
 {
@@ -174,7 +149,7 @@ int ex_source_open_h5(const char *path, const char *src_override, ex_source *s)
     if (H5Fis_hdf5(path) <= 0) return FAIL("%s: not an HDF5 file (or unreadable)", path);
     s->h5 = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (s->h5 < 0) return FAIL("%s: not an HDF5 file (or unreadable)", path);
-    char *fmt = attr_string(s->h5, "format");
+    char *fmt = h5_attr_read_string(s->h5, "format");
     /* the dataset layout read here is the same in both versions (/2 changed the checksums) */
     if (!fmt || (strcmp(fmt, MODEL_H5_FORMAT) && strcmp(fmt, "cfsp-mpi-pruned/1"))) {
         int rc = FAIL("%s: attribute 'format' is %s%s%s, expected \"%s\" (a pruned checkpoint of cfsp-mpi)", path,
@@ -185,12 +160,12 @@ int ex_source_open_h5(const char *path, const char *src_override, ex_source *s)
     free(fmt);
     if (H5Aexists(s->h5, "num_tensors") <= 0)
         return FAIL("%s: no 'num_tensors' attribute: not a complete cfsp-mpi output", path);
-    s->config_text = attr_string(s->h5, "config");
+    s->config_text = h5_attr_read_string(s->h5, "config");
     if (!s->config_text) return FAIL("%s: attribute 'config' is missing", path);
     char where[4200];
     snprintf(where, sizeof where, "%s: attribute 'config'", path);
     if (model_config_parse(s->config_text, strlen(s->config_text), where, &s->cfg)) return -1;
-    char *m = attr_string(s->h5, "method");
+    char *m = h5_attr_read_string(s->h5, "method");
     snprintf(s->method, sizeof s->method, "%s", m ? m : "unknown");
     free(m);
     if (attr_double(s->h5, "ratio", &s->ratio)) s->ratio = -1;
@@ -198,7 +173,7 @@ int ex_source_open_h5(const char *path, const char *src_override, ex_source *s)
     /* the source checkpoint: --model, else the model path the pruning run recorded */
     if (src_override && src_override[0]) snprintf(s->src_dir, sizeof s->src_dir, "%s", src_override);
     else {
-        char *opts = attr_string(s->h5, "options");
+        char *opts = h5_attr_read_string(s->h5, "options");
         cJSON *j = opts ? cJSON_Parse(opts) : NULL;
         const cJSON *mp = j ? cJSON_GetObjectItemCaseSensitive(j, "model") : NULL;
         if (cJSON_IsString(mp) && mp->valuestring[0]) snprintf(s->src_dir, sizeof s->src_dir, "%s", mp->valuestring);

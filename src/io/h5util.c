@@ -1,6 +1,8 @@
 /* h5util.c — HDF5 helpers (see h5util.h). Every HDF5 call is checked with H5_CHECK. */
 #include "cfsp/h5util.h"
 #include "cfsp/err.h"
+#include "cfsp/util.h"
+#include <stdlib.h>
 #include <string.h>
 
 void h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
@@ -107,3 +109,44 @@ void h5_attr_string(hid_t obj, const char *name, const char *value)
 void h5_attr_double(hid_t obj, const char *name, double v) { attr_write(obj, name, H5T_NATIVE_DOUBLE, &v); }
 void h5_attr_i64(hid_t obj, const char *name, int64_t v) { attr_write(obj, name, H5T_NATIVE_INT64, &v); }
 void h5_attr_u64(hid_t obj, const char *name, uint64_t v) { attr_write(obj, name, H5T_NATIVE_UINT64, &v); }
+
+char *h5_attr_read_string(hid_t obj, const char *name)
+{
+    if (H5Aexists(obj, name) <= 0) return NULL;
+    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+    if (a < 0) return NULL;
+    hid_t t = H5Aget_type(a);
+    char *out = NULL;
+    if (t >= 0 && H5Tget_class(t) == H5T_STRING) {
+        if (H5Tis_variable_str(t) > 0) {
+            char *v = NULL;
+            hid_t mt = H5Tcopy(H5T_C_S1);
+            H5Tset_size(mt, H5T_VARIABLE);
+            H5Tset_cset(mt, H5Tget_cset(t));        /* HDF5 does not convert between character sets */
+            if (H5Aread(a, mt, &v) >= 0 && v) { out = xstrdup(v); H5free_memory(v); }
+            H5Tclose(mt);
+        } else {
+            size_t sz = H5Tget_size(t);
+            out = xcalloc(sz + 1, 1);
+            if (H5Aread(a, t, out) < 0) { free(out); out = NULL; }
+        }
+    }
+    if (t >= 0) H5Tclose(t);
+    H5Aclose(a);
+    return out;
+}
+
+int h5_read_f64_vec(hid_t f, const char *file, const char *path, double *v, int64_t n)
+{
+    if (H5Lexists(f, path, H5P_DEFAULT) <= 0) return FAIL("%s: dataset %s is missing", file, path);
+    hid_t ds = H5Dopen2(f, path, H5P_DEFAULT);
+    if (ds < 0) return FAIL("%s: dataset %s is missing", file, path);
+    hid_t sp = H5Dget_space(ds);
+    hssize_t np = H5Sget_simple_extent_npoints(sp);
+    H5Sclose(sp);
+    int rc = 0;
+    if (np != n) rc = FAIL("%s: dataset %s has %lld values, expected %lld (another model?)", file, path, (long long)np, (long long)n);
+    else if (H5Dread(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) < 0) rc = FAIL("%s: cannot read %s", file, path);
+    H5Dclose(ds);
+    return rc;
+}

@@ -75,20 +75,6 @@ static int read_attr_str(hid_t f, const char *path, const char *name, char *out,
     return rc;
 }
 
-static int read_vec(hid_t f, const char *file, const char *path, double *v, int64_t n)
-{
-    if (H5Lexists(f, path, H5P_DEFAULT) <= 0) return FAIL("%s: dataset %s is missing", file, path);
-    hid_t ds = H5Dopen2(f, path, H5P_DEFAULT);
-    if (ds < 0) return FAIL("%s: dataset %s is missing", file, path);
-    hid_t sp = H5Dget_space(ds);
-    hssize_t np = H5Sget_simple_extent_npoints(sp);
-    H5Sclose(sp);
-    int rc = 0;
-    if (np != n) rc = FAIL("%s: dataset %s has %lld values, expected %lld (another model?)", file, path, (long long)np, (long long)n);
-    else if (H5Dread(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) < 0) rc = FAIL("%s: cannot read %s", file, path);
-    H5Dclose(ds);
-    return rc;
-}
 
 int stats_h5_read(const char *path, const model_config *c, block_stats *all, int *nsamples, int *seqlen, uint64_t fp)
 {
@@ -111,15 +97,15 @@ int stats_h5_read(const char *path, const model_config *c, block_stats *all, int
     double *v = xmalloc(sizeof(double) * (size_t)L);
     for (int g = 0; g < GM_COUNT; g++) {
         snprintf(p, sizeof p, "/importance/%s", global_metric_names[g]);
-        if (read_vec(f, path, p, v, L)) { free(v); goto out; }
+        if (h5_read_f64_vec(f, path, p, v, L)) { free(v); goto out; }
         for (int l = 0; l < L; l++) all[l].imp[g] = v[l];
     }
     free(v);
     for (int l = 0; l < L; l++) {
         snprintf(p, sizeof p, "/channels/%d/sum_sq", l);
-        if (read_vec(f, path, p, all[l].sum_sq, all[l].m)) goto out;
+        if (h5_read_f64_vec(f, path, p, all[l].sum_sq, all[l].m)) goto out;
         snprintf(p, sizeof p, "/channels/%d/sum", l);
-        if (read_vec(f, path, p, all[l].sum, all[l].m)) goto out;
+        if (h5_read_f64_vec(f, path, p, all[l].sum, all[l].m)) goto out;
         all[l].ntok = nt;
     }
     *nsamples = (int)ns;

@@ -157,16 +157,7 @@ double lora_plan_scaling(const lora_plan *p, int l)
 /* ---- importances ------------------------------------------------------------------------------ */
 static int read_f64_vec(hid_t f, const char *file, const char *path, double *v, int L)
 {
-    if (H5Lexists(f, path, H5P_DEFAULT) <= 0) return FAIL("%s: dataset %s is missing", file, path);
-    hid_t ds = H5Dopen2(f, path, H5P_DEFAULT);
-    if (ds < 0) return FAIL("%s: dataset %s is missing", file, path);
-    hid_t sp = H5Dget_space(ds);
-    hssize_t n = H5Sget_simple_extent_npoints(sp);
-    H5Sclose(sp);
-    int rc = 0;
-    if (n != L) rc = FAIL("%s: %s has %lld values, the model has %d blocks", file, path, (long long)n, L);
-    else if (H5Dread(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) < 0) rc = FAIL("%s: cannot read %s", file, path);
-    H5Dclose(ds);
+    int rc = h5_read_f64_vec(f, file, path, v, L);
     for (int l = 0; !rc && l < L; l++) if (!isfinite(v[l])) rc = FAIL("%s: %s[%d] is not finite", file, path, l);
     return rc;
 }
@@ -180,29 +171,6 @@ static int read_i64_attr(hid_t f, const char *file, const char *name, int64_t *v
     return rc;
 }
 
-static char *read_str_attr(hid_t f, const char *name)
-{
-    if (H5Aexists(f, name) <= 0) return NULL;
-    hid_t a = H5Aopen(f, name, H5P_DEFAULT), t = H5Aget_type(a);
-    char *out = NULL;
-    if (H5Tget_class(t) == H5T_STRING) {
-        if (H5Tis_variable_str(t) > 0) {
-            char *v = NULL;
-            hid_t mt = H5Tcopy(H5T_C_S1);
-            H5Tset_size(mt, H5T_VARIABLE);
-            H5Tset_cset(mt, H5Tget_cset(t));
-            if (H5Aread(a, mt, &v) >= 0 && v) { out = xstrdup(v); H5free_memory(v); }
-            H5Tclose(mt);
-        } else {
-            size_t sz = H5Tget_size(t);
-            out = xcalloc(sz + 1, 1);
-            if (H5Aread(a, t, out) < 0) { free(out); out = NULL; }
-        }
-    }
-    H5Tclose(t);
-    H5Aclose(a);
-    return out;
-}
 
 int lora_read_importance(const char *path, int L, const char *metric, int reference, double *imp, double *temp_scale)
 {
@@ -214,13 +182,13 @@ int lora_read_importance(const char *path, int L, const char *metric, int refere
     int rc = -1;
     int64_t ns = 0, sl = 0;
     char p[128];
-    char *fmt = read_str_attr(f, "format");
+    char *fmt = h5_attr_read_string(f, "format");
     if (fmt && !strncmp(fmt, "cfsp-mpi-stats/", 15)) {
         snprintf(p, sizeof p, "/importance/%s", metric);
         if (read_f64_vec(f, path, p, imp, L) || read_i64_attr(f, path, "nsamples", &ns) || read_i64_attr(f, path, "seqlen", &sl)) goto out;
     } else if (fmt && !strncmp(fmt, "cfsp-mpi-pruned/", 16)) {
         /* the importances of the run's global metric, its nsamples and seqlen from the options */
-        char *opts = read_str_attr(f, "options");
+        char *opts = h5_attr_read_string(f, "options");
         cJSON *j = opts ? cJSON_Parse(opts) : NULL;
         free(opts);
         const cJSON *gm = j ? cJSON_GetObjectItemCaseSensitive(j, "global_metric") : NULL;
