@@ -9,7 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SCRATCH_BYTES (16u << 20)
+/* the fp32 conversion panel: 64 MB (rather than 16) halves-to-quarters the number of sgemm calls per
+ * weight, each of which repacks the activations (sgemm_incopy): -2.2% calibration time on the
+ * 70B-shape slice (41.8 -> 40.9 s, 1 x 512, -n 1), for 48 MB more per rank */
+#define SCRATCH_BYTES (64u << 20)
 #define HEAD_FLOATS (8u << 20)
 
 static void rope_tables(fwd_ws *ws, const model_config *c)
