@@ -21,6 +21,8 @@ void h5_attr_i64(hid_t obj, const char *name, int64_t v);
 void h5_attr_u64(hid_t obj, const char *name, uint64_t v);
 /* a string attribute (fixed or variable length), newly allocated; NULL if absent or not a string */
 char *h5_attr_read_string(hid_t obj, const char *name);
+/* an int64 attribute of obj (named `file` in messages); FAIL if missing or unreadable */
+int h5_attr_read_i64(hid_t obj, const char *file, const char *name, int64_t *v);
 /* the n doubles of dataset `path` of file f (named `file` in messages); FAIL if missing or another size */
 int h5_read_f64_vec(hid_t f, const char *file, const char *path, double *v, int64_t n);
 #endif

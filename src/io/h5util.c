@@ -150,3 +150,13 @@ int h5_read_f64_vec(hid_t f, const char *file, const char *path, double *v, int6
     H5Dclose(ds);
     return rc;
 }
+
+int h5_attr_read_i64(hid_t obj, const char *file, const char *name, int64_t *v)
+{
+    if (H5Aexists(obj, name) <= 0) return FAIL("%s: attribute '%s' is missing", file, name);
+    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+    if (a < 0) return FAIL("%s: attribute '%s' unreadable", file, name);
+    int rc = H5Aread(a, H5T_NATIVE_INT64, v) < 0 ? FAIL("%s: attribute '%s' unreadable", file, name) : 0;
+    H5Aclose(a);
+    return rc;
+}

@@ -46,14 +46,6 @@ int stats_h5_write(const char *path, const model_config *c, const block_stats *a
     return 0;
 }
 
-static int read_attr_i64(hid_t f, const char *path, const char *name, int64_t *v)
-{
-    if (H5Aexists(f, name) <= 0) return FAIL("%s: attribute '%s' is missing", path, name);
-    hid_t a = H5Aopen(f, name, H5P_DEFAULT);
-    int rc = H5Aread(a, H5T_NATIVE_INT64, v) < 0 ? FAIL("%s: attribute '%s' unreadable", path, name) : 0;
-    H5Aclose(a);
-    return rc;
-}
 
 static int read_attr_str(hid_t f, const char *path, const char *name, char *out, size_t n)
 {
@@ -86,8 +78,8 @@ int stats_h5_read(const char *path, const model_config *c, block_stats *all, int
     char fmt[64], fps[64], want[32];
     int64_t ns = 0, sl = 0, L = 0, nt = 0;
     if (read_attr_str(f, path, "format", fmt, sizeof fmt) || read_attr_str(f, path, "fingerprint", fps, sizeof fps) ||
-        read_attr_i64(f, path, "nsamples", &ns) || read_attr_i64(f, path, "seqlen", &sl) ||
-        read_attr_i64(f, path, "num_layers", &L) || read_attr_i64(f, path, "ntokens", &nt))
+        h5_attr_read_i64(f, path, "nsamples", &ns) || h5_attr_read_i64(f, path, "seqlen", &sl) ||
+        h5_attr_read_i64(f, path, "num_layers", &L) || h5_attr_read_i64(f, path, "ntokens", &nt))
         goto out;
     if (strcmp(fmt, STATS_H5_FORMAT)) { FAIL("%s: format '%s', expected '%s'", path, fmt, STATS_H5_FORMAT); goto out; }
     snprintf(want, sizeof want, "%016llx", (unsigned long long)fp);

@@ -162,14 +162,6 @@ static int read_f64_vec(hid_t f, const char *file, const char *path, double *v, 
     return rc;
 }
 
-static int read_i64_attr(hid_t f, const char *file, const char *name, int64_t *v)
-{
-    if (H5Aexists(f, name) <= 0) return FAIL("%s: attribute '%s' is missing", file, name);
-    hid_t a = H5Aopen(f, name, H5P_DEFAULT);
-    int rc = H5Aread(a, H5T_NATIVE_INT64, v) < 0 ? FAIL("%s: attribute '%s' unreadable", file, name) : 0;
-    H5Aclose(a);
-    return rc;
-}
 
 
 int lora_read_importance(const char *path, int L, const char *metric, int reference, double *imp, double *temp_scale)
@@ -185,7 +177,7 @@ int lora_read_importance(const char *path, int L, const char *metric, int refere
     char *fmt = h5_attr_read_string(f, "format");
     if (fmt && !strncmp(fmt, "cfsp-mpi-stats/", 15)) {
         snprintf(p, sizeof p, "/importance/%s", metric);
-        if (read_f64_vec(f, path, p, imp, L) || read_i64_attr(f, path, "nsamples", &ns) || read_i64_attr(f, path, "seqlen", &sl)) goto out;
+        if (read_f64_vec(f, path, p, imp, L) || h5_attr_read_i64(f, path, "nsamples", &ns) || h5_attr_read_i64(f, path, "seqlen", &sl)) goto out;
     } else if (fmt && !strncmp(fmt, "cfsp-mpi-pruned/", 16)) {
         /* the importances of the run's global metric, its nsamples and seqlen from the options */
         char *opts = h5_attr_read_string(f, "options");

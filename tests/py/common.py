@@ -281,3 +281,20 @@ def sum_error(c_st, r_st):
 
 def ratios_arg(ratios):
     return ",".join("%g" % r for r in ratios)
+
+
+def h5_model_tensors(path):
+    """(config, tensors) of a cfsp-mpi pruned HDF5 file: every weight as float64 under its HF name
+    (bf16/f16 widened exactly), block_configs from the stored FFN sizes; kept_channels left out."""
+    import h5py
+    t = {}
+    with h5py.File(path, "r") as f:
+        cfg = json.loads(f.attrs["config"])
+
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset) and name.startswith(("model/", "lm_head/")) and not name.endswith("kept_channels"):
+                t[name.replace("/", ".")] = obj.astype("f8")[()] if obj.dtype.itemsize == 2 else obj[()].astype("f8")
+        f.visititems(visit)
+    cfg["block_configs"] = [{"ffn": {"intermediate_size": int(t["model.layers.%d.mlp.gate_proj.weight" % l].shape[0])}}
+                            for l in range(cfg["num_hidden_layers"])]
+    return cfg, t

@@ -44,16 +44,9 @@ def load_h5_reference(path):
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "ref"))
     global cfsp_ref
     import cfsp_ref  # noqa: F401
-    import h5py
-    t = {}
-    with h5py.File(path, "r") as f:
-        cfg = json.loads(f.attrs["config"])
-        def visit(name, obj):
-            if isinstance(obj, h5py.Dataset) and name.startswith(("model/", "lm_head/")) and not name.endswith("kept_channels"):
-                t[name.replace("/", ".")] = obj.astype("f8")[()] if obj.dtype.itemsize == 2 else obj[()].astype("f8")
-        f.visititems(visit)
-    L = cfg["num_hidden_layers"]
-    cfg["block_configs"] = [{"ffn": {"intermediate_size": int(t["model.layers.%d.mlp.gate_proj.weight" % l].shape[0])}} for l in range(L)]
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import common
+    cfg, t = common.h5_model_tensors(path)
     return cfsp_ref.model_from_tensors(cfg, t)
 
 

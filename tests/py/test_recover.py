@@ -39,18 +39,7 @@ T, B = 64, 4
 
 
 def load_h5_tensors(path):
-    t = {}
-    with h5py.File(path, "r") as f:
-        cfg = json.loads(f.attrs["config"])
-
-        def visit(name, obj):
-            if isinstance(obj, h5py.Dataset) and name.startswith(("model/", "lm_head/")) and not name.endswith("kept_channels"):
-                t[name.replace("/", ".")] = obj.astype("f8")[()] if obj.dtype.itemsize == 2 else obj[()].astype("f8")
-        f.visititems(visit)
-    L = cfg["num_hidden_layers"]
-    cfg["block_configs"] = [{"ffn": {"intermediate_size": int(t["model.layers.%d.mlp.gate_proj.weight" % l].shape[0])}}
-                            for l in range(L)]
-    return cfg, t
+    return common.h5_model_tensors(path)
 
 
 def read_ckpt(path):
