@@ -34,6 +34,11 @@ void cfsp_sync(int rc);
 /* Collective exit with status 0 after cleanup (e.g. --help). */
 _Noreturn void cfsp_exit_all(int status);
 
+/* Test hook: 1 if the environment variable CFSP_FAULT is "ACTION:R:WHERE" with R this rank (any
+ * thread may ask). Used by tests to kill a rank mid-write (kill:R:write, model_h5.c), to make the
+ * raw writer's device writes fail (eio:R:rawio) or its O_DIRECT open be refused (nodirect:R:rawio). */
+int cfsp_fault(const char *action, const char *where);
+
 /* Temporary outputs: registered paths are unlinked on any failure path (also on SIGTERM/SIGINT). */
 void cfsp_tmp_register(const char *path);
 void cfsp_tmp_unregister(const char *path);

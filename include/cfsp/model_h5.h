@@ -1,5 +1,5 @@
 /* model_h5.h — the pruned checkpoint: one HDF5 file per (method, ratio), written by all ranks in
- * parallel through MPI-IO (collective metadata: every rank creates every dataset in the same
+ * parallel (collective metadata through MPI-IO: every rank creates every dataset in the same
  * order; each rank writes the data of its own stage units — whole tensors, or row / column
  * ranges of a block's FFN tensors), tensors in the stored dtype, a checksum per tensor. */
 #ifndef CFSP_MODEL_H5_H
@@ -24,11 +24,19 @@ typedef struct {
     double ratio;
     const char *method;
     const char *options_json;
+    int write_io;                   /* WRITE_IO_* */
 } model_out;
 
+/* How tensor bytes reach the file. HDF5 (MPI-IO, collective metadata) always creates the file and
+ * its datasets; then either each rank writes its bytes at the datasets' offsets itself (rawio.h),
+ * through O_DIRECT (falling back to buffered writes where the file system refuses it) or buffered,
+ * or through H5Dwrite (independent MPI-IO). The files are the same byte for byte in their data. */
+enum { WRITE_IO_DIRECT, WRITE_IO_BUFFERED, WRITE_IO_MPIIO };
+
 /* Collective. Writes the file at path (the caller's temporary name, renamed when the whole job
- * has succeeded) and fsyncs it; returns the bytes of tensor data written by this rank. */
-uint64_t model_h5_write(const char *path, const model_out *mo, double *seconds);
+ * has succeeded) and fsyncs it; returns the bytes of tensor data written by this rank. io_mode
+ * (if not NULL) receives how this rank's bytes went: "direct", "buffered[ (why)]" or "mpiio". */
+uint64_t model_h5_write(const char *path, const model_out *mo, double *seconds, char *io_mode, size_t io_mode_cap);
 /* Serial: recompute every tensor checksum of a file; 0 if all match (prints a summary). */
 int model_h5_verify(const char *path);
 

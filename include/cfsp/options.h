@@ -3,6 +3,7 @@
 #ifndef CFSP_OPTIONS_H
 #define CFSP_OPTIONS_H
 #include "cfsp/prune.h"
+#include "cfsp/model_h5.h"
 
 #define MAX_RATIOS 64
 
@@ -23,6 +24,7 @@ typedef struct {
     double a, b, c;
     int alloc_reference, align, force, save_models, save_stats, eval_pruned, eval_dense;
     double max_rank_memory_gb;
+    int write_io;                /* WRITE_IO_* (model_h5.h) */
     int help;
 } options;
 

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { O_STR, O_INT, O_DBL, O_BOOL, O_RATIOS, O_METHODS, O_GMETRIC, O_LMETRIC, O_ALLOC, O_SAMPLING } otype;
+typedef enum { O_STR, O_INT, O_DBL, O_BOOL, O_RATIOS, O_METHODS, O_GMETRIC, O_LMETRIC, O_ALLOC, O_SAMPLING, O_WRITEIO } otype;
 
 typedef struct {
     const char *name;
@@ -48,6 +48,8 @@ static const optdef table[] = {
     { "align", O_INT, OFF(align), "1", "round per-block channel counts to a multiple of this (1 = no rounding; e.g. 128)" },
     { "force", O_BOOL, OFF(force), "0", "overwrite existing outputs" },
     { "save-models", O_BOOL, OFF(save_models), "1", "write the pruned models (HDF5, one file per method and ratio)" },
+    { "write-io", O_WRITEIO, OFF(write_io), "direct",
+      "how each rank writes its tensor bytes into the HDF5 file HDF5 laid out: direct (O_DIRECT, buffered where the file system refuses it) | buffered | mpiio (H5Dwrite)" },
     { "save-stats", O_BOOL, OFF(save_stats), "1", "write the calibration statistics (stats.h5)" },
     { "eval-dense", O_BOOL, OFF(eval_dense), "1", "evaluate the dense model" },
     { "eval-pruned", O_BOOL, OFF(eval_pruned), "1", "evaluate every pruned model" },
@@ -139,6 +141,12 @@ static int set_opt(options *o, const optdef *d, const char *v, const char *src)
         if (!strcmp(v, "random")) *(int *)base = 1;
         else if (!strcmp(v, "consecutive")) *(int *)base = 0;
         else return FAIL("%s: --calib-sampling = '%s': expected random or consecutive", src, v);
+        return 0;
+    case O_WRITEIO:
+        if (!strcmp(v, "direct")) *(int *)base = WRITE_IO_DIRECT;
+        else if (!strcmp(v, "buffered")) *(int *)base = WRITE_IO_BUFFERED;
+        else if (!strcmp(v, "mpiio")) *(int *)base = WRITE_IO_MPIIO;
+        else return FAIL("%s: --write-io = '%s': expected direct, buffered or mpiio", src, v);
         return 0;
     }
     return FAIL("internal: option type");

@@ -413,6 +413,9 @@ static void prune_one(job *j, int method, double ratio, const double *scores, cJ
 
     char path[4200] = "";
     double write_secs = 0;
+    char write_io[200] = "";
+    static int warned_io;                       /* one O_DIRECT fallback line per rank and job */
+    int io_fallback_ranks = 0;
     uint64_t bytes = 0, all_bytes = 0;
     if (o->save_models) {
         model_file_name(j, method, ratio, path, sizeof path);
@@ -421,9 +424,13 @@ static void prune_one(job *j, int method, double ratio, const double *scores, cJ
         cJSON *oj = options_to_json(o);
         char *ojs = cJSON_PrintUnformatted(oj);
         model_out mo = { &j->cfg, &j->st, &j->plan, &j->map, &j->w, pu, counts, kofs, mykept, bias, imp, keep,
-                         ratio, prune_method_names[method], ojs };
-        bytes = model_h5_write(pending_output(j, path), &mo, &write_secs);
+                         ratio, prune_method_names[method], ojs, o->write_io };
+        bytes = model_h5_write(pending_output(j, path), &mo, &write_secs, write_io, sizeof write_io);
         MPI_CHECK(MPI_Reduce(&bytes, &all_bytes, 1, MPI_UINT64_T, MPI_SUM, 0, MPI_COMM_WORLD));
+        int fell_back = !strncmp(write_io, "buffered (", 10);
+        if (fell_back && !warned_io) fprintf(stderr, "cfsp-mpi: rank %d: output written %s\n", j->rank, write_io);
+        warned_io |= fell_back;
+        MPI_CHECK(MPI_Reduce(&fell_back, &io_fallback_ranks, 1, MPI_INT, MPI_SUM, 0, MPI_COMM_WORLD));
         free(ojs);
         cJSON_Delete(oj);
         free(imp);
@@ -456,6 +463,10 @@ static void prune_one(job *j, int method, double ratio, const double *scores, cJ
         cJSON_AddNumberToObject(e, "select_seconds", select_secs);
         cJSON_AddNumberToObject(e, "write_seconds", write_secs);
         cJSON_AddNumberToObject(e, "write_bytes", (double)all_bytes);
+        if (o->save_models) {
+            cJSON_AddStringToObject(e, "write_io", write_io);                     /* rank 0's */
+            cJSON_AddNumberToObject(e, "write_io_fallback_ranks", io_fallback_ranks); /* ranks refused O_DIRECT */
+        }
         cJSON_AddNumberToObject(e, "eval_seconds", eval_secs);
         cJSON_AddItemToArray(pruned_list, e);
     }

@@ -2,6 +2,7 @@
 #include "cfsp/model_h5.h"
 #include "cfsp/err.h"
 #include "cfsp/h5util.h"
+#include "cfsp/rawio.h"
 #include "cfsp/util.h"
 #include <cjson/cJSON.h>
 #include <fcntl.h>
@@ -49,22 +50,14 @@ uint64_t tensor_checksum(const void *data, size_t es, int64_t rows, int64_t cols
     return h;
 }
 
-/* Test hook (documented in README, used by tests/py/test_kill.py): CFSP_FAULT=kill:R:write makes
- * rank R kill itself with SIGKILL in the middle of writing its tensor data. */
-static void fault_point(const char *where)
-{
-    const char *f = getenv("CFSP_FAULT");
-    int r = -1;
-    char w[32];
-    if (f && sscanf(f, "kill:%d:%31s", &r, w) == 2 && r == cfsp_rank() && !strcmp(w, where)) raise(SIGKILL);
-}
-
 typedef struct {
     hid_t file;
     hid_t *ds;
     uint64_t *sum;          /* this rank's share of each dataset's checksum */
+    uint64_t *addr;         /* each dataset's byte offset in the file (raw writes) */
     int n, cap;
     uint64_t bytes;
+    raw_writer *raw;        /* NULL: data through H5Dwrite (MPI-IO) */
 } writer;
 
 static int add_dataset(writer *wr, const char *path, dtype_t dt, int is_index, int ndims, int64_t d0, int64_t d1)
@@ -79,22 +72,41 @@ static int add_dataset(writer *wr, const char *path, dtype_t dt, int is_index, i
         wr->cap = wr->cap ? 2 * wr->cap : 64;
         wr->ds = xrealloc(wr->ds, sizeof(hid_t) * (size_t)wr->cap);
         wr->sum = xrealloc(wr->sum, sizeof(uint64_t) * (size_t)wr->cap);
+        wr->addr = xrealloc(wr->addr, sizeof(uint64_t) * (size_t)wr->cap);
     }
+    wr->addr[wr->n] = 0;
     wr->ds[wr->n] = ds;
     wr->sum[wr->n] = 0;
     return wr->n++;
 }
 
-/* write a [rows, cols] block at (r0, c0) of dataset idx (full_cols columns) */
+/* write a [rows, cols] block at (r0, c0) of dataset idx (full_cols columns). Raw writes go in
+ * panels of about 8 MB: the writer thread writes one while this thread hashes the next. */
 static void write_block(writer *wr, int idx, dtype_t dt, int is_index, const void *data, int64_t rows, int64_t cols,
                         int64_t r0, int64_t c0, int64_t full_cols)
 {
     if (rows == 0 || cols == 0) return;
-    hid_t type = is_index ? H5Tcopy(H5T_STD_I64LE) : h5_dtype(dt);
     size_t es = is_index ? 8 : dtype_size(dt);
-    h5_write_block(wr->ds[idx], type, data, r0, c0, rows, cols, es);
-    H5Tclose(type);
-    wr->sum[idx] += tensor_checksum(data, es, rows, cols, r0, c0, full_cols);
+    size_t row_bytes = (size_t)cols * es;
+    if (!wr->raw) {
+        hid_t type = is_index ? H5Tcopy(H5T_STD_I64LE) : h5_dtype(dt);
+        h5_write_block(wr->ds[idx], type, data, r0, c0, rows, cols, es);
+        H5Tclose(type);
+        wr->sum[idx] += tensor_checksum(data, es, rows, cols, r0, c0, full_cols);
+    } else {
+        int64_t panel = (int64_t)((8u << 20) / row_bytes);
+        if (panel < 1) panel = 1;
+        for (int64_t r = 0; r < rows; r += panel) {
+            int64_t nr = rows - r < panel ? rows - r : panel;
+            const char *p = (const char *)data + (size_t)r * row_bytes;
+            uint64_t at = wr->addr[idx] + ((uint64_t)(r0 + r) * (uint64_t)full_cols + (uint64_t)c0) * es;
+            if (cols == full_cols) raw_write(wr->raw, at, p, (size_t)nr * row_bytes);
+            else
+                for (int64_t i = 0; i < nr; i++)
+                    raw_write(wr->raw, at + (uint64_t)i * (uint64_t)full_cols * es, p + (size_t)i * row_bytes, row_bytes);
+            wr->sum[idx] += tensor_checksum(p, es, nr, cols, r0 + r, c0, full_cols);
+        }
+    }
     wr->bytes += (uint64_t)(rows * cols) * es;
 }
 
@@ -109,7 +121,7 @@ static void write_down_group(writer *wr, int idx, const unit_weights *us, int n,
     if (kg == 0) return;
     if (n == 1) { write_block(wr, idx, dt, 0, us[0].down.data, D, kg, 0, c0, k_full); return; }
     size_t row_bytes = (size_t)kg * es;
-    int64_t panel = (int64_t)((64u << 20) / row_bytes);
+    int64_t panel = (int64_t)((8u << 20) / row_bytes);
     if (panel < 1) panel = 1;
     if (panel > D) panel = D;
     char *buf = xmalloc(row_bytes * (size_t)panel);
@@ -168,7 +180,7 @@ static char *pruned_config_json(const model_config *c, const int *counts)
     return s;
 }
 
-uint64_t model_h5_write(const char *path, const model_out *mo, double *seconds)
+uint64_t model_h5_write(const char *path, const model_out *mo, double *seconds, char *io_mode, size_t io_mode_cap)
 {
     const model_config *c = mo->cfg;
     const rank_weights *w = mo->w;
@@ -182,6 +194,7 @@ uint64_t model_h5_write(const char *path, const model_out *mo, double *seconds)
     H5_CHECK(H5Pset_fapl_mpio(fapl, MPI_COMM_WORLD, MPI_INFO_NULL));
     H5_CHECK(H5Pset_all_coll_metadata_ops(fapl, 1));
     H5_CHECK(H5Pset_coll_metadata_write(fapl, 1));
+    if (mo->write_io != WRITE_IO_MPIIO) H5_CHECK(H5Pset_alignment(fapl, 65536, RAWIO_ALIGN));
     writer wr = { 0 };
     wr.file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     if (wr.file < 0) DIE("%s: cannot create the HDF5 output file", path);
@@ -217,6 +230,15 @@ uint64_t model_h5_write(const char *path, const model_out *mo, double *seconds)
     hid_t d_keep = h5_create_dataset(wr.file, "/cfsp/keep_fraction", H5T_IEEE_F64LE, 1, dL);
     hid_t d_m = h5_create_dataset(wr.file, "/cfsp/intermediate_sizes", H5T_STD_I64LE, 1, dL);
 
+    /* raw writes: every dataset's place in the file, then this rank's own descriptor(s) */
+    if (mo->write_io != WRITE_IO_MPIIO) {
+        for (int i = 0; i < wr.n; i++) {
+            haddr_t a = H5Dget_offset(wr.ds[i]);
+            wr.addr[i] = a == HADDR_UNDEF ? UINT64_MAX : (uint64_t)a;   /* undefined only for empty datasets */
+        }
+        wr.raw = raw_open(path, mo->write_io == WRITE_IO_DIRECT);
+    }
+
     /* data: each rank its own units */
     int nu = w->last_unit - w->first_unit;
     for (int i = 0; i < nu; i++) {
@@ -241,7 +263,7 @@ uint64_t model_h5_write(const char *path, const model_out *mo, double *seconds)
             if (i + 1 == nu || mo->units[i + 1].slice < 0 || mo->units[i + 1].layer != u->layer)
                 write_down_group(&wr, d + 8, &mo->units[g0], i + 1 - g0, mo->kofs[w->first_unit + g0], k, D);
         }
-        fault_point("write");
+        if (cfsp_fault("kill", "write")) raise(SIGKILL);   /* test hook (err.h) */
     }
     if (rank == 0 && mo->bias)
         for (int l = 0; l < L; l++) write_block(&wr, first_ds[l] + 10, DT_F32, 0, mo->bias + (size_t)l * D, D, 1, 0, 0, 1);
@@ -261,6 +283,9 @@ uint64_t model_h5_write(const char *path, const model_out *mo, double *seconds)
     H5Dclose(d_imp);
     H5Dclose(d_keep);
     H5Dclose(d_m);
+    char mode[200] = "mpiio";
+    if (wr.raw) raw_close(wr.raw, mode, sizeof mode);   /* every raw byte written and on the device */
+    if (io_mode) snprintf(io_mode, io_mode_cap, "%s", mode);
 
     /* checksums: every rank's shares add up exactly (mod 2^64); all ranks write the attributes */
     uint64_t *all = xmalloc(sizeof(uint64_t) * (size_t)wr.n);
@@ -292,7 +317,7 @@ uint64_t model_h5_write(const char *path, const model_out *mo, double *seconds)
     MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
     if (seconds) *seconds = now_seconds() - t0;
     uint64_t bytes = wr.bytes;
-    free(all); free(wr.ds); free(wr.sum); free(first_ds);
+    free(all); free(wr.ds); free(wr.sum); free(wr.addr); free(first_ds);
     return bytes;
 }
 

@@ -124,3 +124,11 @@ _Noreturn void cfsp_exit_all(int status)
     MPI_Finalize();
     exit(status);
 }
+
+int cfsp_fault(const char *action, const char *where)
+{
+    const char *f = getenv("CFSP_FAULT");
+    char a[32], w[32];
+    int r = -1;
+    return f && sscanf(f, "%31[^:]:%d:%31s", a, &r, w) == 3 && r == cfsp_rank() && !strcmp(a, action) && !strcmp(w, where);
+}

@@ -1,7 +1,7 @@
 """A rank killed (SIGKILL) in the middle of writing the pruned checkpoints: the job ends on every
 rank within seconds, no output file with a final name exists (outputs are committed together only
 when the whole job has succeeded), and running the same command again succeeds and verifies.
-Fault injection: CFSP_FAULT=kill:RANK:write (src/io/model_h5.c)."""
+Fault injection: CFSP_FAULT=kill:RANK:write (cfsp_fault, err.h)."""
 import glob
 import os
 import subprocess
