@@ -13,6 +13,7 @@
 #  2 pipeline efficiency          T(-n 1) / (P x T(-n P))                           goal >= 0.85 at -n 2
 #  3 peak memory per rank         VmHWM vs 1.25 x own stored bytes + 1 GB          goal on the 70B shape, -n 4, seqlen 1024
 #  4 output bandwidth             HDF5 bytes / write time vs dd conv=fdatasync     goal >= 0.8
+#                                 (--write-io direct; the 7B job again with --write-io mpiio for comparison)
 #  5 sweep cost                   5 ratios vs 1 ratio, no eval, no output          goal <= 1.2x
 #
 # Environment (all optional):
@@ -240,20 +241,23 @@ run_gemm() {
   say "  $tag: $($PY -c "import json,sys; d=json.load(open(sys.argv[1])); print('block sgemm GFLOP/s per rank', d['block_gflops_fp32'])" "$OUT/raw/$tag.json" 2>/dev/null || echo failed)"
 }
 
-# run_dd TAG BYTES: dd of the same size, with and without conv=fdatasync
+# run_dd TAG BYTES: dd of the same size: conv=fdatasync (the goal's reference), without a sync (the
+# page cache alone), and oflag=direct (the device without the page cache: what O_DIRECT writes can reach)
 run_dd() {
   local tag=$1 bytes=$2 count f="$BDIR/dd.bin"
   count=$(( (bytes + 16777215) / 16777216 ))
   [ "$count" -ge 1 ] || count=1
-  local s0 s1 s2 s3
+  local s0 s1 s2 s3 s4 s5
   rm -f "$f"; drop_caches || true
   s0=$(date +%s.%N); dd if=/dev/zero of="$f" bs=16M count="$count" conv=fdatasync status=none; s1=$(date +%s.%N)
   rm -f "$f"; sync
   s2=$(date +%s.%N); dd if=/dev/zero of="$f" bs=16M count="$count" status=none; s3=$(date +%s.%N)
   rm -f "$f"; sync
-  printf '{"tag":"%s","kind":"dd","bytes":%d,"dd_fdatasync_seconds":%s,"dd_nosync_seconds":%s}\n' \
-    "$tag" "$((count * 16777216))" "$(sub "$s1" "$s0")" "$(sub "$s3" "$s2")" >> "$RUNS"
-  say "  $tag: dd $((count * 16)) MiB: fdatasync $(sub "$s1" "$s0") s, no sync $(sub "$s3" "$s2") s"
+  s4=$(date +%s.%N); dd if=/dev/zero of="$f" bs=16M count="$count" oflag=direct conv=fdatasync status=none; s5=$(date +%s.%N)
+  rm -f "$f"; sync
+  printf '{"tag":"%s","kind":"dd","bytes":%d,"dd_fdatasync_seconds":%s,"dd_nosync_seconds":%s,"dd_direct_seconds":%s}\n' \
+    "$tag" "$((count * 16777216))" "$(sub "$s1" "$s0")" "$(sub "$s3" "$s2")" "$(sub "$s5" "$s4")" >> "$RUNS"
+  say "  $tag: dd $((count * 16)) MiB: fdatasync $(sub "$s1" "$s0") s, no sync $(sub "$s3" "$s2") s, O_DIRECT $(sub "$s5" "$s4") s"
 }
 sub() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.4f", a - b}'; }
 
@@ -328,13 +332,17 @@ for m in $MODELS; do
     rm -rf "$BDIR/out/mem-job-$m-n$np"
   elif in_list "$m" "$OUTPUT_MODELS"; then
     np=2; [ "$np" -gt "$U" ] && np=1
-    drop_caches || true
-    run_cfsp "output-$m-n$np" "$m" "$np" 1 "$T" 0 --ratios 0.2 --save-models 1
-    if [ -f "$OUT/raw/output-$m-n$np.json" ]; then
-      b=$($PY -c "import json,sys; print(int(json.load(open(sys.argv[1]))['pruned'][0]['write_bytes']))" "$OUT/raw/output-$m-n$np.json")
-      rm -rf "$BDIR/out/output-$m-n$np"
-      run_dd "dd-output-$m-n$np" "$b"
-    fi
+    # the default writer (--write-io direct), then the H5Dwrite (MPI-IO) path for comparison
+    for io in direct mpiio; do
+      tag="output-$m-n$np"; [ "$io" = direct ] || tag="$tag-$io"
+      drop_caches || true
+      run_cfsp "$tag" "$m" "$np" 1 "$T" 0 --ratios 0.2 --save-models 1 --write-io "$io"
+      if [ -f "$OUT/raw/$tag.json" ]; then
+        b=$($PY -c "import json,sys; print(int(json.load(open(sys.argv[1]))['pruned'][0]['write_bytes']))" "$OUT/raw/$tag.json")
+        rm -rf "$BDIR/out/$tag"
+        run_dd "dd-$tag" "$b"
+      fi
+    done
   fi
 done
 
