@@ -18,6 +18,8 @@
 
 typedef struct raw_writer raw_writer;
 
+/* 0: no writer thread (MPI did not grant MPI_THREAD_FUNNELED); the caller's thread writes */
+void raw_set_threaded(int ok);
 /* Open path (already created by HDF5) for writing. direct: try O_DIRECT, else buffered. */
 raw_writer *raw_open(const char *path, int direct);
 /* Write n bytes of src at byte offset off of the file. Returns once src may be reused (the bytes

@@ -5,6 +5,7 @@
 #include "cfsp/model_h5.h"
 #include "cfsp/options.h"
 #include "cfsp/plan.h"
+#include "cfsp/rawio.h"
 #include "cfsp/run.h"
 #include "cfsp/tokenizer.h"
 #include "cfsp/train.h"
@@ -15,7 +16,13 @@
 int main(int argc, char **argv)
 {
     blas_fix_coretype(argv);                           /* may re-execute once (blas_env.c) */
-    MPI_Init(&argc, &argv);
+    /* FUNNELED: the checkpoint writer runs a thread that never calls MPI (rawio.c) */
+    int provided = MPI_THREAD_SINGLE;
+    if (MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
+        fprintf(stderr, "cfsp-mpi: error: MPI_Init_thread failed\n");
+        return 1;
+    }
+    raw_set_threaded(provided >= MPI_THREAD_FUNNELED);
     int rank = 0, size = 1;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);

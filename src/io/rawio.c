@@ -18,6 +18,9 @@
 
 typedef struct { int buf; uint64_t off; size_t len; } job;
 
+static int g_threaded = 1;
+void raw_set_threaded(int ok) { g_threaded = ok; }
+
 struct raw_writer {
     char path[4096];
     int fd_direct, fd_buffered;     /* fd_direct -1: everything buffered */
@@ -30,6 +33,7 @@ struct raw_writer {
     pthread_mutex_t mu;
     pthread_cond_t cv_job, cv_free;
     pthread_t thread;
+    int threaded;                   /* 0: no writer thread, pieces are written by the caller */
     /* the first error of either thread */
     int err_no;
     uint64_t err_off;
@@ -53,6 +57,31 @@ static void note_error(raw_writer *w, int e, uint64_t off, size_t len)
     if (!w->err_no) { w->err_no = e; w->err_off = off; w->err_len = len; }
 }
 
+/* write one queued piece (on the writer thread, or on the caller's without one); w->mu not held */
+static void run_job(raw_writer *w, job j)
+{
+    pthread_mutex_lock(&w->mu);
+    int fd = w->fd_direct >= 0 ? w->fd_direct : w->fd_buffered, skip = w->err_no != 0;
+    pthread_mutex_unlock(&w->mu);
+    int e = 0;
+    if (!skip) {
+        e = cfsp_fault("eio", "rawio") ? EIO : pwrite_all(fd, w->buf[j.buf], j.len, j.off);  /* test hook (err.h) */
+        if (e == EINVAL && fd == w->fd_direct) {      /* the file system wants a larger alignment: buffered from now on */
+            e = pwrite_all(w->fd_buffered, w->buf[j.buf], j.len, j.off);
+            close(fd);
+            pthread_mutex_lock(&w->mu);
+            snprintf(w->refused, sizeof w->refused, "O_DIRECT write refused: %s", strerror(EINVAL));
+            w->fd_direct = -1;
+            pthread_mutex_unlock(&w->mu);
+        }
+    }
+    pthread_mutex_lock(&w->mu);
+    if (e) note_error(w, e, j.off, j.len);
+    w->buf_free[j.buf] = 1;
+    pthread_cond_signal(&w->cv_free);
+    pthread_mutex_unlock(&w->mu);
+}
+
 static void *writer_main(void *arg)
 {
     raw_writer *w = arg;
@@ -61,28 +90,11 @@ static void *writer_main(void *arg)
         while (w->q_len == 0 && !w->stop) pthread_cond_wait(&w->cv_job, &w->mu);
         if (w->q_len == 0) break;
         job j = w->queue[w->q_head];
-        int fd = w->fd_direct >= 0 ? w->fd_direct : w->fd_buffered, skip = w->err_no != 0;
-        pthread_mutex_unlock(&w->mu);
-        int e = 0;
-        if (!skip) {
-            e = cfsp_fault("eio", "rawio") ? EIO : pwrite_all(fd, w->buf[j.buf], j.len, j.off);  /* test hook (err.h) */
-            if (e == EINVAL && fd == w->fd_direct) {      /* the file system wants a larger alignment: buffered from now on */
-                pthread_mutex_lock(&w->mu);
-                snprintf(w->refused, sizeof w->refused, "O_DIRECT write refused: %s", strerror(e));
-                pthread_mutex_unlock(&w->mu);
-                e = pwrite_all(w->fd_buffered, w->buf[j.buf], j.len, j.off);
-                close(w->fd_direct);
-                pthread_mutex_lock(&w->mu);
-                w->fd_direct = -1;
-                pthread_mutex_unlock(&w->mu);
-            }
-        }
-        pthread_mutex_lock(&w->mu);
-        if (e) note_error(w, e, j.off, j.len);
         w->q_head = (w->q_head + 1) % NBUF;
         w->q_len--;
-        w->buf_free[j.buf] = 1;
-        pthread_cond_signal(&w->cv_free);
+        pthread_mutex_unlock(&w->mu);
+        run_job(w, j);
+        pthread_mutex_lock(&w->mu);
     }
     pthread_mutex_unlock(&w->mu);
     return NULL;
@@ -116,8 +128,11 @@ raw_writer *raw_open(const char *path, int direct)
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv_job, NULL);
     pthread_cond_init(&w->cv_free, NULL);
-    int e = pthread_create(&w->thread, NULL, writer_main, w);
-    if (e) DIE("%s: cannot start the writer thread: %s", path, strerror(e));
+    w->threaded = g_threaded && !cfsp_fault("nothread", "rawio");      /* test hook (err.h) */
+    if (w->threaded) {
+        int e = pthread_create(&w->thread, NULL, writer_main, w);
+        if (e) DIE("%s: cannot start the writer thread: %s", path, strerror(e));
+    }
     return w;
 }
 
@@ -135,6 +150,7 @@ static int take_buffer(raw_writer *w)
 
 static void queue_job(raw_writer *w, int b, uint64_t off, size_t len)
 {
+    if (!w->threaded) { run_job(w, (job){ b, off, len }); return; }
     pthread_mutex_lock(&w->mu);
     w->queue[(w->q_head + w->q_len) % NBUF] = (job){ b, off, len };
     w->q_len++;
@@ -175,12 +191,14 @@ void raw_write(raw_writer *w, uint64_t off, const void *src, size_t n)
 
 void raw_close(raw_writer *w, char *mode, size_t mode_cap)
 {
-    pthread_mutex_lock(&w->mu);
-    w->stop = 1;
-    pthread_cond_signal(&w->cv_job);
-    pthread_mutex_unlock(&w->mu);
-    int e = pthread_join(w->thread, NULL);
-    if (e) DIE("%s: joining the writer thread: %s", w->path, strerror(e));
+    if (w->threaded) {
+        pthread_mutex_lock(&w->mu);
+        w->stop = 1;
+        pthread_cond_signal(&w->cv_job);
+        pthread_mutex_unlock(&w->mu);
+        int e = pthread_join(w->thread, NULL);
+        if (e) DIE("%s: joining the writer thread: %s", w->path, strerror(e));
+    }
     if (w->err_no) die_io(w);
     if (w->fd_direct >= 0 && fdatasync(w->fd_direct) != 0) DIE("%s: fdatasync: %s", w->path, strerror(errno));
     if (fdatasync(w->fd_buffered) != 0) DIE("%s: fdatasync: %s", w->path, strerror(errno));

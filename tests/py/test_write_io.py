@@ -5,7 +5,7 @@ by different ranks (row ranges of gate/up and column ranges of down_proj written
 ranks), at -n 1, 2 and 4, every dataset's stored bytes (read at its file offset) equal the -n 1
 mpiio file's and every checksum matches its NumPy recomputation. Then the failure paths:
 O_DIRECT refused on one rank (CFSP_FAULT=nodirect) falls back to buffered writes with the same
-bytes and says so; a device write error on one rank (CFSP_FAULT=eio) ends the job with one line
+bytes and says so; without the writer thread (nothread) the bytes are the same; a device write error on one rank (CFSP_FAULT=eio) ends the job with one line
 naming the file, offset and errno text, and leaves no output file behind."""
 import os
 import sys
@@ -97,6 +97,13 @@ def main():
                  log[-400:] if "rank 1: output written" not in log else "")
         data = raw_datasets(C.pruned_file(out, e))
         ck.check(data == ref, "the fallback file holds the same bytes")
+
+    # no writer thread on rank 0 (as when MPI does not grant MPI_THREAD_FUNNELED): the same bytes
+    out, rc, log = run("nothread", 2, "direct", "nothread:0:rawio")
+    if ck.check(rc == 0, "-n 2, rank 0 without a writer thread: the run succeeds", log[-400:] if rc else ""):
+        e = C.load_results(out)["pruned"][0]
+        ck.check(e.get("write_io") == "direct" and raw_datasets(C.pruned_file(out, e)) == ref,
+                 "it writes O_DIRECT from its own thread, the same bytes")
 
     # a device write error on rank 1 (in the writer thread: the O_DIRECT pieces): one clear line, non-zero exit, no output file left
     out, rc, log = run("eio", 2, "direct", "eio:1:rawio")
