@@ -36,7 +36,8 @@ _Noreturn void cfsp_exit_all(int status);
 
 /* Test hook: 1 if the environment variable CFSP_FAULT is "ACTION:R:WHERE" with R this rank (any
  * thread may ask). Used by tests to kill a rank mid-write (kill:R:write, model_h5.c), to make the
- * raw writer's device writes fail (eio:R:rawio), its O_DIRECT open be refused (nodirect:R:rawio), or
+ * raw writer's device writes fail (eio:R:rawio), its O_DIRECT open be refused (nodirect:R:rawio) or
+ * its O_DIRECT writes fail with EINVAL (einval:R:rawio), or
  * it write without its thread, as when MPI grants no MPI_THREAD_FUNNELED (nothread:R:rawio). */
 int cfsp_fault(const char *action, const char *where);
 

@@ -14,7 +14,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define RAWIO_ALIGN 4096          /* O_DIRECT offset/length/buffer alignment (covers 512 and 4K sectors) */
+/* The O_DIRECT offset/length/buffer alignment: the larger of 4096 (covers 512-byte and 4K sectors)
+ * and the page size, so that no page is written both through the page cache (a range's unaligned
+ * ends) and directly (another range's aligned middle) on 64K-page kernels either. Also the
+ * alignment of the HDF5 datasets (H5Pset_alignment). */
+size_t raw_alignment(void);
 
 typedef struct raw_writer raw_writer;
 

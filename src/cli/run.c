@@ -17,11 +17,13 @@
 #include "cfsp/tokens.h"
 #include "cfsp/util.h"
 #include <cjson/cJSON.h>
+#include <fcntl.h>
 #include <math.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct {
     const options *o;
@@ -58,10 +60,16 @@ static const char *pending_output(job *j, const char *final)
 static int commit_outputs(job *j)
 {
     int rc = 0;
-    if (j->rank == 0)
+    if (j->rank == 0) {
         for (int i = 0; i < j->npending && !rc; i++)
             if (rename(j->pending[i][0], j->pending[i][1]) != 0)
                 rc = FAIL("cannot rename %s to %s", j->pending[i][0], j->pending[i][1]);
+        if (!rc && j->npending) {         /* the renames themselves durable */
+            int fd = open(j->o->output_dir, O_RDONLY | O_DIRECTORY);
+            if (fd < 0 || fsync(fd) != 0) rc = FAIL("%s: cannot fsync the output directory", j->o->output_dir);
+            if (fd >= 0) close(fd);
+        }
+    }
     for (int i = 0; i < j->npending; i++) cfsp_tmp_unregister(j->pending[i][0]);
     return rc;
 }

@@ -99,6 +99,7 @@ static void write_block(writer *wr, int idx, dtype_t dt, int is_index, const voi
         for (int64_t r = 0; r < rows; r += panel) {
             int64_t nr = rows - r < panel ? rows - r : panel;
             const char *p = (const char *)data + (size_t)r * row_bytes;
+            CHECK(wr->addr[idx] != UINT64_MAX, "internal: HDF5 dataset %d has no file address", idx);
             uint64_t at = wr->addr[idx] + ((uint64_t)(r0 + r) * (uint64_t)full_cols + (uint64_t)c0) * es;
             if (cols == full_cols) raw_write(wr->raw, at, p, (size_t)nr * row_bytes);
             else
@@ -194,7 +195,7 @@ uint64_t model_h5_write(const char *path, const model_out *mo, double *seconds, 
     H5_CHECK(H5Pset_fapl_mpio(fapl, MPI_COMM_WORLD, MPI_INFO_NULL));
     H5_CHECK(H5Pset_all_coll_metadata_ops(fapl, 1));
     H5_CHECK(H5Pset_coll_metadata_write(fapl, 1));
-    if (mo->write_io != WRITE_IO_MPIIO) H5_CHECK(H5Pset_alignment(fapl, 65536, RAWIO_ALIGN));
+    if (mo->write_io != WRITE_IO_MPIIO) H5_CHECK(H5Pset_alignment(fapl, 65536, raw_alignment()));
     writer wr = { 0 };
     wr.file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     if (wr.file < 0) DIE("%s: cannot create the HDF5 output file", path);
@@ -272,6 +273,9 @@ uint64_t model_h5_write(const char *path, const model_out *mo, double *seconds, 
         write_norm(&wr, i_norm, w->final_norm, D, w->final_norm_dtype);
         if (i_head >= 0) write_wmat(&wr, i_head, &w->lm_head);
     }
+    char mode[200] = "mpiio";
+    if (wr.raw) raw_close(wr.raw, mode, sizeof mode);   /* every raw byte written and on the device */
+    if (io_mode) snprintf(io_mode, io_mode_cap, "%s", mode);
     if (rank == 0) {
         int64_t *m = xmalloc(sizeof(int64_t) * (size_t)L);
         for (int l = 0; l < L; l++) m[l] = mo->counts[l];
@@ -283,9 +287,6 @@ uint64_t model_h5_write(const char *path, const model_out *mo, double *seconds, 
     H5Dclose(d_imp);
     H5Dclose(d_keep);
     H5Dclose(d_m);
-    char mode[200] = "mpiio";
-    if (wr.raw) raw_close(wr.raw, mode, sizeof mode);   /* every raw byte written and on the device */
-    if (io_mode) snprintf(io_mode, io_mode_cap, "%s", mode);
 
     /* checksums: every rank's shares add up exactly (mod 2^64); all ranks write the attributes */
     uint64_t *all = xmalloc(sizeof(uint64_t) * (size_t)wr.n);
@@ -309,8 +310,8 @@ uint64_t model_h5_write(const char *path, const model_out *mo, double *seconds, 
     h5_attr_u64(root, "tensor_checksum", file_sum);
     H5Gclose(root);
     if (H5Fclose(wr.file) < 0) DIE("%s: closing the HDF5 file failed", path);
-    if (rank == 0) {                      /* durable before it can be renamed into place */
-        int fd = open(path, O_RDONLY);
+    {                                     /* durable before it can be renamed into place: every rank, */
+        int fd = open(path, O_RDONLY);    /* as on a parallel file system its metadata writes are its own */
         if (fd < 0 || fsync(fd) != 0) DIE("%s: fsync failed", path);
         close(fd);
     }

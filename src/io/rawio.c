@@ -19,6 +19,12 @@
 typedef struct { int buf; uint64_t off; size_t len; } job;
 
 static int g_threaded = 1;
+
+size_t raw_alignment(void)
+{
+    long pg = sysconf(_SC_PAGESIZE);
+    return pg > 4096 ? (size_t)pg : 4096;
+}
 void raw_set_threaded(int ok) { g_threaded = ok; }
 
 struct raw_writer {
@@ -26,6 +32,7 @@ struct raw_writer {
     int fd_direct, fd_buffered;     /* fd_direct -1: everything buffered */
     char refused[160];              /* why O_DIRECT is not used ("" if it is, or was not asked for) */
     int asked_direct;
+    size_t align;                   /* raw_alignment(); BUF_BYTES is a multiple of it */
     unsigned char *buf[NBUF];
     int buf_free[NBUF];
     job queue[NBUF];
@@ -65,7 +72,9 @@ static void run_job(raw_writer *w, job j)
     pthread_mutex_unlock(&w->mu);
     int e = 0;
     if (!skip) {
-        e = cfsp_fault("eio", "rawio") ? EIO : pwrite_all(fd, w->buf[j.buf], j.len, j.off);  /* test hook (err.h) */
+        if (cfsp_fault("eio", "rawio")) e = EIO;                                   /* test hooks (err.h) */
+        else if (fd == w->fd_direct && cfsp_fault("einval", "rawio")) e = EINVAL;
+        else e = pwrite_all(fd, w->buf[j.buf], j.len, j.off);
         if (e == EINVAL && fd == w->fd_direct) {      /* the file system wants a larger alignment: buffered from now on */
             e = pwrite_all(w->fd_buffered, w->buf[j.buf], j.len, j.off);
             close(fd);
@@ -111,6 +120,8 @@ raw_writer *raw_open(const char *path, int direct)
     raw_writer *w = xcalloc(1, sizeof *w);
     snprintf(w->path, sizeof w->path, "%s", path);
     w->asked_direct = direct;
+    w->align = raw_alignment();
+    if (BUF_BYTES % w->align) DIE("%s: page size %zu does not divide the %u-byte write buffer", path, w->align, BUF_BYTES);
     w->fd_direct = -1;
     w->fd_buffered = open(path, O_WRONLY | O_CLOEXEC);
     if (w->fd_buffered < 0) DIE("%s: cannot open for writing: %s", path, strerror(errno));
@@ -120,7 +131,7 @@ raw_writer *raw_open(const char *path, int direct)
     }
     for (int i = 0; i < NBUF; i++) {
         void *p = NULL;
-        int e = posix_memalign(&p, RAWIO_ALIGN, BUF_BYTES);
+        int e = posix_memalign(&p, w->align, BUF_BYTES);
         if (e) DIE("%s: cannot allocate a %u-byte aligned write buffer: %s", path, BUF_BYTES, strerror(e));
         w->buf[i] = p;
         w->buf_free[i] = 1;
@@ -176,7 +187,7 @@ void raw_write(raw_writer *w, uint64_t off, const void *src, size_t n)
     int direct = w->fd_direct >= 0, failed = w->err_no != 0;
     pthread_mutex_unlock(&w->mu);
     if (failed) die_io(w);
-    uint64_t a = (off + RAWIO_ALIGN - 1) / RAWIO_ALIGN * RAWIO_ALIGN, z = (off + n) / RAWIO_ALIGN * RAWIO_ALIGN;
+    uint64_t al = w->align, a = (off + al - 1) / al * al, z = (off + n) / al * al;
     if (!direct) { a = off; z = off + n; }    /* all through the queue, unaligned is fine */
     if (z <= a || n < SMALL_BYTES) { write_buffered(w, off, s, n); return; }
     if (a > off) write_buffered(w, off, s, (size_t)(a - off));

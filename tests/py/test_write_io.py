@@ -4,7 +4,7 @@ pieces, sizes that are not multiples of 4096 bytes) and whose blocks are split i
 by different ranks (row ranges of gate/up and column ranges of down_proj written by different
 ranks), at -n 1, 2 and 4, every dataset's stored bytes (read at its file offset) equal the -n 1
 mpiio file's and every checksum matches its NumPy recomputation. Then the failure paths:
-O_DIRECT refused on one rank (CFSP_FAULT=nodirect) falls back to buffered writes with the same
+O_DIRECT refused on one rank (CFSP_FAULT=nodirect at open, einval at a write) falls back to buffered writes with the same
 bytes and says so; without the writer thread (nothread) the bytes are the same; a device write error on one rank (CFSP_FAULT=eio) ends the job with one line
 naming the file, offset and errno text, and leaves no output file behind."""
 import os
@@ -97,6 +97,15 @@ def main():
                  log[-400:] if "rank 1: output written" not in log else "")
         data = raw_datasets(C.pruned_file(out, e))
         ck.check(data == ref, "the fallback file holds the same bytes")
+
+    # O_DIRECT writes failing with EINVAL on rank 1 (a file system wanting another alignment): that
+    # piece and the rest go buffered, the same bytes, counted and said
+    out, rc, log = run("einval", 2, "direct", "einval:1:rawio")
+    if ck.check(rc == 0, "-n 2, O_DIRECT writes refused (EINVAL) on rank 1: the run succeeds", log[-400:] if rc else ""):
+        e = C.load_results(out)["pruned"][0]
+        ck.check(e.get("write_io_fallback_ranks") == 1 and "rank 1: output written buffered (O_DIRECT write refused" in log,
+                 "1 rank fell back, and says why", "" if "O_DIRECT write refused" in log else log[-400:])
+        ck.check(raw_datasets(C.pruned_file(out, e)) == ref, "the file holds the same bytes")
 
     # no writer thread on rank 0 (as when MPI does not grant MPI_THREAD_FUNNELED): the same bytes
     out, rc, log = run("nothread", 2, "direct", "nothread:0:rawio")
