@@ -4,6 +4,7 @@
 #include "cfsp/blas_env.h"
 #include "cfsp/err.h"
 #include "cfsp/model_config.h"
+#include "cfsp/model_h5.h"
 #include "cfsp/pipeline.h"
 #include "cfsp/prune.h"
 #include "cfsp/safetensors.h"
@@ -251,6 +252,37 @@ static void test_blas_coretype(void)
     EXPECT((b == NULL) == (want == NULL) && (!b || !strcmp(b, want)), "Prescott -> %s, expected %s", b ? b : "none", want ? want : "none");
 }
 
+/* the AVX2 tensor checksum equals the scalar definition (and the NumPy one, test_outputs.py) for
+ * every element size, row length (tails of 0..3 elements), placement and positions past 2^32 */
+static void test_checksum_vector(void)
+{
+    uint64_t st = 12345;
+    unsigned char *buf = malloc(64 * 67 * 8);
+    for (int i = 0; i < 64 * 67 * 8; i++) { st = st * 6364136223846793005ULL + 1442695040888963407ULL; buf[i] = (unsigned char)(st >> 56); }
+    const size_t ess[] = { 2, 4, 8, 1 };
+    const int64_t full[] = { 67, 1000, 5000000000LL };
+    int same = 1;
+    for (int e = 0; e < 4; e++)
+        for (int64_t cols = 0; cols <= 67; cols += (cols < 9 ? 1 : 29))
+            for (int f = 0; f < 3; f++) {
+                int64_t r0 = f == 2 ? 3 : 5, c0 = full[f] - cols;
+                tensor_checksum_force_scalar(1);
+                uint64_t a = tensor_checksum(buf, ess[e], 64, cols, r0, c0, full[f]);
+                tensor_checksum_force_scalar(0);
+                uint64_t b = tensor_checksum(buf, ess[e], 64, cols, r0, c0, full[f]);
+                if (a != b) { same = 0; printf("  checksum es %zu cols %lld full %lld: %016llx vs %016llx\n", ess[e], (long long)cols,
+                                               (long long)full[f], (unsigned long long)a, (unsigned long long)b); }
+            }
+    EXPECT(same, "vectorised tensor checksum equals the scalar one");
+    /* additivity: two column halves placed side by side sum to the whole */
+    uint64_t whole = tensor_checksum(buf, 2, 8, 40, 0, 0, 40), parts = 0;
+    unsigned char *l = malloc(8 * 17 * 2), *r = malloc(8 * 23 * 2);
+    for (int i = 0; i < 8; i++) { memcpy(l + i * 34, buf + i * 80, 34); memcpy(r + i * 46, buf + i * 80 + 34, 46); }
+    parts = tensor_checksum(l, 2, 8, 17, 0, 0, 40) + tensor_checksum(r, 2, 8, 23, 0, 17, 40);
+    EXPECT(whole == parts, "column parts add up to the whole tensor's checksum");
+    free(l); free(r); free(buf);
+}
+
 int main(void)
 {
     test_py_random();
@@ -260,6 +292,7 @@ int main(void)
     test_allocation();
     test_stages();
     test_blas_coretype();
+    test_checksum_vector();
     printf("%d checks, %d failed\n", checks, failures);
     return failures ? 1 : 0;
 }

@@ -44,4 +44,6 @@ int model_h5_verify(const char *path);
  * that parts written by different ranks combine exactly. Elements of a [rows, cols] block placed
  * at (r0, c0) of a dataset with full_cols columns. */
 uint64_t tensor_checksum(const void *data, size_t elsize, int64_t rows, int64_t cols, int64_t r0, int64_t c0, int64_t full_cols);
+/* tests: 1 = always the scalar loop (the AVX2 one must give the same sums) */
+void tensor_checksum_force_scalar(int on);
 #endif

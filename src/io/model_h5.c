@@ -27,25 +27,85 @@ static inline uint64_t ck_term(uint64_t pos, uint64_t bits)
     return x * 0x94d049bb133111ebULL;
 }
 
+/* one row of es-byte elements starting at position pos (scalar) */
+static uint64_t ck_row_scalar(const unsigned char *row, size_t es, int64_t cols, uint64_t pos)
+{
+    uint64_t h = 0;
+    if (es == 2) {
+        const uint16_t *v = (const uint16_t *)row;
+        for (int64_t c = 0; c < cols; c++) h += ck_term(pos + (uint64_t)c, v[c]);
+    } else if (es == 4) {
+        const uint32_t *v = (const uint32_t *)row;
+        for (int64_t c = 0; c < cols; c++) h += ck_term(pos + (uint64_t)c, v[c]);
+    } else {
+        for (int64_t c = 0; c < cols; c++) {
+            uint64_t bits = 0;
+            memcpy(&bits, row + (size_t)c * es, es);
+            h += ck_term(pos + (uint64_t)c, bits);
+        }
+    }
+    return h;
+}
+
+/* The same sum with AVX2, four 64-bit lanes (the write path hashes every byte it writes: 0.54
+ * instead of 0.97-1.35 ns per element here). AVX2 has no 64-bit multiply: x * K (mod 2^64) =
+ * lo(x) lo(K) + ((hi(x) lo(K) + lo(x) hi(K)) << 32), three 32x32->64 multiplies; pos * K0
+ * advances by 4 K0 per step. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+__attribute__((target("avx2"))) static inline __m256i mul64c(__m256i x, __m256i klo, __m256i khi)
+{
+    __m256i lo = _mm256_mul_epu32(x, klo);
+    __m256i cross = _mm256_add_epi64(_mm256_mul_epu32(_mm256_srli_epi64(x, 32), klo), _mm256_mul_epu32(x, khi));
+    return _mm256_add_epi64(lo, _mm256_slli_epi64(cross, 32));
+}
+__attribute__((target("avx2"))) static uint64_t ck_row_avx2(const unsigned char *row, size_t es, int64_t cols, uint64_t pos)
+{
+    const __m256i k1 = _mm256_set1_epi64x((long long)0x632be59bd9b4e019ULL);
+    const __m256i k2lo = _mm256_set1_epi64x((long long)(0xbf58476d1ce4e5b9ULL & 0xffffffffu));
+    const __m256i k2hi = _mm256_set1_epi64x((long long)(0xbf58476d1ce4e5b9ULL >> 32));
+    const __m256i k3lo = _mm256_set1_epi64x((long long)(0x94d049bb133111ebULL & 0xffffffffu));
+    const __m256i k3hi = _mm256_set1_epi64x((long long)(0x94d049bb133111ebULL >> 32));
+    const uint64_t K0 = 0x9e3779b97f4a7c15ULL;
+    __m256i pk = _mm256_set_epi64x((long long)((pos + 3) * K0), (long long)((pos + 2) * K0), (long long)((pos + 1) * K0), (long long)(pos * K0));
+    const __m256i step = _mm256_set1_epi64x((long long)(4 * K0));
+    __m256i acc = _mm256_setzero_si256();
+    int64_t c = 0;
+    for (; c + 4 <= cols; c += 4) {
+        __m256i b = es == 2 ? _mm256_cvtepu16_epi64(_mm_loadl_epi64((const __m128i *)(row + (size_t)c * 2)))
+                            : _mm256_cvtepu32_epi64(_mm_loadu_si128((const __m128i *)(row + (size_t)c * 4)));
+        __m256i x = _mm256_xor_si256(pk, _mm256_add_epi64(b, k1));
+        x = mul64c(x, k2lo, k2hi);
+        x = _mm256_xor_si256(x, _mm256_srli_epi64(x, 31));
+        acc = _mm256_add_epi64(acc, mul64c(x, k3lo, k3hi));
+        pk = _mm256_add_epi64(pk, step);
+    }
+    uint64_t lane[4];
+    _mm256_storeu_si256((__m256i *)lane, acc);
+    return lane[0] + lane[1] + lane[2] + lane[3] + ck_row_scalar(row + (size_t)c * es, es, cols - c, pos + (uint64_t)c);
+}
+static int have_avx2(void)
+{
+    static int v = -1;
+    if (v < 0) { __builtin_cpu_init(); v = __builtin_cpu_supports("avx2") ? 1 : 0; }
+    return v;
+}
+#else
+static uint64_t ck_row_avx2(const unsigned char *row, size_t es, int64_t cols, uint64_t pos) { return ck_row_scalar(row, es, cols, pos); }
+static int have_avx2(void) { return 0; }
+#endif
+
+static int g_ck_scalar = 0;                  /* tests: force the scalar loop */
+void tensor_checksum_force_scalar(int on) { g_ck_scalar = on; }
+
 uint64_t tensor_checksum(const void *data, size_t es, int64_t rows, int64_t cols, int64_t r0, int64_t c0, int64_t full_cols)
 {
+    int vec = (es == 2 || es == 4) && !g_ck_scalar && have_avx2();
     uint64_t h = 0;
     for (int64_t r = 0; r < rows; r++) {
         uint64_t pos = (uint64_t)(r0 + r) * (uint64_t)full_cols + (uint64_t)c0;
         const unsigned char *row = (const unsigned char *)data + (size_t)r * (size_t)cols * es;
-        if (es == 2) {
-            const uint16_t *v = (const uint16_t *)row;
-            for (int64_t c = 0; c < cols; c++) h += ck_term(pos + (uint64_t)c, v[c]);
-        } else if (es == 4) {
-            const uint32_t *v = (const uint32_t *)row;
-            for (int64_t c = 0; c < cols; c++) h += ck_term(pos + (uint64_t)c, v[c]);
-        } else {
-            for (int64_t c = 0; c < cols; c++) {
-                uint64_t bits = 0;
-                memcpy(&bits, row + (size_t)c * es, es);
-                h += ck_term(pos + (uint64_t)c, bits);
-            }
-        }
+        h += vec ? ck_row_avx2(row, es, cols, pos) : ck_row_scalar(row, es, cols, pos);
     }
     return h;
 }
