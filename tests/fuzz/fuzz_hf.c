@@ -8,6 +8,7 @@
  * mpi_scripts/fuzz.sh with the src/tok sources; seeds from tests/fuzz/make_tok_corpus.py. */
 #include "cfsp/err.h"
 #include "cfsp/tokenizer.h"
+#include "tok_fuzz_check.h"
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,27 +31,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int rc = tokenizer_from_hf_json(buf, size, "fuzz/tokenizer.json", &t);
     if (rc == 0) {
         if (!t) abort();
-        int vocab = tokenizer_vocab_size(t);
-        if (vocab < 1) abort();
-        size_t ntexts = sizeof texts / sizeof texts[0];
-        for (size_t k = 0; k <= ntexts; k++) {
-            const char *s = k < ntexts ? texts[k] : buf + (size > 64 ? size - 64 : 0);
-            size_t len = k < ntexts ? strlen(texts[k]) : (size > 64 ? 64 : size);
-            uint32_t *ids = NULL, *ids2 = NULL;
-            int64_t n = 0, n2 = 0;
-            cfsp_clear_error();
-            if (tokenizer_encode(t, s, len, 0, "fuzz/text", &ids, &n) == 0) {
-                for (int64_t i = 0; i < n; i++)
-                    if (ids[i] >= (uint32_t)vocab) abort();
-                if (tokenizer_encode(t, s, len, 0, "fuzz/text", &ids2, &n2) != 0 || n2 != n ||
-                    (n && memcmp(ids, ids2, (size_t)n * sizeof *ids)))
-                    abort();
-            } else if (!cfsp_last_error()[0]) {
-                abort();
-            }
-            free(ids);
-            free(ids2);
-        }
+        tok_fuzz_check(t, texts, sizeof texts / sizeof texts[0], buf, size);
         tokenizer_free(t);
     } else if (t || !cfsp_last_error()[0]) {
         abort();

@@ -1,0 +1,36 @@
+/* tok_fuzz_check.h — the check shared by the two tokenizer harnesses (fuzz_hf.c, fuzz_spm.c): for a
+ * tokenizer the reader accepted, encode the fixed texts plus the input's last 64 bytes (as text:
+ * valid UTF-8 or not); every id must be below tokenizer_vocab_size, encoding the same text twice
+ * must give the same ids, and a failed encode must leave a message. Aborts on any violation. */
+#ifndef CFSP_TOK_FUZZ_CHECK_H
+#define CFSP_TOK_FUZZ_CHECK_H
+#include "cfsp/err.h"
+#include "cfsp/tokenizer.h"
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void tok_fuzz_check(tokenizer *t, const char *const *texts, size_t ntexts, const char *input, size_t size)
+{
+    int vocab = tokenizer_vocab_size(t);
+    if (vocab < 1) abort();
+    for (size_t k = 0; k <= ntexts; k++) {
+        const char *s = k < ntexts ? texts[k] : input + (size > 64 ? size - 64 : 0);
+        size_t len = k < ntexts ? strlen(texts[k]) : (size > 64 ? 64 : size);
+        uint32_t *ids = NULL, *ids2 = NULL;
+        int64_t n = 0, n2 = 0;
+        cfsp_clear_error();
+        if (tokenizer_encode(t, s, len, 0, "fuzz/text", &ids, &n) == 0) {
+            for (int64_t i = 0; i < n; i++)
+                if (ids[i] >= (uint32_t)vocab) abort();
+            if (tokenizer_encode(t, s, len, 0, "fuzz/text", &ids2, &n2) != 0 || n2 != n ||
+                (n && memcmp(ids, ids2, (size_t)n * sizeof *ids)))
+                abort();
+        } else if (!cfsp_last_error()[0]) {
+            abort();
+        }
+        free(ids);
+        free(ids2);
+    }
+}
+#endif
