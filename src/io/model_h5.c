@@ -155,12 +155,12 @@ static void write_block(writer *wr, int idx, dtype_t dt, int is_index, const voi
         H5Tclose(type);
         wr->sum[idx] += tensor_checksum(data, es, rows, cols, r0, c0, full_cols);
     } else {
+        CHECK(wr->addr[idx] != UINT64_MAX, "internal: HDF5 dataset %d has no file address", idx);
         int64_t panel = (int64_t)((8u << 20) / row_bytes);
         if (panel < 1) panel = 1;
         for (int64_t r = 0; r < rows; r += panel) {
             int64_t nr = rows - r < panel ? rows - r : panel;
             const char *p = (const char *)data + (size_t)r * row_bytes;
-            CHECK(wr->addr[idx] != UINT64_MAX, "internal: HDF5 dataset %d has no file address", idx);
             uint64_t at = wr->addr[idx] + ((uint64_t)(r0 + r) * (uint64_t)full_cols + (uint64_t)c0) * es;
             if (cols == full_cols) raw_write(wr->raw, at, p, (size_t)nr * row_bytes);
             else
