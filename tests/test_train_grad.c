@@ -7,7 +7,7 @@
  * SwiGLU, cross-entropy, the head (norm + lm_head + cross-entropy), and a whole block (input and
  * all 14 adapter gradients, with a down_proj bias). The float build is the same source; its
  * float rounding is not what this test measures. Prints 'N passed, N failed'. */
-#include "cfsp/train_ops.h"
+#include "cfsp/train/train_ops.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,8 +1,9 @@
 /* export_cmd.c — `cfsp-mpi export`: command line of the exporters (see export.h). Serial: main.c
  * runs it on rank 0 only, so it works with or without mpirun. */
-#include "cfsp/export.h"
-#include "cfsp/err.h"
-#include "cfsp/util.h"
+#include "cfsp/cli/commands.h"
+#include "cfsp/export/export.h"
+#include "cfsp/util/err.h"
+#include "cfsp/util/util.h"
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>

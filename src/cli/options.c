@@ -1,8 +1,8 @@
 /* options.c — the option table, the JSON run file and the command line (see options.h). */
-#include "cfsp/options.h"
-#include "cfsp/err.h"
-#include "cfsp/json_util.h"
-#include "cfsp/util.h"
+#include "cfsp/cli/options.h"
+#include "cfsp/util/err.h"
+#include "cfsp/util/json_util.h"
+#include "cfsp/util/util.h"
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>

@@ -9,11 +9,11 @@
  * is sum_s t_s (the first micro-batch's trip) + (M - 1) x max_s t_s, so the predicted efficiency is
  * M x sum_s t_s / (P x makespan) = load balance x steady-state share. Communication is not
  * modelled (a micro-batch message is 3 x chunk x D floats per stage boundary). */
-#include "cfsp/plan.h"
-#include "cfsp/err.h"
-#include "cfsp/forward.h"
-#include "cfsp/pipeline.h"
-#include "cfsp/util.h"
+#include "cfsp/cli/commands.h"
+#include "cfsp/util/err.h"
+#include "cfsp/model/forward.h"
+#include "cfsp/pipeline/pipeline.h"
+#include "cfsp/util/util.h"
 #include <cblas.h>
 #include <cjson/cJSON.h>
 #include <stdio.h>

@@ -2,12 +2,12 @@
  * the rank plan (adapter_config.json), training with periodic checkpoints and --resume, held-out
  * perplexity before and after, the log (recover.json), and --merge / --peft outputs. Collective:
  * every rank parses the same arguments; input problems end in cfsp_sync. */
-#include "cfsp/err.h"
-#include "cfsp/results.h"
-#include "cfsp/stats.h"
-#include "cfsp/tokens.h"
-#include "cfsp/train.h"
-#include "cfsp/util.h"
+#include "cfsp/cli/commands.h"
+#include "cfsp/util/err.h"
+#include "cfsp/prune/stats.h"
+#include "cfsp/format/tokens.h"
+#include "cfsp/train/train.h"
+#include "cfsp/util/util.h"
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>

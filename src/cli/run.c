@@ -7,15 +7,16 @@
  *   4. per method and ratio: the owners slice their units, all write the HDF5 checkpoint in
  *      parallel, the pruned model is evaluated through the same pipeline
  *   5. every output is renamed into place at once; the root writes results.json last */
-#include "cfsp/run.h"
-#include "cfsp/blas_env.h"
-#include "cfsp/err.h"
-#include "cfsp/model_h5.h"
-#include "cfsp/results.h"
-#include "cfsp/stats_h5.h"
-#include "cfsp/tokenizer.h"
-#include "cfsp/tokens.h"
-#include "cfsp/util.h"
+#include "cfsp/cli/commands.h"
+#include "cfsp/util/blas_env.h"
+#include "cfsp/util/err.h"
+#include "cfsp/ckpt/model_h5.h"
+#include "cfsp/pipeline/pipeline.h"
+#include "cfsp/report/results.h"
+#include "cfsp/prune/stats_h5.h"
+#include "cfsp/tok/tokenizer.h"
+#include "cfsp/format/tokens.h"
+#include "cfsp/util/util.h"
 #include <cjson/cJSON.h>
 #include <fcntl.h>
 #include <math.h>
@@ -431,7 +432,7 @@ static void prune_one(job *j, int method, double ratio, const double *scores, cJ
         for (int l = 0; l < L; l++) imp[l] = j->rank == 0 ? j->stats[l].imp[o->global_metric] : 0;
         cJSON *oj = options_to_json(o);
         char *ojs = cJSON_PrintUnformatted(oj);
-        model_out mo = { &j->cfg, &j->st, &j->plan, &j->map, &j->w, pu, counts, kofs, mykept, bias, imp, keep,
+        model_out mo = { &j->cfg, &j->st, &j->w, pu, counts, kofs, mykept, bias, imp, keep,
                          ratio, prune_method_names[method], ojs, o->write_io };
         bytes = model_h5_write(pending_output(j, path), &mo, &write_secs, write_io, sizeof write_io);
         MPI_CHECK(MPI_Reduce(&bytes, &all_bytes, 1, MPI_UINT64_T, MPI_SUM, 0, MPI_COMM_WORLD));
@@ -592,7 +593,8 @@ int cfsp_run(const options *o)
         cj.nseq = o->nsamples;
         cj.seqlen = o->seqlen;
         cj.chunk = o->chunk;
-        cj.stats = j->stats;
+        fwd_hook hook = stats_hook(j->stats);
+        cj.hook = &hook;
         cj.label = "calibration";
         MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));   /* the phase's clock starts together on every rank */
         pipeline_run(&j->pl, j->w.units, &cj);

@@ -1,9 +1,10 @@
 /* tokenize_cmd.c — `cfsp-mpi tokenize --model DIR IN.txt OUT.u32.bin [--bos 1|0] [--force]`: the
  * checkpoint's own tokenizer over a text file, written in the token-file format (uint32
  * little-endian ids, one BOS first by default) to OUT.tmp, then renamed. Rank 0 does the work. */
-#include "cfsp/err.h"
-#include "cfsp/tokenizer.h"
-#include "cfsp/util.h"
+#include "cfsp/cli/commands.h"
+#include "cfsp/util/err.h"
+#include "cfsp/tok/tokenizer.h"
+#include "cfsp/util/util.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

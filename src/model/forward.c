@@ -1,9 +1,8 @@
 /* forward.c — LLaMA layer ops in fp32: embedding, RMSNorm, linear (sgemm), RoPE (HF rotate_half,
  * optional llama3 frequency scaling), grouped-query causal attention, SwiGLU, block, head. */
-#include "cfsp/forward.h"
-#include "cfsp/err.h"
-#include "cfsp/stats.h"
-#include "cfsp/util.h"
+#include "cfsp/model/forward.h"
+#include "cfsp/util/err.h"
+#include "cfsp/util/util.h"
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
@@ -192,7 +191,7 @@ void attention_unit(const unit_weights *u, float *x, int n, int pos0, float *kc,
 }
 
 void ffn_unit(const unit_weights *u, float *x, float *acc, const float *hin, int n,
-              struct block_stats *st, const model_config *c, fwd_ws *ws)
+              const fwd_hook *hook, const model_config *c, fwd_ws *ws)
 {
     int D = c->hidden, k = u->k;
     size_t nd = (size_t)n * D;
@@ -201,7 +200,7 @@ void ffn_unit(const unit_weights *u, float *x, float *acc, const float *hin, int
         linear(ws->g, ws->xn, n, &u->gate, 0.0f, ws);
         linear(ws->u, ws->xn, n, &u->up, 0.0f, ws);
         swiglu(ws->g, ws->u, (size_t)n * k);
-        if (st) stats_channels(st, ws->g, n, k, u->c0);
+        if (hook) hook->channels(hook->ctx, u->layer, ws->g, n, k, u->c0);
         linear(acc, ws->g, n, &u->down, u->slice == 0 ? 0.0f : 1.0f, ws);
     } else if (u->slice == 0) {
         memset(acc, 0, sizeof(float) * nd);
@@ -210,7 +209,7 @@ void ffn_unit(const unit_weights *u, float *x, float *acc, const float *hin, int
         for (int t = 0; t < n; t++) add_inplace(acc + (size_t)t * D, u->bias, (size_t)D);
     if (u->slice == u->nslices - 1) {
         add_inplace(x, acc, nd);
-        if (st) stats_coarse(st, hin, x, n, D);
+        if (hook) hook->block(hook->ctx, u->layer, hin, x, n, D);
     }
 }
 

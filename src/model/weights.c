@@ -1,9 +1,8 @@
 /* weights.c — map a rank's tensors (or tensor slices) from safetensors and check names, shapes
  * and dtypes. */
-#include "cfsp/weights.h"
-#include "cfsp/err.h"
-#include "cfsp/pipeline.h"
-#include "cfsp/util.h"
+#include "cfsp/model/weights.h"
+#include "cfsp/util/err.h"
+#include "cfsp/util/util.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -193,7 +192,7 @@ static int load_unit(st_model *st, model_config *c, const stage_unit *su, unit_w
     return 0;
 }
 
-int weights_load(st_model *st, model_config *c, const struct unit_plan *plan, int first, int last,
+int weights_load(st_model *st, model_config *c, const unit_plan *plan, int first, int last,
                  int has_embed, int has_head, rank_weights *w)
 {
     memset(w, 0, sizeof *w);

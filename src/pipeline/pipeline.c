@@ -4,9 +4,9 @@
  * distance, when statistics are collected). Buffers rotate over three slots: slot mb%3 is being
  * computed while the next micro-batch is received into slot (mb+1)%3 and the previous one may
  * still be in flight to the next rank. */
-#include "cfsp/pipeline.h"
-#include "cfsp/err.h"
-#include "cfsp/util.h"
+#include "cfsp/pipeline/pipeline.h"
+#include "cfsp/util/err.h"
+#include "cfsp/util/util.h"
 #include <mpi.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,13 +87,12 @@ void pipeline_run(pipeline *p, const unit_weights *units, pipe_job *job)
         float *acc = x + cd, *hin = x + 2 * cd;
         for (int i = 0, att = 0; i < nu; i++) {
             const unit_weights *u = &units[i];
-            block_stats *st = job->stats ? &job->stats[u->layer] : NULL;
             if (u->slice < 0) {
-                if (st) memcpy(hin, x, sizeof(float) * cd);
+                if (job->hook) memcpy(hin, x, sizeof(float) * cd);
                 attention_unit(u, x, chunk, pos0, p->kcache + kvb * att, p->vcache + kvb * att, c, &p->ws);
                 att++;
             } else {
-                ffn_unit(u, x, acc, hin, chunk, st, c, &p->ws);
+                ffn_unit(u, x, acc, hin, chunk, job->hook, c, &p->ws);
             }
         }
         if (last_stage && job->eval) {

@@ -1,7 +1,7 @@
 /* alloc.c — the root's budget allocation (CFSP sigmoid rule, global thresholds of the baselines)
  * and per-block channel selection (reference threshold rule, or exact top-k). */
-#include "cfsp/prune.h"
-#include "cfsp/util.h"
+#include "cfsp/prune/prune.h"
+#include "cfsp/util/util.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,7 +1,7 @@
 /* score.c — per-channel importance scores of one block's FFN channels (all local metrics of the
  * reference, the row-normalised extension, and the wanda_sp / flap / mag_sp baselines). */
-#include "cfsp/prune.h"
-#include "cfsp/util.h"
+#include "cfsp/prune/prune.h"
+#include "cfsp/util/util.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>

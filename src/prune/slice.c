@@ -1,7 +1,7 @@
 /* slice.c — build the smaller dense block: rows of gate/up and columns of down at the kept
  * channels, copied in the stored dtype (bit-exact), plus flap's bias compensation. */
-#include "cfsp/prune.h"
-#include "cfsp/util.h"
+#include "cfsp/prune/prune.h"
+#include "cfsp/util/util.h"
 #include <stdlib.h>
 #include <string.h>
 

@@ -1,6 +1,6 @@
 /* stats.c — the statistics hook: per-token block distances and per-channel activation sums. */
-#include "cfsp/stats.h"
-#include "cfsp/util.h"
+#include "cfsp/prune/stats.h"
+#include "cfsp/util/util.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,3 +62,15 @@ void stats_coarse(block_stats *s, const float *hin, const float *hout, int n, in
     }
     s->ntok += n;
 }
+
+static void hook_channels(void *ctx, int layer, const float *act, int n, int k, int c0)
+{
+    stats_channels(&((block_stats *)ctx)[layer], act, n, k, c0);
+}
+
+static void hook_block(void *ctx, int layer, const float *hin, const float *hout, int n, int D)
+{
+    stats_coarse(&((block_stats *)ctx)[layer], hin, hout, n, D);
+}
+
+fwd_hook stats_hook(block_stats *all) { return (fwd_hook){ hook_channels, hook_block, all }; }

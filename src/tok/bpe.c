@@ -2,7 +2,7 @@
  * of candidate merges ordered by (rank, position); an entry is stale when the pair now at its
  * position no longer merges into the same new id. See hf.c for how words are cut into symbols. */
 #include "tok_internal.h"
-#include "cfsp/util.h"
+#include "cfsp/util/util.h"
 
 static inline int item_less(const bpe_item *a, const bpe_item *b)
 {

@@ -4,9 +4,9 @@
  * rstrip), each remaining segment normalized, normalized added tokens split off, pre-tokenized into
  * words, each word BPE-encoded (tokenizers' BPE::merge_word + Word::merge_all). */
 #include "tok_internal.h"
-#include "cfsp/err.h"
-#include "cfsp/json_util.h"
-#include "cfsp/util.h"
+#include "cfsp/util/err.h"
+#include "cfsp/util/json_util.h"
+#include "cfsp/util/util.h"
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -16,7 +16,7 @@
  *                               of a run that precedes a non-space)
  *   \s+                         whitespace run */
 #include "tok_internal.h"
-#include "cfsp/err.h"
+#include "cfsp/util/err.h"
 #include <string.h>
 
 static const struct { const char *text; int kind, maxrep; } fragments[] = {

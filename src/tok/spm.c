@@ -5,8 +5,8 @@
  * unused pieces re-segmented) or the unigram model (the optimized Viterbi), then unknown runs merged
  * or decomposed into <0xXX> byte pieces (byte_fallback). */
 #include "tok_internal.h"
-#include "cfsp/err.h"
-#include "cfsp/util.h"
+#include "cfsp/util/err.h"
+#include "cfsp/util/util.h"
 #include <float.h>
 #include <stdio.h>
 #include <stdlib.h>

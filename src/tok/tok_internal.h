@@ -4,7 +4,7 @@
  * model descriptions (sentencepiece ModelProto, Hugging Face tokenizer.json) and the merge loops. */
 #ifndef CFSP_TOK_INTERNAL_H
 #define CFSP_TOK_INTERNAL_H
-#include "cfsp/tokenizer.h"
+#include "cfsp/tok/tokenizer.h"
 #include <stddef.h>
 #include <stdint.h>
 

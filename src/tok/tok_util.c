@@ -1,7 +1,7 @@
 /* tok_util.c — the tokenizer's containers (id vectors, string and pair hash tables, byte trie),
  * UTF-8 decoding and the Unicode classes \p{L}, \p{N}, White_Space (see tok_internal.h). */
 #include "tok_internal.h"
-#include "cfsp/util.h"
+#include "cfsp/util/util.h"
 #include "unicode_tables.h"
 #include <stdlib.h>
 #include <string.h>

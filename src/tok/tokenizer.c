@@ -1,9 +1,9 @@
 /* tokenizer.c — the public tokenizer API (tokenizer.h): finding and loading a checkpoint's
  * tokenizer file, the BOS id, encoding a text or a whole file. */
 #include "tok_internal.h"
-#include "cfsp/err.h"
-#include "cfsp/json_util.h"
-#include "cfsp/util.h"
+#include "cfsp/util/err.h"
+#include "cfsp/util/json_util.h"
+#include "cfsp/util/util.h"
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>

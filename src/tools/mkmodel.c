@@ -1,5 +1,4 @@
-/*
- * cfsp-mpi-mkmodel: writes a random-weight LLaMA checkpoint in Hugging Face layout
+/* mkmodel.c — cfsp-mpi-mkmodel: writes a random-weight LLaMA checkpoint in Hugging Face layout
  * (config.json + model.safetensors, or model-0000i-of-0000N.safetensors shards with
  * model.safetensors.index.json) for tests and benchmarks.
  *

@@ -1,7 +1,7 @@
 /* train_block.c — a LLaMA block and the head composed from the training ops (train_ops.h), forward
  * keeping activations and the backward in reverse order. Compiled for float (the program) and for
  * double (the gradient check). */
-#include "cfsp/train_ops.h"
+#include "cfsp/train/train_ops.h"
 #include <string.h>
 
 void blk_act_sizes(const blk_params *p, int n, int64_t *s)

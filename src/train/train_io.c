@@ -2,12 +2,12 @@
  * HDF5 checkpoint or a Hugging Face directory, through export_src.c's tensor source), adapter
  * checkpoints, the merged pruned checkpoint and the PEFT adapter safetensors. All writers are
  * serial (rank 0), write NAME.tmp and rename it into place. */
-#include "cfsp/train.h"
-#include "cfsp/err.h"
-#include "cfsp/export.h"
-#include "cfsp/h5util.h"
-#include "cfsp/model_h5.h"
-#include "cfsp/util.h"
+#include "cfsp/train/train.h"
+#include "cfsp/util/err.h"
+#include "cfsp/export/export.h"
+#include "cfsp/format/h5util.h"
+#include "cfsp/ckpt/model_h5.h"
+#include "cfsp/util/util.h"
 #include <cblas.h>
 #include <cjson/cJSON.h>
 #include <fcntl.h>

@@ -1,7 +1,7 @@
 /* train_ops.c — forward and backward of every training op (see train_ops.h): RMSNorm, linear with
  * LoRA, rotary embedding, causal GQA attention, SwiGLU, cross-entropy. Compiled with real = float
  * for the program and real = double (-DTRAIN_DOUBLE) for the gradient check. */
-#include "cfsp/train_ops.h"
+#include "cfsp/train/train_ops.h"
 #include <cblas.h>
 #include <math.h>
 #include <string.h>

@@ -10,8 +10,8 @@
  *     thread per online core in every rank, all bound to the rank's one core by mpirun. After
  *     MPI_Init the thread count is set to the cores this rank may run on divided by the ranks of
  *     the job on this node (>= 1), unless the user chose one. */
-#include "cfsp/blas_env.h"
-#include "cfsp/err.h"
+#include "cfsp/util/blas_env.h"
+#include "cfsp/util/err.h"
 #include <mpi.h>
 #include <sched.h>
 #include <stdio.h>

@@ -1,5 +1,5 @@
 /* err.c — failure reporting, coordinated exits and temporary-file cleanup (see err.h). */
-#include "cfsp/err.h"
+#include "cfsp/util/err.h"
 #include <mpi.h>
 #include <signal.h>
 #include <stdarg.h>

@@ -1,7 +1,7 @@
 /* util.c — checked allocation, timing, /proc memory figures, FNV-1a, file helpers and
  * half-precision conversions. */
-#include "cfsp/util.h"
-#include "cfsp/err.h"
+#include "cfsp/util/util.h"
+#include "cfsp/util/err.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -187,4 +187,18 @@ uint16_t f32_to_f16(float f)
     uint32_t rest = man & 0x1fffu;
     if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) h++;
     return (uint16_t)(sign | h);
+}
+
+int write_text_atomic(const char *path, const char *text)
+{
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return FAIL("%s: cannot create", tmp);
+    size_t n = strlen(text);
+    int ok = fwrite(text, 1, n, f) == n;
+    ok &= fclose(f) == 0;
+    if (!ok) { unlink(tmp); return FAIL("%s: write failed (disk full?)", tmp); }
+    if (rename(tmp, path) != 0) { unlink(tmp); return FAIL("cannot rename %s to %s", tmp, path); }
+    return 0;
 }

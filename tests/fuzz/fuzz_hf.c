@@ -6,8 +6,8 @@
  * id must be below tokenizer_vocab_size (1 + the largest id it can produce), and encoding the same
  * text twice must give the same ids; a failure (parse or encode) must leave a message. Built by
  * mpi_scripts/fuzz.sh with the src/tok sources; seeds from tests/fuzz/make_tok_corpus.py. */
-#include "cfsp/err.h"
-#include "cfsp/tokenizer.h"
+#include "cfsp/util/err.h"
+#include "cfsp/tok/tokenizer.h"
 #include "tok_fuzz_check.h"
 #include <stdint.h>
 #include <stdlib.h>

@@ -1,0 +1,36 @@
+/* options.h — every run option, from one table: defaults, then the JSON run file (--config; keys
+ * are the option names with '_' for '-'), then the command line. `cfsp-mpi --help` prints the table. */
+#ifndef CFSP_OPTIONS_H
+#define CFSP_OPTIONS_H
+#include "cfsp/prune/prune.h"
+#include "cfsp/ckpt/model_h5.h"
+
+#define MAX_RATIOS 64
+
+typedef struct {
+    char command[16];            /* run | prune | verify */
+    char config_file[4096];
+    char model[4096], calib_tokens[4096], eval_tokens[4096], output_dir[4096], dump_logits[4096];
+    char calib_text[4096], eval_text[4096];   /* text, tokenized by the model's own tokenizer */
+    char stats[4096];            /* prune --stats FILE */
+    char verify_file[4096];
+    int nsamples, seqlen, chunk, eval_windows, calib_random, ffn_slice;
+    long long seed;
+    double ratios[MAX_RATIOS];
+    int nratios;
+    int methods[PM_COUNT];
+    int nmethods;
+    int global_metric, local_metric;
+    double a, b, c;
+    int alloc_reference, align, force, save_models, save_stats, eval_pruned, eval_dense;
+    double max_rank_memory_gb;
+    int write_io;                /* WRITE_IO_* (model_h5.h) */
+    int help;
+} options;
+
+/* parse argv (and the --config file); FAIL with the option or file/field named */
+int options_parse(int argc, char **argv, options *o);
+void options_print_help(void);
+/* JSON object of the effective options (caller frees with cJSON_Delete) */
+struct cJSON *options_to_json(const options *o);
+#endif

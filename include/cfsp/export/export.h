@@ -1,0 +1,96 @@
+/* export.h — `cfsp-mpi export`: a pruned checkpoint (the HDF5 file of model_h5.h) or an unpruned
+ * Hugging Face directory (ratio 0), written as
+ *   - GGUF v3, architecture `deci` (llama.cpp's LLaMA variant with per-layer FFN sizes), q/k rows
+ *     permuted to llama.cpp's interleaved rotary order as its convert_hf_to_gguf.py does, the
+ *     tokenizer metadata taken from the source checkpoint's tokenizer.model / tokenizer.json;
+ *   - a Hugging Face Nemotron-NAS / DeciLM directory: config.json with block_configs, safetensors
+ *     shards of at most a given size with model.safetensors.index.json, tokenizer files copied.
+ * Serial (rank 0), streaming: one row panel of one tensor in memory at a time. Outputs are
+ * written under a temporary name and renamed when complete; never overwritten without --force.
+ * Every input problem is a one-line FAIL naming the file and the field. */
+#ifndef CFSP_EXPORT_H
+#define CFSP_EXPORT_H
+#include "cfsp/format/model_config.h"
+#include "cfsp/format/safetensors.h"
+#include <hdf5.h>
+#include <stdint.h>
+
+/* ---- the tensor source (export_src.c) -------------------------------------------------------- */
+typedef struct {
+    char name[128];            /* Hugging Face name, e.g. model.layers.3.mlp.up_proj.weight */
+    dtype_t dtype;             /* stored dtype */
+    int ndim;                  /* 1 (norms) or 2 */
+    int64_t rows, cols;        /* [rows, cols] row-major; cols = 1 for 1-D */
+    int layer;                 /* block index, -1 for embeddings / final norm / lm_head */
+    char h5path[160];          /* HDF5 dataset (HDF5 source) */
+    const st_tensor *st;       /* safetensors tensor (directory source) */
+} ex_tensor;
+
+typedef struct {
+    char in_path[4096];        /* the HDF5 file, "" for a safetensors directory (ratio 0) */
+    char src_dir[4096];        /* source checkpoint: tokenizer files (and the weights for ratio 0) */
+    model_config cfg;          /* the exported model: cfg.ffn[l] = its (pruned) FFN sizes */
+    char *config_text;         /* the source config.json text (the HDF5 'config' attribute) */
+    char method[32];           /* "cfsp", ... or "none" (ratio 0) */
+    double ratio;
+    int has_bias;              /* some block carries mlp.down_proj.bias (flap) */
+    int bias_layer;            /* the first such block */
+    ex_tensor *t;
+    int nt;
+    hid_t h5;
+    st_model st;
+    int st_open;
+} ex_source;
+
+/* Open a pruned HDF5 file; src_dir_override (or NULL) replaces the model path recorded in its
+ * options attribute. Checks the format, the config and every dataset's shape and dtype. */
+int ex_source_open_h5(const char *path, const char *src_dir_override, ex_source *s);
+/* Open an unpruned Hugging Face directory (config.json + safetensors). */
+int ex_source_open_dir(const char *dir, ex_source *s);
+const ex_tensor *ex_find(const ex_source *s, const char *name);
+/* rows [r0, r0 + n) of t, raw stored bytes (no conversion), into buf */
+int ex_read_rows(ex_source *s, const ex_tensor *t, int64_t r0, int64_t n, void *buf);
+void ex_source_close(ex_source *s);
+uint64_t ex_tensor_bytes(const ex_tensor *t);
+/* rows per streamed panel of t (at most EX_PANEL_BYTES, a multiple of `multiple` rows) */
+#define EX_PANEL_BYTES (64u << 20)
+int64_t ex_panel_rows(const ex_tensor *t, int64_t multiple);
+
+/* ---- the tokenizer of the source checkpoint (export_tok.c) ----------------------------------- */
+/* GGUF token types (llama.cpp's llama_token_type, equal to sentencepiece's piece types) */
+enum { TOK_NORMAL = 1, TOK_UNKNOWN = 2, TOK_CONTROL = 3, TOK_USER_DEFINED = 4, TOK_UNUSED = 5, TOK_BYTE = 6 };
+
+typedef struct {
+    char model[16];            /* tokenizer.ggml.model: "llama" (sentencepiece style) | "gpt2" (byte-level BPE) */
+    char pre[32];              /* tokenizer.ggml.pre */
+    char source[32];           /* the file it came from: tokenizer.model | tokenizer.json */
+    int n;                     /* tokens (= the model's vocab_size) */
+    char **tok;                /* token text (UTF-8 bytes, NUL-terminated; may contain no NUL) */
+    uint32_t *len;
+    float *score;              /* "llama" only */
+    int32_t *type;
+    char **merges;             /* "gpt2" only */
+    int nmerges;
+    int64_t bos, eos, unk, pad;       /* -1: not set */
+    int add_bos, add_eos, add_space_prefix; /* -1: not set */
+} ex_vocab;
+
+/* tokenizer.model (sentencepiece protobuf) if present, else tokenizer.json; vocab padded to
+ * cfg->vocab with [PADi] tokens as llama.cpp's converter does. */
+int ex_vocab_load(const char *dir, const model_config *cfg, const char *config_text, ex_vocab *v);
+void ex_vocab_free(ex_vocab *v);
+/* exposed for unit tests: parse a sentencepiece ModelProto (bounds-checked protobuf reader) */
+int ex_spm_parse(const unsigned char *buf, size_t n, const char *fname, ex_vocab *v);
+
+/* ---- the writers ----------------------------------------------------------------------------- */
+typedef struct {
+    const char *out;           /* OUT.gguf or OUTDIR */
+    int force;
+    uint32_t alignment;        /* GGUF: general.alignment (power of two, default 32) */
+    uint64_t shard_bytes;      /* HF: maximum bytes per safetensors file */
+    const char *name;          /* general.name (default: the source directory's name) */
+} ex_options;
+
+int export_gguf(ex_source *s, const ex_options *o);
+int export_hf(ex_source *s, const ex_options *o);
+#endif

@@ -1,0 +1,9 @@
+/* results.h — the run report written by the root: results.json (machine-readable), results.md
+ * (a short table) and ppl_vs_ratio.svg (perplexity against pruning ratio, one line per method). */
+#ifndef CFSP_RESULTS_H
+#define CFSP_RESULTS_H
+#include <cjson/cJSON.h>
+
+/* write <dir>/results.json, results.md and ppl_vs_ratio.svg from the results object */
+int results_write(const char *dir, const cJSON *results);
+#endif

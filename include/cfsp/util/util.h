@@ -1,0 +1,36 @@
+/* util.h — small helpers shared by every module: checked allocation, timing, memory figures,
+ * checksums, whole-file reads and numeric parsing. */
+#ifndef CFSP_UTIL_H
+#define CFSP_UTIL_H
+#include <stddef.h>
+#include <stdint.h>
+
+void *xmalloc(size_t n);                 /* DIE on failure; n == 0 allowed */
+void *xcalloc(size_t n, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+/* a*b with overflow check: returns 0 and sets *out, or -1 */
+int mul_u64(uint64_t a, uint64_t b, uint64_t *out);
+
+double now_seconds(void);
+int64_t vm_hwm_bytes(void);              /* peak resident set of this process (/proc/self/status) */
+int64_t vm_rss_bytes(void);
+
+uint64_t fnv1a64(uint64_t h, const void *data, size_t n);
+#define FNV1A64_INIT 0xcbf29ce484222325ULL
+
+/* read a whole file (at most max_bytes) into a NUL-terminated buffer; FAIL on error */
+int read_whole_file(const char *path, size_t max_bytes, char **out, size_t *len);
+int path_exists(const char *path);
+int dir_is_writable(const char *path);
+int64_t free_disk_bytes(const char *dir);
+int mkdir_p(const char *path);
+/* text to path through path.tmp and a rename; FAIL on any write, close or rename error */
+int write_text_atomic(const char *path, const char *text);
+
+/* float conversions (round to nearest even) */
+float bf16_to_f32(uint16_t h);
+uint16_t f32_to_bf16(float f);
+float f16_to_f32(uint16_t h);
+uint16_t f32_to_f16(float f);
+#endif

@@ -1,0 +1,325 @@
+/* safetensors.c — validated safetensors headers, shard indexes, and lazy per-tensor mmap. */
+#include "cfsp/format/safetensors.h"
+#include "cfsp/util/err.h"
+#include "cfsp/util/json_util.h"
+#include "cfsp/util/util.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+size_t dtype_size(dtype_t t) { return t == DT_F32 ? 4 : 2; }
+const char *dtype_name(dtype_t t) { return t == DT_F32 ? "F32" : t == DT_F16 ? "F16" : "BF16"; }
+
+int dtype_from_name(const char *s, dtype_t *t)
+{
+    if (!strcmp(s, "F32")) *t = DT_F32;
+    else if (!strcmp(s, "F16")) *t = DT_F16;
+    else if (!strcmp(s, "BF16")) *t = DT_BF16;
+    else return -1;
+    return 0;
+}
+
+static uint32_t name_hash(const char *s)
+{
+    uint32_t h = 2166136261u;
+    while (*s) { h ^= (unsigned char)*s++; h *= 16777619u; }
+    return h;
+}
+
+static void hash_rebuild(st_model *m)
+{
+    free(m->hash);
+    m->hash_cap = 16;
+    while (m->hash_cap < 4 * m->nt + 32) m->hash_cap *= 2;
+    m->hash = xmalloc(sizeof(int) * (size_t)m->hash_cap);
+    for (int i = 0; i < m->hash_cap; i++) m->hash[i] = -1;
+    for (int i = 0; i < m->nt; i++) {
+        uint32_t h = name_hash(m->t[i].name) & (uint32_t)(m->hash_cap - 1);
+        while (m->hash[h] >= 0) h = (h + 1) & (uint32_t)(m->hash_cap - 1);
+        m->hash[h] = i;
+    }
+}
+
+const st_tensor *st_find(const st_model *m, const char *name)
+{
+    if (!m->hash) return NULL;
+    uint32_t h = name_hash(name) & (uint32_t)(m->hash_cap - 1);
+    while (m->hash[h] >= 0) {
+        if (!strcmp(m->t[m->hash[h]].name, name)) return &m->t[m->hash[h]];
+        h = (h + 1) & (uint32_t)(m->hash_cap - 1);
+    }
+    return NULL;
+}
+
+uint64_t st_nbytes(const st_tensor *t) { return t->end - t->begin; }
+
+static int cmp_begin(const void *a, const void *b)
+{
+    const st_tensor *x = *(st_tensor *const *)a, *y = *(st_tensor *const *)b;
+    return x->begin < y->begin ? -1 : x->begin > y->begin;
+}
+
+int st_parse_header(const char *json, size_t len, uint64_t data_size, const char *fname, int file_idx, st_model *m)
+{
+    cJSON *root = NULL;
+    if (json_parse(json, len, fname, &root)) return -1;
+    int rc = -1, first = m->nt;
+    if (!cJSON_IsObject(root)) { FAIL("%s: safetensors header: expected a JSON object", fname); goto out; }
+    const cJSON *e;
+    cJSON_ArrayForEach(e, root) {
+        const char *name = e->string;
+        if (!name) { FAIL("%s: safetensors header: entry without a name", fname); goto out; }
+        if (!strcmp(name, "__metadata__")) {
+            if (!cJSON_IsObject(e)) { FAIL("%s: '__metadata__': expected an object", fname); goto out; }
+            continue;
+        }
+        if (!cJSON_IsObject(e)) { FAIL("%s: tensor '%s': expected an object", fname, name); goto out; }
+        if (strlen(name) > 1024) { FAIL("%s: tensor name longer than 1024 bytes", fname); goto out; }
+        const char *dt = NULL;
+        if (json_get_string(e, "dtype", fname, 1, &dt)) goto out;
+        dtype_t dtype;
+        if (dtype_from_name(dt, &dtype)) {
+            FAIL("%s: tensor '%s': dtype \"%s\" is not supported (expected F32, F16 or BF16)", fname, name, dt);
+            goto out;
+        }
+        const cJSON *shape = cJSON_GetObjectItemCaseSensitive(e, "shape");
+        const cJSON *offs = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
+        if (!cJSON_IsArray(shape)) { FAIL("%s: tensor '%s': field 'shape': expected an array", fname, name); goto out; }
+        if (!cJSON_IsArray(offs) || cJSON_GetArraySize(offs) != 2) {
+            FAIL("%s: tensor '%s': field 'data_offsets': expected [begin, end]", fname, name);
+            goto out;
+        }
+        int nd = cJSON_GetArraySize(shape);
+        if (nd > ST_MAX_DIMS) { FAIL("%s: tensor '%s': %d dimensions, at most %d supported", fname, name, nd, ST_MAX_DIMS); goto out; }
+        st_tensor t;
+        memset(&t, 0, sizeof t);
+        t.dtype = dtype;
+        t.ndim = nd;
+        t.file = file_idx;
+        uint64_t count = 1;
+        for (int d = 0; d < nd; d++) {
+            const cJSON *v = cJSON_GetArrayItem(shape, d);
+            if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 9.0e15 || v->valuedouble != (double)(int64_t)v->valuedouble) {
+                FAIL("%s: tensor '%s': shape[%d]: expected a non-negative integer", fname, name, d);
+                goto out;
+            }
+            t.shape[d] = (int64_t)v->valuedouble;
+            if (mul_u64(count, (uint64_t)t.shape[d], &count)) { FAIL("%s: tensor '%s': shape product overflows", fname, name); goto out; }
+        }
+        uint64_t bytes;
+        if (mul_u64(count, dtype_size(dtype), &bytes)) { FAIL("%s: tensor '%s': byte size overflows", fname, name); goto out; }
+        double ob = cJSON_GetArrayItem(offs, 0)->valuedouble, oe = cJSON_GetArrayItem(offs, 1)->valuedouble;
+        if (!cJSON_IsNumber(cJSON_GetArrayItem(offs, 0)) || !cJSON_IsNumber(cJSON_GetArrayItem(offs, 1)) ||
+            ob < 0 || oe < 0 || ob > 1.8e19 || oe > 1.8e19 || ob != (double)(uint64_t)ob || oe != (double)(uint64_t)oe) {
+            FAIL("%s: tensor '%s': data_offsets: expected two non-negative integers", fname, name);
+            goto out;
+        }
+        t.begin = (uint64_t)ob;
+        t.end = (uint64_t)oe;
+        if (t.end < t.begin) { FAIL("%s: tensor '%s': data_offsets end %llu < begin %llu", fname, name, (unsigned long long)t.end, (unsigned long long)t.begin); goto out; }
+        if (t.end - t.begin != bytes) {
+            FAIL("%s: tensor '%s': data_offsets span %llu bytes but shape x dtype %s needs %llu", fname, name,
+                 (unsigned long long)(t.end - t.begin), dt, (unsigned long long)bytes);
+            goto out;
+        }
+        if (t.end > data_size) {
+            FAIL("%s: tensor '%s': data ends at byte %llu of the data buffer but the file holds only %llu (truncated file?)",
+                 fname, name, (unsigned long long)t.end, (unsigned long long)data_size);
+            goto out;
+        }
+        if (st_find(m, name)) { FAIL("%s: tensor '%s' appears twice", fname, name); goto out; }
+        t.name = xstrdup(name);
+        m->t = xrealloc(m->t, sizeof(st_tensor) * (size_t)(m->nt + 1));
+        m->t[m->nt++] = t;
+        if (2 * m->nt + 16 > m->hash_cap) hash_rebuild(m);
+        else {
+            uint32_t h = name_hash(t.name) & (uint32_t)(m->hash_cap - 1);
+            while (m->hash[h] >= 0) h = (h + 1) & (uint32_t)(m->hash_cap - 1);
+            m->hash[h] = m->nt - 1;
+        }
+    }
+    /* no two tensors of this file may overlap. Sorted by begin, a non-empty tensor overlaps an
+     * earlier one iff it begins before the furthest end reached so far (comparing only neighbours
+     * misses [0,100) and [50,70) when an empty tensor at 10 sorts between them). Empty tensors
+     * occupy no bytes. */
+    int n = m->nt - first;
+    st_tensor **order = xmalloc(sizeof(st_tensor *) * (size_t)(n ? n : 1));
+    for (int i = 0; i < n; i++) order[i] = &m->t[first + i];
+    qsort(order, (size_t)n, sizeof *order, cmp_begin);
+    const st_tensor *reach = NULL;   /* the non-empty tensor ending furthest so far */
+    for (int i = 0; i < n; i++) {
+        if (order[i]->end == order[i]->begin) continue;
+        if (reach && order[i]->begin < reach->end) {
+            FAIL("%s: tensors '%s' and '%s' overlap in the data buffer", fname, reach->name, order[i]->name);
+            free(order);
+            goto out;
+        }
+        if (!reach || order[i]->end > reach->end) reach = order[i];
+    }
+    free(order);
+    rc = 0;
+out:
+    cJSON_Delete(root);
+    return rc;
+}
+
+int st_parse_index(const char *json, size_t len, const char *fname, char ***files_out, int *nfiles_out)
+{
+    *files_out = NULL;   /* defined outputs on every failure path */
+    *nfiles_out = 0;
+    cJSON *root = NULL;
+    if (json_parse(json, len, fname, &root)) return -1;
+    int rc = -1, nf = 0;
+    char **files = NULL;
+    const cJSON *wm = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
+    if (!cJSON_IsObject(wm)) { FAIL("%s: field 'weight_map': expected an object", fname); goto out; }
+    const cJSON *e;
+    cJSON_ArrayForEach(e, wm) {
+        if (!cJSON_IsString(e)) { FAIL("%s: weight_map['%s']: expected a file name", fname, e->string ? e->string : "?"); goto out; }
+        const char *s = e->valuestring;
+        if (!*s || strchr(s, '/') || !strcmp(s, "..")) { FAIL("%s: weight_map['%s'] = \"%s\": expected a plain file name", fname, e->string, s); goto out; }
+        int seen = 0;
+        for (int i = 0; i < nf && !seen; i++) seen = !strcmp(files[i], s);
+        if (!seen) {
+            if (nf >= 100000) { FAIL("%s: more than 100000 shard files", fname); goto out; }
+            files = xrealloc(files, sizeof(char *) * (size_t)(nf + 1));
+            files[nf++] = xstrdup(s);
+        }
+    }
+    if (nf == 0) { FAIL("%s: weight_map is empty", fname); goto out; }
+    rc = 0;
+out:
+    if (rc) { for (int i = 0; i < nf; i++) free(files[i]); free(files); files = NULL; nf = 0; }
+    *files_out = files;
+    *nfiles_out = nf;
+    cJSON_Delete(root);
+    return rc;
+}
+
+static int open_file(st_model *m, const char *dir, const char *name)
+{
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s/%s", dir, name) >= (int)sizeof path) return FAIL("%s: path too long", dir);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return FAIL("%s: cannot open safetensors file: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) { close(fd); return FAIL("%s: cannot stat: %s", path, strerror(errno)); }
+    uint64_t size = (uint64_t)st.st_size;
+    unsigned char lenbuf[8];
+    if (size < 8 || pread(fd, lenbuf, 8, 0) != 8) { close(fd); return FAIL("%s: file is %llu bytes, too short for a safetensors header", path, (unsigned long long)size); }
+    uint64_t hl = 0;
+    for (int i = 7; i >= 0; i--) hl = (hl << 8) | lenbuf[i];
+    if (hl > size - 8) { close(fd); return FAIL("%s: header length %llu exceeds the file size %llu", path, (unsigned long long)hl, (unsigned long long)size); }
+    if (hl > ST_MAX_HEADER) { close(fd); return FAIL("%s: header length %llu exceeds the %u-byte limit", path, (unsigned long long)hl, ST_MAX_HEADER); }
+    char *hdr = xmalloc(hl + 1);
+    uint64_t got = 0;
+    while (got < hl) {
+        ssize_t r = pread(fd, hdr + got, hl - got, (off_t)(8 + got));
+        if (r <= 0) { free(hdr); close(fd); return FAIL("%s: cannot read the header", path); }
+        got += (uint64_t)r;
+    }
+    hdr[hl] = 0;
+    m->header_hash = fnv1a64(m->header_hash, hdr, hl);
+    int idx = m->nfiles;
+    m->files = xrealloc(m->files, sizeof(st_file) * (size_t)(m->nfiles + 1));
+    m->files[idx].path = xstrdup(path);
+    m->files[idx].fd = fd;
+    m->files[idx].size = size;
+    m->files[idx].data_start = 8 + hl;
+    m->nfiles++;
+    int rc = st_parse_header(hdr, hl, size - 8 - hl, path, idx, m);
+    free(hdr);
+    return rc;
+}
+
+int st_open_dir(const char *dir, st_model *m)
+{
+    memset(m, 0, sizeof *m);
+    m->header_hash = FNV1A64_INIT;
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir) >= (int)sizeof path) return FAIL("%s: path too long", dir);
+    if (!path_exists(path)) return open_file(m, dir, "model.safetensors");
+    char *text = NULL;
+    size_t len = 0;
+    if (read_whole_file(path, 64u << 20, &text, &len)) return -1;
+    char **files = NULL;
+    int nf = 0;
+    int rc = st_parse_index(text, len, path, &files, &nf);
+    for (int i = 0; rc == 0 && i < nf; i++) rc = open_file(m, dir, files[i]);
+    /* every tensor the index names must be in the shard it names */
+    cJSON *root = NULL;
+    if (rc == 0 && json_parse(text, len, path, &root) == 0) {
+        const cJSON *e;
+        cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(root, "weight_map")) {
+            const st_tensor *t = st_find(m, e->string);
+            if (!t || strcmp(strrchr(m->files[t->file].path, '/') + 1, e->valuestring) != 0) {
+                rc = FAIL("%s: tensor '%s' is not in shard '%s'", path, e->string, e->valuestring);
+                break;
+            }
+        }
+        cJSON_Delete(root);
+    }
+    for (int i = 0; i < nf; i++) free(files[i]);
+    free(files);
+    free(text);
+    return rc;
+}
+
+int st_map(st_model *m, const st_tensor *tc, const void **data)
+{
+    st_tensor *t = (st_tensor *)tc;
+    if (t->data) { *data = t->data; return 0; }
+    const st_file *f = &m->files[t->file];
+    uint64_t n = t->end - t->begin;
+    if (n == 0) { static const char empty[8]; t->data = empty; *data = t->data; return 0; }
+    long page = sysconf(_SC_PAGESIZE);
+    uint64_t off = f->data_start + t->begin;
+    uint64_t aligned = off - off % (uint64_t)page;
+    size_t len = (size_t)(off + n - aligned);
+    void *p = mmap(NULL, len, PROT_READ, MAP_PRIVATE, f->fd, (off_t)aligned);
+    if (p == MAP_FAILED) return FAIL("%s: cannot map tensor '%s': %s", f->path, t->name, strerror(errno));
+    t->map = p;
+    t->map_len = len;
+    t->data = (const char *)p + (off - aligned);
+    m->bytes_mapped += n;
+    *data = t->data;
+    return 0;
+}
+
+void st_close(st_model *m)
+{
+    for (int i = 0; i < m->nt; i++) {
+        if (m->t[i].map) munmap(m->t[i].map, m->t[i].map_len);
+        free(m->t[i].name);
+    }
+    for (int i = 0; i < m->nfiles; i++) { close(m->files[i].fd); free(m->files[i].path); }
+    free(m->files);
+    free(m->t);
+    free(m->hash);
+    memset(m, 0, sizeof *m);
+}
+
+int st_fingerprint(const st_model *m, const char *text, unsigned long long *out)
+{
+    uint64_t h = fnv1a64(m->header_hash, text, strlen(text));
+    unsigned char buf[4096];
+    for (int i = 0; i < m->nt; i++) {
+        const st_tensor *t = &m->t[i];
+        const st_file *f = &m->files[t->file];
+        uint64_t n = t->end - t->begin, take = n < sizeof buf ? n : sizeof buf;
+        uint64_t at[3] = { 0, (n - take) / 2, n - take };
+        h = fnv1a64(h, t->name, strlen(t->name));
+        for (int k = 0; k < 3 && take; k++) {
+            if (pread(f->fd, buf, take, (off_t)(f->data_start + t->begin + at[k])) != (ssize_t)take)
+                return FAIL("%s: cannot read tensor '%s'", f->path, t->name);
+            h = fnv1a64(h, buf, take);
+        }
+    }
+    *out = h;
+    return 0;
+}
