@@ -133,7 +133,7 @@ def block_params(cfg):
     else:
         m = cfg["intermediate_size"]
         ffn = [int(x) for x in m] if isinstance(m, list) else [int(m)] * L
-    # same count as model_block_params (src/io/model_config.c)
+    # same count as model_block_params (src/format/model_config.c)
     return [D * H * hd * 2 + D * K * hd * 2 + 3 * D * f + 2 * D for f in ffn], D
 
 

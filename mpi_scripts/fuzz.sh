@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # fuzz.sh — build the libFuzzer harnesses of tests/fuzz (clang, -fsanitize=fuzzer,address,undefined)
 # and run each for FUZZ_SECONDS (default 60) from the committed seed corpus tests/fuzz/corpus/<h>/.
-# Only the parser sources are compiled (src/util/{err,util}.c, src/io/{json_util,model_config,
+# Only the parser sources are compiled (src/util/{err,util}.c, src/util/json_util.c, src/format/{model_config,
 # safetensors,tokens}.c, the tokenizer src/tok/*.c); err.c needs libmpi for MPI_Initialized, which
 # answers "no" — the parsers FAIL and return -1 without MPI running.
 # Writes results/fuzz/fuzz.json and the measured table in results/fuzz/README.md (between the
@@ -33,7 +33,7 @@ mkdir -p "$B/obj" "$OUT"
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 CFLAGS="-std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer $SAN -I$ROOT/include -I$ROOT/src/tok $(mpicc --showme:compile)"
 LIBS="-lcjson -lm $(mpicc --showme:link)"
-SRCS="src/util/err.c src/util/util.c src/io/json_util.c src/io/model_config.c src/io/safetensors.c src/io/tokens.c
+SRCS="src/util/err.c src/util/util.c src/util/json_util.c src/format/model_config.c src/format/safetensors.c src/format/tokens.c
       src/tok/tok_util.c src/tok/bpe.c src/tok/hf_regex.c src/tok/hf.c src/tok/spm.c src/tok/tokenizer.c"
 OBJS=()
 for s in $SRCS; do

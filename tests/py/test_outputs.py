@@ -21,7 +21,7 @@ BITS = {"F32": "<u4", "F16": "<u2", "BF16": "<u2"}
 
 
 def np_checksum(path):
-    """Independent recomputation of every dataset's 'checksum' attribute (src/io/model_h5.c's
+    """Independent recomputation of every dataset's 'checksum' attribute (src/ckpt/model_h5.c's
     definition: sum mod 2^64 over elements of a multiply-xorshift-multiply of (position, stored
     bits)), from the raw bytes of the file. Returns (checked, list of mismatching names)."""
     K0, K1 = np.uint64(0x9e3779b97f4a7c15), np.uint64(0x632be59bd9b4e019)
