@@ -2,9 +2,9 @@
 """cfsp_resources.py — what to request from a batch scheduler for one cfsp-mpi job.
 
 Reads a model's config.json (and the dtype of its safetensors), splits the blocks over P ranks
-as cfsp-mpi's block-level planner does (contiguous stages of whole blocks, smallest maximum
-parameter count, every stage non-empty; a cfsp-mpi that also splits blocks into sub-block stages
-balances flops instead, which moves the boundaries by less than a block) and prints, per rank, the bytes of weights it maps in their stored
+into contiguous stages of whole blocks with the smallest maximum parameter count, every stage
+non-empty (an approximation: cfsp-mpi itself balances the flops of attention and FFN-slice units,
+src/pipeline/stages.c, which moves the boundaries by less than a block) and prints, per rank, the bytes of weights it maps in their stored
 dtype (its own blocks; plus the embedding on rank 0, the final norm and lm_head on the last rank).
 
 Memory rule (per rank = per CPU, cpus-per-task=1):

@@ -3,10 +3,13 @@
 #   1. stories260K pruned at ratio 0.4 with cfsp, calibrated on TinyStories tokens [0, 100000)
 #      (statistics saved: the importances of the adaptive rank plan);
 #   2. `cfsp-mpi recover` on TinyStories tokens [100000, 300000) with the uniform rank-8 plan and the
-#      importance-adaptive plan of equal LoRA parameter count (all 7 projections), SEEDS seeds each;
+#      importance-adaptive plan (at most the same LoRA parameter count, short of it by less than one
+#      rank of one block; all 7 projections), SEEDS seeds each;
 #   3. held-out perplexity on TinyStories tokens [300000, 393013) (disjoint from training and
 #      calibration; the first EVAL_WINDOWS windows of 256) before and after;
 #   4. results/recovery/{recovery.json, README.md, loss.svg} (mpi_scripts/recovery_report.py).
+#      A run into a subdirectory of an earlier report (RANK=16 RESULTS=results/recovery/rank16) is a
+#      variant: the parent README's variants section is rewritten from every recovery.json.
 # Environment: NP (2), STEPS (100), BATCH (8), LR (2e-3), SEEDS ("0 1 2"), EVAL_WINDOWS (120), RANK (8),
 # ALPHA (2 x RANK), ALPHA_SCALES (1), RESULTS (results/recovery), WORK (a scratch directory; default
 # /tmp/cfsp-recovery-r$RANK), CFSP_BUILD_DIR (setup.sh).
@@ -40,3 +43,8 @@ for seed in $SEEDS; do
 done
 /usr/bin/python3 "$ROOT/mpi_scripts/recovery_report.py" --prune "$WORK/prune" --out "$RESULTS" "${runs[@]}"
 cat "$RESULTS/README.md"
+parent="$(dirname "$RESULTS")"
+if [ -f "$parent/recovery.json" ] && [ -f "$parent/README.md" ]; then
+  /usr/bin/python3 "$ROOT/mpi_scripts/recovery_report.py" --variants-only "$parent"
+  echo "recovery: variants section of $parent/README.md rewritten"
+fi

@@ -3,13 +3,24 @@
 and the recover.json of every `cfsp-mpi recover` run, write OUT/recovery.json (all figures),
 OUT/README.md (the table and which plan wins) and OUT/loss.svg (training loss against step, mean
 over seeds per plan, moving average; thin lines: single seeds). No matplotlib: the SVG is written
-by hand."""
+by hand.
+
+Variants: a subdirectory of OUT holding its own recovery.json (e.g. OUT/rank16, written by
+`RANK=16 RESULTS=OUT/rank16 mpi_scripts/recovery.sh`) is another budget of the same experiment.
+OUT/README.md ends with a section between the recovery-variants markers, written from
+OUT/recovery.json and every OUT/*/recovery.json: one paragraph per variant and a summary over all
+budgets. The full report writes it too; `recovery_report.py --variants-only OUT` rewrites only
+that section (recovery.sh calls it on the parent directory after a variant run)."""
 import argparse
 import json
 import math
 import os
+import re
 import statistics
 import time
+
+VBEGIN = "<!-- recovery-variants:begin (written by mpi_scripts/recovery_report.py from recovery.json and */recovery.json) -->"
+VEND = "<!-- recovery-variants:end -->"
 
 
 def load(p):
@@ -61,12 +72,110 @@ def svg_plot(series, title, xlabel, ylabel):
     return "\n".join(o) + "\n"
 
 
+def budget(res):
+    """the figures of one recovery.json that the comparison across budgets needs (None: not both plans)"""
+    sm = res["summary"]
+    if "uniform" not in sm or "adaptive" not in sm or not res["paired"]:
+        return None
+    u, ad = sm["uniform"], sm["adaptive"]
+    d = [x["adaptive_minus_uniform"] for x in res["paired"]]
+    return {"rank": max(u["block_ranks"]), "u": u, "ad": ad, "diffs": d, "mean_diff": statistics.mean(d),
+            "fewer": 1.0 - ad["lora_params"] / u["lora_params"], "pruned_ppl": res["pruned_ppl"],
+            "dense_ppl": res["dense_ppl"], "eval_tokens": res["eval_tokens"], "blocks": len(u["block_ranks"]),
+            "hparams": {k: v for k, v in res["runs"][0]["hparams"].items() if k != "seed"},
+            "keep_counts": res["pruning"]["keep_counts"], "ratio": res["pruning"]["ratio"],
+            "alpha": res["runs"][0].get("alpha")}   # recorded since the variants section (None before)
+
+
+def variants_section(out):
+    """the README section comparing OUT/recovery.json with every OUT/*/recovery.json"""
+    base = budget(load(os.path.join(out, "recovery.json")))
+    rows = [(None, base)] if base else []
+    for v in os.listdir(out):
+        if os.path.isfile(os.path.join(out, v, "recovery.json")):
+            b = budget(load(os.path.join(out, v, "recovery.json")))
+            if b:
+                rows.append((v, b))
+    rows.sort(key=lambda r: (r[1]["rank"], r[0] or ""))
+    md = [VBEGIN]
+    for v, b in rows:
+        if v is None:
+            continue
+        same = []
+        if base and b["keep_counts"] == base["keep_counts"] and b["ratio"] == base["ratio"]:
+            same.append("pruned model")
+        if base and b["eval_tokens"] == base["eval_tokens"]:
+            same.append("evaluation windows")
+        differ = sorted(k for k in set(b["hparams"]) | set(base["hparams"] if base else {})
+                        if base and b["hparams"].get(k) != base["hparams"].get(k))
+        if base and not differ:
+            same.append("training data and optimizer settings")
+        text = "Same %s as above" % ", ".join(same) if same else "Compared with the report above"
+        dl = ["%s (%s, above %s)" % (k, b["hparams"].get(k), base["hparams"].get(k)) for k in differ]
+        if base and b["eval_tokens"] != base["eval_tokens"]:
+            dl.append("evaluation (%d tokens, above %d)" % (b["eval_tokens"], base["eval_tokens"]))
+        if dl:
+            text += "; different %s" % ", ".join(dl)
+        alpha = " ALPHA=%g" % b["alpha"] if b["alpha"] is not None and b["alpha"] != 2 * b["rank"] else ""
+        md += ["", "## Variant: uniform rank %d (`RANK=%d%s RESULTS=%s mpi_scripts/recovery.sh`)" % (
+                   b["rank"], b["rank"], alpha, os.path.join(out, v)), "",
+               "%s. Uniform rank %d (%d LoRA parameters) against the adaptive plan %s (%d): held-out perplexity "
+               "%.4f ± %.4f (uniform) against %.4f ± %.4f (adaptive), adaptive - uniform = %+.4f on average "
+               "(per seed %s). Details: [%s/README.md](%s/README.md)." % (
+                   text, b["rank"], b["u"]["lora_params"], b["ad"]["block_ranks"], b["ad"]["lora_params"],
+                   b["u"]["ppl_after_mean"], b["u"]["ppl_after_sd"], b["ad"]["ppl_after_mean"], b["ad"]["ppl_after_sd"],
+                   b["mean_diff"], ", ".join("%+.4f" % x for x in b["diffs"]), v, v)]
+    if len(rows) > 1:
+        alld = [x for _, b in rows for x in b["diffs"]]
+        if all(x > 0 for x in alld):
+            head = "At every budget the importance-adaptive plan is worse than the uniform plan in every seed"
+        elif all(x < 0 for x in alld):
+            head = "At every budget the importance-adaptive plan is better than the uniform plan in every seed"
+        else:
+            head = "The sign of adaptive - uniform differs between seeds or budgets"
+        per = ", ".join("%+.3f ppl (%+.2f %%) at rank %d" % (b["mean_diff"], 100 * b["mean_diff"] / b["u"]["ppl_after_mean"], b["rank"])
+                        for _, b in rows)
+        rec = ", ".join("rank %d: %.2f -> %.2f (dense %.2f)" % (b["rank"], b["pruned_ppl"], b["u"]["ppl_after_mean"], b["dense_ppl"])
+                        for _, b in rows)
+        fewer = ", ".join("%.1f %% (rank %d)" % (100 * b["fewer"], b["rank"]) for _, b in rows)
+        steps = sorted({b["hparams"].get("steps") for _, b in rows})
+        md += ["", "**Summary** (written from the recovery.json files above). %s: adaptive - uniform = %s. LoRA "
+               "recovery, pruned -> uniform plan: %s. The adaptive plans have %s fewer adapter parameters (whole "
+               "ranks per block can only come within one rank of one block of the budget), and the importances that "
+               "give a block more pruning budget (it keeps more channels) also give it more adapter rank, so the "
+               "hardest-pruned blocks get the least adapter capacity. Small model (%d blocks, %s steps); not "
+               "evidence about large models." % (
+                   head, per, rec, fewer, rows[0][1]["blocks"], "/".join(str(x) for x in steps))]
+    md.append(VEND)
+    return "\n".join(md)
+
+
+def write_variants(out):
+    """replace (or append) the variants section of OUT/README.md"""
+    path = os.path.join(out, "README.md")
+    text = open(path).read()
+    sec = variants_section(out)
+    if VBEGIN.split(" (")[0] in text:
+        text = re.sub(r"<!-- recovery-variants:begin.*?<!-- recovery-variants:end -->", lambda m: sec, text, flags=re.S)
+    else:
+        text = text.rstrip("\n") + "\n\n" + sec + "\n"
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+
+
 def main():
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--prune", required=True, help="the output directory of the pruning run")
-    ap.add_argument("--out", required=True)
-    ap.add_argument("runs", nargs="+", help="output directories of cfsp-mpi recover")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--prune", help="the output directory of the pruning run")
+    ap.add_argument("--out")
+    ap.add_argument("--variants-only", metavar="OUT", help="only rewrite the variants section of OUT/README.md")
+    ap.add_argument("runs", nargs="*", help="output directories of cfsp-mpi recover")
     a = ap.parse_args()
+    if a.variants_only:
+        write_variants(a.variants_only)
+        return
+    if not a.prune or not a.out or not a.runs:
+        ap.error("--prune, --out and at least one run directory are required (or --variants-only OUT)")
     pr = load(os.path.join(a.prune, "results.json"))
     pruned = [p for p in pr["pruned"] if p["method"] == "cfsp"][0]
     runs = []
@@ -81,7 +190,7 @@ def main():
             "eval_tokens": r["eval_after"]["ntokens"],
             "train_loss_last10": sum(losses[-10:]) / len(losses[-10:]),
             "loss": losses, "train_seconds": r["timings"]["train_seconds"], "nranks": r["nranks"],
-            "hparams": r["hparams"],
+            "hparams": r["hparams"], "alpha": r["plan"]["alpha"], "alpha_scales": r["plan"]["alpha_scales"],
         })
     plans = sorted({r["plan"] for r in runs}, key=lambda p: p != "uniform")
     summ = {}
@@ -185,6 +294,8 @@ def main():
     with open(os.path.join(a.out, "README.md.tmp"), "w") as f:
         f.write("\n".join(md))
     os.replace(os.path.join(a.out, "README.md.tmp"), os.path.join(a.out, "README.md"))
+    if any(os.path.isfile(os.path.join(a.out, d, "recovery.json")) for d in os.listdir(a.out)):
+        write_variants(a.out)
     print(verdict)
 
 

@@ -63,7 +63,7 @@ done
 [[ -z $stats || -n $sweep ]] || die "--stats is for the array variant: give --sweep too (or use cfsp.sbatch with STATS=...)"
 command -v sbatch >/dev/null || [[ $dry -eq 1 ]] || die "sbatch not found (not a Slurm login node?)"
 
-# resources from the model: ranks <= blocks, memory per rank
+# resources from the model: default ranks min(blocks, 8), memory per rank
 py=/usr/bin/python3
 [[ -x $py ]] || py=python3
 src=(--config "$config")

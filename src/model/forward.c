@@ -101,7 +101,7 @@ void rmsnorm(float *out, const float *x, const float *w, int n, int D, float eps
 }
 
 /* y[n, rows] = x[n, cols] W^T + beta * y. Stored bf16/f16 weights are converted a panel of rows
- * at a time into the scratch buffer (16 MB), so no fp32 copy of a weight ever exists. */
+ * at a time into the scratch buffer (SCRATCH_BYTES, 64 MB), so no fp32 copy of a weight ever exists. */
 void linear(float *y, const float *x, int n, const wmat *W, float beta, fwd_ws *ws)
 {
     int rows = (int)W->rows, cols = (int)W->cols;

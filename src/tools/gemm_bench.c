@@ -4,7 +4,7 @@
  * linear() makes — for the q/k/v/o/gate/up/down shapes of one LLaMA block, M = tokens per pipeline
  * micro-batch, with fp32 weights. --ffn-slice S splits the FFN as cfsp-mpi's stage units do (gate/up
  * with N = S, down with K = S, plus the remainder), so the shapes are the ones the program runs. Optionally (--bf16 1) also the same product with the weight stored
- * as bf16 and converted into a 16 MB fp32 panel before each sgemm (the scheme of linear()), with a
+ * as bf16 and converted into a 16 MB fp32 panel before each sgemm (the scheme of linear(), whose panel is 64 MB), with a
  * vectorisable inline conversion, to show what that scheme costs when the conversion is fast.
  *
  * Under mpirun every rank runs the same shape at the same moment (a barrier before each

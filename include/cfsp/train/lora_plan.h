@@ -1,8 +1,9 @@
 /* lora_plan.h — the LoRA rank plan of the recovery fine-tuning (issue 7): which projections carry
  * adapters and the rank of each block's adapters. The adaptive plan gives block l a rank r_l
  * proportional to its share of the sigmoid-smoothed coarse importances (the scores of the CFSP
- * budget allocation, alloc.c), scaled so that the total number of LoRA parameters equals that of the
- * uniform plan with rank r (largest-remainder rounding, every r_l >= 1); the uniform plan is the
+ * budget allocation, alloc.c), scaled so that the total number of LoRA parameters is at most that of
+ * the uniform plan with rank r and short of it by less than one rank of one block (largest-remainder
+ * rounding, every r_l >= 1; lora_adaptive_ranks below); the uniform plan is the
  * baseline. The plan is exported as a PEFT adapter_config.json (rank_pattern / alpha_pattern keyed
  * by module path). Pure computation and serial file output; no MPI. */
 #ifndef CFSP_LORA_PLAN_H
