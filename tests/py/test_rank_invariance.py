@@ -1,6 +1,7 @@
 """Rank invariance and per-rank memory accounting: the same statistics, perplexities, kept
-channels and output files (dataset by dataset, bitwise) with mpiexec -n 1, 2, 4 (oversubscribed),
-on a shared model and on a generated bf16 GQA model whose blocks split unevenly; chunked
+channels and output files (dataset by dataset, bitwise) on a shared model at -n 1, 2, 4
+(oversubscribed), on a generated bf16 GQA model whose blocks split unevenly at -n 1, 2, 3, and on a
+generated 2-block model cut into 18 stage units (--ffn-slice 48) at -n 1, 8, 16; chunked
 micro-batches agree with whole-sequence ones to rounding; every rank maps exactly the bytes of
 its own tensors (computed here from config.json and the safetensors headers)."""
 import os
