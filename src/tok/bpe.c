@@ -9,45 +9,14 @@ static inline int item_less(const bpe_item *a, const bpe_item *b)
     return a->rank < b->rank || (a->rank == b->rank && a->pos < b->pos);
 }
 
-static void heap_push(bpe_heap *h, uint32_t rank, uint32_t pos, uint32_t nid)
-{
-    if (h->n == h->cap) {
-        h->cap = h->cap ? h->cap * 2 : 256;
-        h->h = xrealloc(h->h, h->cap * sizeof *h->h);
-    }
-    bpe_item it = { rank, pos, nid };
-    size_t i = h->n++;
-    while (i > 0) {
-        size_t p = (i - 1) / 2;
-        if (!item_less(&it, &h->h[p])) break;
-        h->h[i] = h->h[p];
-        i = p;
-    }
-    h->h[i] = it;
-}
-
-static bpe_item heap_pop(bpe_heap *h)
-{
-    bpe_item top = h->h[0], last = h->h[--h->n];
-    size_t i = 0, n = h->n;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= n) break;
-        if (c + 1 < n && item_less(&h->h[c + 1], &h->h[c])) c++;
-        if (!item_less(&h->h[c], &last)) break;
-        h->h[i] = h->h[c];
-        i = c;
-    }
-    if (n) h->h[i] = last;
-    return top;
-}
+TOK_HEAP(heap, bpe_heap, bpe_item, item_less)
 
 void hf_merge_all(const pairmap *merges, bpe_sym *s, int32_t n, bpe_heap *heap)
 {
     uint32_t rank, nid;
     heap->n = 0;
     for (int32_t i = 0; i + 1 < n; i++)
-        if (pairmap_get(merges, s[i].id, s[i + 1].id, &rank, &nid)) heap_push(heap, rank, (uint32_t)i, nid);
+        if (pairmap_get(merges, s[i].id, s[i + 1].id, &rank, &nid)) heap_push(heap, (bpe_item){ rank, (uint32_t)i, nid });
     while (heap->n) {
         bpe_item top = heap_pop(heap);
         bpe_sym *cur = &s[top.pos];
@@ -61,8 +30,8 @@ void hf_merge_all(const pairmap *merges, bpe_sym *s, int32_t n, bpe_heap *heap)
         s[next_pos].len = 0;
         if (right.next > -1 && right.next < n) s[right.next].prev = (int32_t)top.pos;
         if (cur->prev >= 0 && pairmap_get(merges, s[cur->prev].id, cur->id, &rank, &nid))
-            heap_push(heap, rank, (uint32_t)cur->prev, nid);
+            heap_push(heap, (bpe_item){ rank, (uint32_t)cur->prev, nid });
         if (cur->next >= 0 && cur->next < n && pairmap_get(merges, cur->id, s[cur->next].id, &rank, &nid))
-            heap_push(heap, rank, top.pos, nid);
+            heap_push(heap, (bpe_item){ rank, top.pos, nid });
     }
 }

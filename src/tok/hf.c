@@ -1,5 +1,7 @@
 /* hf.c — Hugging Face tokenizer.json: reading the BPE model, normalizers, pre-tokenizers and added
- * tokens (cJSON, then our own hash tables), and encoding text through the same pipeline as the
+ * tokens (cJSON, then our own hash tables; also what the vocabulary view of tokenizer.h reports:
+ * the tokens as the file spells them, the merges in rank order, the decoder's steps, the template's
+ * first special token), and encoding text through the same pipeline as the
  * tokenizers library: added tokens split off the raw text (leftmost-longest; single_word, lstrip,
  * rstrip), each remaining segment normalized, normalized added tokens split off, pre-tokenized into
  * words, each word BPE-encoded (tokenizers' BPE::merge_word + Word::merge_all). */
@@ -81,26 +83,35 @@ static char *dupn(const char *s, size_t n)
 }
 
 /* ---------------------------------------------------------------------------------------------
- * normalizers */
-static int parse_normalizer(const cJSON *j, const char *fname, const char *path, hf_model *m, int depth)
+ * the normalizer and pre-tokenizer chains: null (none), one step, or {"type": "Sequence", LIST:
+ * [...]} of chains; `step` reads one step of another type */
+typedef int (*step_fn)(const cJSON *j, const char *type, const char *fname, const char *path, hf_model *m);
+
+static int parse_chain(const cJSON *j, const char *list, const char *what, step_fn step, const char *fname,
+                       const char *path, hf_model *m, int depth)
 {
     if (!j || cJSON_IsNull(j)) return 0;
-    if (depth > 8) return FAIL("%s: %s: normalizers nested too deeply", fname, path);
-    const char *type = NULL;
+    if (depth > 8) return FAIL("%s: %s: %s nested too deeply", fname, path, what);
     if (!cJSON_IsObject(j)) return FAIL("%s: %s: expected an object or null, got %s", fname, path, jtype(j));
+    const char *type = NULL;
     if (jstr(j, "type", fname, path, &type)) return -1;
-    if (!strcmp(type, "Sequence")) {
-        const cJSON *arr = jget(j, "normalizers");
-        if (!cJSON_IsArray(arr)) return FAIL("%s: %s.normalizers: expected an array, got %s", fname, path, jtype(arr));
-        int i = 0;
-        const cJSON *e;
-        cJSON_ArrayForEach(e, arr) {
-            char p[256];
-            snprintf(p, sizeof p, "%s.normalizers[%d]", path, i++);
-            if (parse_normalizer(e, fname, p, m, depth + 1)) return -1;
-        }
-        return 0;
+    if (strcmp(type, "Sequence")) return step(j, type, fname, path, m);
+    const cJSON *arr = jget(j, list);
+    if (!cJSON_IsArray(arr)) return FAIL("%s: %s.%s: expected an array, got %s", fname, path, list, jtype(arr));
+    int i = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, arr) {
+        char p[256];
+        snprintf(p, sizeof p, "%s.%s[%d]", path, list, i++);
+        if (parse_chain(e, list, what, step, fname, p, m, depth + 1)) return -1;
     }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * normalizers */
+static int parse_normalizer(const cJSON *j, const char *type, const char *fname, const char *path, hf_model *m)
+{
     hf_norm nm;
     memset(&nm, 0, sizeof nm);
     if (!strcmp(type, "Prepend")) {
@@ -149,25 +160,8 @@ static int parse_behavior(const cJSON *j, const char *fname, const char *path, i
     return 0;
 }
 
-static int parse_pretok(const cJSON *j, const char *fname, const char *path, hf_model *m, int depth)
+static int parse_pretok(const cJSON *j, const char *type, const char *fname, const char *path, hf_model *m)
 {
-    if (!j || cJSON_IsNull(j)) return 0;
-    if (depth > 8) return FAIL("%s: %s: pre-tokenizers nested too deeply", fname, path);
-    if (!cJSON_IsObject(j)) return FAIL("%s: %s: expected an object or null, got %s", fname, path, jtype(j));
-    const char *type = NULL;
-    if (jstr(j, "type", fname, path, &type)) return -1;
-    if (!strcmp(type, "Sequence")) {
-        const cJSON *arr = jget(j, "pretokenizers");
-        if (!cJSON_IsArray(arr)) return FAIL("%s: %s.pretokenizers: expected an array, got %s", fname, path, jtype(arr));
-        int i = 0;
-        const cJSON *e;
-        cJSON_ArrayForEach(e, arr) {
-            char p[256];
-            snprintf(p, sizeof p, "%s.pretokenizers[%d]", path, i++);
-            if (parse_pretok(e, fname, p, m, depth + 1)) return -1;
-        }
-        return 0;
-    }
     hf_pretok pt;
     memset(&pt, 0, sizeof pt);
     char field[300];
@@ -237,8 +231,32 @@ static int vocab_id_of(const cJSON *v, const char *fname, const char *key, int32
     return 0;
 }
 
-static int parse_model(const cJSON *model, const char *fname, hf_model *m, strmap *orig)
+static int cmp_u64(const void *a, const void *b)
 {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* every id of model.vocab names one token (an id is what a token decodes to) */
+static int unique_ids(const strmap *tokens, const char *fname)
+{
+    uint64_t *k = xmalloc(sizeof *k * (tokens->n ? tokens->n : 1));      /* id << 32 | entry */
+    for (size_t e = 0; e < tokens->n; e++) k[e] = (uint64_t)(uint32_t)tokens->val[e] << 32 | e;
+    qsort(k, tokens->n, sizeof *k, cmp_u64);
+    int rc = 0;
+    for (size_t i = 1; i < tokens->n && !rc; i++)
+        if (k[i] >> 32 == k[i - 1] >> 32) {
+            size_t a = k[i - 1] & 0xFFFFFFFFu, b = k[i] & 0xFFFFFFFFu;
+            rc = FAIL("%s: model.vocab['%.60s']: id %u is also the id of '%.60s'", fname, tokens->arena + tokens->koff[b],
+                      (unsigned)(k[i] >> 32), tokens->arena + tokens->koff[a]);
+        }
+    free(k);
+    return rc;
+}
+
+static int parse_model(const cJSON *model, const char *fname, hf_model *m)
+{
+    strmap *orig = &m->tokens;
     if (!cJSON_IsObject(model)) return FAIL("%s: model: expected an object, got %s", fname, jtype(model));
     const cJSON *t = jget(model, "type");
     if (t && !cJSON_IsString(t)) return FAIL("%s: model.type: expected a string, got %s", fname, jtype(t));
@@ -291,6 +309,7 @@ static int parse_model(const cJSON *model, const char *fname, hf_model *m, strma
         for (size_t i = 0; i < m->vocab.n; i++) bytepairs_add(&m->pairs, m->vocab.arena + m->vocab.koff[i], m->vocab.klen[i]);
     }
     free(tmp);
+    if (unique_ids(orig, fname)) return -1;
 
     const cJSON *unk = jget(model, "unk_token");
     m->unk_id = -1;
@@ -309,6 +328,7 @@ static int parse_model(const cJSON *model, const char *fname, hf_model *m, strma
 
     int nm = cJSON_GetArraySize(merges);
     pairmap_init(&m->merges, (size_t)nm);
+    m->merge_list = xmalloc(sizeof(uint32_t) * 3 * (size_t)(nm ? nm : 1));
     int rank = 0;
     cJSON_ArrayForEach(e, merges) {
         const char *a, *b;
@@ -339,13 +359,16 @@ static int parse_model(const cJSON *model, const char *fname, hf_model *m, strma
         }
         free(ab);
         pairmap_put(&m->merges, (uint32_t)ia, (uint32_t)ib, (uint32_t)rank, (uint32_t)iab);  /* a repeated pair keeps its first rank */
-        rank++;
+        uint32_t *ml = m->merge_list + 3 * (size_t)rank;
+        ml[0] = (uint32_t)ia; ml[1] = (uint32_t)ib; ml[2] = (uint32_t)iab;
+        m->nmerge_list = ++rank;
     }
     return 0;
 }
 
-static int parse_added(const cJSON *arr, const char *fname, hf_model *m, const strmap *orig)
+static int parse_added(const cJSON *arr, const char *fname, hf_model *m)
 {
+    const strmap *orig = &m->tokens;
     if (!arr || cJSON_IsNull(arr)) return 0;
     if (!cJSON_IsArray(arr)) return FAIL("%s: added_tokens: expected an array, got %s", fname, jtype(arr));
     int n = cJSON_GetArraySize(arr), i = 0;
@@ -375,6 +398,7 @@ static int parse_added(const cJSON *arr, const char *fname, hf_model *m, const s
         int32_t vid = strmap_get(orig, content, a->len);
         a->id = vid >= 0 ? (uint32_t)vid : (uint32_t)idj->valuedouble;
         a->single_word = (uint8_t)sw; a->lstrip = (uint8_t)ls; a->rstrip = (uint8_t)rs; a->normalized = (uint8_t)norm;
+        a->special = (uint8_t)special;
         if ((int)a->id + 1 > m->vocab_size) m->vocab_size = (int)a->id + 1;
         trie_insert(norm ? &m->added_norm : &m->added_raw, a->s, a->len, m->nadded);
         m->nadded++;
@@ -383,21 +407,28 @@ static int parse_added(const cJSON *arr, const char *fname, hf_model *m, const s
     return 0;
 }
 
-static int32_t lookup_token(const hf_model *m, const strmap *orig, const char *s)
+int hf_added_id(const hf_model *m, const char *s)
 {
-    for (int i = 0; i < m->nadded; i++) if (!strcmp(m->added[i].s, s)) return (int32_t)m->added[i].id;
-    return strmap_get(orig, s, strlen(s));
+    for (int i = 0; i < m->nadded; i++) if (!strcmp(m->added[i].s, s)) return (int)m->added[i].id;
+    return -1;
+}
+
+/* added tokens, then model.vocab as the file spells it */
+static int32_t lookup_token(const hf_model *m, const char *s)
+{
+    int id = hf_added_id(m, s);
+    return id >= 0 ? id : strmap_get(&m->tokens, s, strlen(s));
 }
 
 /* BOS: the special token that TemplateProcessing puts before sequence A */
-static int find_bos(const cJSON *pp, const hf_model *m, const strmap *orig, const char *fname)
+static int find_bos(const cJSON *pp, const hf_model *m)
 {
     if (!cJSON_IsObject(pp)) return -1;
     const cJSON *t = jget(pp, "type");
     if (cJSON_IsString(t) && !strcmp(t->valuestring, "Sequence")) {
         const cJSON *e, *arr = jget(pp, "processors");
         cJSON_ArrayForEach(e, arr) {
-            int b = find_bos(e, m, orig, fname);
+            int b = find_bos(e, m);
             if (b >= 0) return b;
         }
         return -1;
@@ -411,7 +442,31 @@ static int find_bos(const cJSON *pp, const hf_model *m, const strmap *orig, cons
     const cJSON *sp = jget(jget(jget(pp, "special_tokens"), name->valuestring), "ids");
     const cJSON *id0 = cJSON_IsArray(sp) ? cJSON_GetArrayItem(sp, 0) : NULL;
     if (cJSON_IsNumber(id0) && id0->valuedouble >= 0 && id0->valuedouble < (double)MAX_TOKEN_ID) return (int)id0->valuedouble;
-    return lookup_token(m, orig, name->valuestring);
+    return lookup_token(m, name->valuestring);
+}
+
+/* the HD_* steps a decoder has (a step or a Sequence of "decoders"); decoders are not read otherwise */
+static int decoder_steps(const cJSON *d)
+{
+    const cJSON *t = jget(d, "type"), *e, *arr = jget(d, "decoders");
+    int k = 0;
+    if (cJSON_IsString(t)) {
+        if (!strcmp(t->valuestring, "Metaspace")) k |= HD_METASPACE;
+        else if (!strcmp(t->valuestring, "ByteFallback")) k |= HD_BYTEFALLBACK;
+        else if (!strcmp(t->valuestring, "ByteLevel")) k |= HD_BYTELEVEL;
+    }
+    if (cJSON_IsArray(arr)) cJSON_ArrayForEach(e, arr) k |= decoder_steps(e);
+    return k;
+}
+
+/* a top-level TemplateProcessing's `single` template of two or more items: its first special token */
+static char *template_first(const cJSON *pp)
+{
+    const cJSON *t = jget(pp, "type"), *single = jget(pp, "single");
+    if (!cJSON_IsString(t) || strcmp(t->valuestring, "TemplateProcessing") || !cJSON_IsArray(single) || cJSON_GetArraySize(single) < 2)
+        return NULL;
+    const cJSON *id = jget(jget(cJSON_GetArrayItem(single, 0), "SpecialToken"), "id");
+    return cJSON_IsString(id) ? dupn(id->valuestring, strlen(id->valuestring)) : NULL;
 }
 
 int hf_parse(const char *json, size_t len, const char *fname, hf_model *m)
@@ -421,20 +476,23 @@ int hf_parse(const char *json, size_t len, const char *fname, hf_model *m)
     m->bos_id = -1;
     cJSON *root = NULL;
     if (json_parse(json, len, fname, &root)) return -1;
-    strmap orig;
-    memset(&orig, 0, sizeof orig);
     int rc = -1;
     if (!cJSON_IsObject(root)) { FAIL("%s: expected a JSON object (a Hugging Face tokenizer.json)", fname); goto out; }
     if (!jget(root, "model")) { FAIL("%s: model: missing (not a Hugging Face tokenizer.json?)", fname); goto out; }
-    if (parse_normalizer(jget(root, "normalizer"), fname, "normalizer", m, 0)) goto out;
-    if (parse_pretok(jget(root, "pre_tokenizer"), fname, "pre_tokenizer", m, 0)) goto out;
-    if (parse_model(jget(root, "model"), fname, m, &orig)) goto out;
-    if (parse_added(jget(root, "added_tokens"), fname, m, &orig)) goto out;
+    if (parse_chain(jget(root, "normalizer"), "normalizers", "normalizers", parse_normalizer, fname, "normalizer", m, 0)) goto out;
+    const cJSON *pre = jget(root, "pre_tokenizer");
+    if (parse_chain(pre, "pretokenizers", "pre-tokenizers", parse_pretok, fname, "pre_tokenizer", m, 0)) goto out;
+    if (parse_model(jget(root, "model"), fname, m)) goto out;
+    if (parse_added(jget(root, "added_tokens"), fname, m)) goto out;
     if (!m->added) { trie_init(&m->added_raw); trie_init(&m->added_norm); }
-    m->bos_id = find_bos(jget(root, "post_processor"), m, &orig, fname);
+    const cJSON *pp = jget(root, "post_processor");
+    m->bos_id = find_bos(pp, m);
+    m->decoder = decoder_steps(jget(root, "decoder"));
+    const cJSON *pt = jget(pre, "type");
+    m->pre_gpt2 = cJSON_IsString(pt) && !strcmp(pt->valuestring, "ByteLevel") && m->pre[0].use_regex;
+    m->template_first = template_first(pp);
     rc = 0;
 out:
-    strmap_free(&orig);
     cJSON_Delete(root);
     if (rc) hf_free(m);
     return rc;
@@ -442,8 +500,8 @@ out:
 
 int hf_token_id(const hf_model *m, const char *s)
 {
-    for (int i = 0; i < m->nadded; i++) if (!strcmp(m->added[i].s, s)) return (int)m->added[i].id;
-    return strmap_get(&m->vocab, s, strlen(s));
+    int id = hf_added_id(m, s);
+    return id >= 0 ? id : strmap_get(&m->vocab, s, strlen(s));
 }
 
 void hf_free(hf_model *m)
@@ -456,8 +514,11 @@ void hf_free(hf_model *m)
     free(m->added);
     if (m->added_raw.key) trie_free(&m->added_raw);
     if (m->added_norm.key) trie_free(&m->added_norm);
+    strmap_free(&m->tokens);
     strmap_free(&m->vocab);
     if (m->merges.slot) pairmap_free(&m->merges);
+    free(m->merge_list);
+    free(m->template_first);
     memset(m, 0, sizeof *m);
 }
 

@@ -102,7 +102,7 @@ static int parse_piece(const unsigned char *d, size_t n, int idx, const char *fn
     pbuf b = { d, d + n };
     pb_field f;
     int r, have_piece = 0;
-    m->type[idx] = SPM_NORMAL;
+    m->type[idx] = TOK_NORMAL;
     m->score[idx] = 0;
     while ((r = pb_next(&b, &f, fname, msg)) == 1) {
         if (f.field == 1) {
@@ -259,7 +259,7 @@ int spm_parse(const unsigned char *data, size_t len, const char *fname, spm_mode
     m->max_score = FLT_MIN;
     for (int i = 0; i < np; i++) {
         int t = m->type[i];
-        int normal = t == SPM_NORMAL || t == SPM_USER || t == SPM_UNUSED;
+        int normal = t == TOK_NORMAL || t == TOK_USER_DEFINED || t == TOK_UNUSED;
         if (strmap_put(normal ? &m->pieces : &m->reserved, m->piece[i], m->plen[i], i) >= 0) {
             FAIL("%s: pieces[%d].piece: '%.60s' is already defined", fname, i, m->piece[i]);
             goto fail;
@@ -268,18 +268,18 @@ int spm_parse(const unsigned char *data, size_t len, const char *fname, spm_mode
             bytepairs_add(&m->pairs, m->piece[i], m->plen[i]);
             trie_insert(&m->vocab_trie, m->piece[i], m->plen[i], i);
         }
-        if (t == SPM_USER) { trie_insert(&m->user_trie, m->piece[i], m->plen[i], i); m->nuser++; }
-        if (t == SPM_UNKNOWN) {
+        if (t == TOK_USER_DEFINED) { trie_insert(&m->user_trie, m->piece[i], m->plen[i], i); m->nuser++; }
+        if (t == TOK_UNKNOWN) {
             if (m->unk_id >= 0) { FAIL("%s: pieces[%d]: a second unknown piece (the first is %d)", fname, i, m->unk_id); goto fail; }
             m->unk_id = i;
         }
-        if (t == SPM_BYTE) {
+        if (t == TOK_BYTE) {
             if (!m->byte_fallback) { FAIL("%s: pieces[%d]: byte piece '%.20s' although trainer_spec.byte_fallback is false", fname, i, m->piece[i]); goto fail; }
             int byte = piece_to_byte(m->piece[i], m->plen[i]);
             if (byte < 0) { FAIL("%s: pieces[%d]: byte piece '%.20s' is not <0xXX>", fname, i, m->piece[i]); goto fail; }
             m->byte_id[byte] = i;
         }
-        if (t == SPM_NORMAL) {
+        if (t == TOK_NORMAL) {
             if (!(m->score[i] == m->score[i]) || m->score[i] > FLT_MAX || m->score[i] < -FLT_MAX) {
                 FAIL("%s: pieces[%d].score: not a finite number", fname, i);
                 goto fail;
@@ -293,7 +293,7 @@ int spm_parse(const unsigned char *data, size_t len, const char *fname, spm_mode
     if (m->unk_id < 0) { FAIL("%s: pieces: no piece of type UNKNOWN (unk is not defined)", fname); goto fail; }
     for (int i = 0; i < 256; i++) if (m->byte_id[i] < 0) m->byte_id[i] = m->unk_id;   /* PieceToId of a missing piece */
     int32_t bos = strmap_get(&m->reserved, tr.bos_piece, strlen(tr.bos_piece));
-    m->bos_id = bos >= 0 && m->type[bos] == SPM_CONTROL ? bos : -1;
+    m->bos_id = bos >= 0 && m->type[bos] == TOK_CONTROL ? bos : -1;
     return 0;
 fail:
     spm_free(m);
@@ -427,34 +427,7 @@ static inline int pair_before(const spm_pair *a, const spm_pair *b)   /* a pops 
     return a->score > b->score || (a->score == b->score && a->left < b->left);
 }
 
-static void sh_push(spm_heap *h, spm_pair it)
-{
-    if (h->n == h->cap) { h->cap = h->cap ? h->cap * 2 : 256; h->h = xrealloc(h->h, h->cap * sizeof *h->h); }
-    size_t i = h->n++;
-    while (i > 0) {
-        size_t p = (i - 1) / 2;
-        if (!pair_before(&it, &h->h[p])) break;
-        h->h[i] = h->h[p];
-        i = p;
-    }
-    h->h[i] = it;
-}
-
-static spm_pair sh_pop(spm_heap *h)
-{
-    spm_pair top = h->h[0], last = h->h[--h->n];
-    size_t i = 0, n = h->n;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= n) break;
-        if (c + 1 < n && pair_before(&h->h[c + 1], &h->h[c])) c++;
-        if (!pair_before(&h->h[c], &last)) break;
-        h->h[i] = h->h[c];
-        i = c;
-    }
-    if (n) h->h[i] = last;
-    return top;
-}
+TOK_HEAP(sh, spm_heap, spm_pair, pair_before)
 
 /* rev_merge for unused pieces: piece string -> its last recorded (left length) split */
 typedef struct { strmap map; size_t *left_len; size_t n, cap; } revmerge;
@@ -470,7 +443,7 @@ static void maybe_add_pair(const spm_model *m, spm_bpe *w, int32_t left, int32_t
     if (id < 0) return;
     spm_pair p = { m->score[id], left, right, size };
     sh_push(&w->heap, p);
-    if (m->type[id] == SPM_UNUSED) {
+    if (m->type[id] == TOK_UNUSED) {
         int32_t e = strmap_get(&w->rev.map, w->text + start, size);
         if (e < 0) {
             e = (int32_t)w->rev.n;
@@ -505,7 +478,7 @@ static void out_push(outvec *o, size_t start, size_t len, int32_t id)
 static void resegment(const spm_model *m, const spm_bpe *w, size_t start, size_t len, outvec *o, int depth)
 {
     int32_t id = piece_to_id(m, w->text + start, len);
-    if (id < 0 || m->type[id] != SPM_UNUSED || depth > 64) { out_push(o, start, len, id); return; }
+    if (id < 0 || m->type[id] != TOK_UNUSED || depth > 64) { out_push(o, start, len, id); return; }
     int32_t e = strmap_get(&w->rev.map, w->text + start, len);
     if (e < 0) { out_push(o, start, len, id); return; }
     size_t ll = w->rev.left_len[e];
@@ -586,9 +559,9 @@ static void spm_unigram_encode(const spm_model *m, const char *t, size_t n, outv
             node = trie_step(&m->vocab_trie, node, (unsigned char)t[k]);
             if (node < 0) break;
             int32_t id = m->vocab_trie.val[node];
-            if (id < 0 || m->type[id] == SPM_UNUSED) continue;
+            if (id < 0 || m->type[id] == TOK_UNUSED) continue;
             size_t length = k + 1 - start;
-            double score = m->type[id] == SPM_USER ? (double)((float)length * m->max_score) - 0.1 : (double)m->score[id];
+            double score = m->type[id] == TOK_USER_DEFINED ? (double)((float)length * m->max_score) - 0.1 : (double)m->score[id];
             double cand = score + (double)till_here;
             best_node *tn = &best[k + 1];
             if (tn->starts_at == -1 || cand > (double)tn->score) {

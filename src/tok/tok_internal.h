@@ -1,7 +1,8 @@
 /* tok_internal.h — what the tokenizer sources (src/tok/) share and nothing else sees: growable id
  * vectors, the hash tables for vocabularies (bytes -> id) and merge ranks ((id, id) -> rank, new id),
- * a byte trie (prefix matching of pieces / added tokens), UTF-8 and Unicode class helpers, the two
- * model descriptions (sentencepiece ModelProto, Hugging Face tokenizer.json) and the merge loops. */
+ * a byte trie (prefix matching of pieces / added tokens), UTF-8 and Unicode class helpers, the heap
+ * of the merge loops, the two model descriptions (sentencepiece ModelProto, Hugging Face
+ * tokenizer.json) and the merge loops. */
 #ifndef CFSP_TOK_INTERNAL_H
 #define CFSP_TOK_INTERNAL_H
 #include "cfsp/tok/tokenizer.h"
@@ -14,7 +15,8 @@ void idvec_push(idvec *a, uint32_t x);
 typedef struct { char *v; size_t n, cap; } bytevec;
 void bytevec_append(bytevec *b, const void *p, size_t n);
 
-/* ---- bytes -> int32 (open addressing, FNV-1a; keys copied into an arena) ---- */
+/* ---- bytes -> int32 (open addressing, FNV-1a; keys copied into an arena, each NUL-terminated;
+ * entries in insertion order) ---- */
 typedef struct {
     uint64_t *slot;            /* 0 = empty, else (entry index + 1) */
     uint32_t *hash;            /* per entry */
@@ -85,6 +87,42 @@ static inline int bytepairs_has(const bytepairs *p, unsigned char a, unsigned ch
     return (int)(p->bits[k >> 6] >> (k & 63) & 1);
 }
 
+/* ---- a binary min-heap in a growable array (HEAP: { T *h; size_t n, cap; }); BEFORE(a, b) on two
+ * T pointers is true when a pops first. Expands to static NAME_push and NAME_pop (pop needs n > 0):
+ * the heaps of bpe.c (merges by rank, position) and spm.c (piece pairs by score, position). Users
+ * include cfsp/util/util.h (xrealloc). ---- */
+#define TOK_HEAP(NAME, HEAP, T, BEFORE)                                                                \
+    static void NAME##_push(HEAP *h, T it)                                                             \
+    {                                                                                                  \
+        if (h->n == h->cap) {                                                                          \
+            h->cap = h->cap ? h->cap * 2 : 256;                                                        \
+            h->h = xrealloc(h->h, h->cap * sizeof *h->h);                                              \
+        }                                                                                              \
+        size_t i = h->n++;                                                                             \
+        while (i > 0) {                                                                                \
+            size_t p = (i - 1) / 2;                                                                    \
+            if (!BEFORE(&it, &h->h[p])) break;                                                         \
+            h->h[i] = h->h[p];                                                                         \
+            i = p;                                                                                     \
+        }                                                                                              \
+        h->h[i] = it;                                                                                  \
+    }                                                                                                  \
+    static T NAME##_pop(HEAP *h)                                                                       \
+    {                                                                                                  \
+        T top = h->h[0], last = h->h[--h->n];                                                          \
+        size_t i = 0, n = h->n;                                                                        \
+        for (;;) {                                                                                     \
+            size_t c = 2 * i + 1;                                                                      \
+            if (c >= n) break;                                                                         \
+            if (c + 1 < n && BEFORE(&h->h[c + 1], &h->h[c])) c++;                                      \
+            if (!BEFORE(&h->h[c], &last)) break;                                                       \
+            h->h[i] = h->h[c];                                                                         \
+            i = c;                                                                                     \
+        }                                                                                              \
+        if (n) h->h[i] = last;                                                                         \
+        return top;                                                                                    \
+    }
+
 /* ---- Hugging Face rank-ordered BPE over initial symbols (ids with byte lengths) ----
  * Exactly the merge loop of tokenizers' Word::merge_all without dropout: a min-heap of
  * (rank, position), stale entries skipped by re-checking the pair's new id. */
@@ -94,14 +132,13 @@ typedef struct { bpe_item *h; size_t n, cap; } bpe_heap;
 void hf_merge_all(const pairmap *merges, bpe_sym *s, int32_t n, bpe_heap *heap);
 
 /* ---- sentencepiece ---- */
-enum { SPM_NORMAL = 1, SPM_UNKNOWN = 2, SPM_CONTROL = 3, SPM_USER = 4, SPM_UNUSED = 5, SPM_BYTE = 6 };
 enum { SPM_UNIGRAM = 1, SPM_BPE = 2, SPM_WORD = 3, SPM_CHAR = 4 };
 typedef struct {
     int npieces;
     char **piece;
     uint32_t *plen;
     float *score;
-    uint8_t *type;
+    uint8_t *type;             /* TOK_NORMAL .. TOK_BYTE (tokenizer.h) */
     int model_type, byte_fallback, unk_id, bos_id, eos_id, treat_ws_suffix;
     int add_dummy_prefix, remove_extra_ws, escape_ws;
     int32_t byte_id[256];
@@ -150,7 +187,8 @@ typedef struct {
     int prepend;                           /* Metaspace: 0 never, 1 first, 2 always */
     int split;
 } hf_pretok;
-typedef struct { char *s; size_t len; uint32_t id; uint8_t single_word, lstrip, rstrip, normalized; } hf_added;
+typedef struct { char *s; size_t len; uint32_t id; uint8_t single_word, lstrip, rstrip, normalized, special; } hf_added;
+enum { HD_METASPACE = 1, HD_BYTEFALLBACK = 2, HD_BYTELEVEL = 4 };   /* decoder steps the vocabulary view notes */
 typedef struct {
     hf_norm *norm;
     int nnorm;
@@ -160,8 +198,11 @@ typedef struct {
     hf_added *added;
     int nadded;
     trie added_raw, added_norm;             /* value = index into added */
-    strmap vocab;
+    strmap tokens;                          /* model.vocab as the file spells it -> id (file order) */
+    strmap vocab;                           /* the same with byte-level keys mapped back to bytes */
     pairmap merges;
+    uint32_t *merge_list;                   /* [nmerge_list][3]: model.merges in rank order: a, b -> ab */
+    int nmerge_list;
     int32_t unk_id;
     int byte_fallback, fuse_unk, ignore_merges;
     int32_t byte_id[256];                   /* <0xXX> tokens, -1 if absent */
@@ -169,17 +210,22 @@ typedef struct {
     bytepairs pairs;
     int vocab_size;
     int bos_id;
+    /* noted for the vocabulary view (tokenizer_info), not used for encoding */
+    int decoder;                            /* HD_* steps the decoder has (through Sequence) */
+    int pre_gpt2;                           /* pre_tokenizer is one ByteLevel with its regex */
+    char *template_first;                   /* TemplateProcessing's first special token, or NULL */
 } hf_model;
 
 int hf_parse(const char *json, size_t len, const char *fname, hf_model *m);
 void hf_free(hf_model *m);
 int hf_token_id(const hf_model *m, const char *s);   /* added tokens, then the vocab; -1 */
+int hf_added_id(const hf_model *m, const char *s);   /* added tokens only; -1 */
 int hf_encode(const hf_model *m, const char *text, size_t len, const char *what, idvec *out);
 /* the pre-tokenizer regex alternatives, exported for the unit test */
 size_t hf_regex_match(const rx_alt *alt, int nalt, const char *s, size_t n, size_t i);
 
 struct cfsp_tokenizer {
-    int kind;                  /* 1 sentencepiece, 2 tokenizer.json */
+    int kind;                  /* TOK_FILE_SPM | TOK_FILE_HF */
     spm_model spm;
     hf_model hf;
     int bos_id;

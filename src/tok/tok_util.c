@@ -109,7 +109,8 @@ int32_t strmap_put(strmap *m, const char *k, size_t len, int32_t v)
     m->koff[e] = m->arena_n;
     m->klen[e] = (uint32_t)len;
     if (len) memcpy(m->arena + m->arena_n, k, len);
-    m->arena_n += len;
+    m->arena[m->arena_n + len] = 0;                  /* keys are NUL-terminated in the arena */
+    m->arena_n += len + 1;
     size_t i = h & m->mask;
     while (m->slot[i]) i = (i + 1) & m->mask;
     m->slot[i] = e + 1;
@@ -280,14 +281,15 @@ int utf8_valid(const char *s, size_t n, size_t *bad_at)
 }
 
 /* ---- Unicode classes ---- */
-static int in_ranges(const uint32_t (*r)[2], size_t n, uint32_t cp)
+/* the class (UNI_L, UNI_N) of the range of unicode_tables.h holding cp, 0 if none does */
+static uint32_t uni_class(uint32_t cp)
 {
-    size_t lo = 0, hi = n;
+    size_t lo = 0, hi = sizeof uni_ranges / sizeof uni_ranges[0];
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
-        if (cp < r[mid][0]) hi = mid;
-        else if (cp > r[mid][1]) lo = mid + 1;
-        else return 1;
+        if (cp < uni_ranges[mid][0]) hi = mid;
+        else if (cp > uni_ranges[mid][1]) lo = mid + 1;
+        else return uni_ranges[mid][2];
     }
     return 0;
 }
@@ -296,14 +298,14 @@ int uni_is_letter(int32_t cp)
 {
     if (cp < 0) return 0;
     if (cp < 0x80) return (cp | 0x20) >= 'a' && (cp | 0x20) <= 'z';
-    return in_ranges(uni_letter_ranges, sizeof uni_letter_ranges / sizeof uni_letter_ranges[0], (uint32_t)cp);
+    return uni_class((uint32_t)cp) == UNI_L;
 }
 
 int uni_is_number(int32_t cp)
 {
     if (cp < 0) return 0;
     if (cp < 0x80) return cp >= '0' && cp <= '9';
-    return in_ranges(uni_number_ranges, sizeof uni_number_ranges / sizeof uni_number_ranges[0], (uint32_t)cp);
+    return uni_class((uint32_t)cp) == UNI_N;
 }
 
 int uni_is_space(int32_t cp)

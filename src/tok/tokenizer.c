@@ -1,10 +1,12 @@
 /* tokenizer.c — the public tokenizer API (tokenizer.h): finding and loading a checkpoint's
- * tokenizer file, the BOS id, encoding a text or a whole file. */
+ * tokenizer file, the BOS id, encoding a text or a whole file; the view of what the file declares
+ * (entries, merges, flags) and the reader of tokenizer_config.json / config.json's token ids. */
 #include "tok_internal.h"
 #include "cfsp/util/err.h"
 #include "cfsp/util/json_util.h"
 #include "cfsp/util/util.h"
 #include <cjson/cJSON.h>
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +26,7 @@ static tokenizer *tok_new(int kind, const char *fname)
 int tokenizer_from_spm(const void *data, size_t len, const char *fname, tokenizer **out)
 {
     *out = NULL;
-    tokenizer *t = tok_new(1, fname);
+    tokenizer *t = tok_new(TOK_FILE_SPM, fname);
     if (spm_parse(data, len, fname, &t->spm)) { free(t); return -1; }
     t->bos_id = t->spm.bos_id;
     t->vocab_size = t->spm.npieces;
@@ -37,7 +39,7 @@ int tokenizer_from_spm(const void *data, size_t len, const char *fname, tokenize
 int tokenizer_from_hf_json(const char *json, size_t len, const char *fname, tokenizer **out)
 {
     *out = NULL;
-    tokenizer *t = tok_new(2, fname);
+    tokenizer *t = tok_new(TOK_FILE_HF, fname);
     if (hf_parse(json, len, fname, &t->hf)) { free(t); return -1; }
     t->bos_id = t->hf.bos_id;
     t->vocab_size = t->hf.vocab_size;
@@ -51,7 +53,7 @@ int tokenizer_from_hf_json(const char *json, size_t len, const char *fname, toke
 void tokenizer_free(tokenizer *t)
 {
     if (!t) return;
-    if (t->kind == 1) spm_free(&t->spm);
+    if (t->kind == TOK_FILE_SPM) spm_free(&t->spm);
     else hf_free(&t->hf);
     free(t);
 }
@@ -62,65 +64,52 @@ const char *tokenizer_describe(const tokenizer *t) { return t->desc; }
 
 static int32_t token_id_of(const tokenizer *t, const char *s)
 {
-    if (t->kind == 2) return hf_token_id(&t->hf, s);
+    if (t->kind == TOK_FILE_HF) return hf_token_id(&t->hf, s);
     int32_t id = strmap_get(&t->spm.reserved, s, strlen(s));
     return id >= 0 ? id : strmap_get(&t->spm.pieces, s, strlen(s));
 }
 
-/* BOS when the tokenizer file does not say: tokenizer_config.json, then config.json */
+int tokenizer_read_file(const char *path, int file, tokenizer **out)
+{
+    char *data = NULL;
+    size_t len = 0;
+    *out = NULL;
+    if (read_whole_file(path, MAX_TOKENIZER_BYTES, &data, &len)) return -1;
+    int rc = file == TOK_FILE_HF ? tokenizer_from_hf_json(data, len, path, out) : tokenizer_from_spm(data, len, path, out);
+    free(data);
+    return rc;
+}
+
+/* BOS when the tokenizer file does not say: tokenizer_config.json's bos_token, then config.json's */
 static int bos_fallback(tokenizer *t, const char *dir)
 {
-    char path[4200];
-    char *text = NULL;
-    size_t len = 0;
-    cJSON *j = NULL;
-    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
-    if (path_exists(path)) {
-        if (read_whole_file(path, 64u << 20, &text, &len) || json_parse(text, len, path, &j)) { free(text); return -1; }
-        free(text);
-        const cJSON *b = cJSON_GetObjectItemCaseSensitive(j, "bos_token");
-        if (cJSON_IsObject(b)) b = cJSON_GetObjectItemCaseSensitive(b, "content");
-        if (cJSON_IsString(b)) {
-            int32_t id = token_id_of(t, b->valuestring);
-            if (id < 0) { cJSON_Delete(j); return FAIL("%s: bos_token: '%.60s' is not a token of the tokenizer", path, b->valuestring); }
-            t->bos_id = id;
-        }
-        cJSON_Delete(j);
-        if (t->bos_id >= 0) return 0;
+    tok_config c;
+    if (tok_config_read(dir, NULL, &c)) return -1;
+    int rc = 0;
+    if (c.token[TOK_BOS]) {
+        int32_t id = token_id_of(t, c.token[TOK_BOS]);
+        if (id < 0) rc = FAIL("%s/tokenizer_config.json: bos_token: '%.60s' is not a token of the tokenizer", dir, c.token[TOK_BOS]);
+        t->bos_id = id;
+    } else if (c.token_id[TOK_BOS] >= 0 && c.token_id[TOK_BOS] <= INT32_MAX) {
+        t->bos_id = (int)c.token_id[TOK_BOS];
     }
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    if (path_exists(path)) {
-        if (read_whole_file(path, 64u << 20, &text, &len) || json_parse(text, len, path, &j)) { free(text); return -1; }
-        free(text);
-        int64_t id = -1;
-        int rc = json_get_int(j, "bos_token_id", path, 0, 0, 2147483647, &id);
-        cJSON_Delete(j);
-        if (rc) return -1;
-        t->bos_id = (int)id;
-    }
-    return 0;
+    tok_config_free(&c);
+    return rc;
 }
 
 int tokenizer_load(const char *dir, tokenizer **out)
 {
     char path[4200];
-    char *data = NULL;
-    size_t len = 0;
-    int rc;
     *out = NULL;
     snprintf(path, sizeof path, "%s/tokenizer.json", dir);
-    if (path_exists(path)) {
-        if (read_whole_file(path, MAX_TOKENIZER_BYTES, &data, &len)) return -1;
-        rc = tokenizer_from_hf_json(data, len, path, out);
-    } else {
+    int file = TOK_FILE_HF;
+    if (!path_exists(path)) {
         snprintf(path, sizeof path, "%s/tokenizer.model", dir);
         if (!path_exists(path))
             return FAIL("%s: no tokenizer.json or tokenizer.model in the model directory", dir);
-        if (read_whole_file(path, MAX_TOKENIZER_BYTES, &data, &len)) return -1;
-        rc = tokenizer_from_spm(data, len, path, out);
+        file = TOK_FILE_SPM;
     }
-    free(data);
-    if (rc) return -1;
+    if (tokenizer_read_file(path, file, out)) return -1;
     if ((*out)->bos_id < 0 && bos_fallback(*out, dir)) { tokenizer_free(*out); *out = NULL; return -1; }
     return 0;
 }
@@ -134,7 +123,7 @@ int tokenizer_encode(const tokenizer *t, const char *text, size_t len, int add_b
         if (t->bos_id < 0) return FAIL("%s: the tokenizer defines no BOS token (use --bos 0)", t->source);
         idvec_push(&v, (uint32_t)t->bos_id);
     }
-    int rc = t->kind == 1 ? spm_encode(&t->spm, text, len, what, &v) : hf_encode(&t->hf, text, len, what, &v);
+    int rc = t->kind == TOK_FILE_SPM ? spm_encode(&t->spm, text, len, what, &v) : hf_encode(&t->hf, text, len, what, &v);
     if (rc) { free(v.v); return -1; }
     if (!v.v) v.v = xmalloc(4);
     *ids = v.v;
@@ -176,4 +165,146 @@ int tokenize_file_checked(const char *model_dir, const char *path, int vocab, ui
     else fprintf(stderr, "cfsp-mpi: tokenized %s: %zu bytes -> %lld tokens (%s) in %.2f s\n", path, len, (long long)*n, t->desc, now_seconds() - t0);
     tokenizer_free(t);
     return rc;
+}
+
+/* ---- what the file declares ---------------------------------------------------------------- */
+void tokenizer_info(const tokenizer *t, tok_info *x)
+{
+    memset(x, 0, sizeof *x);
+    x->file = t->kind;
+    if (t->kind == TOK_FILE_SPM) {
+        const spm_model *m = &t->spm;
+        x->nentries = m->npieces;
+        x->unk_id = m->unk_id;
+        x->add_dummy_prefix = m->add_dummy_prefix;
+        x->byte_fallback = m->byte_fallback;
+        return;
+    }
+    const hf_model *m = &t->hf;
+    x->nentries = (int)m->tokens.n + m->nadded;
+    x->nmerges = m->nmerge_list;
+    x->unk_id = m->unk_id;
+    x->add_dummy_prefix = -1;
+    x->byte_fallback = m->byte_fallback;
+    int u2581 = 0;                                    /* a normalizer string that is U+2581 */
+    for (int i = 0; i < m->nnorm; i++)
+        for (int k = 0; k < 2; k++) {
+            const char *s = k ? m->norm[i].b : m->norm[i].a;
+            if (s && !strcmp(s, "\xe2\x96\x81")) u2581 = 1;
+        }
+    int metaspace_pre = 0;
+    for (int i = 0; i < m->npre; i++) metaspace_pre |= m->pre[i].type == HP_METASPACE;
+    x->metaspace = m->byte_fallback || u2581 || metaspace_pre || (m->decoder & (HD_METASPACE | HD_BYTEFALLBACK));
+    x->byte_level = m->bytelevel || (m->decoder & HD_BYTELEVEL);
+    x->gpt2_regex = m->pre_gpt2;
+    x->template_first = m->template_first;
+}
+
+static int is_byte_token(const char *s, uint32_t n)
+{
+    return n == 6 && !memcmp(s, "<0x", 3) && isxdigit((unsigned char)s[3]) && isxdigit((unsigned char)s[4]) && s[5] == '>';
+}
+
+void tokenizer_entry(const tokenizer *t, int i, tok_entry *e)
+{
+    memset(e, 0, sizeof *e);
+    if (t->kind == TOK_FILE_SPM) {
+        const spm_model *m = &t->spm;
+        e->text = m->piece[i]; e->len = m->plen[i]; e->id = i; e->type = m->type[i]; e->score = m->score[i];
+        return;
+    }
+    const hf_model *m = &t->hf;
+    if ((size_t)i < m->tokens.n) {
+        const strmap *v = &m->tokens;
+        e->text = v->arena + v->koff[i]; e->len = v->klen[i]; e->id = v->val[i];
+        e->type = is_byte_token(e->text, e->len) ? TOK_BYTE : TOK_NORMAL;
+        return;
+    }
+    const hf_added *a = &m->added[(size_t)i - m->tokens.n];
+    e->text = a->s; e->len = (uint32_t)a->len; e->id = (int)a->id;
+    e->type = a->special ? TOK_CONTROL : TOK_USER_DEFINED;
+}
+
+void tokenizer_merge(const tokenizer *t, int r, int ids[3])
+{
+    const uint32_t *ml = t->hf.merge_list + 3 * (size_t)r;
+    for (int k = 0; k < 3; k++) ids[k] = (int)ml[k];
+}
+
+int tokenizer_added_id(const tokenizer *t, const char *content)
+{
+    return t->kind == TOK_FILE_HF ? hf_added_id(&t->hf, content) : -1;
+}
+
+/* ---- tokenizer_config.json, config.json ---------------------------------------------------- */
+static int read_json(const char *path, const char *text, cJSON **out)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    *out = NULL;
+    if (!text) {
+        if (!path_exists(path)) return 0;
+        if (read_whole_file(path, 64u << 20, &buf, &len)) return -1;
+        text = buf;
+    } else {
+        len = strlen(text);
+    }
+    int rc = json_parse(text, len, path, out);
+    free(buf);
+    return rc;
+}
+
+int tok_config_read(const char *dir, const char *config_json, tok_config *c)
+{
+    static const char *kind[4] = { "bos", "eos", "unk", "pad" };
+    memset(c, 0, sizeof *c);
+    c->add_bos = c->add_eos = -1;
+    for (int k = 0; k < 4; k++) c->token_id[k] = -1;
+    char path[4200];
+    cJSON *j = NULL;
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+    if (read_json(path, NULL, &j)) return -1;
+    for (int k = 0; k < 4 && j; k++) {
+        char key[32];
+        snprintf(key, sizeof key, "%s_token", kind[k]);
+        const cJSON *x = cJSON_GetObjectItemCaseSensitive(j, key);
+        if (cJSON_IsObject(x)) x = cJSON_GetObjectItemCaseSensitive(x, "content");
+        if (cJSON_IsString(x)) c->token[k] = xstrdup(x->valuestring);
+    }
+    const cJSON *ab = cJSON_GetObjectItemCaseSensitive(j, "add_bos_token"), *ae = cJSON_GetObjectItemCaseSensitive(j, "add_eos_token");
+    if (cJSON_IsBool(ab)) c->add_bos = cJSON_IsTrue(ab);
+    if (cJSON_IsBool(ae)) c->add_eos = cJSON_IsTrue(ae);
+    const cJSON *atd = cJSON_GetObjectItemCaseSensitive(j, "added_tokens_decoder"), *e;
+    if (cJSON_IsObject(atd)) {
+        c->added = xcalloc((size_t)cJSON_GetArraySize(atd) + 1, sizeof *c->added);
+        cJSON_ArrayForEach(e, atd) {
+            char *end = NULL;
+            long id = strtol(e->string, &end, 10);
+            const cJSON *content = cJSON_GetObjectItemCaseSensitive(e, "content");
+            if (*end || !cJSON_IsString(content)) continue;
+            tok_decl *d = &c->added[c->nadded++];
+            d->id = id;
+            d->content = xstrdup(content->valuestring);
+            d->special = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(e, "special"));
+        }
+    }
+    cJSON_Delete(j);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    if (read_json(path, config_json, &j)) { tok_config_free(c); return -1; }
+    for (int k = 0; k < 4 && j; k++) {
+        char key[32];
+        snprintf(key, sizeof key, "%s_token_id", kind[k]);
+        const cJSON *x = cJSON_GetObjectItemCaseSensitive(j, key);
+        if (cJSON_IsNumber(x) && x->valuedouble >= 0 && x->valuedouble < 9.2e18) c->token_id[k] = (int64_t)x->valuedouble;
+    }
+    cJSON_Delete(j);
+    return 0;
+}
+
+void tok_config_free(tok_config *c)
+{
+    for (int k = 0; k < 4; k++) free(c->token[k]);
+    for (int i = 0; i < c->nadded; i++) free(c->added[i].content);
+    free(c->added);
+    memset(c, 0, sizeof *c);
 }

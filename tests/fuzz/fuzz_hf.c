@@ -1,10 +1,12 @@
 /* fuzz_hf.c — libFuzzer harness for the Hugging Face tokenizer.json reader (src/tok/hf.c: the model,
  * normalizer, pre-tokenizer and added-token parsing, the split-regex compiler of hf_regex.c, our
  * vocabulary / merge hash tables) and for encoding with whatever tokenizer it accepts. The whole
- * input is the tokenizer.json text (an exact-size heap copy, not NUL-terminated); when it parses, a
- * fixed set of texts plus the input's last 64 bytes (as text: valid UTF-8 or not) are encoded, every
- * id must be below tokenizer_vocab_size (1 + the largest id it can produce), and encoding the same
- * text twice must give the same ids; a failure (parse or encode) must leave a message. Built by
+ * input is the tokenizer.json text (an exact-size heap copy, not NUL-terminated); when it parses, the
+ * vocabulary view the GGUF exporter writes from is walked (entries, merges, added-token lookup: ids
+ * below tokenizer_vocab_size), a fixed set of texts plus the input's last 64 bytes (as text: valid
+ * UTF-8 or not) are encoded, every id must be below tokenizer_vocab_size (1 + the largest id it can
+ * produce), and encoding the same text twice must give the same ids; a failure (parse or encode)
+ * must leave a message (tok_fuzz_check.h). Built by
  * mpi_scripts/fuzz.sh with the src/tok sources; seeds from tests/fuzz/make_tok_corpus.py. */
 #include "cfsp/util/err.h"
 #include "cfsp/tok/tokenizer.h"

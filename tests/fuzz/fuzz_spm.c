@@ -1,8 +1,10 @@
 /* fuzz_spm.c — libFuzzer harness for the sentencepiece tokenizer.model reader (src/tok/spm.c: the
  * bounds-checked protobuf reader, piece validation, the precompiled-charsmap double array) and for
- * encoding with whatever model it accepts. The whole input is the ModelProto; when it parses, a
- * fixed set of texts plus the input's last 64 bytes are encoded with it (tok_fuzz_check.h: ids
- * below the vocabulary size, the same ids twice); when it does not parse, a message must be left. Built by mpi_scripts/fuzz.sh (with the src/tok sources; see results/tokenizer/README.md). */
+ * encoding with whatever model it accepts (the one reader: the GGUF exporter writes from it too).
+ * The whole input is the ModelProto; when it parses, the vocabulary view is walked and a fixed set
+ * of texts plus the input's last 64 bytes are encoded with it (tok_fuzz_check.h: entries and ids
+ * below the vocabulary size, the same ids twice); when it does not parse, a message must be left.
+ * Built by mpi_scripts/fuzz.sh (with the src/tok sources; see results/tokenizer/README.md). */
 #include "cfsp/util/err.h"
 #include "cfsp/tok/tokenizer.h"
 #include "tok_fuzz_check.h"

@@ -685,7 +685,7 @@ def bad_cases(ck, args, work):
     shutil.copytree(notok, badtok)
     tm = open(os.path.join(s260, "tokenizer.model"), "rb").read()
     open(os.path.join(badtok, "tokenizer.model"), "wb").write(tm[:len(tm) // 2 + 3])
-    expect("truncated tokenizer.model", "gguf", os.path.join(work, "x12.gguf"), ["--model", badtok], "bad protobuf")
+    expect("truncated tokenizer.model", "gguf", os.path.join(work, "x12.gguf"), ["--model", badtok], "exceeds")
     open(os.path.join(badtok, "tokenizer.model"), "wb").write(b"\x0a\xff\xff\xff\xff\x0f" + tm)
     expect("tokenizer.model with an oversized length", "gguf", os.path.join(work, "x13.gguf"), ["--model", badtok], "tokenizer.model")
     os.remove(os.path.join(badtok, "tokenizer.model"))

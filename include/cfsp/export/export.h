@@ -57,9 +57,7 @@ uint64_t ex_tensor_bytes(const ex_tensor *t);
 int64_t ex_panel_rows(const ex_tensor *t, int64_t multiple);
 
 /* ---- the tokenizer of the source checkpoint (export_tok.c) ----------------------------------- */
-/* GGUF token types (llama.cpp's llama_token_type, equal to sentencepiece's piece types) */
-enum { TOK_NORMAL = 1, TOK_UNKNOWN = 2, TOK_CONTROL = 3, TOK_USER_DEFINED = 4, TOK_UNUSED = 5, TOK_BYTE = 6 };
-
+/* GGUF tokenizer metadata, built from what src/tok reads (cfsp/tok/tokenizer.h) */
 typedef struct {
     char model[16];            /* tokenizer.ggml.model: "llama" (sentencepiece style) | "gpt2" (byte-level BPE) */
     char pre[32];              /* tokenizer.ggml.pre */
@@ -68,19 +66,18 @@ typedef struct {
     char **tok;                /* token text (UTF-8 bytes, NUL-terminated; may contain no NUL) */
     uint32_t *len;
     float *score;              /* "llama" only */
-    int32_t *type;
+    int32_t *type;             /* GGUF token types: tokenizer.h's TOK_NORMAL .. TOK_BYTE (llama_token_type) */
     char **merges;             /* "gpt2" only */
     int nmerges;
     int64_t bos, eos, unk, pad;       /* -1: not set */
     int add_bos, add_eos, add_space_prefix; /* -1: not set */
 } ex_vocab;
 
-/* tokenizer.model (sentencepiece protobuf) if present, else tokenizer.json; vocab padded to
+/* tokenizer.model (sentencepiece) if present, else tokenizer.json, read by src/tok, with
+ * tokenizer_config.json and config_text (config.json) for the special tokens; vocab padded to
  * cfg->vocab with [PADi] tokens as llama.cpp's converter does. */
 int ex_vocab_load(const char *dir, const model_config *cfg, const char *config_text, ex_vocab *v);
 void ex_vocab_free(ex_vocab *v);
-/* exposed for unit tests: parse a sentencepiece ModelProto (bounds-checked protobuf reader) */
-int ex_spm_parse(const unsigned char *buf, size_t n, const char *fname, ex_vocab *v);
 
 /* ---- the writers ----------------------------------------------------------------------------- */
 typedef struct {
