@@ -10,6 +10,7 @@
 #include "cfsp/prune/prune.h"
 #include "cfsp/format/safetensors.h"
 #include "cfsp/format/tokens.h"
+#include "cfsp/util/opts.h"
 #include "cfsp/util/util.h"
 #include "cfsp/model/weights.h"
 #include <math.h>
@@ -284,6 +285,74 @@ static void test_checksum_vector(void)
     free(l); free(r); free(buf);
 }
 
+/* util/opts.c, the option parser of every command: kinds, ranges with open and closed ends,
+ * defaults < run file < command line, '-' or '_', --name=value, bool flags without a value,
+ * positional arguments, and where a value came from */
+typedef struct { char s[8], pos[16]; int i, b, e, n; double d, l[3]; int64_t w; } opt_probe;
+static void test_opts(void)
+{
+    static const char *const names[] = { "x", "yy" };
+    static const opt_def defs[] = {
+        OPT(opt_probe, OPT_STR, s, "s", "ab", NULL, "text"),
+        OPT(opt_probe, OPT_INT, i, "int-opt", "3", "[1, 5)", "int"),
+        OPT(opt_probe, OPT_BOOL, b, "flag", "0", NULL, "bool"),
+        OPT(opt_probe, OPT_ENUM, e, "kind", "yy", NULL, "enum", .names = names, .nnames = 2),
+        OPT(opt_probe, OPT_DBL, d, "dbl", "0.5", "(0, 1]", "double"),
+        OPT(opt_probe, OPT_DBL_LIST, l, "list", "", "> 0", "list", .count_off = offsetof(opt_probe, n)),
+        OPT(opt_probe, OPT_I64, w, "wide", "-5", NULL, "int64"),
+        OPT(opt_probe, OPT_STR, pos, "POS", NULL, NULL, "positional", .flags = OPT_POSITIONAL | OPT_REQUIRED),
+    };
+    const opt_table t = { "probe", "probe", "probe [options] POS", NULL, defs, sizeof defs / sizeof defs[0] };
+    opt_probe p;
+    opt_result r;
+    char *a0[] = { "probe", "P" };
+    memset(&p, 0, sizeof p);
+    EXPECT(opts_parse(&t, 2, a0, 1, &p, &r) == 0 && !strcmp(p.s, "ab") && p.i == 3 && p.b == 0 && p.e == 1 && p.d == 0.5
+           && p.n == 0 && p.w == -5 && !strcmp(p.pos, "P") && r.npos == 1, "opts: defaults: %s", cfsp_last_error());
+    const char *path = "/tmp/cfsp_test_opts.json";
+    FILE *f = fopen(path, "w");
+    fputs("{\"int_opt\": 2, \"dbl\": 1, \"list\": [0.25, 3], \"_note\": \"skipped\", \"wide\": 8589934592}", f);
+    fclose(f);
+    char *a1[] = { "probe", "--config", (char *)path, "--int_opt=4", "--flag", "Q", "--kind", "x", "--list", "1,2,3" };
+    memset(&p, 0, sizeof p);
+    EXPECT(opts_parse(&t, 10, a1, 1, &p, &r) == 0 && p.i == 4 && p.b == 1 && p.e == 0 && p.d == 1.0 && p.n == 3 && p.l[2] == 3.0
+           && p.w == 8589934592LL && !strcmp(p.pos, "Q"), "opts: run file then command line: %s", cfsp_last_error());
+    char w[256];
+    EXPECT(!strcmp(opts_where(&t, &r, "dbl", w, sizeof w), "/tmp/cfsp_test_opts.json: dbl")
+           && !strcmp(opts_where(&t, &r, "int-opt", w, sizeof w), "probe: --int-opt"), "opts: where a value came from: %s", w);
+    char *a2[] = { "probe", "--config", (char *)path, "Q" };
+    memset(&p, 0, sizeof p);
+    EXPECT(opts_parse(&t, 4, a2, 1, &p, &r) == 0 && p.i == 2 && !strcmp(opts_where(&t, &r, "int-opt", w, sizeof w), "/tmp/cfsp_test_opts.json: int_opt"),
+           "opts: a run-file key with '_' is named as written: %s", w);
+    remove(path);
+    static const struct { const char *arg, *want; } bad[] = {
+        { "--int-opt=5", "probe: --int-opt = '5': expected an integer in [1, 5)" },
+        { "--int-opt=0", "probe: --int-opt = '0': expected an integer in [1, 5)" },
+        { "--int-opt=2.0", "probe: --int-opt = '2.0': expected an integer" },
+        { "--dbl=0", "probe: --dbl = '0': expected a number in (0, 1]" },
+        { "--dbl=nan", "probe: --dbl = 'nan': expected a number" },
+        { "--list=1,,2", "probe: --list = '1,,2': expected a comma-separated list of at most 3 numbers > 0" },
+        { "--list=1,2,3,4", "probe: --list = '1,2,3,4': expected a comma-separated list of at most 3 numbers > 0" },
+        { "--kind=z", "probe: --kind = 'z': expected x or yy" },
+        { "--flag=2", "probe: --flag = '2': expected 1, 0, true or false" },
+        { "--s=toolongtext", "probe: --s = 'toolongtext': expected a non-empty text of at most 7 bytes" },
+        { "--dbll=1", "probe: unknown option '--dbll' (see probe --help)" },
+        { "--kind", "probe: --kind: missing value" },
+        { "R", "probe: unexpected argument 'R' (usage: probe [options] POS)" },
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        char *a3[] = { "probe", "P", (char *)bad[k].arg };
+        memset(&p, 0, sizeof p);
+        cfsp_clear_error();
+        int rc = opts_parse(&t, 3, a3, 1, &p, NULL);
+        EXPECT(rc == -1 && strstr(cfsp_last_error(), bad[k].want), "opts: %s -> '%s', expected '%s'", bad[k].arg, cfsp_last_error(), bad[k].want);
+    }
+    char *a4[] = { "probe", "--flag" };
+    memset(&p, 0, sizeof p);
+    EXPECT(opts_parse(&t, 2, a4, 1, &p, NULL) == -1 && strstr(cfsp_last_error(), "probe: missing POS (usage: probe [options] POS)"),
+           "opts: a required positional: %s", cfsp_last_error());
+}
+
 int main(void)
 {
     test_py_random();
@@ -294,6 +363,7 @@ int main(void)
     test_stages();
     test_blas_coretype();
     test_checksum_vector();
+    test_opts();
     printf("%d checks, %d failed\n", checks, failures);
     return failures ? 1 : 0;
 }

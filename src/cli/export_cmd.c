@@ -3,89 +3,59 @@
 #include "cfsp/cli/commands.h"
 #include "cfsp/export/export.h"
 #include "cfsp/util/err.h"
+#include "cfsp/util/opts.h"
 #include "cfsp/util/util.h"
-#include <errno.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
-static const char usage[] =
-    "usage: cfsp-mpi export --format gguf|hf [options] IN.h5 OUT      a pruned checkpoint of cfsp-mpi\n"
-    "       cfsp-mpi export --format gguf|hf --model DIR [options] OUT  the unpruned model (ratio 0)\n"
-    "  gguf: OUT is a GGUF v3 file (llama.cpp architecture 'deci', per-layer FFN sizes)\n"
-    "  hf:   OUT is a directory (DeciLMForCausalLM / nemotron-nas config.json with block_configs,\n"
-    "        safetensors shards + model.safetensors.index.json, the tokenizer files)\n"
-    "  --model DIR        the source checkpoint: tokenizer files (default: the model path recorded in IN.h5)\n"
-    "  --shard-size BYTES hf: largest safetensors file (suffix KB/MB/GB = 1e3/1e6/1e9, KiB/MiB/GiB; default 5GB)\n"
-    "  --alignment N      gguf: general.alignment, a power of two (default 32)\n"
-    "  --name TEXT        gguf: general.name (default: the source directory's name, method and ratio)\n"
-    "  --force            replace an existing OUT\n";
+typedef struct {
+    char in[4096], out[4096], model[4096], name[4096];
+    int gguf, force;
+    uint64_t shard, align;
+} export_opts;
 
-static int parse_size(const char *v, uint64_t *out)
-{
-    char *end = NULL;
-    errno = 0;
-    double x = strtod(v, &end);
-    if (end == v || errno || x <= 0) return FAIL("--shard-size '%s': expected a positive size in bytes", v);
-    struct { const char *suf; double mul; } u[] = { { "", 1 }, { "B", 1 }, { "KB", 1e3 }, { "MB", 1e6 }, { "GB", 1e9 }, { "TB", 1e12 },
-                                                    { "K", 1e3 }, { "M", 1e6 }, { "G", 1e9 }, { "KiB", 1024.0 }, { "MiB", 1048576.0 },
-                                                    { "GiB", 1073741824.0 }, { "TiB", 1099511627776.0 } };
-    for (size_t i = 0; i < sizeof u / sizeof u[0]; i++)
-        if (!strcasecmp(end, u[i].suf)) {
-            double b = x * u[i].mul;
-            if (b > 1.8e19) return FAIL("--shard-size '%s': too large", v);
-            *out = (uint64_t)b;
-            return 0;
-        }
-    return FAIL("--shard-size '%s': unknown unit '%s' (use KB, MB, GB, KiB, MiB, GiB)", v, end);
-}
+static const char *const format_names[] = { "hf", "gguf" };
+#define O(...) OPT(export_opts, __VA_ARGS__)
+static const opt_def export_table[] = {
+    O(OPT_STR, in, "IN.h5", NULL, NULL, "a pruned checkpoint of cfsp-mpi (with one path, OUT: the unpruned --model DIR is exported, ratio 0)", .flags = OPT_POSITIONAL),
+    O(OPT_STR, out, "OUT", NULL, NULL, "gguf: a GGUF v3 file (llama.cpp architecture 'deci', per-layer FFN sizes); hf: a directory "
+      "(DeciLMForCausalLM / nemotron-nas config.json with block_configs, safetensors shards + model.safetensors.index.json, "
+      "the tokenizer files)", .flags = OPT_POSITIONAL),
+    O(OPT_ENUM, gguf, "format", NULL, NULL, "gguf | hf", .flags = OPT_REQUIRED, .names = format_names, .nnames = 2),
+    O(OPT_STR, model, "model", NULL, NULL, "the source checkpoint: tokenizer files (not given: the model path recorded in IN.h5)", .flags = OPT_NONEMPTY),
+    O(OPT_SIZE, shard, "shard-size", "5GB", NULL, "hf: largest safetensors file in bytes (suffix KB/MB/GB = 1e3/1e6/1e9, KiB/MiB/GiB)"),
+    O(OPT_I64, align, "alignment", "32", "[1, 1073741824]", "gguf: general.alignment, a power of two"),
+    O(OPT_STR, name, "name", NULL, NULL, "gguf: general.name (not given: the source directory's name, method and ratio)"),
+    O(OPT_BOOL, force, "force", "0", NULL, "replace an existing OUT"),
+};
+static const opt_table export_opt_table = {
+    "export", "cfsp-mpi export",
+    "cfsp-mpi export --format gguf|hf [options] IN.h5 OUT      a pruned checkpoint of cfsp-mpi\n"
+    "       cfsp-mpi export --format gguf|hf --model DIR [options] OUT  the unpruned model (ratio 0)",
+    "cfsp-mpi export — a checkpoint as GGUF (llama.cpp) or as a Hugging Face directory", export_table,
+    sizeof export_table / sizeof export_table[0] };
 
 int export_main(int argc, char **argv)
 {
-    const char *format = NULL, *model = NULL, *pos[3] = { NULL, NULL, NULL }, *name = NULL;
-    int npos = 0, force = 0;
-    uint64_t shard = 0, align = 32;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(usage, stdout); return 1; }
-        if (strncmp(a, "--", 2)) {
-            if (npos == 2) return FAIL("export: unexpected argument '%s' (expected [IN.h5] OUT)", a);
-            pos[npos++] = a;
-            continue;
-        }
-        if (!strcmp(a, "--force")) { force = 1; continue; }
-        const char *eq = strchr(a, '=');
-        char key[64];
-        size_t kl = eq ? (size_t)(eq - a) : strlen(a);
-        if (kl >= sizeof key) return FAIL("export: unknown option '%s'", a);
-        memcpy(key, a, kl);
-        key[kl] = 0;
-        const char *v = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
-        if (!v) return FAIL("export: option %s needs a value", key);
-        if (!strcmp(key, "--format")) format = v;
-        else if (!strcmp(key, "--model")) model = v;
-        else if (!strcmp(key, "--name")) name = v;
-        else if (!strcmp(key, "--shard-size")) { if (parse_size(v, &shard)) return -1; }
-        else if (!strcmp(key, "--alignment")) {
-            char *end = NULL;
-            unsigned long long x = strtoull(v, &end, 10);
-            if (!*v || *end || x == 0 || x > (1u << 30) || (x & (x - 1))) return FAIL("export: --alignment '%s': expected a power of two", v);
-            align = x;
-        } else return FAIL("export: unknown option '%s' (cfsp-mpi export --help)", key);
+    export_opts o;
+    memset(&o, 0, sizeof o);
+    opt_result res;
+    int prc = opts_parse(&export_opt_table, argc, argv, 1, &o, &res);
+    if (prc) return prc;                              /* 1: --help printed */
+    if (res.npos == 0) return FAIL("export: no output given (see cfsp-mpi export --help)");
+    if (res.npos == 1) { memcpy(o.out, o.in, sizeof o.out); o.in[0] = 0; }   /* export --model DIR OUT */
+    if (!o.in[0] && !o.model[0]) return FAIL("export: one path given: export IN.h5 OUT, or the unpruned model with --model DIR OUT");
+    if (o.align & (o.align - 1)) {
+        char w[4200];
+        return FAIL("%s = '%llu': expected a power of two", opts_where(&export_opt_table, &res, "alignment", w, sizeof w), (unsigned long long)o.align);
     }
-    if (!format) return FAIL("export: --format gguf|hf is required (cfsp-mpi export --help)");
-    int gguf = !strcmp(format, "gguf");
-    if (!gguf && strcmp(format, "hf")) return FAIL("export: --format '%s': expected gguf or hf", format);
-    if (npos == 0) return FAIL("export: no output given (cfsp-mpi export --help)");
-    if (npos == 1 && !model) return FAIL("export: one path given: export IN.h5 OUT, or the unpruned model with --model DIR OUT");
-    const char *in = npos == 2 ? pos[0] : NULL, *out = pos[npos - 1];
+    const char *in = o.in[0] ? o.in : NULL, *out = o.out, *model = o.model[0] ? o.model : NULL, *name = o.name[0] ? o.name : NULL;
     if (!out[0]) return FAIL("export: empty output path");
-    if (!force && path_exists(out)) return FAIL("%s: output exists (use --force to overwrite)", out);
+    if (!o.force && path_exists(out)) return FAIL("%s: output exists (use --force to overwrite)", out);
     ex_source s;
     int rc = in ? ex_source_open_h5(in, model, &s) : ex_source_open_dir(model, &s);
-    ex_options o = { .out = out, .force = force, .alignment = (uint32_t)align, .shard_bytes = shard, .name = name };
-    if (!rc) rc = gguf ? export_gguf(&s, &o) : export_hf(&s, &o);
+    ex_options eo = { .out = out, .force = o.force, .alignment = (uint32_t)o.align, .shard_bytes = o.shard, .name = name };
+    if (!rc) rc = o.gguf ? export_gguf(&s, &eo) : export_hf(&s, &eo);
     ex_source_close(&s);
     return rc;
 }

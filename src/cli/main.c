@@ -49,10 +49,7 @@ int main(int argc, char **argv)
     options o;
     int rc = options_parse(argc, argv, &o);
     cfsp_sync(rc);
-    if (o.help) {
-        if (rank == 0) options_print_help();
-        cfsp_exit_all(0);
-    }
+    if (o.help) cfsp_exit_all(0);                      /* rank 0 printed the table */
     if (o.command[0] == 'v') {
         rc = rank == 0 ? model_h5_verify(o.verify_file) : 0;
         cfsp_sync(rc);

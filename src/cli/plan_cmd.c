@@ -13,6 +13,7 @@
 #include "cfsp/util/err.h"
 #include "cfsp/model/forward.h"
 #include "cfsp/pipeline/pipeline.h"
+#include "cfsp/util/opts.h"
 #include "cfsp/util/util.h"
 #include <cblas.h>
 #include <cjson/cJSON.h>
@@ -105,39 +106,41 @@ static void measure_units(const model_config *c, int chunk, int T, int width, un
     fwd_ws_free(&ws);
 }
 
-static int arg_int(const char *v, const char *name, long lo, long hi, long *out)
-{
-    char *e = NULL;
-    long x = strtol(v, &e, 10);
-    if (!*v || *e || x < lo || x > hi) return FAIL("plan: %s = '%s': expected an integer in [%ld, %ld]", name, v, lo, hi);
-    *out = x;
-    return 0;
-}
+typedef struct {
+    char model[4096], json[4096];
+    int ranks, nsamples, seqlen, chunk, ffn_slice;
+    double gflops;
+} plan_opts;
+
+#define O(...) OPT(plan_opts, __VA_ARGS__)
+static const opt_def plan_table[] = {
+    O(OPT_STR, model, "model", NULL, NULL, "Hugging Face LLaMA directory (config.json)", .flags = OPT_REQUIRED),
+    O(OPT_INT, ranks, "ranks", NULL, "[1, 1048576]", "pipeline stages P (MPI ranks)", .flags = OPT_REQUIRED),
+    O(OPT_INT, nsamples, "nsamples", "128", "[1, 1073741824]", "calibration sequences N"),
+    O(OPT_INT, seqlen, "seqlen", "1024", "[2, 16777216]", "tokens per sequence T"),
+    O(OPT_INT, chunk, "chunk", "0", "[0, 16777216]", "tokens per micro-batch (divides seqlen; 0 = seqlen)"),
+    O(OPT_INT, ffn_slice, "ffn-slice", "4096", "[0, 1073741824]", "FFN channels per stage unit (0 = whole FFN)"),
+    O(OPT_DBL, gflops, "gflops", NULL, "> 0", "cost model: flops at this uniform GFLOP/s (not given: per-op timings measured here)"),
+    O(OPT_STR, json, "json", NULL, NULL, "also write the prediction as JSON here", .flags = OPT_NONEMPTY),
+};
+static const opt_table plan_opt_table = {
+    "plan", "cfsp-mpi plan", "cfsp-mpi plan --model DIR --ranks P [options]",
+    "cfsp-mpi plan — the pipeline simulator: stage map, per-stage time and weights, predicted efficiency",
+    plan_table, sizeof plan_table / sizeof plan_table[0] };
 
 int plan_command(int argc, char **argv)
 {
-    const char *model = NULL, *json_out = NULL;
-    long P = 0, N = 128, T = 1024, chunk = 0, slice = 4096;
-    double gflops = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!v) return FAIL("plan: %s: missing value", a);
-        int rc = 0;
-        if (!strcmp(a, "--model")) model = v;
-        else if (!strcmp(a, "--ranks")) rc = arg_int(v, a, 1, 1 << 20, &P);
-        else if (!strcmp(a, "--nsamples")) rc = arg_int(v, a, 1, 1 << 30, &N);
-        else if (!strcmp(a, "--seqlen")) rc = arg_int(v, a, 2, 1 << 24, &T);
-        else if (!strcmp(a, "--chunk")) rc = arg_int(v, a, 0, 1 << 24, &chunk);
-        else if (!strcmp(a, "--ffn-slice")) rc = arg_int(v, a, 0, 1 << 30, &slice);
-        else if (!strcmp(a, "--gflops")) { gflops = atof(v); if (!(gflops > 0)) return FAIL("plan: --gflops: expected a positive number"); }
-        else if (!strcmp(a, "--json")) json_out = v;
-        else return FAIL("plan: unknown option '%s' (--model DIR --ranks P [--nsamples N --seqlen T --chunk C --ffn-slice S --gflops G --json FILE])", a);
-        if (rc) return -1;
-        i++;
-    }
-    if (!model || !P) return FAIL("plan: --model DIR and --ranks P are required");
+    plan_opts po;
+    memset(&po, 0, sizeof po);
+    opt_result res;
+    int prc = opts_parse(&plan_opt_table, argc, argv, 1, &po, &res);
+    if (prc) return prc < 0 ? -1 : 0;                 /* 1: --help printed */
+    const char *model = po.model, *json_out = po.json[0] ? po.json : NULL;
+    long P = po.ranks, N = po.nsamples, T = po.seqlen, chunk = po.chunk, slice = po.ffn_slice;
+    double gflops = po.gflops;
     if (!chunk) chunk = T;
-    if (T % chunk) return FAIL("plan: --chunk %ld does not divide --seqlen %ld", chunk, T);
+    char w[4200];
+    if (T % chunk) return FAIL("%s = '%ld': expected a divisor of seqlen = %ld", opts_where(&plan_opt_table, &res, "chunk", w, sizeof w), chunk, T);
     model_config c;
     if (model_config_load(model, &c)) return -1;
     unit_plan up;

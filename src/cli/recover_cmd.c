@@ -7,135 +7,77 @@
 #include "cfsp/prune/stats.h"
 #include "cfsp/format/tokens.h"
 #include "cfsp/train/train.h"
+#include "cfsp/util/opts.h"
 #include "cfsp/util/util.h"
 #include <cjson/cJSON.h>
-#include <errno.h>
-#include <math.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static const char usage[] =
-    "usage: mpirun -n P cfsp-mpi recover --model PRUNED.h5|DIR --train-tokens FILE[@A:B] [options]\n"
-    "  LoRA recovery fine-tuning of a pruned model, data-parallel over the P ranks.\n"
-    "  --model PATH          a pruned checkpoint of cfsp-mpi (.h5) or a Hugging Face directory\n"
-    "  --train-tokens FILE   uint32 training tokens (FILE@START:END: a slice)\n"
-    "  --eval-tokens FILE    held-out tokens: perplexity before and after (non-overlapping windows)\n"
-    "  --eval-windows K      first K evaluation windows (0 = all; default 0)\n"
-    "  --seqlen T            tokens per window (256)\n"
-    "  --batch B             windows per step over all ranks, a multiple of P (8)\n"
-    "  --steps S             optimizer steps (100; 0 = evaluate / export only)\n"
-    "  --lr X --min-lr-ratio X --warmup N   peak rate (2e-3), cosine floor as a fraction (0.1), linear warm-up steps (10)\n"
-    "  --weight-decay X --clip X            AdamW decoupled decay (0), global gradient-norm clip (1; 0 = off)\n"
-    "  --beta1 X --beta2 X --adam-eps X     AdamW (0.9, 0.999, 1e-8)\n"
-    "  --plan uniform|adaptive   ranks per block (uniform)\n"
-    "  --rank R --alpha A    uniform rank and LoRA alpha (8, 16); the adaptive plan has the same parameter count\n"
-    "  --alpha-scales 1|0    1: alpha_l = alpha r_l / r (constant alpha/r_l; default); 0: alpha fixed\n"
-    "  --stats FILE          importances for --plan adaptive: stats.h5, or a pruned .h5 (default: --model)\n"
-    "  --global-metric M --a X --alloc-mode default|reference   the importance scores (as the allocation)\n"
-    "  --targets LIST        adapted projections (q,k,v,o,gate,up,down)\n"
-    "  --seed S              adapter initialisation and batch sampling (0)\n"
-    "  --output-dir DIR      (recover_out) --force: replace existing outputs\n"
-    "  --save-every N        checkpoint.h5 every N steps (0: at the end only)\n"
-    "  --resume CKPT         continue from a checkpoint (same plan)\n"
-    "  --merge               write merged.h5: the pruned checkpoint with the adapters folded in\n"
-    "  --peft                write adapter_model.safetensors (PEFT) next to adapter_config.json\n"
-    "  --plan-only           write adapter_config.json and stop\n";
-
 typedef struct {
     char model[4096], train_tokens[4096], eval_tokens[4096], stats[4096], out[4096], resume[4096];
-    char plan[16], metric[16], alloc_mode[16], targets[128];
+    char targets[128];
+    int adaptive, metric, alloc_reference;    /* --plan, --global-metric, --alloc-mode */
     int eval_windows, rank, alpha_scales, force, save_every, merge, peft, plan_only;
     double alpha, a;
     train_hparams h;
 } rec_opts;
 
-static int parse_num(const char *k, const char *v, double lo, double hi, double *out)
-{
-    char *end = NULL;
-    errno = 0;
-    double x = strtod(v, &end);
-    if (end == v || *end || errno || !isfinite(x) || x < lo || x > hi) return FAIL("recover: %s '%s': expected a number in [%g, %g]", k, v, lo, hi);
-    *out = x;
-    return 0;
-}
+static const char *const plan_names[] = { "uniform", "adaptive" };
+static const char *const alloc_names[] = { "default", "reference" };
+#define O(...) OPT(rec_opts, __VA_ARGS__)
+static const opt_def rec_table[] = {
+    O(OPT_STR, model, "model", NULL, NULL, "a pruned checkpoint of cfsp-mpi (.h5) or a Hugging Face directory", .flags = OPT_REQUIRED),
+    O(OPT_STR, train_tokens, "train-tokens", NULL, NULL, "uint32 training tokens (FILE@START:END: a slice); required when --steps > 0", .flags = OPT_NONEMPTY),
+    O(OPT_STR, eval_tokens, "eval-tokens", NULL, NULL, "held-out tokens: perplexity before and after (non-overlapping windows)", .flags = OPT_NONEMPTY),
+    O(OPT_INT, eval_windows, "eval-windows", "0", "[0, 1000000000]", "first K evaluation windows (0 = all)"),
+    O(OPT_INT, h.seqlen, "seqlen", "256", "[2, 1048576]", "tokens per window T"),
+    O(OPT_INT, h.batch, "batch", "8", "[1, 1048576]", "windows per step over all ranks, a multiple of P"),
+    O(OPT_INT, h.steps, "steps", "100", "[0, 1000000000]", "optimizer steps (0 = evaluate / export only)"),
+    O(OPT_DBL, h.lr, "lr", "2e-3", "[0, 10]", "peak learning rate"),
+    O(OPT_DBL, h.min_lr_ratio, "min-lr-ratio", "0.1", "[0, 1]", "cosine floor as a fraction of --lr"),
+    O(OPT_INT, h.warmup, "warmup", "10", "[0, 1000000000]", "linear warm-up steps"),
+    O(OPT_DBL, h.weight_decay, "weight-decay", "0", "[0, 10]", "AdamW decoupled weight decay"),
+    O(OPT_DBL, h.clip, "clip", "1", ">= 0", "global gradient-norm clip (0 = off)"),
+    O(OPT_DBL, h.beta1, "beta1", "0.9", "[0, 0.999999]", "AdamW beta1"),
+    O(OPT_DBL, h.beta2, "beta2", "0.999", "[0, 0.999999999]", "AdamW beta2"),
+    O(OPT_DBL, h.adam_eps, "adam-eps", "1e-8", "[1e-30, 1]", "AdamW epsilon"),
+    O(OPT_ENUM, adaptive, "plan", "uniform", NULL, "ranks per block: uniform | adaptive (by block importance, the same parameter count)",
+      .names = plan_names, .nnames = 2),
+    O(OPT_INT, rank, "rank", "8", "[1, 65536]", "the uniform LoRA rank r"),
+    O(OPT_DBL, alpha, "alpha", "16", "[1e-6, 1e6]", "LoRA alpha"),
+    O(OPT_BOOL, alpha_scales, "alpha-scales", "1", NULL, "1: alpha_l = alpha r_l / r (constant alpha/r_l); 0: alpha fixed"),
+    O(OPT_STR, stats, "stats", NULL, NULL, "importances for --plan adaptive: stats.h5, or a pruned .h5 (not given: --model)", .flags = OPT_NONEMPTY),
+    O(OPT_ENUM, metric, "global-metric", "angular", NULL, "the importance score of --plan adaptive (as the allocation): angular | cosine | mse | mae",
+      .names = global_metric_names, .nnames = GM_COUNT),
+    O(OPT_DBL, a, "a", "1", "[0, 1e6]", "sigmoid temperature of the adaptive plan (as the allocation)"),
+    O(OPT_ENUM, alloc_reference, "alloc-mode", "default", NULL, "default | reference: the temperature scaling (as the allocation)",
+      .names = alloc_names, .nnames = 2),
+    O(OPT_STR, targets, "targets", "q,k,v,o,gate,up,down", NULL, "adapted projections, comma-separated", .flags = OPT_NONEMPTY),
+    O(OPT_I64, h.seed, "seed", "0", "[0, 9007199254740992]", "adapter initialisation and batch sampling"),
+    O(OPT_STR, out, "output-dir", "recover_out", NULL, "directory of the outputs", .flags = OPT_NONEMPTY),
+    O(OPT_BOOL, force, "force", "0", NULL, "replace existing outputs"),
+    O(OPT_INT, save_every, "save-every", "0", "[0, 1000000000]", "checkpoint.h5 every N steps (0: at the end only)"),
+    O(OPT_STR, resume, "resume", NULL, NULL, "continue from a checkpoint (same plan)", .flags = OPT_NONEMPTY),
+    O(OPT_BOOL, merge, "merge", "0", NULL, "write merged.h5: the pruned checkpoint with the adapters folded in"),
+    O(OPT_BOOL, peft, "peft", "0", NULL, "write adapter_model.safetensors (PEFT) next to adapter_config.json"),
+    O(OPT_BOOL, plan_only, "plan-only", "0", NULL, "write adapter_config.json and stop"),
+};
+static const opt_table rec_opt_table = {
+    "recover", "cfsp-mpi recover", "mpirun -n P cfsp-mpi recover --model PRUNED.h5|DIR --train-tokens FILE[@A:B] [options]",
+    "cfsp-mpi recover — LoRA recovery fine-tuning of a pruned model, data-parallel over the P ranks",
+    rec_table, sizeof rec_table / sizeof rec_table[0] };
 
-static int parse_int(const char *k, const char *v, double lo, double hi, int *out)
-{
-    double x;
-    if (parse_num(k, v, lo, hi, &x)) return -1;
-    if (x != floor(x)) return FAIL("recover: %s '%s': expected an integer", k, v);
-    *out = (int)x;
-    return 0;
-}
-
+/* 0, 1 after --help, or -1 (FAIL) */
 static int parse_args(int argc, char **argv, rec_opts *o)
 {
     memset(o, 0, sizeof *o);
-    snprintf(o->out, sizeof o->out, "recover_out");
-    snprintf(o->plan, sizeof o->plan, "uniform");
-    snprintf(o->metric, sizeof o->metric, "angular");
-    snprintf(o->alloc_mode, sizeof o->alloc_mode, "default");
-    snprintf(o->targets, sizeof o->targets, "q,k,v,o,gate,up,down");
-    o->rank = 8; o->alpha = 16; o->alpha_scales = 1; o->a = 1;
+    int rc = opts_parse(&rec_opt_table, argc, argv, 1, o, NULL);
+    if (rc) return rc;
     train_hparams *h = &o->h;
-    h->seqlen = 256; h->batch = 8; h->steps = 100; h->warmup = 10;
-    h->lr = 2e-3; h->min_lr_ratio = 0.1; h->weight_decay = 0; h->clip = 1; h->beta1 = 0.9; h->beta2 = 0.999; h->adam_eps = 1e-8;
-    for (int i = 1; i < argc; i++) {
-        const char *k = argv[i];
-        if (!strcmp(k, "--help") || !strcmp(k, "-h")) return 1;
-        if (!strcmp(k, "--force")) { o->force = 1; continue; }
-        if (!strcmp(k, "--merge")) { o->merge = 1; continue; }
-        if (!strcmp(k, "--peft")) { o->peft = 1; continue; }
-        if (!strcmp(k, "--plan-only")) { o->plan_only = 1; continue; }
-        if (strncmp(k, "--", 2)) return FAIL("recover: unexpected argument '%s' (see cfsp-mpi recover --help)", k);
-        if (i + 1 >= argc) return FAIL("recover: %s needs a value", k);
-        const char *v = argv[++i];
-        double d;
-        struct { const char *name; char *dst; size_t n; } strs[] = {
-            { "--model", o->model, sizeof o->model }, { "--train-tokens", o->train_tokens, sizeof o->train_tokens },
-            { "--eval-tokens", o->eval_tokens, sizeof o->eval_tokens }, { "--stats", o->stats, sizeof o->stats },
-            { "--output-dir", o->out, sizeof o->out }, { "--resume", o->resume, sizeof o->resume },
-            { "--plan", o->plan, sizeof o->plan }, { "--global-metric", o->metric, sizeof o->metric },
-            { "--alloc-mode", o->alloc_mode, sizeof o->alloc_mode }, { "--targets", o->targets, sizeof o->targets },
-        };
-        int done = 0;
-        for (size_t s = 0; s < sizeof strs / sizeof strs[0]; s++)
-            if (!strcmp(k, strs[s].name)) {
-                if (strlen(v) >= strs[s].n || !v[0]) return FAIL("recover: %s: empty or too long", k);
-                snprintf(strs[s].dst, strs[s].n, "%s", v);
-                done = 1;
-            }
-        if (done) continue;
-        int rc;
-        if (!strcmp(k, "--eval-windows")) rc = parse_int(k, v, 0, 1e9, &o->eval_windows);
-        else if (!strcmp(k, "--seqlen")) rc = parse_int(k, v, 2, 1 << 20, &h->seqlen);
-        else if (!strcmp(k, "--batch")) rc = parse_int(k, v, 1, 1 << 20, &h->batch);
-        else if (!strcmp(k, "--steps")) rc = parse_int(k, v, 0, 1e9, &h->steps);
-        else if (!strcmp(k, "--warmup")) rc = parse_int(k, v, 0, 1e9, &h->warmup);
-        else if (!strcmp(k, "--rank")) rc = parse_int(k, v, 1, 65536, &o->rank);
-        else if (!strcmp(k, "--alpha-scales")) rc = parse_int(k, v, 0, 1, &o->alpha_scales);
-        else if (!strcmp(k, "--save-every")) rc = parse_int(k, v, 0, 1e9, &o->save_every);
-        else if (!strcmp(k, "--lr")) rc = parse_num(k, v, 0, 10, &h->lr);
-        else if (!strcmp(k, "--min-lr-ratio")) rc = parse_num(k, v, 0, 1, &h->min_lr_ratio);
-        else if (!strcmp(k, "--weight-decay")) rc = parse_num(k, v, 0, 10, &h->weight_decay);
-        else if (!strcmp(k, "--clip")) rc = parse_num(k, v, 0, 1e30, &h->clip);
-        else if (!strcmp(k, "--beta1")) rc = parse_num(k, v, 0, 0.999999, &h->beta1);
-        else if (!strcmp(k, "--beta2")) rc = parse_num(k, v, 0, 0.999999999, &h->beta2);
-        else if (!strcmp(k, "--adam-eps")) rc = parse_num(k, v, 1e-30, 1, &h->adam_eps);
-        else if (!strcmp(k, "--alpha")) rc = parse_num(k, v, 1e-6, 1e6, &o->alpha);
-        else if (!strcmp(k, "--a")) rc = parse_num(k, v, 0, 1e6, &o->a);
-        else if (!strcmp(k, "--seed")) { rc = parse_num(k, v, 0, 9007199254740992.0, &d); h->seed = (uint64_t)d; }
-        else return FAIL("recover: unknown option '%s' (see cfsp-mpi recover --help)", k);
-        if (rc) return -1;
-    }
-    if (!o->model[0]) return FAIL("recover: --model is required");
-    if (strcmp(o->plan, "uniform") && strcmp(o->plan, "adaptive")) return FAIL("recover: --plan '%s': expected uniform or adaptive", o->plan);
-    if (strcmp(o->alloc_mode, "default") && strcmp(o->alloc_mode, "reference")) return FAIL("recover: --alloc-mode '%s': expected default or reference", o->alloc_mode);
-    if (global_metric_from_name(o->metric) < 0) return FAIL("recover: --global-metric '%s': expected angular, cosine, mse or mae", o->metric);
     if (h->steps > 0 && !o->train_tokens[0] && !o->plan_only) return FAIL("recover: --train-tokens is required when --steps > 0");
-    if (h->batch % cfsp_nranks()) return FAIL("recover: --batch %d is not a multiple of the %d ranks", h->batch, cfsp_nranks());
+    if (h->batch % cfsp_nranks()) return FAIL("recover: --batch = '%d': not a multiple of the %d ranks", h->batch, cfsp_nranks());
     if (h->warmup > h->steps) h->warmup = h->steps;
     return 0;
 }
@@ -146,8 +88,7 @@ int recover_command(int argc, char **argv)
 {
     rec_opts o;
     int prc = parse_args(argc, argv, &o);
-    if (prc == 1) {
-        if (cfsp_rank() == 0) fputs(usage, stdout);
+    if (prc == 1) {                                   /* rank 0 printed --help */
         cfsp_sync(0);
         return 0;
     }
@@ -175,10 +116,10 @@ int recover_command(int argc, char **argv)
     int L = c->n_layers, target[LORA_NMOD];
     rc = lora_parse_targets(o.targets, target);
     double *imp = xcalloc((size_t)L, sizeof(double)), temp = 1;
-    int adaptive = !strcmp(o.plan, "adaptive");
+    int adaptive = o.adaptive;
     if (!rc && adaptive) {
         const char *src = o.stats[0] ? o.stats : o.model;
-        rc = lora_read_importance(src, L, o.metric, !strcmp(o.alloc_mode, "reference"), imp, &temp);
+        rc = lora_read_importance(src, L, global_metric_names[o.metric], o.alloc_reference, imp, &temp);
     }
     cfsp_sync(rc);
     lora_plan plan;
@@ -222,7 +163,7 @@ int recover_command(int argc, char **argv)
     cJSON_AddStringToObject(res, "model", o.model);
     cJSON_AddNumberToObject(res, "nranks", cfsp_nranks());
     cJSON *jp = cJSON_AddObjectToObject(res, "plan");
-    cJSON_AddStringToObject(jp, "plan", o.plan);
+    cJSON_AddStringToObject(jp, "plan", plan_names[o.adaptive]);
     cJSON_AddNumberToObject(jp, "r", o.rank);
     cJSON_AddNumberToObject(jp, "alpha", o.alpha);
     cJSON_AddBoolToObject(jp, "alpha_scales", o.alpha_scales);
@@ -261,7 +202,7 @@ int recover_command(int argc, char **argv)
     cJSON *log = cJSON_AddArrayToObject(res, "log");
     double tt = now_seconds();
     char meta[512];
-    snprintf(meta, sizeof meta, "{\"plan\":\"%s\",\"seed\":%llu,\"seqlen\":%d,\"batch\":%d,\"steps\":%d}", o.plan,
+    snprintf(meta, sizeof meta, "{\"plan\":\"%s\",\"seed\":%llu,\"seqlen\":%d,\"batch\":%d,\"steps\":%d}", plan_names[o.adaptive],
              (unsigned long long)o.h.seed, o.h.seqlen, o.h.batch, o.h.steps);
     int64_t *offs = xmalloc(sizeof(int64_t) * (size_t)o.h.batch);
     while (tr.step < o.h.steps) {

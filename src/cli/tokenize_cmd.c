@@ -4,13 +4,12 @@
 #include "cfsp/cli/commands.h"
 #include "cfsp/util/err.h"
 #include "cfsp/tok/tokenizer.h"
+#include "cfsp/util/opts.h"
 #include "cfsp/util/util.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-static const char *USAGE = "usage: cfsp-mpi tokenize --model DIR IN.txt OUT.u32.bin [--bos 1|0] [--force]";
 
 static int write_ids(const char *out, const uint32_t *ids, int64_t n)
 {
@@ -40,38 +39,34 @@ static int write_ids(const char *out, const uint32_t *ids, int64_t n)
     return 0;
 }
 
+typedef struct {
+    char model[4096], in[4096], out[4096];
+    int bos, force;
+} tok_opts;
+
+#define O(...) OPT(tok_opts, __VA_ARGS__)
+static const opt_def tok_table[] = {
+    O(OPT_STR, in, "IN.txt", NULL, NULL, "UTF-8 text", .flags = OPT_POSITIONAL | OPT_REQUIRED),
+    O(OPT_STR, out, "OUT.u32.bin", NULL, NULL, "the token file written (through OUT.u32.bin.tmp)", .flags = OPT_POSITIONAL | OPT_REQUIRED),
+    O(OPT_STR, model, "model", NULL, NULL, "the checkpoint directory: DIR/tokenizer.json, else DIR/tokenizer.model", .flags = OPT_REQUIRED),
+    O(OPT_BOOL, bos, "bos", "1", NULL, "one BOS id first"),
+    O(OPT_BOOL, force, "force", "0", NULL, "overwrite an existing OUT.u32.bin"),
+};
+static const opt_table tok_opt_table = {
+    "tokenize", "cfsp-mpi tokenize", "cfsp-mpi tokenize --model DIR IN.txt OUT.u32.bin [--bos 1|0] [--force]",
+    "cfsp-mpi tokenize — IN.txt with the checkpoint's own tokenizer (DIR/tokenizer.json, else DIR/tokenizer.model), "
+    "written as uint32 little-endian ids (one BOS first unless --bos 0)", tok_table, sizeof tok_table / sizeof tok_table[0] };
+
+/* rank 0: 0, 1 after --help, or -1 (FAIL) */
 static int run_tokenize(int argc, char **argv)
 {
-    const char *model = NULL, *pos[2] = { NULL, NULL };
-    int bos = 1, force = 0, npos = 0;
-    for (int i = 2; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--model") || !strcmp(a, "--bos")) {
-            if (i + 1 >= argc) return FAIL("tokenize: %s: missing value (%s)", a, USAGE);
-            if (!strcmp(a, "--model")) model = argv[++i];
-            else {
-                const char *v = argv[++i];
-                if (!strcmp(v, "1") || !strcmp(v, "true")) bos = 1;
-                else if (!strcmp(v, "0") || !strcmp(v, "false")) bos = 0;
-                else return FAIL("tokenize: --bos = '%s': expected 1 or 0", v);
-            }
-        } else if (!strncmp(a, "--model=", 8)) {
-            model = a + 8;
-        } else if (!strncmp(a, "--bos=", 6)) {
-            if (!strcmp(a + 6, "1") || !strcmp(a + 6, "true")) bos = 1;
-            else if (!strcmp(a + 6, "0") || !strcmp(a + 6, "false")) bos = 0;
-            else return FAIL("tokenize: --bos = '%s': expected 1 or 0", a + 6);
-        } else if (!strcmp(a, "--force")) {
-            force = 1;
-        } else if (!strncmp(a, "--", 2)) {
-            return FAIL("tokenize: unknown option '%s' (%s)", a, USAGE);
-        } else {
-            if (npos == 2) return FAIL("tokenize: unexpected argument '%s' (%s)", a, USAGE);
-            pos[npos++] = a;
-        }
-    }
-    if (!model || npos != 2) return FAIL("tokenize: %s", USAGE);
-    if (path_exists(pos[1]) && !force) return FAIL("%s: exists (use --force to overwrite)", pos[1]);
+    tok_opts o;
+    memset(&o, 0, sizeof o);
+    int prc = opts_parse(&tok_opt_table, argc, argv, 2, &o, NULL);
+    if (prc) return prc;
+    const char *model = o.model, *pos[2] = { o.in, o.out };
+    int bos = o.bos;
+    if (path_exists(pos[1]) && !o.force) return FAIL("%s: exists (use --force to overwrite)", pos[1]);
     double t0 = now_seconds();
     tokenizer *t = NULL;
     if (tokenizer_load(model, &t)) return -1;
@@ -97,12 +92,6 @@ static int run_tokenize(int argc, char **argv)
 
 int tokenize_command(int argc, char **argv)
 {
-    for (int i = 2; i < argc; i++)
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            if (cfsp_rank() == 0)
-                printf("%s\n\nTokenizes IN.txt with the checkpoint's own tokenizer (DIR/tokenizer.json, else "
-                       "DIR/tokenizer.model) and writes uint32 little-endian ids (one BOS first unless --bos 0).\n", USAGE);
-            return 0;
-        }
-    return cfsp_rank() == 0 ? run_tokenize(argc, argv) : 0;
+    int rc = cfsp_rank() == 0 ? run_tokenize(argc, argv) : 0;
+    return rc < 0 ? -1 : 0;                           /* 1: rank 0 printed --help */
 }

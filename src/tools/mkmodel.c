@@ -10,12 +10,15 @@
  * Tensors are streamed in chunks of CHUNK_ELEMS values, so memory stays bounded
  * whatever the model size; a child process generates the chunks into shared
  * buffers while the parent writes them, so generation overlaps the disk writes.
- * Standalone: libc + libm only (POSIX: fork, pipe, mmap).
+ * Needs libc + libm (POSIX: fork, pipe, mmap) and, from the cfsp library, only the option
+ * parser of every cfsp-mpi command (util/opts.h: the same --help, --config FILE.json and errors).
  */
 #define _POSIX_C_SOURCE 200809L
 #define _DEFAULT_SOURCE /* MAP_ANONYMOUS */
 #define _FILE_OFFSET_BITS 64
 
+#include "cfsp/util/err.h"
+#include "cfsp/util/opts.h"
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
@@ -45,13 +48,13 @@ enum dtype { DT_F32, DT_F16, DT_BF16 };
 enum init { INIT_EMBED, INIT_LINEAR, INIT_NORM };
 
 struct options {
-    const char *out;
+    char out[4096];
     uint64_t hidden, ffn, layers, heads, kv_heads, head_dim, vocab;
     uint64_t shard_bytes, seed;
-    enum dtype dtype;
-    int have_dtype, tie, force;
+    int dtype;                           /* enum dtype */
+    int tie, force;
     double rope_theta, rope_llama3, eps; /* rope_llama3 == 0: no rope_scaling */
-    const char *ffn_list;                /* --ffn-per-layer text, NULL if absent */
+    char ffn_list[65536];                /* --ffn-per-layer text, "" if absent */
     uint64_t *ffn_per_layer;             /* [layers] intermediate size of each layer */
 };
 
@@ -195,15 +198,45 @@ static void fmt_double(char *out, size_t n, double v)
 
 /* ------------------------------------------------------------ option parsing */
 
-static const char usage[] =
-    "usage: " PROG " --out DIR --hidden D --ffn M --layers L --heads H --kv-heads K\n"
-    "         [--head-dim HD (D/H)] --vocab V --dtype f32|f16|bf16\n"
-    "         [--shard-bytes BYTES (0: one model.safetensors)] [--seed S (1)] [--tie 0|1 (0)]\n"
-    "         [--rope-theta X (10000)] [--rope-llama3 FACTOR (off)] [--eps E (1e-5)]\n"
-    "         [--ffn-per-layer m0,m1,... (replaces --ffn; writes block_configs)] [--force]\n"
-    "Writes a random-weight LLaMA checkpoint (config.json + safetensors) into DIR.\n";
+static const char *const dtype_names[] = { "f32", "f16", "bf16" };   /* enum dtype */
+#define O(...) OPT(struct options, __VA_ARGS__)
+static const opt_def mk_table[] = {
+    O(OPT_STR, out, "out", NULL, NULL, "the model directory written", .flags = OPT_REQUIRED),
+    O(OPT_I64, hidden, "hidden", NULL, ">= 1", "hidden size D", .flags = OPT_REQUIRED),
+    O(OPT_I64, ffn, "ffn", NULL, ">= 1", "intermediate size M (required unless --ffn-per-layer)"),
+    O(OPT_I64, layers, "layers", NULL, ">= 1", "blocks L", .flags = OPT_REQUIRED),
+    O(OPT_I64, heads, "heads", NULL, ">= 1", "attention heads H", .flags = OPT_REQUIRED),
+    O(OPT_I64, kv_heads, "kv-heads", NULL, ">= 1", "key/value heads K (divides H)", .flags = OPT_REQUIRED),
+    O(OPT_I64, head_dim, "head-dim", NULL, ">= 1", "head dimension, even (not given: D/H)"),
+    O(OPT_I64, vocab, "vocab", NULL, ">= 1", "vocabulary size V", .flags = OPT_REQUIRED),
+    O(OPT_ENUM, dtype, "dtype", NULL, NULL, "f32 | f16 | bf16", .flags = OPT_REQUIRED, .names = dtype_names, .nnames = 3),
+    O(OPT_I64, shard_bytes, "shard-bytes", "0", ">= 0", "largest safetensors shard in bytes (0: one model.safetensors)"),
+    O(OPT_I64, seed, "seed", "1", ">= 0", "seed of the random weights"),
+    O(OPT_BOOL, tie, "tie", "0", NULL, "tie_word_embeddings (no lm_head.weight)"),
+    O(OPT_DBL, rope_theta, "rope-theta", "10000", "> 0", "rope_theta"),
+    O(OPT_DBL, rope_llama3, "rope-llama3", NULL, "> 0", "rope_scaling of type llama3 with this factor (not given: none)"),
+    O(OPT_DBL, eps, "eps", "1e-5", "> 0", "rms_norm_eps"),
+    O(OPT_STR, ffn_list, "ffn-per-layer", NULL, NULL, "m0,m1,...: the intermediate size of each block (replaces --ffn; writes block_configs)"),
+    O(OPT_BOOL, force, "force", "0", NULL, "overwrite an existing model in DIR"),
+};
+static const opt_table mk_opt_table = {
+    PROG, PROG, PROG " --out DIR --hidden D --ffn M --layers L --heads H --kv-heads K --vocab V --dtype f32|f16|bf16 [options]",
+    PROG " — writes a random-weight LLaMA checkpoint (config.json + safetensors) into DIR",
+    mk_table, sizeof mk_table / sizeof mk_table[0] };
 
-/* Unsigned decimal; zero allowed only when allow_zero. */
+static void parse_args(int argc, char **argv, struct options *o)
+{
+    memset(o, 0, sizeof *o);
+    int rc = opts_parse(&mk_opt_table, argc, argv, 1, o, NULL);
+    if (rc == 1)
+        exit(0);                                     /* --help printed */
+    if (rc) {
+        fprintf(stderr, "%s\n", cfsp_last_error());
+        exit(1);
+    }
+}
+
+/* Unsigned decimal (an --ffn-per-layer value); zero allowed only when allow_zero. */
 static uint64_t parse_u64(const char *what, const char *s, int allow_zero)
 {
     const char *p = s;
@@ -221,97 +254,6 @@ static uint64_t parse_u64(const char *what, const char *s, int allow_zero)
     if (v == 0 && !allow_zero)
         die(what, "must be positive");
     return (uint64_t)v;
-}
-
-/* Finite and > 0. */
-static double parse_positive_double(const char *what, const char *s)
-{
-    errno = 0;
-    char *end;
-    double v = strtod(s, &end);
-    if (end == s || *end != '\0')
-        die(what, "'%s' is not a number", s);
-    if (errno == ERANGE || !isfinite(v))
-        die(what, "'%s' is out of range", s);
-    if (!(v > 0))
-        die(what, "must be positive");
-    return v;
-}
-
-static enum dtype parse_dtype(const char *s)
-{
-    if (strcmp(s, "f32") == 0)
-        return DT_F32;
-    if (strcmp(s, "f16") == 0)
-        return DT_F16;
-    if (strcmp(s, "bf16") == 0)
-        return DT_BF16;
-    die("--dtype", "unknown dtype '%s' (expected f32, f16 or bf16)", s);
-    return DT_F32;
-}
-
-static const char *next_arg(int argc, char **argv, int *i)
-{
-    if (*i + 1 >= argc)
-        die(argv[*i], "missing value");
-    return argv[++*i];
-}
-
-static void parse_args(int argc, char **argv, struct options *o)
-{
-    memset(o, 0, sizeof *o);
-    o->seed = 1;
-    o->rope_theta = 10000.0;
-    o->eps = 1e-5;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            fputs(usage, stdout);
-            exit(0);
-        } else if (strcmp(a, "--force") == 0) {
-            o->force = 1;
-        } else if (strcmp(a, "--out") == 0) {
-            o->out = next_arg(argc, argv, &i);
-            if (!*o->out)
-                die(a, "empty path");
-        } else if (strcmp(a, "--hidden") == 0) {
-            o->hidden = parse_u64(a, next_arg(argc, argv, &i), 0);
-        } else if (strcmp(a, "--ffn") == 0) {
-            o->ffn = parse_u64(a, next_arg(argc, argv, &i), 0);
-        } else if (strcmp(a, "--layers") == 0) {
-            o->layers = parse_u64(a, next_arg(argc, argv, &i), 0);
-        } else if (strcmp(a, "--heads") == 0) {
-            o->heads = parse_u64(a, next_arg(argc, argv, &i), 0);
-        } else if (strcmp(a, "--kv-heads") == 0) {
-            o->kv_heads = parse_u64(a, next_arg(argc, argv, &i), 0);
-        } else if (strcmp(a, "--head-dim") == 0) {
-            o->head_dim = parse_u64(a, next_arg(argc, argv, &i), 0);
-        } else if (strcmp(a, "--vocab") == 0) {
-            o->vocab = parse_u64(a, next_arg(argc, argv, &i), 0);
-        } else if (strcmp(a, "--dtype") == 0) {
-            o->dtype = parse_dtype(next_arg(argc, argv, &i));
-            o->have_dtype = 1;
-        } else if (strcmp(a, "--shard-bytes") == 0) {
-            o->shard_bytes = parse_u64(a, next_arg(argc, argv, &i), 1);
-        } else if (strcmp(a, "--seed") == 0) {
-            o->seed = parse_u64(a, next_arg(argc, argv, &i), 1);
-        } else if (strcmp(a, "--tie") == 0) {
-            const char *v = next_arg(argc, argv, &i);
-            if (strcmp(v, "0") != 0 && strcmp(v, "1") != 0)
-                die(a, "expected 0 or 1, got '%s'", v);
-            o->tie = v[0] == '1';
-        } else if (strcmp(a, "--rope-theta") == 0) {
-            o->rope_theta = parse_positive_double(a, next_arg(argc, argv, &i));
-        } else if (strcmp(a, "--rope-llama3") == 0) {
-            o->rope_llama3 = parse_positive_double(a, next_arg(argc, argv, &i));
-        } else if (strcmp(a, "--eps") == 0) {
-            o->eps = parse_positive_double(a, next_arg(argc, argv, &i));
-        } else if (strcmp(a, "--ffn-per-layer") == 0) {
-            o->ffn_list = next_arg(argc, argv, &i);
-        } else {
-            die(a, "unknown option (see --help)");
-        }
-    }
 }
 
 /* Splits --ffn-per-layer into o->ffn_per_layer; returns the largest value. */
@@ -339,24 +281,9 @@ static uint64_t parse_ffn_list(struct options *o)
     return max;
 }
 
-static void require(uint64_t value, const char *name)
-{
-    if (value == 0)
-        die(name, "required (see --help)");
-}
-
 static void validate(struct options *o)
 {
-    if (!o->out)
-        die("--out", "required (see --help)");
-    require(o->hidden, "--hidden");
-    require(o->layers, "--layers");
-    require(o->heads, "--heads");
-    require(o->kv_heads, "--kv-heads");
-    require(o->vocab, "--vocab");
-    if (!o->have_dtype)
-        die("--dtype", "required (see --help)");
-    if (!o->ffn && !o->ffn_list)
+    if (!o->ffn && !o->ffn_list[0])
         die("--ffn", "required (see --help)");
 
     if (o->heads % o->kv_heads != 0)
@@ -376,7 +303,7 @@ static void validate(struct options *o)
     if (o->layers > SIZE_MAX / sizeof(uint64_t) / 16)
         die("--layers", "too many layers (%llu)", (unsigned long long)o->layers);
     o->ffn_per_layer = xmalloc((size_t)o->layers * sizeof(uint64_t));
-    if (o->ffn_list) {
+    if (o->ffn_list[0]) {
         uint64_t max = parse_ffn_list(o);
         if (o->ffn && o->ffn != max)
             die("--ffn", "is %llu but the largest --ffn-per-layer value is %llu",
@@ -895,7 +822,7 @@ static void config_json(struct strbuf *sb, const struct options *o)
     sb_printf(sb, "  \"tie_word_embeddings\": %s,\n", o->tie ? "true" : "false");
     sb_printf(sb, "  \"attention_bias\": false,\n");
     sb_printf(sb, "  \"mlp_bias\": false,\n");
-    if (o->ffn_list) {
+    if (o->ffn_list[0]) {
         sb_printf(sb, "  \"block_configs\": [");
         for (uint64_t l = 0; l < o->layers; l++)
             sb_printf(sb,

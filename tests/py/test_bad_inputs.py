@@ -106,9 +106,9 @@ CASES = {
     "tokens_eval_short": (lambda a, d: (make_model(a, d), C.write_tokens(os.path.join(d, "eval.bin"), 10, V, 1)), "fewer than one evaluation window"),
     "tokens_missing": (lambda a, d: make_model(a, d), "calib.bin: cannot open"),   # main() writes no calib.bin here
     # options
-    "opt_ratio_zero": (lambda a, d: make_model(a, d), "each ratio must be a number in (0, 1)", ["--ratios", "0"]),
-    "opt_ratio_one": (lambda a, d: make_model(a, d), "each ratio must be a number in (0, 1)", ["--ratios", "0.5,1.0"]),
-    "opt_align_zero": (lambda a, d: make_model(a, d), "--align = 0", ["--align", 0]),
+    "opt_ratio_zero": (lambda a, d: make_model(a, d), "--ratios = '0': expected a comma-separated list of at most 64 numbers in (0, 1)", ["--ratios", "0"]),
+    "opt_ratio_one": (lambda a, d: make_model(a, d), "--ratios = '0.5,1.0': expected a comma-separated list", ["--ratios", "0.5,1.0"]),
+    "opt_align_zero": (lambda a, d: make_model(a, d), "--align = '0': expected an integer >= 1", ["--align", 0]),
     "opt_unknown": (lambda a, d: make_model(a, d), "unknown option '--ratio'", ["--ratio", 0.5]),
     "opt_bad_method": (lambda a, d: make_model(a, d), "--method = 'sparsegpt'", ["--method", "sparsegpt"]),
     "opt_chunk": (lambda a, d: make_model(a, d), "expected a divisor of seqlen", ["--chunk", 7]),

@@ -1,9 +1,9 @@
-/* options.h — every run option, from one table: defaults, then the JSON run file (--config; keys
- * are the option names with '_' for '-'), then the command line. `cfsp-mpi --help` prints the table. */
+/* options.h — the options of run / prune / verify, from one table (src/cli/options.c) parsed by
+ * util/opts.h: defaults, then the JSON run file (--config; keys are the option names, '-' or '_'),
+ * then the command line. `cfsp-mpi --help` prints the table. */
 #ifndef CFSP_OPTIONS_H
 #define CFSP_OPTIONS_H
 #include "cfsp/prune/prune.h"
-#include "cfsp/ckpt/model_h5.h"
 
 #define MAX_RATIOS 64
 
@@ -24,13 +24,13 @@ typedef struct {
     double a, b, c;
     int alloc_reference, align, force, save_models, save_stats, eval_pruned, eval_dense;
     double max_rank_memory_gb;
-    int write_io;                /* WRITE_IO_* (model_h5.h) */
+    int write_io;                /* WRITE_IO_* of ckpt/model_h5.h (options.c maps the names) */
     int help;
 } options;
 
-/* parse argv (and the --config file); FAIL with the option or file/field named */
+/* parse argv (and the --config files); FAIL with the option or file/field named; --help: prints
+ * the table (rank 0) and sets o->help */
 int options_parse(int argc, char **argv, options *o);
-void options_print_help(void);
 /* JSON object of the effective options (caller frees with cJSON_Delete) */
 struct cJSON *options_to_json(const options *o);
 #endif
