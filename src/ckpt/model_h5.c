@@ -1,5 +1,7 @@
-/* model_h5.c — parallel HDF5 writer and verifier of pruned checkpoints (see model_h5.h). */
+/* model_h5.c — parallel HDF5 writer and verifier of pruned checkpoints (see model_h5.h), in the
+ * layout of layout.h. */
 #include "cfsp/ckpt/model_h5.h"
+#include "cfsp/ckpt/layout.h"
 #include "cfsp/util/err.h"
 #include "cfsp/format/h5util.h"
 #include "cfsp/ckpt/rawio.h"
@@ -127,7 +129,7 @@ static int add_dataset(writer *wr, const char *path, dtype_t dt, int is_index, i
     hid_t type = is_index ? H5Tcopy(H5T_STD_I64LE) : h5_dtype(dt);
     H5_CHECK(type);
     hid_t ds = h5_create_dataset(wr->file, path, type, ndims, dims);
-    if (!is_index) h5_attr_string(ds, "dtype", dtype_name(dt));
+    if (!is_index) h5_attr_string(ds, CKPT_A_DTYPE, dtype_name(dt));
     H5Tclose(type);
     if (wr->n == wr->cap) {
         wr->cap = wr->cap ? 2 * wr->cap : 64;
@@ -212,21 +214,29 @@ static void write_wmat(writer *wr, int idx, const wmat *m)
 static void write_norm(writer *wr, int idx, const float *v, int D, dtype_t dt)
 {
     void *buf = xmalloc((size_t)D * dtype_size(dt));
-    for (int i = 0; i < D; i++) {
-        if (dt == DT_F32) ((float *)buf)[i] = v[i];
-        else if (dt == DT_BF16) ((uint16_t *)buf)[i] = f32_to_bf16(v[i]);
-        else ((uint16_t *)buf)[i] = f32_to_f16(v[i]);
-    }
+    ckpt_store_f32(dt, v, buf, (size_t)D);
     write_block(wr, idx, dt, 0, buf, D, 1, 0, 0, 1);
     free(buf);
 }
 
-static dtype_t src_dtype(const st_model *st, const char *fmt, int l)
+/* the dtype of the source checkpoint's tensor kind (of block l): the pruned one keeps it */
+static dtype_t src_dtype(const st_model *st, ckpt_kind kind, int l)
 {
     char n[256];
-    snprintf(n, sizeof n, fmt, l);
+    ckpt_tensor_name(kind, l, n, sizeof n);
     const st_tensor *t = st_find(st, n);
     return t ? t->dtype : DT_F32;
+}
+
+/* create the dataset of tensor kind (of block l, m FFN channels) in the layout; its index */
+static int add_tensor(writer *wr, const model_config *c, ckpt_kind kind, int l, int64_t m, dtype_t dt)
+{
+    char name[256], path[256];
+    int64_t dims[2];
+    ckpt_tensor_name(kind, l, name, sizeof name);
+    ckpt_dataset_path(name, path, sizeof path);
+    int nd = ckpt_tensor_shape(c, kind, m, dims);
+    return add_dataset(wr, path, dt, kind == CK_KEPT, nd, dims[0], dims[1]);
 }
 
 static char *pruned_config_json(const model_config *c, const int *counts)
@@ -235,8 +245,8 @@ static char *pruned_config_json(const model_config *c, const int *counts)
     if (!j) j = cJSON_CreateObject();
     cJSON *arr = cJSON_CreateArray();
     for (int l = 0; l < c->n_layers; l++) cJSON_AddItemToArray(arr, cJSON_CreateNumber(counts[l]));
-    cJSON_DeleteItemFromObject(j, "intermediate_sizes");
-    cJSON_AddItemToObject(j, "intermediate_sizes", arr);
+    cJSON_DeleteItemFromObject(j, CKPT_CONFIG_FFN_SIZES);
+    cJSON_AddItemToObject(j, CKPT_CONFIG_FFN_SIZES, arr);
     char *s = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
     return s;
@@ -247,7 +257,6 @@ uint64_t model_h5_write(const char *path, const model_out *mo, double *seconds, 
     const model_config *c = mo->cfg;
     const rank_weights *w = mo->w;
     int rank = cfsp_rank(), P = cfsp_nranks(), L = c->n_layers, D = c->hidden;
-    int64_t Q = (int64_t)c->n_heads * c->head_dim, KV = (int64_t)c->n_kv_heads * c->head_dim;
     MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
     double t0 = now_seconds();
 
@@ -262,35 +271,25 @@ uint64_t model_h5_write(const char *path, const model_out *mo, double *seconds, 
     if (wr.file < 0) DIE("%s: cannot create the HDF5 output file", path);
     H5Pclose(fapl);
 
-    /* collective metadata: every rank creates every dataset, in the same order */
+    /* collective metadata: every rank creates every dataset, in the same order (a block's in
+     * ckpt_kind order, so that dataset first_ds[l] + kind is the block's tensor kind) */
     int *first_ds = xmalloc(sizeof(int) * (size_t)L);
-    char p[256];
     for (int l = 0; l < L; l++) {
-        int k = mo->counts[l];
-        dtype_t ln = src_dtype(mo->st, "model.layers.%d.input_layernorm.weight", l);
-        dtype_t at = src_dtype(mo->st, "model.layers.%d.self_attn.q_proj.weight", l);
-        dtype_t ff = src_dtype(mo->st, "model.layers.%d.mlp.gate_proj.weight", l);
-#define DS(name, dt, idx, nd, a, b) (snprintf(p, sizeof p, "/model/layers/%d/%s", l, name), add_dataset(&wr, p, dt, idx, nd, a, b))
-        first_ds[l] = DS("input_layernorm/weight", ln, 0, 1, D, 0);
-        DS("post_attention_layernorm/weight", ln, 0, 1, D, 0);
-        DS("self_attn/q_proj/weight", at, 0, 2, Q, D);
-        DS("self_attn/k_proj/weight", at, 0, 2, KV, D);
-        DS("self_attn/v_proj/weight", at, 0, 2, KV, D);
-        DS("self_attn/o_proj/weight", at, 0, 2, D, Q);
-        DS("mlp/gate_proj/weight", ff, 0, 2, k, D);
-        DS("mlp/up_proj/weight", ff, 0, 2, k, D);
-        DS("mlp/down_proj/weight", ff, 0, 2, D, k);
-        DS("mlp/kept_channels", ff, 1, 1, k, 0);
-        if (mo->bias) DS("mlp/down_proj/bias", DT_F32, 0, 1, D, 0);
-#undef DS
+        dtype_t ln = src_dtype(mo->st, CK_LN1, l), at = src_dtype(mo->st, CK_Q, l), ff = src_dtype(mo->st, CK_GATE, l);
+        first_ds[l] = wr.n;
+        for (ckpt_kind kd = CK_LN1; kd < CK_NBLOCK; kd++) {
+            if (kd == CK_BIAS && !mo->bias) continue;
+            dtype_t dt = kd <= CK_LN2 ? ln : kd <= CK_O ? at : kd == CK_BIAS ? DT_F32 : ff;
+            add_tensor(&wr, c, kd, l, mo->counts[l], dt);
+        }
     }
-    int i_embed = add_dataset(&wr, "/model/embed_tokens/weight", src_dtype(mo->st, "model.embed_tokens.weight", 0), 0, 2, c->vocab, D);
-    int i_norm = add_dataset(&wr, "/model/norm/weight", src_dtype(mo->st, "model.norm.weight", 0), 0, 1, D, 0);
-    int i_head = c->tie_embeddings ? -1 : add_dataset(&wr, "/lm_head/weight", src_dtype(mo->st, "lm_head.weight", 0), 0, 2, c->vocab, D);
+    int i_embed = add_tensor(&wr, c, CK_EMBED, 0, 0, src_dtype(mo->st, CK_EMBED, 0));
+    int i_norm = add_tensor(&wr, c, CK_NORM, 0, 0, src_dtype(mo->st, CK_NORM, 0));
+    int i_head = c->tie_embeddings ? -1 : add_tensor(&wr, c, CK_HEAD, 0, 0, src_dtype(mo->st, CK_HEAD, 0));
     int64_t dL[1] = { L };
-    hid_t d_imp = h5_create_dataset(wr.file, "/cfsp/importance", H5T_IEEE_F64LE, 1, dL);
-    hid_t d_keep = h5_create_dataset(wr.file, "/cfsp/keep_fraction", H5T_IEEE_F64LE, 1, dL);
-    hid_t d_m = h5_create_dataset(wr.file, "/cfsp/intermediate_sizes", H5T_STD_I64LE, 1, dL);
+    hid_t d_imp = h5_create_dataset(wr.file, CKPT_DS_IMPORTANCE, H5T_IEEE_F64LE, 1, dL);
+    hid_t d_keep = h5_create_dataset(wr.file, CKPT_DS_KEEP_FRACTION, H5T_IEEE_F64LE, 1, dL);
+    hid_t d_m = h5_create_dataset(wr.file, CKPT_DS_FFN_SIZES, H5T_STD_I64LE, 1, dL);
 
     /* raw writes: every dataset's place in the file, then this rank's own descriptor(s) */
     if (mo->write_io != WRITE_IO_MPIIO) {
@@ -307,28 +306,28 @@ uint64_t model_h5_write(const char *path, const model_out *mo, double *seconds, 
         const unit_weights *u = &mo->units[i];
         int d = first_ds[u->layer], k = mo->counts[u->layer], ofs = mo->kofs[w->first_unit + i];
         if (u->slice < 0) {
-            write_norm(&wr, d + 0, u->ln, D, u->ln_dtype);
-            write_wmat(&wr, d + 2, &u->q);
-            write_wmat(&wr, d + 3, &u->k_proj);
-            write_wmat(&wr, d + 4, &u->v);
-            write_wmat(&wr, d + 5, &u->o);
+            write_norm(&wr, d + CK_LN1, u->ln, D, u->ln_dtype);
+            write_wmat(&wr, d + CK_Q, &u->q);
+            write_wmat(&wr, d + CK_K, &u->k_proj);
+            write_wmat(&wr, d + CK_V, &u->v);
+            write_wmat(&wr, d + CK_O, &u->o);
         } else {
-            if (u->slice == 0) write_norm(&wr, d + 1, u->ln, D, u->ln_dtype);
-            write_block(&wr, d + 6, u->gate.dtype, 0, u->gate.data, u->k, D, ofs, 0, D);
-            write_block(&wr, d + 7, u->up.dtype, 0, u->up.data, u->k, D, ofs, 0, D);
-            write_block(&wr, d + 9, DT_F32, 1, mo->kept[i], u->k, 1, ofs, 0, 1);
+            if (u->slice == 0) write_norm(&wr, d + CK_LN2, u->ln, D, u->ln_dtype);
+            write_block(&wr, d + CK_GATE, u->gate.dtype, 0, u->gate.data, u->k, D, ofs, 0, D);
+            write_block(&wr, d + CK_UP, u->up.dtype, 0, u->up.data, u->k, D, ofs, 0, D);
+            write_block(&wr, d + CK_KEPT, DT_F32, 1, mo->kept[i], u->k, 1, ofs, 0, 1);
             /* down_proj [D, k]: the rank's slices of this block are adjacent column ranges; after
              * the last of them, write them together as whole row panels (one contiguous file range
              * when the rank holds the block's every slice, instead of D small strided writes each) */
             int g0 = i;
             while (g0 > 0 && mo->units[g0 - 1].slice >= 0 && mo->units[g0 - 1].layer == u->layer) g0--;
             if (i + 1 == nu || mo->units[i + 1].slice < 0 || mo->units[i + 1].layer != u->layer)
-                write_down_group(&wr, d + 8, &mo->units[g0], i + 1 - g0, mo->kofs[w->first_unit + g0], k, D);
+                write_down_group(&wr, d + CK_DOWN, &mo->units[g0], i + 1 - g0, mo->kofs[w->first_unit + g0], k, D);
         }
         if (cfsp_fault("kill", "write")) raise(SIGKILL);   /* test hook (err.h) */
     }
     if (rank == 0 && mo->bias)
-        for (int l = 0; l < L; l++) write_block(&wr, first_ds[l] + 10, DT_F32, 0, mo->bias + (size_t)l * D, D, 1, 0, 0, 1);
+        for (int l = 0; l < L; l++) write_block(&wr, first_ds[l] + CK_BIAS, DT_F32, 0, mo->bias + (size_t)l * D, D, 1, 0, 0, 1);
     if (rank == 0) write_wmat(&wr, i_embed, &w->embed);
     if (rank == P - 1) {
         write_norm(&wr, i_norm, w->final_norm, D, w->final_norm_dtype);
@@ -354,21 +353,21 @@ uint64_t model_h5_write(const char *path, const model_out *mo, double *seconds, 
     MPI_CHECK(MPI_Allreduce(wr.sum, all, wr.n, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD));
     uint64_t file_sum = FNV1A64_INIT;
     for (int i = 0; i < wr.n; i++) {
-        h5_attr_u64(wr.ds[i], "checksum", all[i]);
+        h5_attr_u64(wr.ds[i], CKPT_A_CHECKSUM, all[i]);
         file_sum = fnv1a64(file_sum, &all[i], sizeof all[i]);
         H5Dclose(wr.ds[i]);
     }
     hid_t root = H5Gopen2(wr.file, "/", H5P_DEFAULT);
     H5_CHECK(root);
-    h5_attr_string(root, "format", MODEL_H5_FORMAT);
-    h5_attr_string(root, "method", mo->method);
-    h5_attr_double(root, "ratio", mo->ratio);
-    h5_attr_string(root, "options", mo->options_json);
+    h5_attr_string(root, CKPT_A_FORMAT, CKPT_FORMAT);
+    h5_attr_string(root, CKPT_A_METHOD, mo->method);
+    h5_attr_double(root, CKPT_A_RATIO, mo->ratio);
+    h5_attr_string(root, CKPT_A_OPTIONS, mo->options_json);
     char *cj = pruned_config_json(c, mo->counts);
-    h5_attr_string(root, "config", cj);
+    h5_attr_string(root, CKPT_A_CONFIG, cj);
     free(cj);
-    h5_attr_i64(root, "num_tensors", wr.n);
-    h5_attr_u64(root, "tensor_checksum", file_sum);
+    h5_attr_i64(root, CKPT_A_NUM_TENSORS, wr.n);
+    h5_attr_u64(root, CKPT_A_FILE_CHECKSUM, file_sum);
     H5Gclose(root);
     if (H5Fclose(wr.file) < 0) DIE("%s: closing the HDF5 file failed", path);
     {                                     /* durable before it can be renamed into place: every rank, */
@@ -391,9 +390,9 @@ static herr_t verify_one(hid_t loc, const char *name, const H5O_info_t *info, vo
     if (info->type != H5O_TYPE_DATASET) return 0;
     hid_t ds = H5Dopen2(loc, name, H5P_DEFAULT);
     if (ds < 0) return -1;
-    if (H5Aexists(ds, "checksum") <= 0) { H5Dclose(ds); return 0; }
+    if (H5Aexists(ds, CKPT_A_CHECKSUM) <= 0) { H5Dclose(ds); return 0; }
     uint64_t want = 0;
-    hid_t a = H5Aopen(ds, "checksum", H5P_DEFAULT);
+    hid_t a = H5Aopen(ds, CKPT_A_CHECKSUM, H5P_DEFAULT);
     H5Aread(a, H5T_NATIVE_UINT64, &want);
     H5Aclose(a);
     hid_t type = H5Dget_type(ds), sp = H5Dget_space(ds);
@@ -423,15 +422,15 @@ int model_h5_verify(const char *path)
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (f < 0) return FAIL("%s: not an HDF5 file (or unreadable)", path);
     int64_t ntens = -1;
-    if (H5Aexists(f, "num_tensors") > 0) {
-        hid_t a = H5Aopen(f, "num_tensors", H5P_DEFAULT);
+    if (H5Aexists(f, CKPT_A_NUM_TENSORS) > 0) {
+        hid_t a = H5Aopen(f, CKPT_A_NUM_TENSORS, H5P_DEFAULT);
         H5Aread(a, H5T_NATIVE_INT64, &ntens);
         H5Aclose(a);
     }
     verify_ctx v = { 0, 0 };
     if (H5Ovisit(f, H5_INDEX_NAME, H5_ITER_NATIVE, verify_one, &v) < 0) { H5Fclose(f); return FAIL("%s: cannot read the file's objects", path); }
     H5Fclose(f);
-    if (ntens < 0) return FAIL("%s: no 'num_tensors' attribute: not a complete cfsp-mpi output", path);
+    if (ntens < 0) return FAIL("%s: no '" CKPT_A_NUM_TENSORS "' attribute: not a complete cfsp-mpi output", path);
     if (v.checked != ntens) return FAIL("%s: %d tensors carry checksums, the file records %lld", path, v.checked, (long long)ntens);
     if (v.bad) return FAIL("%s: %d of %d tensors fail their checksum", path, v.bad, v.checked);
     printf("%s: OK, %d tensors, all checksums match\n", path, v.checked);

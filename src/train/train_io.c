@@ -1,12 +1,13 @@
 /* train_io.c — the files of the LoRA recovery (see train.h): loading the frozen model (a pruned
- * HDF5 checkpoint or a Hugging Face directory, through export_src.c's tensor source), adapter
- * checkpoints, the merged pruned checkpoint and the PEFT adapter safetensors. All writers are
- * serial (rank 0), write NAME.tmp and rename it into place. */
+ * HDF5 checkpoint or a Hugging Face directory, through the checkpoint reader of cfsp/ckpt/reader.h),
+ * adapter checkpoints, the merged pruned checkpoint (its tensors computed here, written by
+ * cfsp/ckpt/merge.h) and the PEFT adapter safetensors. All writers are serial (rank 0), write
+ * NAME.tmp and rename it into place. */
 #include "cfsp/train/train.h"
 #include "cfsp/util/err.h"
-#include "cfsp/export/export.h"
+#include "cfsp/ckpt/merge.h"
+#include "cfsp/ckpt/reader.h"
 #include "cfsp/format/h5util.h"
-#include "cfsp/ckpt/model_h5.h"
 #include "cfsp/util/util.h"
 #include <cblas.h>
 #include <cjson/cJSON.h>
@@ -18,13 +19,13 @@
 
 #define LORA_CKPT_FORMAT "cfsp-mpi-lora/1"
 
-static int read_tensor(ex_source *s, const char *name, wmat *out)
+static int read_tensor(ckpt_source *s, const char *name, wmat *out)
 {
-    const ex_tensor *t = ex_find(s, name);
+    const ckpt_tensor *t = ckpt_find(s, name);
     if (!t) return FAIL("%s: tensor '%s' is missing", s->in_path[0] ? s->in_path : s->src_dir, name);
-    size_t bytes = (size_t)ex_tensor_bytes(t);
+    size_t bytes = (size_t)ckpt_tensor_bytes(t);
     void *buf = xmalloc(bytes);
-    if (ex_read_rows(s, t, 0, t->rows, buf)) { free(buf); return -1; }
+    if (ckpt_read_rows(s, t, 0, t->rows, buf)) { free(buf); return -1; }
     memset(out, 0, sizeof *out);
     out->dtype = t->dtype;
     out->rows = t->rows;
@@ -34,7 +35,7 @@ static int read_tensor(ex_source *s, const char *name, wmat *out)
     return 0;
 }
 
-static int read_vec_f32(ex_source *s, const char *name, int D, float **out)
+static int read_vec_f32(ckpt_source *s, const char *name, int D, float **out)
 {
     wmat w;
     if (read_tensor(s, name, &w)) return -1;
@@ -49,16 +50,16 @@ int train_model_load(const char *path, train_model *m)
 {
     memset(m, 0, sizeof *m);
     snprintf(m->path, sizeof m->path, "%s", path);
-    ex_source s;
+    ckpt_source s;
     int rc;
     m->from_h5 = !path_exists(path) ? 0 : H5Fis_hdf5(path) > 0;
     h5_quiet();
-    if (m->from_h5) rc = ex_source_open_h5(path, NULL, &s);
-    else rc = ex_source_open_dir(path, &s);
-    if (rc) { ex_source_close(&s); return -1; }
+    if (m->from_h5) rc = ckpt_open(path, NULL, &s);
+    else rc = ckpt_open_dir(path, &s);
+    if (rc) { ckpt_close(&s); return -1; }
     snprintf(m->src_dir, sizeof m->src_dir, "%s", s.src_dir);
     /* the model config with the file's FFN sizes */
-    if (model_config_parse(s.config_text, strlen(s.config_text), path, &m->cfg)) { ex_source_close(&s); return -1; }
+    if (model_config_parse(s.config_text, strlen(s.config_text), path, &m->cfg)) { ckpt_close(&s); return -1; }
     int L = m->cfg.n_layers, D = m->cfg.hidden;
     for (int l = 0; l < L; l++) m->cfg.ffn[l] = s.cfg.ffn[l];
     m->w = xcalloc((size_t)L, sizeof *m->w);
@@ -77,13 +78,13 @@ int train_model_load(const char *path, train_model *m)
         snprintf(n, sizeof n, "model.layers.%d.post_attention_layernorm.weight", l);
         if (!rc) rc = read_vec_f32(&s, n, D, &m->ln2[l]);
         snprintf(n, sizeof n, "model.layers.%d.mlp.down_proj.bias", l);
-        if (!rc && ex_find(&s, n)) rc = read_vec_f32(&s, n, D, &m->bias[l]);
+        if (!rc && ckpt_find(&s, n)) rc = read_vec_f32(&s, n, D, &m->bias[l]);
     }
     if (!rc) rc = read_tensor(&s, "model.embed_tokens.weight", &m->embed);
     if (!rc) rc = read_vec_f32(&s, "model.norm.weight", D, &m->final_norm);
     if (!rc) {
         wmat head;
-        int tied = !ex_find(&s, "lm_head.weight");
+        int tied = !ckpt_find(&s, "lm_head.weight");
         if (!tied) rc = read_tensor(&s, "lm_head.weight", &head);
         if (!rc) {
             const wmat *h = tied ? &m->embed : &head;
@@ -92,7 +93,7 @@ int train_model_load(const char *path, train_model *m)
             if (!tied) free(head.owned);
         }
     }
-    ex_source_close(&s);
+    ckpt_close(&s);
     return rc;
 }
 
@@ -220,89 +221,31 @@ out:
 }
 
 /* ---- merge ---------------------------------------------------------------------------------------- */
-static int copy_file(const char *src, const char *dst)
-{
-    FILE *in = fopen(src, "rb");
-    if (!in) return FAIL("%s: cannot open", src);
-    FILE *out = fopen(dst, "wb");
-    if (!out) { fclose(in); return FAIL("%s: cannot create", dst); }
-    char *buf = xmalloc(1 << 20);
-    size_t n;
-    int ok = 1;
-    while ((n = fread(buf, 1, 1 << 20, in)) > 0) ok &= fwrite(buf, 1, n, out) == n;
-    ok &= !ferror(in);
-    ok &= fclose(out) == 0;
-    fclose(in);
-    free(buf);
-    return ok ? 0 : FAIL("%s: copy failed (disk full?)", dst);
-}
-
-static void replace_attr_u64(hid_t obj, const char *name, uint64_t v)
-{
-    if (H5Aexists(obj, name) > 0) H5_CHECK(H5Adelete(obj, name));
-    h5_attr_u64(obj, name, v);
-}
-
 int train_merge_write(const trainer *tr, const char *out_path)
 {
     const train_model *m = tr->m;
     if (!m->from_h5) return FAIL("--merge: the model %s is not a pruned HDF5 checkpoint (use --peft for a Hugging Face directory)", m->path);
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", out_path);
-    cfsp_tmp_register(tmp);
-    if (copy_file(m->path, tmp)) return -1;
-    h5_quiet();
-    hid_t f = H5Fopen(tmp, H5F_ACC_RDWR, H5P_DEFAULT);
-    if (f < 0) return FAIL("%s: cannot open for writing", tmp);
+    ckpt_merge *out = ckpt_merge_begin(m->path, out_path);
+    if (!out) return -1;
     const lora_plan *p = &tr->plan;
     int rc = 0;
     for (int l = 0; !rc && l < p->L; l++)
         for (int t = 0; !rc && t < LORA_NMOD; t++) {
             if (tr->offA[l][t] < 0) continue;
+            /* W + alpha/r B A in fp32; merge.c rounds it to the stored dtype */
             const wmat *w = &m->w[l][t];
             int64_t rows = w->rows, cols = w->cols, r = p->rank[l];
             float *W = xmalloc(sizeof(float) * (size_t)(rows * cols));
             convert_to_f32(w->dtype, w->data, W, (size_t)(rows * cols));
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)cols, (int)r, (float)lora_plan_scaling(p, l),
                         tr->param + tr->offB[l][t], (int)r, tr->param + tr->offA[l][t], (int)cols, 1.0f, W, (int)cols);
-            size_t es = dtype_size(w->dtype);
-            void *out = xmalloc(es * (size_t)(rows * cols));
-            for (int64_t i = 0; i < rows * cols; i++) {
-                if (w->dtype == DT_F32) ((float *)out)[i] = W[i];
-                else if (w->dtype == DT_BF16) ((uint16_t *)out)[i] = f32_to_bf16(W[i]);
-                else ((uint16_t *)out)[i] = f32_to_f16(W[i]);
-            }
-            char pth[160];
-            snprintf(pth, sizeof pth, "/model/layers/%d/%s/weight", l, lora_module_paths[t]);
-            for (char *c = pth; *c; c++) if (*c == '.') *c = '/';
-            hid_t ds = H5Dopen2(f, pth, H5P_DEFAULT);
-            if (ds < 0) rc = FAIL("%s: dataset %s is missing", tmp, pth);
-            else {
-                hid_t ty = H5Dget_type(ds);
-                if (H5Dwrite(ds, ty, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0) rc = FAIL("%s: writing %s failed", tmp, pth);
-                H5Tclose(ty);
-                replace_attr_u64(ds, "checksum", tensor_checksum(out, es, rows, cols, 0, 0, cols));
-                H5Dclose(ds);
-            }
-            free(out);
+            char name[192];
+            snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, lora_module_paths[t]);
+            rc = ckpt_merge_tensor(out, name, W, rows, cols);
             free(W);
         }
-    if (!rc) {
-        /* the file-level fingerprint of the per-tensor checksums no longer applies; provenance instead */
-        if (H5Aexists(f, "tensor_checksum") > 0) H5Adelete(f, "tensor_checksum");
-        h5_attr_string(f, "lora_merged_from", m->path);
-        h5_attr_string(f, "lora_plan", p->adaptive ? "adaptive" : "uniform");
-        h5_attr_i64(f, "lora_steps", tr->step);
-        h5_attr_i64(f, "lora_params", p->params);
-    }
-    if (H5Fclose(f) < 0 && !rc) rc = FAIL("%s: closing failed", tmp);
-    if (rc) return -1;
-    int fd = open(tmp, O_RDONLY);
-    if (fd < 0 || fsync(fd) != 0) { if (fd >= 0) close(fd); return FAIL("%s: fsync failed", tmp); }
-    close(fd);
-    if (rename(tmp, out_path) != 0) return FAIL("cannot rename %s to %s", tmp, out_path);
-    cfsp_tmp_unregister(tmp);
-    return 0;
+    ckpt_merge_info info = { .from = m->path, .plan = p->adaptive ? "adaptive" : "uniform", .steps = tr->step, .params = p->params };
+    return ckpt_merge_end(out, !rc, &info);
 }
 
 /* ---- PEFT safetensors ------------------------------------------------------------------------------ */

@@ -1,13 +1,13 @@
 /* model_h5.h — the pruned checkpoint: one HDF5 file per (method, ratio), written by all ranks in
  * parallel (collective metadata through MPI-IO: every rank creates every dataset in the same
  * order; each rank writes the data of its own stage units — whole tensors, or row / column
- * ranges of a block's FFN tensors), tensors in the stored dtype, a checksum per tensor. */
+ * ranges of a block's FFN tensors), tensors in the stored dtype, a checksum per tensor. The names
+ * and shapes of its datasets and attributes are layout.h's; the reader is reader.h, the rewrite of
+ * merged tensors merge.h. */
 #ifndef CFSP_MODEL_H5_H
 #define CFSP_MODEL_H5_H
 #include "cfsp/model/weights.h"
 #include <stddef.h>
-
-#define MODEL_H5_FORMAT "cfsp-mpi-pruned/2"
 
 typedef struct {
     const model_config *cfg;

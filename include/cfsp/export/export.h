@@ -12,41 +12,19 @@
 #define CFSP_EXPORT_H
 #include "cfsp/format/model_config.h"
 #include "cfsp/format/safetensors.h"
-#include <hdf5.h>
+#include "cfsp/ckpt/reader.h"
 #include <stdint.h>
 
 /* ---- the tensor source (export_src.c) -------------------------------------------------------- */
-typedef struct {
-    char name[128];            /* Hugging Face name, e.g. model.layers.3.mlp.up_proj.weight */
-    dtype_t dtype;             /* stored dtype */
-    int ndim;                  /* 1 (norms) or 2 */
-    int64_t rows, cols;        /* [rows, cols] row-major; cols = 1 for 1-D */
-    int layer;                 /* block index, -1 for embeddings / final norm / lm_head */
-    char h5path[160];          /* HDF5 dataset (HDF5 source) */
-    const st_tensor *st;       /* safetensors tensor (directory source) */
-} ex_tensor;
+/* The exporters read through the checkpoint reader (cfsp/ckpt/reader.h): a pruned HDF5 file, or
+ * the unpruned Hugging Face directory at ratio 0, listed as Hugging Face tensors in export order,
+ * shapes and dtypes checked when opened. These are its functions under export's names. */
+typedef ckpt_tensor ex_tensor;
+typedef ckpt_source ex_source;
 
-typedef struct {
-    char in_path[4096];        /* the HDF5 file, "" for a safetensors directory (ratio 0) */
-    char src_dir[4096];        /* source checkpoint: tokenizer files (and the weights for ratio 0) */
-    model_config cfg;          /* the exported model: cfg.ffn[l] = its (pruned) FFN sizes */
-    char *config_text;         /* the source config.json text (the HDF5 'config' attribute) */
-    char method[32];           /* "cfsp", ... or "none" (ratio 0) */
-    double ratio;
-    int has_bias;              /* some block carries mlp.down_proj.bias (flap) */
-    int bias_layer;            /* the first such block */
-    ex_tensor *t;
-    int nt;
-    hid_t h5;
-    st_model st;
-    int st_open;
-} ex_source;
-
-/* Open a pruned HDF5 file; src_dir_override (or NULL) replaces the model path recorded in its
- * options attribute. Checks the format, the config and every dataset's shape and dtype. */
+/* ckpt_open: src_dir_override (or NULL) replaces the model directory recorded in the file */
 int ex_source_open_h5(const char *path, const char *src_dir_override, ex_source *s);
-/* Open an unpruned Hugging Face directory (config.json + safetensors). */
-int ex_source_open_dir(const char *dir, ex_source *s);
+int ex_source_open_dir(const char *dir, ex_source *s);      /* ckpt_open_dir */
 const ex_tensor *ex_find(const ex_source *s, const char *name);
 /* rows [r0, r0 + n) of t, raw stored bytes (no conversion), into buf */
 int ex_read_rows(ex_source *s, const ex_tensor *t, int64_t r0, int64_t n, void *buf);

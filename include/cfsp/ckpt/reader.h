@@ -1,0 +1,55 @@
+/* reader.h — reading a model's tensors by Hugging Face name, serially: a pruned checkpoint (the
+ * HDF5 file of model_h5.h, in the layout of layout.h), or an unpruned Hugging Face directory
+ * (config.json + safetensors) read as the checkpoint of ratio 0. Opening checks everything up
+ * front — the format attribute, the recorded config, every tensor's presence, rank, shape and
+ * float dtype, the FFN sizes against the config's intermediate_sizes — so that reading afterwards
+ * is only I/O; tensors are then read row panel by row panel as raw stored bytes (no conversion).
+ * `cfsp-mpi export` and `cfsp-mpi recover` read models through it. Every input problem is a
+ * one-line FAIL naming the file and the field. */
+#ifndef CFSP_CKPT_READER_H
+#define CFSP_CKPT_READER_H
+#include "cfsp/ckpt/layout.h"
+#include "cfsp/format/model_config.h"
+#include "cfsp/format/safetensors.h"
+#include <hdf5.h>
+#include <stdint.h>
+
+typedef struct {
+    char name[128];            /* Hugging Face name, e.g. model.layers.3.mlp.up_proj.weight */
+    ckpt_kind kind;
+    dtype_t dtype;             /* stored dtype */
+    int ndim;                  /* 1 (norms, biases) or 2 */
+    int64_t rows, cols;        /* [rows, cols] row-major; cols = 1 for 1-D */
+    int layer;                 /* block index, -1 for embeddings / final norm / lm_head */
+    char h5path[160];          /* HDF5 dataset (pruned checkpoint) */
+    const st_tensor *st;       /* safetensors tensor (directory) */
+} ckpt_tensor;
+
+typedef struct {
+    char in_path[4096];        /* the HDF5 file, "" for a safetensors directory (ratio 0) */
+    char src_dir[4096];        /* the source checkpoint (tokenizer files; the weights for ratio 0) */
+    model_config cfg;          /* the model: cfg.ffn[l] = its (pruned) FFN sizes */
+    char *config_text;         /* the source config.json text (the HDF5 'config' attribute) */
+    char method[32];           /* "cfsp", ... or "none" (ratio 0) */
+    double ratio;              /* -1 if the file records none */
+    int has_bias;              /* some block carries mlp.down_proj.bias (flap) */
+    int bias_layer;            /* the first such block, -1 if none */
+    ckpt_tensor *t;            /* embeddings, blocks (norm, attention, norm, FFN), final norm, lm_head */
+    int nt;                    /* (unless tied), then the biases */
+    hid_t h5;
+    st_model st;
+    int st_open;
+} ckpt_source;
+
+/* Open a pruned HDF5 file; src_dir_override (or NULL) replaces the model directory recorded in its
+ * options attribute (FAIL if there is neither). */
+int ckpt_open(const char *path, const char *src_dir_override, ckpt_source *s);
+/* Open an unpruned Hugging Face directory (config.json + safetensors; no biases). */
+int ckpt_open_dir(const char *dir, ckpt_source *s);
+/* Close whatever an open left behind, also after it failed. */
+void ckpt_close(ckpt_source *s);
+const ckpt_tensor *ckpt_find(const ckpt_source *s, const char *name);
+/* rows [r0, r0 + n) of t, raw stored bytes (no conversion), into buf */
+int ckpt_read_rows(ckpt_source *s, const ckpt_tensor *t, int64_t r0, int64_t n, void *buf);
+uint64_t ckpt_tensor_bytes(const ckpt_tensor *t);
+#endif

@@ -1,0 +1,105 @@
+/* merge.c — a pruned checkpoint with tensors replaced, for `recover --merge` (see merge.h): copy
+ * the file, rewrite the datasets in their stored dtype with new checksums, provenance, rename. */
+#include "cfsp/ckpt/merge.h"
+#include "cfsp/ckpt/layout.h"
+#include "cfsp/ckpt/model_h5.h"
+#include "cfsp/util/err.h"
+#include "cfsp/format/h5util.h"
+#include "cfsp/util/util.h"
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct ckpt_merge {
+    char tmp[4200];
+    char out[4096];
+    hid_t f;
+};
+
+static int copy_file(const char *src, const char *dst)
+{
+    FILE *in = fopen(src, "rb");
+    if (!in) return FAIL("%s: cannot open", src);
+    FILE *out = fopen(dst, "wb");
+    if (!out) { fclose(in); return FAIL("%s: cannot create", dst); }
+    char *buf = xmalloc(1 << 20);
+    size_t n;
+    int ok = 1;
+    while ((n = fread(buf, 1, 1 << 20, in)) > 0) ok &= fwrite(buf, 1, n, out) == n;
+    ok &= !ferror(in);
+    ok &= fclose(out) == 0;
+    fclose(in);
+    free(buf);
+    return ok ? 0 : FAIL("%s: copy failed (disk full?)", dst);
+}
+
+static void replace_attr_u64(hid_t obj, const char *name, uint64_t v)
+{
+    if (H5Aexists(obj, name) > 0) H5_CHECK(H5Adelete(obj, name));
+    h5_attr_u64(obj, name, v);
+}
+
+ckpt_merge *ckpt_merge_begin(const char *src, const char *out_path)
+{
+    ckpt_merge *m = xcalloc(1, sizeof *m);
+    snprintf(m->out, sizeof m->out, "%s", out_path);
+    snprintf(m->tmp, sizeof m->tmp, "%s.tmp", out_path);
+    cfsp_tmp_register(m->tmp);
+    if (copy_file(src, m->tmp)) { free(m); return NULL; }
+    h5_quiet();
+    m->f = H5Fopen(m->tmp, H5F_ACC_RDWR, H5P_DEFAULT);
+    if (m->f < 0) { FAIL("%s: cannot open for writing", m->tmp); free(m); return NULL; }
+    return m;
+}
+
+int ckpt_merge_tensor(ckpt_merge *m, const char *name, const float *v, int64_t rows, int64_t cols)
+{
+    char pth[160];
+    ckpt_dataset_path(name, pth, sizeof pth);
+    hid_t ds = H5Dopen2(m->f, pth, H5P_DEFAULT);
+    if (ds < 0) return FAIL("%s: dataset %s is missing", m->tmp, pth);
+    hid_t ty = H5Dget_type(ds), sp = H5Dget_space(ds);
+    hsize_t dims[2] = { 0, 0 };
+    dtype_t dt;
+    int rc = 0;
+    if (ty < 0 || h5_dtype_of(ty, &dt) != 0) rc = FAIL("%s: dataset %s: not an F32, F16 or BF16 float type", m->tmp, pth);
+    else if (sp < 0 || H5Sget_simple_extent_ndims(sp) != 2 || H5Sget_simple_extent_dims(sp, dims, NULL) < 0 ||
+             (int64_t)dims[0] != rows || (int64_t)dims[1] != cols)
+        rc = FAIL("%s: dataset %s is not of shape [%lld,%lld]", m->tmp, pth, (long long)rows, (long long)cols);
+    if (!rc) {
+        size_t es = dtype_size(dt);
+        void *out = xmalloc(es * (size_t)(rows * cols));
+        ckpt_store_f32(dt, v, out, (size_t)(rows * cols));
+        if (H5Dwrite(ds, ty, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0) rc = FAIL("%s: writing %s failed", m->tmp, pth);
+        replace_attr_u64(ds, CKPT_A_CHECKSUM, tensor_checksum(out, es, rows, cols, 0, 0, cols));
+        free(out);
+    }
+    if (sp >= 0) H5Sclose(sp);
+    if (ty >= 0) H5Tclose(ty);
+    H5Dclose(ds);
+    return rc;
+}
+
+int ckpt_merge_end(ckpt_merge *m, int ok, const ckpt_merge_info *info)
+{
+    if (ok) {
+        if (H5Aexists(m->f, CKPT_A_FILE_CHECKSUM) > 0) H5Adelete(m->f, CKPT_A_FILE_CHECKSUM);
+        h5_attr_string(m->f, CKPT_A_MERGED_FROM, info->from);
+        h5_attr_string(m->f, CKPT_A_MERGED_PLAN, info->plan);
+        h5_attr_i64(m->f, CKPT_A_MERGED_STEPS, info->steps);
+        h5_attr_i64(m->f, CKPT_A_MERGED_PARAMS, info->params);
+    }
+    int rc = ok ? 0 : -1;
+    if (H5Fclose(m->f) < 0 && !rc) rc = FAIL("%s: closing failed", m->tmp);
+    if (!rc) {
+        int fd = open(m->tmp, O_RDONLY);
+        if (fd < 0 || fsync(fd) != 0) rc = FAIL("%s: fsync failed", m->tmp);
+        if (fd >= 0) close(fd);
+    }
+    if (!rc && rename(m->tmp, m->out) != 0) rc = FAIL("cannot rename %s to %s", m->tmp, m->out);
+    if (!rc) cfsp_tmp_unregister(m->tmp);
+    free(m);
+    return rc;
+}
