@@ -2,6 +2,7 @@
  * (see lora_plan.h). */
 #include "cfsp/train/lora_plan.h"
 #include "cfsp/util/err.h"
+#include "cfsp/ckpt/layout.h"
 #include "cfsp/format/h5util.h"
 #include "cfsp/util/util.h"
 #include <cjson/cJSON.h>
@@ -177,7 +178,7 @@ int lora_read_importance(const char *path, int L, const char *metric, int refere
     if (fmt && !strncmp(fmt, "cfsp-mpi-stats/", 15)) {
         snprintf(p, sizeof p, "/importance/%s", metric);
         if (read_f64_vec(f, path, p, imp, L) || h5_attr_read_i64(f, path, "nsamples", &ns) || h5_attr_read_i64(f, path, "seqlen", &sl)) goto out;
-    } else if (fmt && !strncmp(fmt, "cfsp-mpi-pruned/", 16)) {
+    } else if (fmt && !strncmp(fmt, CKPT_FORMAT_PREFIX, strlen(CKPT_FORMAT_PREFIX))) {
         /* the importances of the run's global metric, its nsamples and seqlen from the options */
         char *opts = h5_attr_read_string(f, "options");
         cJSON *j = opts ? cJSON_Parse(opts) : NULL;
@@ -193,7 +194,7 @@ int lora_read_importance(const char *path, int L, const char *metric, int refere
         if (ok) { ns = (int64_t)a->valuedouble; sl = (int64_t)b->valuedouble; }
         cJSON_Delete(j);
         if (!ok) { FAIL("%s: attribute 'options' lacks global_metric / nsamples / seqlen", path); goto out; }
-        if (read_f64_vec(f, path, "/cfsp/importance", imp, L)) goto out;
+        if (read_f64_vec(f, path, CKPT_DS_IMPORTANCE, imp, L)) goto out;
     } else {
         FAIL("%s: neither a statistics file nor a pruned checkpoint of cfsp-mpi (format %s)", path, fmt ? fmt : "missing");
         goto out;
