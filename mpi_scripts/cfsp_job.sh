@@ -243,8 +243,14 @@ cfsp_job_run() {
   if [[ -n $PYTHON && -r $CFSP_ROOT/mpi_scripts/cfsp_resources.py ]]; then
     local ra=(--ranks "$CFSP_NRANKS") need
     if [[ -n ${MODEL:-} ]]; then ra+=(--model "$MODEL"); elif [[ -n ${CONFIG:-} ]]; then ra+=(--config "$CONFIG"); fi
-    if [[ ${#ra[@]} -gt 2 ]] && need=$("$PYTHON" "$CFSP_ROOT/mpi_scripts/cfsp_resources.py" "${ra[@]}" --mem-mb 2>/dev/null); then
-      cfsp_log "memory rule (1.25 x largest rank's stored weights + 1 GiB): $need MiB per rank"
+    if [[ ${#ra[@]} -gt 2 ]]; then
+      [[ -n ${NSAMPLES:-} ]] && ra+=(--nsamples "$NSAMPLES")
+      [[ -n ${SEQLEN:-} ]] && ra+=(--seqlen "$SEQLEN")
+      [[ -n ${CHUNK:-} ]] && ra+=(--chunk "$CHUNK")
+    fi
+    # cfsp_resources.py asks `cfsp-mpi plan` (this job's executable) for the largest rank's request
+    if [[ ${#ra[@]} -gt 2 ]] && need=$(CFSP_BIN=$CFSP_BIN "$PYTHON" "$CFSP_ROOT/mpi_scripts/cfsp_resources.py" "${ra[@]}" --mem-mb 2>/dev/null); then
+      cfsp_log "memory rule (cfsp-mpi plan: stored + max(stored / 4, largest FFN slice) + buffers + 1 GiB, largest rank): $need MiB per rank"
       if [[ -n ${JOB_MEM_MB:-} && $JOB_MEM_MB =~ ^[0-9]+$ && $JOB_MEM_MB -lt $need ]]; then
         cfsp_log "warning: the job has $JOB_MEM_MB MiB per rank, less than the $need MiB of the rule (mpi_scripts/cfsp_resources.py)"
       fi

@@ -16,19 +16,21 @@
 #   --method LIST        methods of the single job (default: the run file's)
 #   --sweep "ITEMS"      array variant; items METHOD[:GLOBAL_METRIC[:LOCAL_METRIC]]
 #   --stats FILE         array variant: existing statistics, no calibration job
-#   --ranks P            MPI ranks = Slurm tasks (default: min(8, transformer blocks); more ranks
-#                        than blocks only with a cfsp-mpi that has --ffn-slice)
+#   --ranks P            MPI ranks = Slurm tasks (default: min(8, stage units); at most the model's
+#                        stage units, an attention unit + ceil(m / ffn-slice) FFN slices per block)
 #   --nodes N            nodes (default 1; more than one needs --scratch on a shared filesystem)
-#   --mem-per-cpu MEM    memory per rank (default: mpi_scripts/cfsp_resources.py, i.e.
-#                        1.25 x stored bytes of the largest rank + 1 GiB)
+#   --mem-per-cpu MEM    memory per rank (default: mpi_scripts/cfsp_resources.py, i.e. the largest
+#                        rank's request of `cfsp-mpi plan`: stored + max(stored / 4, largest FFN
+#                        slice) + buffers + 1 GiB, rounded up to 100 MiB)
 #   --time T             time limit of every job (default 04:00:00)
 #   --outdir DIR         results directory (default results/sweep-YYYYmmdd-HHMMSS)
 #   --scratch DIR        SCRATCH_DIR of the jobs
 #   --launcher L         srun (default) or mpirun
 #   --dry-run            print the sbatch commands, submit nothing
 #   -- ARGS              further sbatch options for every job (e.g. -- --partition=cpu --account=abc)
-# Other job parameters (NSAMPLES, SEQLEN, EVAL_WINDOWS, EXTRA_ARGS, MODULES, CFSP_BIN, ...) pass
-# through the environment (sbatch exports it). Prints the job ids, one "name id" line per job.
+# Other job parameters (NSAMPLES, SEQLEN, CHUNK, EVAL_WINDOWS, EXTRA_ARGS, MODULES, CFSP_BIN, ...)
+# pass through the environment (sbatch exports it); NSAMPLES, SEQLEN and CHUNK also enter the
+# memory plan. Prints the job ids, one "name id" line per job.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
@@ -63,21 +65,19 @@ done
 [[ -z $stats || -n $sweep ]] || die "--stats is for the array variant: give --sweep too (or use cfsp.sbatch with STATS=...)"
 command -v sbatch >/dev/null || [[ $dry -eq 1 ]] || die "sbatch not found (not a Slurm login node?)"
 
-# resources from the model: default ranks min(blocks, 8), memory per rank
+# resources from the model (cfsp_resources.py asks `cfsp-mpi plan`): default ranks min(units, 8),
+# memory per rank
 py=/usr/bin/python3
 [[ -x $py ]] || py=python3
 src=(--config "$config")
 [[ -n ${MODEL:-} ]] && src=(--model "$MODEL")
-blocks=$("$py" "$here/cfsp_resources.py" "${src[@]}" --suggest-ranks) || die "cannot read the model's config.json (see above)"
-if [[ -z $ranks ]]; then ranks=$((blocks < 8 ? blocks : 8)); fi
+[[ -n ${NSAMPLES:-} ]] && src+=(--nsamples "$NSAMPLES")
+[[ -n ${SEQLEN:-} ]] && src+=(--seqlen "$SEQLEN")
+[[ -n ${CHUNK:-} ]] && src+=(--chunk "$CHUNK")
+units=$("$py" "$here/cfsp_resources.py" "${src[@]}" --suggest-ranks) || die "cannot plan the model (see above)"
+if [[ -z $ranks ]]; then ranks=$((units < 8 ? units : 8)); fi
 [[ $ranks =~ ^[1-9][0-9]*$ ]] || die "--ranks $ranks: expected a positive integer"
-if [[ $ranks -gt $blocks ]]; then
-  # only a cfsp-mpi that splits blocks into sub-block stages (--ffn-slice) runs more ranks than blocks
-  bin=${CFSP_BIN:-$(command -v cfsp-mpi || echo "$here/../build/cfsp-mpi")}
-  if ! { [[ -x $bin ]] && "$bin" --help 2>/dev/null | grep -q -- '--ffn-slice'; }; then
-    die "--ranks $ranks but the model has $blocks blocks: this cfsp-mpi ($bin) needs ranks <= blocks (one pipeline stage per rank, at least one block each)"
-  fi
-fi
+[[ $ranks -le $units ]] || die "--ranks $ranks but the model has $units stage units (attention + FFN slices): use at most $units ranks or a smaller --ffn-slice"
 if [[ -z $mem ]]; then
   mem=$("$py" "$here/cfsp_resources.py" "${src[@]}" --ranks "$ranks" --mem-mb)M || die "cannot estimate the memory per rank"
 fi
@@ -103,7 +103,7 @@ submit() {  # submit NAME ENV... -- SBATCH-ARGS... : prints the job id
   echo "${id%%;*}"
 }
 
-echo "submit_sweep: $blocks blocks, $ranks ranks x $mem, time $time, results in $outdir" >&2
+echo "submit_sweep: $units stage units, $ranks ranks x $mem, time $time, results in $outdir" >&2
 if [[ -z $sweep ]]; then
   e=("${envs[@]}" OUTDIR="$outdir" RATIOS="$ratios")
   [[ -n $method ]] && e+=(METHOD="$method")

@@ -8,11 +8,14 @@
  * by flop cost, stages_plan), so this predicts the schedule the program runs. The makespan
  * is sum_s t_s (the first micro-batch's trip) + (M - 1) x max_s t_s, so the predicted efficiency is
  * M x sum_s t_s / (P x makespan) = load balance x steady-state share. Communication is not
- * modelled (a micro-batch message is 3 x chunk x D floats per stage boundary). */
+ * modelled (a micro-batch message is 3 x chunk x D floats per stage boundary). Every rank's memory
+ * (stored weights, buffers, request) is pipeline/plan_mem.c's, with the stored dtypes from the
+ * safetensors headers when the directory has them. */
 #include "cfsp/cli/commands.h"
 #include "cfsp/util/err.h"
 #include "cfsp/model/forward.h"
 #include "cfsp/pipeline/pipeline.h"
+#include "cfsp/pipeline/plan_mem.h"
 #include "cfsp/util/opts.h"
 #include "cfsp/util/util.h"
 #include <cblas.h>
@@ -106,95 +109,86 @@ static void measure_units(const model_config *c, int chunk, int T, int width, un
     fwd_ws_free(&ws);
 }
 
-typedef struct {
-    char model[4096], json[4096];
-    int ranks, nsamples, seqlen, chunk, ffn_slice;
-    double gflops;
-} plan_opts;
-
-#define O(...) OPT(plan_opts, __VA_ARGS__)
-static const opt_def plan_table[] = {
-    O(OPT_STR, model, "model", NULL, NULL, "Hugging Face LLaMA directory (config.json)", .flags = OPT_REQUIRED),
-    O(OPT_INT, ranks, "ranks", NULL, "[1, 1048576]", "pipeline stages P (MPI ranks)", .flags = OPT_REQUIRED),
-    O(OPT_INT, nsamples, "nsamples", "128", "[1, 1073741824]", "calibration sequences N"),
-    O(OPT_INT, seqlen, "seqlen", "1024", "[2, 16777216]", "tokens per sequence T"),
-    O(OPT_INT, chunk, "chunk", "0", "[0, 16777216]", "tokens per micro-batch (divides seqlen; 0 = seqlen)"),
-    O(OPT_INT, ffn_slice, "ffn-slice", "4096", "[0, 1073741824]", "FFN channels per stage unit (0 = whole FFN)"),
-    O(OPT_DBL, gflops, "gflops", NULL, "> 0", "cost model: flops at this uniform GFLOP/s (not given: per-op timings measured here)"),
-    O(OPT_STR, json, "json", NULL, NULL, "also write the prediction as JSON here", .flags = OPT_NONEMPTY),
-};
-static const opt_table plan_opt_table = {
-    "plan", "cfsp-mpi plan", "cfsp-mpi plan --model DIR --ranks P [options]",
-    "cfsp-mpi plan — the pipeline simulator: stage map, per-stage time and weights, predicted efficiency",
-    plan_table, sizeof plan_table / sizeof plan_table[0] };
-
-int plan_command(int argc, char **argv)
+/* the per-rank memory terms of plan_mem.h as a JSON object */
+static cJSON *mem_json(const rank_mem *m)
 {
-    plan_opts po;
-    memset(&po, 0, sizeof po);
-    opt_result res;
-    int prc = opts_parse(&plan_opt_table, argc, argv, 1, &po, &res);
-    if (prc) return prc < 0 ? -1 : 0;                 /* 1: --help printed */
-    const char *model = po.model, *json_out = po.json[0] ? po.json : NULL;
-    long P = po.ranks, N = po.nsamples, T = po.seqlen, chunk = po.chunk, slice = po.ffn_slice;
-    double gflops = po.gflops;
-    if (!chunk) chunk = T;
-    char w[4200];
-    if (T % chunk) return FAIL("%s = '%ld': expected a divisor of seqlen = %ld", opts_where(&plan_opt_table, &res, "chunk", w, sizeof w), chunk, T);
-    model_config c;
-    if (model_config_load(model, &c)) return -1;
-    unit_plan up;
-    units_plan(&c, (int)slice, (int)T, &up);
-    stage_map map;
-    if (stages_plan(&up, (int)P, &map)) { units_free(&up); model_config_free(&c); return -1; }
+    cJSON *o = cJSON_CreateObject();
+    const char *k[] = { "unit_bytes", "embed_bytes", "head_bytes", "stored_bytes", "largest_ffn_slice_bytes",
+                        "conversion_panel_bytes", "activation_bytes", "kv_cache_bytes", "logits_bytes", "table_bytes",
+                        "buffer_bytes", "margin_bytes", "fixed_bytes", "request_bytes" };
+    uint64_t v[] = { m->unit_bytes, m->embed_bytes, m->head_bytes, m->stored_bytes, m->largest_ffn_bytes,
+                     m->panel_bytes, m->activation_bytes, m->kv_cache_bytes, m->logits_bytes, m->table_bytes,
+                     m->buffer_bytes, m->margin_bytes, PLAN_MEM_FIXED_BYTES, m->request_bytes };
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) cJSON_AddNumberToObject(o, k[i], (double)v[i]);
+    return o;
+}
+
+/* time the stages, print the plan and write it as JSON (json_out non-NULL) */
+static int plan_report(const char *model, const model_config *c, int from_headers, const unit_plan *up, const stage_map *map,
+                       const rank_mem *mem, long N, long T, long chunk, long slice, double gflops, const char *json_out)
+{
+    long P = map->nranks;
     int measured = gflops <= 0;
-    double es = !strcmp(c.torch_dtype, "float32") ? 4 : 2;
     long M = N * (T / chunk);
     unit_times ut = { 0 };
     int width = 0;                                   /* the widest FFN slice */
-    for (int u = 0; u < up.n; u++) if (up.u[u].slice >= 0 && up.u[u].c1 - up.u[u].c0 > width) width = up.u[u].c1 - up.u[u].c0;
-    if (measured) measure_units(&c, (int)chunk, (int)T, width, &ut);
-    double sum_t = 0, max_t = 0, max_bytes = 0;
-    double *t = xmalloc(sizeof(double) * (size_t)P);
+    for (int u = 0; u < up->n; u++) if (up->u[u].slice >= 0 && up->u[u].c1 - up->u[u].c0 > width) width = up->u[u].c1 - up->u[u].c0;
+    if (measured) measure_units(c, (int)chunk, (int)T, width, &ut);
+    double sum_t = 0, max_t = 0, max_bytes = 0, model_bytes = 0;
+    int big = 0;                                     /* the rank with the largest request */
+    double *t = xmalloc(sizeof(double) * (size_t)P), *fl = xmalloc(sizeof(double) * (size_t)P);
     if (measured)
         printf("cfsp-mpi plan: %s, %d blocks, %d stage units (--ffn-slice %ld), %ld ranks, %ld micro-batches of %ld tokens; "
                "measured here per micro-batch: attention unit %.4f s (projections %.4f, attention %.4f, conversion %.4f), "
-               "FFN slice of %d channels %.4f s\n", model, c.n_layers, up.n, slice, P, M, chunk, ut.attn_unit, ut.proj, ut.core,
-               ut.conv_per_elem * (2.0 * c.hidden * c.n_heads * c.head_dim + 2.0 * c.hidden * c.n_kv_heads * c.head_dim),
+               "FFN slice of %d channels %.4f s\n", model, c->n_layers, up->n, slice, P, M, chunk, ut.attn_unit, ut.proj, ut.core,
+               ut.conv_per_elem * (2.0 * c->hidden * c->n_heads * c->head_dim + 2.0 * c->hidden * c->n_kv_heads * c->head_dim),
                width, ut.ffn_unit);
     else
         printf("cfsp-mpi plan: %s, %d blocks, %d stage units (--ffn-slice %ld), %ld ranks, %ld micro-batches of %ld tokens, flops at %.1f GFLOP/s\n",
-               model, c.n_layers, up.n, slice, P, M, chunk, gflops);
-    printf("%6s %14s %14s %12s %12s %10s\n", "rank", "units", "blocks", "GFLOP/mb", "s/mb", "GB");
+               model, c->n_layers, up->n, slice, P, M, chunk, gflops);
+    printf("%6s %14s %14s %10s %10s %10s %10s %10s\n", "rank", "units", "blocks", "GFLOP/mb", "s/mb", "stored GB", "buffers GB", "request GB");
     for (int r = 0; r < P; r++) {
-        double f = 0, bytes = 0, secs = 0;
-        for (int u = map.first[r]; u < map.first[r + 1]; u++) {
-            const stage_unit *su = &up.u[u];
+        double f = 0, secs = 0;
+        for (int u = map->first[r]; u < map->first[r + 1]; u++) {
+            const stage_unit *su = &up->u[u];
             f += su->cost * (double)chunk;
-            bytes += su->slice < 0 ? (su->cost - 4.0 * c.n_heads * c.head_dim * (T + 1) / 2.0) / 2 * es
-                                   : su->cost / 2 * es;
             if (measured) secs += su->slice < 0 ? ut.attn_unit : ut.ffn_unit * (double)(su->c1 - su->c0) / ut.ffn_width;
         }
+        fl[r] = f;
         t[r] = measured ? secs : f / (gflops * 1e9);
         sum_t += t[r];
         if (t[r] > max_t) max_t = t[r];
-        if (bytes > max_bytes) max_bytes = bytes;
+        if ((double)mem[r].unit_bytes > max_bytes) max_bytes = (double)mem[r].unit_bytes;
+        if (mem[r].request_bytes > mem[big].request_bytes) big = r;
+        /* the checkpoint once: a tied embedding on the last rank is the same tensor as rank 0's */
+        model_bytes += (double)(mem[r].unit_bytes + mem[r].head_bytes) + (r == 0 ? (double)mem[r].embed_bytes : 0);
         if (P <= 32 || r < 4 || r >= P - 4)
-            printf("%6d %6d-%-7d %6d-%-7d %12.2f %12.4f %10.2f\n", r, map.first[r], map.first[r + 1] - 1, up.u[map.first[r]].layer,
-                   up.u[map.first[r + 1] - 1].layer, f / 1e9, t[r], bytes / 1e9);
+            printf("%6d %6d-%-7d %6d-%-7d %10.2f %10.4f %10.2f %10.2f %10.2f\n", r, map->first[r], map->first[r + 1] - 1,
+                   up->u[map->first[r]].layer, up->u[map->first[r + 1] - 1].layer, f / 1e9, t[r],
+                   mem[r].stored_bytes / 1e9, mem[r].buffer_bytes / 1e9, mem[r].request_bytes / 1e9);
         else if (r == 4) printf("%6s\n", "...");
     }
     double makespan = sum_t + (double)(M - 1) * max_t;
     double eff = (double)M * sum_t / ((double)P * makespan);
     double balance = sum_t / P / max_t, bubble = (double)(P - 1) / (double)(M + P - 1);
+    const rank_mem *b = &mem[big];
+    char dtypes[64];
+    snprintf(dtypes, sizeof dtypes, "%s", from_headers ? "from the safetensors headers" : c->torch_dtype);
     printf("load balance (mean/max stage) %.4f, fill/drain share %.4f, predicted efficiency %.4f, calibration %.1f s (serial %.1f s)\n",
            balance, bubble, eff, makespan, sum_t * M);
-    printf("largest stage: %.2f GB of weights in %s\n", max_bytes / 1e9, c.torch_dtype);
+    printf("largest stage: %.2f GB of unit weights, %s; the model: %.2f GB stored\n", max_bytes / 1e9, dtypes, model_bytes / 1e9);
+    printf("largest request: rank %d, %.3f GB = stored %.3f (units %.3f, embedding %.3f, norm + lm_head %.3f) + margin %.3f"
+           " + buffers %.3f (conversion panel %.3f, activations %.3f, key/value cache %.3f, logits %.3f, tables %.3f) + 1 GiB\n",
+           big, b->request_bytes / 1e9, b->stored_bytes / 1e9, b->unit_bytes / 1e9, b->embed_bytes / 1e9, b->head_bytes / 1e9,
+           b->margin_bytes / 1e9, b->buffer_bytes / 1e9, b->panel_bytes / 1e9, b->activation_bytes / 1e9, b->kv_cache_bytes / 1e9,
+           b->logits_bytes / 1e9, b->table_bytes / 1e9);
+    printf("request rule per rank: stored + max(stored / 4, largest FFN slice) + buffers + 1 GiB (include/cfsp/pipeline/plan_mem.h)\n");
+    int rc = 0;
     if (json_out) {
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "model", model);
-        cJSON_AddNumberToObject(j, "blocks", c.n_layers);
-        cJSON_AddNumberToObject(j, "units", up.n);
+        cJSON_AddNumberToObject(j, "blocks", c->n_layers);
+        cJSON_AddNumberToObject(j, "units", up->n);
         cJSON_AddNumberToObject(j, "ffn_slice", (double)slice);
         cJSON_AddNumberToObject(j, "ranks", (double)P);
         cJSON_AddNumberToObject(j, "nsamples", (double)N);
@@ -217,21 +211,98 @@ int plan_command(int argc, char **argv)
         cJSON_AddNumberToObject(j, "predicted_efficiency", eff);
         cJSON_AddNumberToObject(j, "predicted_calibration_seconds", makespan);
         cJSON_AddNumberToObject(j, "largest_stage_weight_bytes", max_bytes);
+        cJSON_AddStringToObject(j, "stored_dtypes", from_headers ? "safetensors headers" : c->torch_dtype);
+        cJSON_AddNumberToObject(j, "model_stored_bytes", model_bytes);
+        cJSON_AddStringToObject(j, "memory_rule", "request = stored + max(stored / 4, largest FFN slice) + buffers + 1 GiB");
+        cJSON_AddNumberToObject(j, "largest_request_rank", big);
+        cJSON_AddNumberToObject(j, "largest_request_bytes", (double)b->request_bytes);
         cJSON *fu = cJSON_AddArrayToObject(j, "stage_first_unit");
-        for (int r = 0; r <= P; r++) cJSON_AddItemToArray(fu, cJSON_CreateNumber(map.first[r]));
+        for (int r = 0; r <= P; r++) cJSON_AddItemToArray(fu, cJSON_CreateNumber(map->first[r]));
         cJSON *st = cJSON_AddArrayToObject(j, "stage_seconds_per_microbatch");
         for (int r = 0; r < P; r++) cJSON_AddItemToArray(st, cJSON_CreateNumber(t[r]));
+        cJSON *sg = cJSON_AddArrayToObject(j, "stages");
+        for (int r = 0; r < P; r++) {
+            cJSON *s = cJSON_CreateObject();
+            cJSON_AddNumberToObject(s, "rank", r);
+            cJSON_AddNumberToObject(s, "first_unit", map->first[r]);
+            cJSON_AddNumberToObject(s, "last_unit", map->first[r + 1] - 1);
+            cJSON_AddNumberToObject(s, "first_block", up->u[map->first[r]].layer);
+            cJSON_AddNumberToObject(s, "last_block", up->u[map->first[r + 1] - 1].layer);
+            cJSON_AddNumberToObject(s, "attention_units", mem[r].attention_units);
+            cJSON_AddNumberToObject(s, "ffn_width", mem[r].ffn_width);
+            cJSON_AddNumberToObject(s, "gflop_per_microbatch", fl[r] / 1e9);
+            cJSON_AddNumberToObject(s, "seconds_per_microbatch", t[r]);
+            cJSON_AddItemToObject(s, "memory", mem_json(&mem[r]));
+            cJSON_AddItemToArray(sg, s);
+        }
         char *s = cJSON_Print(j);
-        FILE *f = fopen(json_out, "w");
-        int ok = f && fputs(s, f) >= 0;
-        if (f) ok &= fclose(f) == 0;
+        rc = write_text_atomic(json_out, s);
         free(s);
         cJSON_Delete(j);
-        if (!ok) { free(t); return FAIL("%s: cannot write", json_out); }
     }
     free(t);
+    free(fl);
+    return rc;
+}
+
+typedef struct {
+    char model[4096], json[4096];
+    int ranks, nsamples, seqlen, chunk, ffn_slice;
+    double gflops;
+} plan_opts;
+
+#define O(...) OPT(plan_opts, __VA_ARGS__)
+static const opt_def plan_table[] = {
+    O(OPT_STR, model, "model", NULL, NULL, "Hugging Face LLaMA directory (config.json)", .flags = OPT_REQUIRED),
+    O(OPT_INT, ranks, "ranks", NULL, "[1, 1048576]", "pipeline stages P (MPI ranks)", .flags = OPT_REQUIRED),
+    O(OPT_INT, nsamples, "nsamples", "128", "[1, 1073741824]", "calibration sequences N"),
+    O(OPT_INT, seqlen, "seqlen", "1024", "[2, 16777216]", "tokens per sequence T"),
+    O(OPT_INT, chunk, "chunk", "0", "[0, 16777216]", "tokens per micro-batch (divides seqlen; 0 = seqlen)"),
+    O(OPT_INT, ffn_slice, "ffn-slice", "4096", "[0, 1073741824]", "FFN channels per stage unit (0 = whole FFN)"),
+    O(OPT_DBL, gflops, "gflops", NULL, "> 0", "cost model: flops at this uniform GFLOP/s (not given: per-op timings measured here)"),
+    O(OPT_STR, json, "json", NULL, NULL, "also write the plan as JSON here: stage map, per-rank units, memory terms and request, efficiency", .flags = OPT_NONEMPTY),
+};
+static const opt_table plan_opt_table = {
+    "plan", "cfsp-mpi plan", "cfsp-mpi plan --model DIR --ranks P [options]",
+    "cfsp-mpi plan — the pipeline simulator: stage map, per-rank time, memory and request, predicted efficiency",
+    plan_table, sizeof plan_table / sizeof plan_table[0] };
+
+int plan_command(int argc, char **argv)
+{
+    plan_opts po;
+    memset(&po, 0, sizeof po);
+    opt_result res;
+    int prc = opts_parse(&plan_opt_table, argc, argv, 1, &po, &res);
+    if (prc) return prc < 0 ? -1 : 0;                 /* 1: --help printed */
+    const char *model = po.model, *json_out = po.json[0] ? po.json : NULL;
+    long P = po.ranks, N = po.nsamples, T = po.seqlen, chunk = po.chunk, slice = po.ffn_slice;
+    double gflops = po.gflops;
+    if (!chunk) chunk = T;
+    char w[4200];
+    if (T % chunk) return FAIL("%s = '%ld': expected a divisor of seqlen = %ld", opts_where(&plan_opt_table, &res, "chunk", w, sizeof w), chunk, T);
+    model_config c;
+    if (model_config_load(model, &c)) return -1;
+    /* stored dtypes from the checkpoint's headers when the directory has them (else torch_dtype) */
+    st_model st;
+    const st_model *stp = NULL;
+    char p1[4200], p2[4200];
+    snprintf(p1, sizeof p1, "%s/model.safetensors", model);
+    snprintf(p2, sizeof p2, "%s/model.safetensors.index.json", model);
+    if (path_exists(p1) || path_exists(p2)) {
+        if (st_open_dir(model, &st)) { st_close(&st); model_config_free(&c); return -1; }
+        stp = &st;
+    }
+    unit_plan up;
+    units_plan(&c, (int)slice, (int)T, &up);
+    stage_map map = { 0, NULL };
+    rank_mem *mem = xcalloc((size_t)P, sizeof(rank_mem));
+    int rc = stages_plan(&up, (int)P, &map);
+    for (int r = 0; r < P && !rc; r++) rc = plan_rank_mem(&c, stp, &up, &map, r, (int)T, (int)chunk, &mem[r]);
+    if (stp) st_close(&st);
+    if (!rc) rc = plan_report(model, &c, stp != NULL, &up, &map, mem, N, T, chunk, slice, gflops, json_out);
+    free(mem);
     stages_free(&map);
     units_free(&up);
     model_config_free(&c);
-    return 0;
+    return rc;
 }

@@ -83,6 +83,21 @@ void fwd_ws_free(fwd_ws *ws)
     memset(ws, 0, sizeof *ws);
 }
 
+fwd_ws_size fwd_ws_bytes(const model_config *c, int ctx, int chunk, int need_head, int ffn_width)
+{
+    size_t m = 0, n = (size_t)chunk, D = (size_t)c->hidden, Q = (size_t)c->n_heads * c->head_dim, V = (size_t)c->vocab;
+    for (int l = 0; l < c->n_layers; l++) if ((size_t)c->ffn[l] > m) m = (size_t)c->ffn[l];
+    if (ffn_width > 0 && (size_t)ffn_width < m) m = (size_t)ffn_width;
+    fwd_ws_size s = { SCRATCH_BYTES, sizeof(float) * n * (3 * D + 2 * Q + (size_t)ctx + 2 * m),
+                      sizeof(float) * 2 * (size_t)ctx * (size_t)(c->head_dim / 2), 0 };
+    if (need_head) {                   /* head_rows as fwd_ws_init_width sets it */
+        size_t rows = HEAD_FLOATS / V;
+        rows = rows < 1 ? 1 : rows > n ? n : rows;
+        s.logits = sizeof(float) * rows * V;
+    }
+    return s;
+}
+
 void embed_tokens(const wmat *emb, const uint32_t *ids, int n, float *x)
 {
     for (int t = 0; t < n; t++) wmat_row_f32(emb, ids[t], x + (size_t)t * emb->cols);

@@ -30,6 +30,10 @@ void fwd_ws_init(fwd_ws *ws, const model_config *c, int ctx, int chunk, int need
  * channels (an FFN slice) instead of the widest block (0: the widest block) */
 void fwd_ws_init_width(fwd_ws *ws, const model_config *c, int ctx, int chunk, int need_head, int ffn_width);
 void fwd_ws_free(fwd_ws *ws);
+/* the bytes fwd_ws_init_width allocates for the same arguments, by purpose: the conversion panel,
+ * the activations (xn hin tmp q att scores g u), the RoPE tables and the last stage's logits */
+typedef struct { size_t panel, acts, rope, logits; } fwd_ws_size;
+fwd_ws_size fwd_ws_bytes(const model_config *c, int ctx, int chunk, int need_head, int ffn_width);
 
 void embed_tokens(const wmat *emb, const uint32_t *ids, int n, float *x);
 void rmsnorm(float *out, const float *x, const float *w, int n, int D, float eps);
