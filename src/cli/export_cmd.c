@@ -52,10 +52,10 @@ int export_main(int argc, char **argv)
     const char *in = o.in[0] ? o.in : NULL, *out = o.out, *model = o.model[0] ? o.model : NULL, *name = o.name[0] ? o.name : NULL;
     if (!out[0]) return FAIL("export: empty output path");
     if (!o.force && path_exists(out)) return FAIL("%s: output exists (use --force to overwrite)", out);
-    ex_source s;
-    int rc = in ? ex_source_open_h5(in, model, &s) : ex_source_open_dir(model, &s);
+    ckpt_source s;
+    int rc = in ? ckpt_open(in, model, &s) : ckpt_open_dir(model, &s);
     ex_options eo = { .out = out, .force = o.force, .alignment = (uint32_t)o.align, .shard_bytes = o.shard, .name = name };
     if (!rc) rc = o.gguf ? export_gguf(&s, &eo) : export_hf(&s, &eo);
-    ex_source_close(&s);
+    ckpt_close(&s);
     return rc;
 }

@@ -71,7 +71,7 @@ enum { K_COPY, K_NORM, K_PERMUTE, K_ROPE };
 
 typedef struct {
     char name[96];
-    const ex_tensor *src;      /* NULL for rope_freqs */
+    const ckpt_tensor *src;      /* NULL for rope_freqs */
     int kind;
     int permute_heads;         /* K_PERMUTE: n_head (q) or n_head_kv (k) */
     uint32_t type;
@@ -150,15 +150,15 @@ static int write_pad(FILE *f, uint64_t at, uint32_t align, const char *path)
     return 0;
 }
 
-static int stream_tensor(ex_source *s, const gtensor *g, FILE *f, const char *path, const float *rope)
+static int stream_tensor(ckpt_source *s, const gtensor *g, FILE *f, const char *path, const float *rope)
 {
     if (g->kind == K_ROPE) return write_all(f, rope, (size_t)g->nbytes, path);
-    const ex_tensor *t = g->src;
+    const ckpt_tensor *t = g->src;
     size_t rowb = (size_t)t->cols * dtype_size(t->dtype);
     if (g->kind == K_NORM) {
-        void *raw = xmalloc((size_t)ex_tensor_bytes(t));
+        void *raw = xmalloc((size_t)ckpt_tensor_bytes(t));
         float *v = xmalloc(sizeof(float) * (size_t)t->rows);
-        int rc = ex_read_rows(s, t, 0, t->rows, raw);
+        int rc = ckpt_read_rows(s, t, 0, t->rows, raw);
         if (!rc) {
             convert_to_f32(t->dtype, raw, v, (size_t)t->rows);
             rc = write_all(f, v, sizeof(float) * (size_t)t->rows, path);
@@ -172,7 +172,7 @@ static int stream_tensor(ex_source *s, const gtensor *g, FILE *f, const char *pa
     int rc = 0;
     for (int64_t r = 0; r < t->rows && !rc; r += panel) {
         int64_t n = t->rows - r < panel ? t->rows - r : panel;
-        rc = ex_read_rows(s, t, r, n, in);
+        rc = ckpt_read_rows(s, t, r, n, in);
         if (rc) break;
         if (out) permute_rows(in, out, n, hd, rowb);
         rc = write_all(f, out ? out : in, (size_t)n * rowb, path);
@@ -181,7 +181,7 @@ static int stream_tensor(ex_source *s, const gtensor *g, FILE *f, const char *pa
     return rc;
 }
 
-int export_gguf(ex_source *s, const ex_options *o)
+int export_gguf(ckpt_source *s, const ex_options *o)
 {
     const model_config *c = &s->cfg;
     int L = c->n_layers;
@@ -205,7 +205,7 @@ int export_gguf(ex_source *s, const ex_options *o)
         k++;
     }
     for (int i = 0; i < s->nt; i++, k++) {
-        const ex_tensor *t = &s->t[i];
+        const ckpt_tensor *t = &s->t[i];
         gtensor *x = &g[k];
         if (gguf_name(t->name, x->name, sizeof x->name)) DIE("no GGUF name for %s", t->name);
         x->src = t;

@@ -74,7 +74,7 @@ static int copy_file(const char *from, const char *to, strlist *created)
 }
 
 /* one safetensors header entry; offsets given, or 20-digit placeholders for an upper bound */
-static int entry(char *out, size_t n, const ex_tensor *t, uint64_t b, uint64_t e, int bound)
+static int entry(char *out, size_t n, const ckpt_tensor *t, uint64_t b, uint64_t e, int bound)
 {
     char shape[64];
     if (t->ndim == 2) snprintf(shape, sizeof shape, "[%lld,%lld]", (long long)t->rows, (long long)t->cols);
@@ -86,7 +86,7 @@ static int entry(char *out, size_t n, const ex_tensor *t, uint64_t b, uint64_t e
 
 #define META "{\"__metadata__\":{\"format\":\"pt\"}"
 
-static int write_shard(ex_source *s, int first, int last, const char *path, strlist *created)
+static int write_shard(ckpt_source *s, int first, int last, const char *path, strlist *created)
 {
     /* header */
     size_t cap = 256 + (size_t)(last - first) * 400, hl = strlen(META);
@@ -94,7 +94,7 @@ static int write_shard(ex_source *s, int first, int last, const char *path, strl
     memcpy(hdr, META, hl);
     uint64_t off = 0;
     for (int i = first; i < last; i++) {
-        uint64_t nb = ex_tensor_bytes(&s->t[i]);
+        uint64_t nb = ckpt_tensor_bytes(&s->t[i]);
         hl += (size_t)entry(hdr + hl, cap - hl, &s->t[i], off, off + nb, 0);
         off += nb;
     }
@@ -113,13 +113,13 @@ static int write_shard(ex_source *s, int first, int last, const char *path, strl
     unsigned char *buf = NULL;
     size_t bcap = 0;
     for (int i = first; i < last && !rc; i++) {
-        const ex_tensor *t = &s->t[i];
+        const ckpt_tensor *t = &s->t[i];
         int64_t panel = ex_panel_rows(t, 1);
         size_t rowb = (size_t)t->cols * dtype_size(t->dtype), need = (size_t)panel * rowb;
         if (need > bcap) { free(buf); buf = xmalloc(need); bcap = need; }
         for (int64_t r = 0; r < t->rows && !rc; r += panel) {
             int64_t n = t->rows - r < panel ? t->rows - r : panel;
-            rc = ex_read_rows(s, t, r, n, buf);
+            rc = ckpt_read_rows(s, t, r, n, buf);
             if (!rc && fwrite(buf, 1, (size_t)n * rowb, f) != (size_t)n * rowb) rc = FAIL("%s: write failed: %s", path, strerror(errno));
         }
     }
@@ -131,7 +131,7 @@ static int write_shard(ex_source *s, int first, int last, const char *path, strl
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-static char *hf_config(const ex_source *s)
+static char *hf_config(const ckpt_source *s)
 {
     const model_config *c = &s->cfg;
     cJSON *src = cJSON_Parse(s->config_text);
@@ -203,7 +203,7 @@ static int remove_old_export(const char *dir)
     return rc;
 }
 
-int export_hf(ex_source *s, const ex_options *o)
+int export_hf(ckpt_source *s, const ex_options *o)
 {
     if (s->has_bias)
         return FAIL("%s: block %d carries mlp.down_proj.bias (flap's bias compensation); the DeciLM / Nemotron-NAS layout has no FFN bias, so the export would change the model",
@@ -226,7 +226,7 @@ int export_hf(ex_source *s, const ex_options *o)
         uint64_t hb = strlen(META) + 1 + 8 + 8, data = 0;
         int j = i;
         while (j < nt) {
-            uint64_t e = (uint64_t)entry(ebuf, sizeof ebuf, &s->t[j], 0, 0, 1), nb = ex_tensor_bytes(&s->t[j]);
+            uint64_t e = (uint64_t)entry(ebuf, sizeof ebuf, &s->t[j], 0, 0, 1), nb = ckpt_tensor_bytes(&s->t[j]);
             if (j > i && hb + e + data + nb > limit) break;
             hb += e;
             data += nb;
@@ -234,7 +234,7 @@ int export_hf(ex_source *s, const ex_options *o)
         }
         if (j == i + 1 && hb + data > limit)
             fprintf(stderr, "cfsp-mpi: export: tensor %s (%llu bytes) exceeds --shard-size; it gets a file of its own\n", s->t[i].name,
-                    (unsigned long long)ex_tensor_bytes(&s->t[i]));
+                    (unsigned long long)ckpt_tensor_bytes(&s->t[i]));
         i = j;
     }
     first[nsh] = nt;
@@ -251,7 +251,7 @@ int export_hf(ex_source *s, const ex_options *o)
         snprintf(p, sizeof p, "%s/%s", tmpdir, shard_name[k]);
         rc = write_shard(s, first[k], first[k + 1], p, &created);
     }
-    for (int i = 0; i < nt; i++) total += ex_tensor_bytes(&s->t[i]);
+    for (int i = 0; i < nt; i++) total += ckpt_tensor_bytes(&s->t[i]);
 
     /* index (weight_map sorted by name, as transformers writes it) */
     if (!rc) {
@@ -264,7 +264,7 @@ int export_hf(ex_source *s, const ex_options *o)
         for (int i = 0; i < nt; i++) names[i] = s->t[i].name;
         qsort(names, (size_t)nt, sizeof(char *), cmp_str);
         for (int i = 0; i < nt; i++) {
-            int at = (int)(ex_find(s, names[i]) - s->t);
+            int at = (int)(ckpt_find(s, names[i]) - s->t);
             cJSON_AddStringToObject(wm, names[i], shard_name[shard_of[at]]);
         }
         cJSON_AddItemToObject(ix, "weight_map", wm);

@@ -15,24 +15,12 @@
 #include "cfsp/ckpt/reader.h"
 #include <stdint.h>
 
-/* ---- the tensor source (export_src.c) -------------------------------------------------------- */
-/* The exporters read through the checkpoint reader (cfsp/ckpt/reader.h): a pruned HDF5 file, or
- * the unpruned Hugging Face directory at ratio 0, listed as Hugging Face tensors in export order,
- * shapes and dtypes checked when opened. These are its functions under export's names. */
-typedef ckpt_tensor ex_tensor;
-typedef ckpt_source ex_source;
-
-/* ckpt_open: src_dir_override (or NULL) replaces the model directory recorded in the file */
-int ex_source_open_h5(const char *path, const char *src_dir_override, ex_source *s);
-int ex_source_open_dir(const char *dir, ex_source *s);      /* ckpt_open_dir */
-const ex_tensor *ex_find(const ex_source *s, const char *name);
-/* rows [r0, r0 + n) of t, raw stored bytes (no conversion), into buf */
-int ex_read_rows(ex_source *s, const ex_tensor *t, int64_t r0, int64_t n, void *buf);
-void ex_source_close(ex_source *s);
-uint64_t ex_tensor_bytes(const ex_tensor *t);
+/* ---- the tensor source: the checkpoint reader (cfsp/ckpt/reader.h) ---------------------------
+ * The exporters read a pruned HDF5 file, or the unpruned Hugging Face directory at ratio 0, through
+ * ckpt_open / ckpt_open_dir, ckpt_find and ckpt_read_rows; they stream one row panel at a time. */
 /* rows per streamed panel of t (at most EX_PANEL_BYTES, a multiple of `multiple` rows) */
 #define EX_PANEL_BYTES (64u << 20)
-int64_t ex_panel_rows(const ex_tensor *t, int64_t multiple);
+int64_t ex_panel_rows(const ckpt_tensor *t, int64_t multiple);   /* export_src.c */
 
 /* ---- the tokenizer of the source checkpoint (export_tok.c) ----------------------------------- */
 /* GGUF tokenizer metadata, built from what src/tok reads (cfsp/tok/tokenizer.h) */
@@ -66,6 +54,6 @@ typedef struct {
     const char *name;          /* general.name (default: the source directory's name) */
 } ex_options;
 
-int export_gguf(ex_source *s, const ex_options *o);
-int export_hf(ex_source *s, const ex_options *o);
+int export_gguf(ckpt_source *s, const ex_options *o);
+int export_hf(ckpt_source *s, const ex_options *o);
 #endif
