@@ -43,7 +43,7 @@ static const opt_def rec_table[] = {
     O(OPT_DBL, h.beta1, "beta1", "0.9", "[0, 0.999999]", "AdamW beta1"),
     O(OPT_DBL, h.beta2, "beta2", "0.999", "[0, 0.999999999]", "AdamW beta2"),
     O(OPT_DBL, h.adam_eps, "adam-eps", "1e-8", "[1e-30, 1]", "AdamW epsilon"),
-    O(OPT_ENUM, adaptive, "plan", "uniform", NULL, "ranks per block: uniform | adaptive (by block importance, the same parameter count)",
+    O(OPT_ENUM, adaptive, "plan", "uniform", NULL, "ranks per block: uniform | adaptive (by block importance; at most the uniform parameter count, short by less than one block-rank)",
       .names = plan_names, .nnames = 2),
     O(OPT_INT, rank, "rank", "8", "[1, 65536]", "the uniform LoRA rank r"),
     O(OPT_DBL, alpha, "alpha", "16", "[1e-6, 1e6]", "LoRA alpha"),

@@ -9,7 +9,7 @@ A file may include "cfsp/<other>/x.h" only when <other> is its own module or a l
     1 tok       the model's own tokenizer (tokenizer.json, tokenizer.model)
     2 model     stage units, one rank's weights, the forward ops (+ the statistics hook's type)
     3 pipeline  stage map and pipelined schedule
-    3 ckpt      the pruned-checkpoint format: writer, reader, verifier, raw writer
+    3 ckpt      the pruned-checkpoint format: layout, writer (+ raw writer), reader, verifier, merge
     4 prune     statistics, scores, allocation, selection, slicing, the distributed sweep
     5 train     LoRA recovery
     5 export    GGUF / HF exporters
