@@ -17,6 +17,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static int failures = 0, checks = 0;
 #define EXPECT(cond, ...) do { checks++; if (!(cond)) { failures++; printf("FAIL %s:%d: ", __FILE__, __LINE__); printf(__VA_ARGS__); printf("\n"); } } while (0)
@@ -353,6 +357,62 @@ static void test_opts(void)
            "opts: a required positional: %s", cfsp_last_error());
 }
 
+/* util/err.c: 300 registered temporary files (more than the 64 it once kept) are all removed when
+ * the process fails (DIE) and when it is killed by SIGTERM; an unregistered one stays. In a child
+ * process each time, like a rank. */
+static int count_files(const char *dir, int *kept7)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int n = 0;
+    *kept7 = 0;
+    while (d && (e = readdir(d)))
+        if (e->d_name[0] != '.') { n++; *kept7 |= !strcmp(e->d_name, "f7.tmp"); }
+    if (d) closedir(d);
+    return n;
+}
+
+static void test_tmp_cleanup(void)
+{
+    char dir[] = "/tmp/cfsp_units_tmp_XXXXXX", p[256];
+    EXPECT(mkdtemp(dir) != NULL, "mkdtemp");
+    for (int mode = 0; mode < 2; mode++) {           /* 0: DIE, 1: SIGTERM */
+        int ready[2];
+        EXPECT(pipe(ready) == 0, "pipe");
+        pid_t pid = fork();
+        if (pid == 0) {
+            close(ready[0]);
+            freopen("/dev/null", "w", stderr);
+            cfsp_install_signal_cleanup();
+            for (int i = 0; i < 300; i++) {
+                snprintf(p, sizeof p, "%s/f%d.tmp", dir, i);
+                FILE *f = fopen(p, "w");
+                if (f) fclose(f);
+                cfsp_tmp_register(p);
+            }
+            snprintf(p, sizeof p, "%s/f7.tmp", dir);
+            cfsp_tmp_unregister(p);
+            if (mode == 0) DIE("test: failing with 300 temporary files");
+            if (write(ready[1], "x", 1) != 1) _exit(3);
+            for (;;) pause();
+        }
+        close(ready[1]);
+        char c;
+        if (mode == 1 && read(ready[0], &c, 1) == 1) kill(pid, SIGTERM);
+        close(ready[0]);
+        int status = 0, kept7 = 0;
+        waitpid(pid, &status, 0);
+        int left = count_files(dir, &kept7);
+        EXPECT(mode ? WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM : WIFEXITED(status) && WEXITSTATUS(status) == 1,
+               "%s: the child ended by %s (status %d)", mode ? "SIGTERM" : "DIE", mode ? "the signal" : "exit 1", status);
+        EXPECT(left == 1 && kept7, "%s: 299 of 300 temporary files removed, the unregistered one kept: %d left",
+               mode ? "SIGTERM" : "DIE", left);
+        snprintf(p, sizeof p, "%s/f7.tmp", dir);
+        unlink(p);
+    }
+    rmdir(dir);
+}
+
 int main(void)
 {
     test_py_random();
@@ -364,6 +424,7 @@ int main(void)
     test_blas_coretype();
     test_checksum_vector();
     test_opts();
+    test_tmp_cleanup();
     printf("%d checks, %d failed\n", checks, failures);
     return failures ? 1 : 0;
 }

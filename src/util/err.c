@@ -1,8 +1,10 @@
 /* err.c — failure reporting, coordinated exits and temporary-file cleanup (see err.h). */
 #include "cfsp/util/err.h"
+#include "cfsp/util/util.h"
 #include <mpi.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,9 +13,22 @@
 static int g_rank = -1, g_nranks = 1;
 static char g_msg[1024];
 
-#define MAX_TMP 64
-static char g_tmp[MAX_TMP][4096];
-static volatile sig_atomic_t g_tmp_used[MAX_TMP];
+/* The registered temporary files: a list of any length that the SIGTERM / SIGINT handler may walk
+ * at any moment. It only grows at its head; no node is freed, and a node's path and link never
+ * change once it is in the list: a node is complete (path written, live set) before the head is
+ * published with release order, so the
+ * handler, reading the head with acquire order, sees only whole nodes. Unregistering clears live;
+ * registering a path again revives its dead node, so a job that reuses names does not grow the
+ * list. Lock-free atomics are what C11 allows a signal handler to touch. */
+#if ATOMIC_POINTER_LOCK_FREE != 2 || ATOMIC_INT_LOCK_FREE != 2
+#error "err.c: the temporary-file list needs lock-free atomic pointers and ints"
+#endif
+typedef struct tmp_node {
+    struct tmp_node *next;
+    atomic_int live;
+    char path[];
+} tmp_node;
+static _Atomic(tmp_node *) g_tmp;
 
 void cfsp_err_init(int rank, int nranks) { g_rank = rank; g_nranks = nranks; }
 int cfsp_rank(void) { return g_rank < 0 ? 0 : g_rank; }
@@ -42,26 +57,33 @@ int cfsp_fail_at(const char *file, int line, const char *fmt, ...)
     return -1;
 }
 
+/* also the signal handler's: only atomics and unlink (async-signal-safe) */
 static void remove_tmp_files(void)
 {
-    for (int i = 0; i < MAX_TMP; i++)
-        if (g_tmp_used[i]) { unlink(g_tmp[i]); g_tmp_used[i] = 0; }
+    for (tmp_node *n = atomic_load_explicit(&g_tmp, memory_order_acquire); n; n = n->next)
+        if (atomic_exchange_explicit(&n->live, 0, memory_order_acq_rel)) unlink(n->path);
 }
 
 void cfsp_tmp_register(const char *path)
 {
-    for (int i = 0; i < MAX_TMP; i++)
-        if (!g_tmp_used[i]) {
-            snprintf(g_tmp[i], sizeof g_tmp[i], "%s", path);
-            g_tmp_used[i] = 1;
+    tmp_node *head = atomic_load_explicit(&g_tmp, memory_order_acquire);
+    for (tmp_node *n = head; n; n = n->next)
+        if (strcmp(n->path, path) == 0) {
+            atomic_store_explicit(&n->live, 1, memory_order_release);
             return;
         }
+    size_t len = strlen(path);
+    tmp_node *n = xmalloc(sizeof *n + len + 1);
+    memcpy(n->path, path, len + 1);
+    atomic_init(&n->live, 1);
+    n->next = head;
+    while (!atomic_compare_exchange_weak_explicit(&g_tmp, &n->next, n, memory_order_release, memory_order_acquire)) {}
 }
 
 void cfsp_tmp_unregister(const char *path)
 {
-    for (int i = 0; i < MAX_TMP; i++)
-        if (g_tmp_used[i] && strcmp(g_tmp[i], path) == 0) g_tmp_used[i] = 0;
+    for (tmp_node *n = atomic_load_explicit(&g_tmp, memory_order_acquire); n; n = n->next)
+        if (strcmp(n->path, path) == 0) atomic_store_explicit(&n->live, 0, memory_order_release);
 }
 
 static void on_signal(int sig)
@@ -102,6 +124,7 @@ void cfsp_sync(int rc)
     if (!init) {
         if (rc != 0) {
             fprintf(stderr, "%s\n", g_msg[0] ? g_msg : "cfsp-mpi: error: (no message)");
+            remove_tmp_files();
             exit(1);
         }
         return;

@@ -41,7 +41,8 @@ _Noreturn void cfsp_exit_all(int status);
  * it write without its thread, as when MPI grants no MPI_THREAD_FUNNELED (nothread:R:rawio). */
 int cfsp_fault(const char *action, const char *where);
 
-/* Temporary outputs: registered paths are unlinked on any failure path (also on SIGTERM/SIGINT). */
+/* Temporary outputs: registered paths (any number of them) are unlinked on any failure path (also
+ * on SIGTERM/SIGINT). */
 void cfsp_tmp_register(const char *path);
 void cfsp_tmp_unregister(const char *path);
 void cfsp_install_signal_cleanup(void);
