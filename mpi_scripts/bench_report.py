@@ -55,8 +55,8 @@ def useful_flops(res):
 
 
 def own_bytes(s):
-    """stored bytes of the rank's own tensors (weight_bytes_expected before the stage-unit refactor,
-    weight_bytes_read after it)"""
+    """stored bytes of the rank's own tensors: weight_bytes_expected (named weight_bytes_read in
+    results written between the stage-unit refactor and issue 13)"""
     return s["weight_bytes_expected"] if "weight_bytes_expected" in s else s["weight_bytes_read"]
 
 

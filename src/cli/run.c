@@ -46,7 +46,7 @@ typedef struct {
     uint64_t fingerprint;
     block_stats *stats;            /* [L]: entries of blocks this rank touches (root: all) */
     pipe_job cj;                   /* the calibration pass (its timings) */
-    uint64_t resident;             /* weight bytes resident after the calibration phase */
+    uint64_t resident;             /* weight bytes resident after the statistics phase (weights_resident_bytes) */
     double t_start, t_setup, dense_secs, sweep_secs;
     cJSON *res;                    /* root: results */
     char (*pending)[2][4200];      /* outputs written under temporary names: {tmp, final} */
@@ -554,27 +554,28 @@ static void commit(job *j)
 {
     int first = j->first_unit, last = first + j->nu;
     int lay0 = j->nu ? j->plan.u[first].layer : -1, lay1 = j->nu ? j->plan.u[last - 1].layer : -1;
-    double mine[10] = { (double)first, (double)last, (double)lay0, (double)lay1, (double)j->w.bytes_expected,
+    double mine[11] = { (double)first, (double)last, (double)lay0, (double)lay1, (double)j->w.bytes_expected, (double)j->resident,
                         (double)j->st.bytes_mapped, (double)vm_hwm_bytes(), j->cj.compute_seconds, j->cj.wait_seconds, j->cj.rank_seconds };
-    double *allr = j->rank == 0 ? xmalloc(sizeof(double) * 10 * (size_t)j->P) : NULL;
-    MPI_CHECK(MPI_Gather(mine, 10, MPI_DOUBLE, allr, 10, MPI_DOUBLE, 0, MPI_COMM_WORLD));
+    double *allr = j->rank == 0 ? xmalloc(sizeof(double) * 11 * (size_t)j->P) : NULL;
+    MPI_CHECK(MPI_Gather(mine, 11, MPI_DOUBLE, allr, 11, MPI_DOUBLE, 0, MPI_COMM_WORLD));
     int rc = 0;
     if (j->rank == 0) {
         cJSON *stg = cJSON_AddArrayToObject(j->res, "stages");
         for (int r = 0; r < j->P; r++) {
-            double *x = allr + 10 * r;
+            double *x = allr + 11 * r;
             cJSON *s = cJSON_CreateObject();
             cJSON_AddNumberToObject(s, "rank", r);
             cJSON_AddNumberToObject(s, "first_unit", x[0]);
             cJSON_AddNumberToObject(s, "last_unit", x[1] - 1);
             cJSON_AddNumberToObject(s, "first_block", x[2]);
             cJSON_AddNumberToObject(s, "last_block", x[3]);
-            cJSON_AddNumberToObject(s, "weight_bytes_read", x[4]);
-            cJSON_AddNumberToObject(s, "weight_bytes_mapped", x[5]);
-            cJSON_AddNumberToObject(s, "vmhwm_bytes", x[6]);
-            cJSON_AddNumberToObject(s, "calib_compute_seconds", x[7]);
-            cJSON_AddNumberToObject(s, "calib_wait_seconds", x[8]);
-            cJSON_AddNumberToObject(s, "calib_seconds", x[9]);
+            cJSON_AddNumberToObject(s, "weight_bytes_expected", x[4]);
+            cJSON_AddNumberToObject(s, "weight_bytes_resident", x[5]);
+            cJSON_AddNumberToObject(s, "weight_bytes_mapped", x[6]);
+            cJSON_AddNumberToObject(s, "vmhwm_bytes", x[7]);
+            cJSON_AddNumberToObject(s, "calib_compute_seconds", x[8]);
+            cJSON_AddNumberToObject(s, "calib_wait_seconds", x[9]);
+            cJSON_AddNumberToObject(s, "calib_seconds", x[10]);
             cJSON_AddItemToArray(stg, s);
         }
         cJSON *t = cJSON_AddObjectToObject(j->res, "timings");

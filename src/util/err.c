@@ -16,10 +16,10 @@ static char g_msg[1024];
 /* The registered temporary files: a list of any length that the SIGTERM / SIGINT handler may walk
  * at any moment. It only grows at its head; no node is freed, and a node's path and link never
  * change once it is in the list: a node is complete (path written, live set) before the head is
- * published with release order, so the
- * handler, reading the head with acquire order, sees only whole nodes. Unregistering clears live;
- * registering a path again revives its dead node, so a job that reuses names does not grow the
- * list. Lock-free atomics are what C11 allows a signal handler to touch. */
+ * published with release order, so the handler, reading the head with acquire order, sees only
+ * whole nodes. Unregistering clears live; registering a path again revives its dead node, so a job
+ * that reuses names does not grow the list. Lock-free atomics are what C11 allows a signal
+ * handler to touch. */
 #if ATOMIC_POINTER_LOCK_FREE != 2 || ATOMIC_INT_LOCK_FREE != 2
 #error "err.c: the temporary-file list needs lock-free atomic pointers and ints"
 #endif

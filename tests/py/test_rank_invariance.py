@@ -2,8 +2,12 @@
 channels and output files (dataset by dataset, bitwise) on a shared model at -n 1, 2, 4
 (oversubscribed), on a generated bf16 GQA model whose blocks split unevenly at -n 1, 2, 3, and on a
 generated 2-block model cut into 18 stage units (--ffn-slice 48) at -n 1, 8, 16; chunked
-micro-batches agree with whole-sequence ones to rounding; every rank maps exactly the bytes of
-its own tensors (computed here from config.json and the safetensors headers)."""
+micro-batches agree with whole-sequence ones to rounding. Per rank: weight_bytes_expected (the
+run's own count) equals the stored bytes of its units, computed here from config.json and the
+safetensors headers; weight_bytes_resident (measured: the Rss of the rank's mappings of the
+safetensors files after calibration) lies between the whole pages of what the forward pass reads
+for certain and the pages its own tensors' mappings can hold, and at 4 or more ranks is under
+half of the whole model's pages."""
 import os
 import sys
 
@@ -54,6 +58,66 @@ def expected_bytes(model_dir, units, first, last, rank, nranks, cfg):
     return total + sum(t[n][4] for n in names)
 
 
+PAGE = os.sysconf("SC_PAGE_SIZE")
+FAULT_AROUND = 65536   # the kernel maps up to this much of the page cache around a faulting page
+
+
+def own_tensors(units, first, last, rank, nranks, cfg):
+    """{tensor name: [(first row, end row) read, or None for all of it]} of this rank's units"""
+    own = {}
+    for u in units[first:last + 1]:
+        l = u["layer"]
+        if u["kind"] == "attention":
+            for n in ["model.layers.%d.input_layernorm.weight" % l] + \
+                     ["model.layers.%d.self_attn.%s_proj.weight" % (l, s) for s in "qkvo"]:
+                own[n] = None
+        else:
+            own["model.layers.%d.post_attention_layernorm.weight" % l] = None
+            own["model.layers.%d.mlp.down_proj.weight" % l] = None      # columns c0..c1 of every row
+            for s in ("gate", "up"):
+                own.setdefault("model.layers.%d.mlp.%s_proj.weight" % (l, s), []).append((u["c0"], u["c1"]))
+    tied = cfg.get("tie_word_embeddings", False)
+    if rank == 0 or (rank == nranks - 1 and tied):
+        own["model.embed_tokens.weight"] = None
+    if rank == nranks - 1:
+        own["model.norm.weight"] = None
+        if not tied:
+            own["lm_head.weight"] = None
+    return own
+
+
+def resident_bounds(model_dir, own):
+    """(low, high) bytes of resident pages in a rank's mappings: high, every tensor's mapping (its
+    page range) or, for the gate/up rows of the rank's slices, those rows' pages widened by the
+    fault-around window; low, the whole pages inside what the forward pass certainly reads (all of
+    q/k/v/o, the slices' gate/up rows)."""
+    t = st_raw.tensors(model_dir)
+    low = high = 0
+    for name, rows in own.items():
+        dt, shape, _, off, nb = t[name]
+        m0, m1 = off // PAGE * PAGE, -(-(off + nb) // PAGE) * PAGE
+        row = nb // shape[0]
+        spans = [(off, off + nb)] if rows is None else [(off + a * row, off + b * row) for a, b in sorted(rows)]
+        if rows is not None or "self_attn" in name:
+            low += sum(max(0, (e // PAGE) - (-(-b // PAGE))) * PAGE for b, e in spans)
+        if rows is None:
+            high += m1 - m0
+            continue
+        cover = []
+        for b, e in spans:
+            b, e = max(m0, (b - FAULT_AROUND) // PAGE * PAGE), min(m1, -(-(e + FAULT_AROUND) // PAGE) * PAGE)
+            if cover and b <= cover[-1][1]:
+                cover[-1][1] = max(cover[-1][1], e)
+            else:
+                cover.append([b, e])
+        high += sum(e - b for b, e in cover)
+    return low, high
+
+
+def model_pages(model_dir):
+    return sum(-(-(off + nb) // PAGE) * PAGE - off // PAGE * PAGE for _, _, _, off, nb in st_raw.tensors(model_dir).values())
+
+
 def main():
     args = C.parse_args(__doc__)
     ck = C.Checker("rank_invariance")
@@ -85,11 +149,21 @@ def main():
                 continue
             outs[n] = out
             res = C.load_results(out)
+            whole = model_pages(mdir)
             for st in res["stages"]:
                 want = expected_bytes(mdir, res["units"], st["first_unit"], st["last_unit"], st["rank"], n, cfg)
-                ck.check(st["weight_bytes_read"] == want, "%s -n %d rank %d reads only its units %d-%d (blocks %d-%d)" %
-                         (name, n, st["rank"], st["first_unit"], st["last_unit"], st["first_block"], st["last_block"]),
-                         "%d bytes, %d expected" % (st["weight_bytes_read"], want))
+                who = "%s -n %d rank %d (units %d-%d, blocks %d-%d)" % (name, n, st["rank"], st["first_unit"], st["last_unit"],
+                                                                       st["first_block"], st["last_block"])
+                ck.check(st["weight_bytes_expected"] == want, "%s: weight_bytes_expected counts exactly its units' bytes" % who,
+                         "%d bytes, %d expected" % (st["weight_bytes_expected"], want))
+                own = own_tensors(res["units"], st["first_unit"], st["last_unit"], st["rank"], n, cfg)
+                low, high = resident_bounds(mdir, own)
+                got = st["weight_bytes_resident"]
+                ck.check(low <= got <= high, "%s: resident weight pages within what its own tensors allow" % who,
+                         "%d resident, bounds [%d, %d]" % (got, low, high))
+                if n >= 4:
+                    ck.check(got < whole / 2, "%s: resident under half the model's pages" % who,
+                             "%d resident of %d" % (got, whole))
         if 1 not in outs:
             continue
         r1 = C.load_results(outs[1])
