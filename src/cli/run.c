@@ -13,6 +13,7 @@
 #include "cfsp/util/err.h"
 #include "cfsp/ckpt/model_h5.h"
 #include "cfsp/pipeline/pipeline.h"
+#include "cfsp/pipeline/plan_mem.h"
 #include "cfsp/report/results.h"
 #include "cfsp/prune/driver.h"
 #include "cfsp/prune/stats_h5.h"
@@ -170,16 +171,13 @@ static void load_tokens(job *j, int need_calib)
 /* estimated bytes this rank needs: its weights (mapped) + workspace + caches */
 static int check_memory(job *j)
 {
-    const model_config *c = &j->cfg;
-    int natt = 0;
-    int width = 1;                      /* the widest FFN slice: the gate/up activations (pipeline.c) */
-    for (int i = 0; i < j->nu; i++) {
-        natt += j->w.units[i].slice < 0;
-        if (j->w.units[i].slice >= 0 && j->w.units[i].c1 - j->w.units[i].c0 > width) width = j->w.units[i].c1 - j->w.units[i].c0;
-    }
-    double ws = 4.0 * j->o->chunk * ((double)c->hidden * 6 + (double)c->n_heads * c->head_dim * 2 + 2.0 * width + j->o->seqlen) +
-                12.0 * j->o->chunk * c->hidden + 8.0 * c->n_kv_heads * c->head_dim * (double)j->o->seqlen * natt + (16 << 20);
-    double need = (double)j->w.bytes_expected + ws;
+    /* the planner's model of this rank (pipeline/plan_mem.h, what `cfsp-mpi plan` prints): its
+     * stored weights, which must be what weights_load mapped, plus the working buffers */
+    rank_mem m;
+    if (plan_rank_mem(&j->cfg, &j->st, &j->plan, &j->map, j->rank, j->o->seqlen, j->o->chunk, &m)) return -1;
+    CHECK(m.stored_bytes == j->w.bytes_expected, "the memory plan counts %llu stored bytes, the weights %llu",
+          (unsigned long long)m.stored_bytes, (unsigned long long)j->w.bytes_expected);
+    double need = (double)m.stored_bytes + (double)m.buffer_bytes;
     double limit = j->o->max_rank_memory_gb * 1e9;
     if (limit <= 0) {
         FILE *f = fopen("/proc/meminfo", "r");
