@@ -3,8 +3,8 @@
  * cost with unequal costs, every rank >= 1, monotone in the weights, a hand-worked case), the
  * sigmoid scores against the allocation's keep fractions (alloc.c), plans built from a config, and
  * the --targets parser. Prints 'N passed, N failed'. */
-#include "cfsp/train/lora_plan.h"
 #include "cfsp/prune/prune.h"
+#include "cfsp/train/lora_plan.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

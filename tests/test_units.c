@@ -1,18 +1,18 @@
 /* test_units.c — unit tests of the pure functions: CPython-compatible calibration offsets,
  * half-precision conversions, safetensors / config / index parsers (good and bad inputs),
  * the allocation and selection rules, and the stage planner. Exit 1 on the first failure. */
-#include "cfsp/util/blas_env.h"
-#include "cfsp/util/err.h"
-#include "cfsp/format/model_config.h"
 #include "cfsp/ckpt/model_h5.h"
+#include "cfsp/format/model_config.h"
+#include "cfsp/format/safetensors.h"
+#include "cfsp/format/tokens.h"
+#include "cfsp/model/weights.h"
 #include "cfsp/pipeline/pipeline.h"
 #include "cfsp/pipeline/pipeline.h"
 #include "cfsp/prune/prune.h"
-#include "cfsp/format/safetensors.h"
-#include "cfsp/format/tokens.h"
+#include "cfsp/util/blas_env.h"
+#include "cfsp/util/err.h"
 #include "cfsp/util/opts.h"
 #include "cfsp/util/util.h"
-#include "cfsp/model/weights.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -12,8 +12,8 @@
  *                                   encodes TEXT once (checked against EXPECTED if given), then R
  *                                   more times; prints one JSON object with the wall and
  *                                   thread-CPU seconds of each run (mpi_scripts/bench_tokenizer.sh) */
-#include "cfsp/util/err.h"
 #include "cfsp/tok/tokenizer.h"
+#include "cfsp/util/err.h"
 #include "cfsp/util/util.h"
 #include "tok_internal.h"          /* src/tok: rx_compile, hf_regex_match (the split test) */
 #include <stdio.h>

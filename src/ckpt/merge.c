@@ -3,8 +3,8 @@
 #include "cfsp/ckpt/merge.h"
 #include "cfsp/ckpt/layout.h"
 #include "cfsp/ckpt/model_h5.h"
-#include "cfsp/util/err.h"
 #include "cfsp/format/h5util.h"
+#include "cfsp/util/err.h"
 #include "cfsp/util/util.h"
 #include <fcntl.h>
 #include <stdio.h>

@@ -2,9 +2,9 @@
  * layout of layout.h. */
 #include "cfsp/ckpt/model_h5.h"
 #include "cfsp/ckpt/layout.h"
-#include "cfsp/util/err.h"
-#include "cfsp/format/h5util.h"
 #include "cfsp/ckpt/rawio.h"
+#include "cfsp/format/h5util.h"
+#include "cfsp/util/err.h"
 #include "cfsp/util/util.h"
 #include <cjson/cJSON.h>
 #include <fcntl.h>

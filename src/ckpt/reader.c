@@ -2,8 +2,8 @@
  * Face directory, listed as Hugging Face tensors with shapes and dtypes checked up front, then
  * read row panel by row panel as raw stored bytes. */
 #include "cfsp/ckpt/reader.h"
-#include "cfsp/util/err.h"
 #include "cfsp/format/h5util.h"
+#include "cfsp/util/err.h"
 #include "cfsp/util/util.h"
 #include <cjson/cJSON.h>
 #include <errno.h>

@@ -1,13 +1,13 @@
 /* main.c — entry point: MPI set-up, options, dispatch to the commands. */
-#include "cfsp/cli/commands.h"
-#include "cfsp/util/blas_env.h"
-#include "cfsp/util/err.h"
-#include "cfsp/export/export.h"
 #include "cfsp/ckpt/model_h5.h"
-#include "cfsp/cli/options.h"
 #include "cfsp/ckpt/rawio.h"
+#include "cfsp/cli/commands.h"
+#include "cfsp/cli/options.h"
+#include "cfsp/export/export.h"
 #include "cfsp/tok/tokenizer.h"
 #include "cfsp/train/train.h"
+#include "cfsp/util/blas_env.h"
+#include "cfsp/util/err.h"
 #include <mpi.h>
 #include <stdio.h>
 #include <string.h>

@@ -12,10 +12,10 @@
  * (stored weights, buffers, request) is pipeline/plan_mem.c's, with the stored dtypes from the
  * safetensors headers when the directory has them. */
 #include "cfsp/cli/commands.h"
-#include "cfsp/util/err.h"
 #include "cfsp/model/forward.h"
 #include "cfsp/pipeline/pipeline.h"
 #include "cfsp/pipeline/plan_mem.h"
+#include "cfsp/util/err.h"
 #include "cfsp/util/opts.h"
 #include "cfsp/util/util.h"
 #include <cblas.h>

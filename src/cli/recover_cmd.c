@@ -3,10 +3,10 @@
  * perplexity before and after, the log (recover.json), and --merge / --peft outputs. Collective:
  * every rank parses the same arguments; input problems end in cfsp_sync. */
 #include "cfsp/cli/commands.h"
-#include "cfsp/util/err.h"
-#include "cfsp/prune/stats.h"
 #include "cfsp/format/tokens.h"
+#include "cfsp/prune/stats.h"
 #include "cfsp/train/train.h"
+#include "cfsp/util/err.h"
 #include "cfsp/util/opts.h"
 #include "cfsp/util/util.h"
 #include <cjson/cJSON.h>

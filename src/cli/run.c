@@ -8,17 +8,17 @@
  *              the root's selection broadcast, the owners slice their units, all write the HDF5
  *              checkpoint in parallel, the pruned model is evaluated through the same pipeline
  *   commit     every output is renamed into place at once; the root writes results.json last */
-#include "cfsp/cli/commands.h"
-#include "cfsp/util/blas_env.h"
-#include "cfsp/util/err.h"
 #include "cfsp/ckpt/model_h5.h"
+#include "cfsp/cli/commands.h"
+#include "cfsp/format/tokens.h"
 #include "cfsp/pipeline/pipeline.h"
 #include "cfsp/pipeline/plan_mem.h"
-#include "cfsp/report/results.h"
 #include "cfsp/prune/driver.h"
 #include "cfsp/prune/stats_h5.h"
+#include "cfsp/report/results.h"
 #include "cfsp/tok/tokenizer.h"
-#include "cfsp/format/tokens.h"
+#include "cfsp/util/blas_env.h"
+#include "cfsp/util/err.h"
 #include "cfsp/util/util.h"
 #include <cjson/cJSON.h>
 #include <fcntl.h>

@@ -2,8 +2,8 @@
  * checkpoint's own tokenizer over a text file, written in the token-file format (uint32
  * little-endian ids, one BOS first by default) to OUT.tmp, then renamed. Rank 0 does the work. */
 #include "cfsp/cli/commands.h"
-#include "cfsp/util/err.h"
 #include "cfsp/tok/tokenizer.h"
+#include "cfsp/util/err.h"
 #include "cfsp/util/opts.h"
 #include "cfsp/util/util.h"
 #include <stdio.h>

@@ -16,9 +16,9 @@
  * flap's down_proj bias goes to blk.N.ffn_down.bias (F32 [D]): the deci loader creates that
  * optional tensor and its graph adds it after ffn_down (build_ffn), exactly as cfsp-mpi does. */
 #include "cfsp/export/export.h"
+#include "cfsp/model/weights.h"
 #include "cfsp/util/err.h"
 #include "cfsp/util/util.h"
-#include "cfsp/model/weights.h"
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>

@@ -1,7 +1,7 @@
 /* stats_h5.c — write / read the statistics file (see stats_h5.h). */
 #include "cfsp/prune/stats_h5.h"
-#include "cfsp/util/err.h"
 #include "cfsp/format/h5util.h"
+#include "cfsp/util/err.h"
 #include "cfsp/util/util.h"
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,9 +1,9 @@
 /* lora_plan.c — LoRA rank plans (uniform, importance-adaptive) and their PEFT adapter_config.json
  * (see lora_plan.h). */
 #include "cfsp/train/lora_plan.h"
-#include "cfsp/util/err.h"
 #include "cfsp/ckpt/layout.h"
 #include "cfsp/format/h5util.h"
+#include "cfsp/util/err.h"
 #include "cfsp/util/util.h"
 #include <cjson/cJSON.h>
 #include <hdf5.h>

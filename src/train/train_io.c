@@ -3,11 +3,11 @@
  * adapter checkpoints, the merged pruned checkpoint (its tensors computed here, written by
  * cfsp/ckpt/merge.h) and the PEFT adapter safetensors. All writers are serial (rank 0), write
  * NAME.tmp and rename it into place. */
-#include "cfsp/train/train.h"
-#include "cfsp/util/err.h"
 #include "cfsp/ckpt/merge.h"
 #include "cfsp/ckpt/reader.h"
 #include "cfsp/format/h5util.h"
+#include "cfsp/train/train.h"
+#include "cfsp/util/err.h"
 #include "cfsp/util/util.h"
 #include <cblas.h>
 #include <cjson/cJSON.h>

@@ -1,9 +1,9 @@
 /* trainer.c — LoRA adapters on a frozen model, one data-parallel training step (forward with kept
  * activations, backward, double-precision MPI_Allreduce of the adapter gradients, clipping, AdamW),
  * evaluation, the learning-rate schedule and the batch sampler (see train.h). */
+#include "cfsp/model/forward.h"
 #include "cfsp/train/train.h"
 #include "cfsp/util/err.h"
-#include "cfsp/model/forward.h"
 #include "cfsp/util/util.h"
 #include <math.h>
 #include <mpi.h>

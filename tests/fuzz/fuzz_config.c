@@ -1,7 +1,7 @@
 /* fuzz_config.c — libFuzzer harness for model_config_parse (Hugging Face config.json).
  * On success checks the invariants the rest of cfsp-mpi relies on. Built by mpi_scripts/fuzz.sh. */
-#include "cfsp/util/err.h"
 #include "cfsp/format/model_config.h"
+#include "cfsp/util/err.h"
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

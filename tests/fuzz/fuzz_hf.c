@@ -8,8 +8,8 @@
  * produce), and encoding the same text twice must give the same ids; a failure (parse or encode)
  * must leave a message (tok_fuzz_check.h). Built by
  * mpi_scripts/fuzz.sh with the src/tok sources; seeds from tests/fuzz/make_tok_corpus.py. */
-#include "cfsp/util/err.h"
 #include "cfsp/tok/tokenizer.h"
+#include "cfsp/util/err.h"
 #include "tok_fuzz_check.h"
 #include <stdint.h>
 #include <stdlib.h>

@@ -1,7 +1,7 @@
 /* fuzz_index.c — libFuzzer harness for st_parse_index (model.safetensors.index.json).
  * On success every shard name must be a non-empty plain file name, listed once. */
-#include "cfsp/util/err.h"
 #include "cfsp/format/safetensors.h"
+#include "cfsp/util/err.h"
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

@@ -3,8 +3,8 @@
  * (inputs shorter than 8 bytes use 0); the rest is the header text. Every header is parsed
  * twice into one st_model (as file 0 and file 1), so the second pass also exercises duplicate
  * names across files and the hash table after growth. Built by mpi_scripts/fuzz.sh. */
-#include "cfsp/util/err.h"
 #include "cfsp/format/safetensors.h"
+#include "cfsp/util/err.h"
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

@@ -5,8 +5,8 @@
  * of texts plus the input's last 64 bytes are encoded with it (tok_fuzz_check.h: entries and ids
  * below the vocabulary size, the same ids twice); when it does not parse, a message must be left.
  * Built by mpi_scripts/fuzz.sh (with the src/tok sources; see results/tokenizer/README.md). */
-#include "cfsp/util/err.h"
 #include "cfsp/tok/tokenizer.h"
+#include "cfsp/util/err.h"
 #include "tok_fuzz_check.h"
 #include <stdint.h>
 #include <stdlib.h>

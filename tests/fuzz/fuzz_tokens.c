@@ -6,8 +6,8 @@
  *   k bytes   the text after '@' (e.g. "3:17"); NUL bytes end it early
  *   byte      nsamples (0..63), byte seqlen (1..256), byte: random (bit 0)
  *   the rest  the token file's contents. */
-#include "cfsp/util/err.h"
 #include "cfsp/format/tokens.h"
+#include "cfsp/util/err.h"
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -8,8 +8,8 @@
  * failed encode must leave a message. Aborts on any violation. */
 #ifndef CFSP_TOK_FUZZ_CHECK_H
 #define CFSP_TOK_FUZZ_CHECK_H
-#include "cfsp/util/err.h"
 #include "cfsp/tok/tokenizer.h"
+#include "cfsp/util/err.h"
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

@@ -10,9 +10,9 @@
  * Every input problem is a one-line FAIL naming the file and the field. */
 #ifndef CFSP_EXPORT_H
 #define CFSP_EXPORT_H
+#include "cfsp/ckpt/reader.h"
 #include "cfsp/format/model_config.h"
 #include "cfsp/format/safetensors.h"
-#include "cfsp/ckpt/reader.h"
 #include <stdint.h>
 
 /* ---- the tensor source: the checkpoint reader (cfsp/ckpt/reader.h) ---------------------------

@@ -2,8 +2,8 @@
  * block), the root's budget allocation, per-block selection, and slicing of the FFN weights. */
 #ifndef CFSP_PRUNE_H
 #define CFSP_PRUNE_H
-#include "cfsp/prune/stats.h"
 #include "cfsp/model/weights.h"
+#include "cfsp/prune/stats.h"
 #include <stdint.h>
 
 typedef enum {

@@ -16,9 +16,9 @@
  *   trainer.c    adapters, one training step, evaluation (perplexity of windows), the schedule */
 #ifndef CFSP_TRAIN_H
 #define CFSP_TRAIN_H
+#include "cfsp/model/weights.h"
 #include "cfsp/train/lora_plan.h"
 #include "cfsp/train/train_ops.h"
-#include "cfsp/model/weights.h"
 #include <stdint.h>
 
 typedef struct {
