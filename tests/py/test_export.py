@@ -292,7 +292,27 @@ def check_gguf(ck, label, path, model, src_dir, alignment=32):
     except Exception as ex:  # noqa: BLE001
         ck.check(False, "%s: GGUF parses" % label, str(ex))
         return None
-    ck.check(True, "%s: GGUF v3 parses (%d keys, %d tensors)" % (label, len(g.kv), len(g.tensors)))
+    # the key set the source predicts: general/cfsp/deci keys always, the tokenizer keys its files
+    # give; add_bos_token may also come from a TemplateProcessing post-processor (not predicted)
+    e = expected_vocab(src_dir, cfg)
+    keys = {"general.architecture", "general.type", "general.name", "general.alignment", "general.file_type",
+            "cfsp.method", "cfsp.ratio", "tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.tokens",
+            "tokenizer.ggml.token_type"}
+    keys |= {"deci." + k for k in ("block_count", "context_length", "embedding_length", "feed_forward_length",
+                                   "attention.head_count", "attention.head_count_kv", "attention.key_length",
+                                   "attention.value_length", "attention.layer_norm_rms_epsilon", "rope.dimension_count",
+                                   "rope.freq_base", "vocab_size")}
+    keys |= {"tokenizer.ggml.scores"} if e["scores"] is not None else set()
+    keys |= {"tokenizer.ggml.merges"} if e["merges"] is not None else set()
+    for k, key in (("bos", "bos_token_id"), ("eos", "eos_token_id"), ("unk", "unknown_token_id"), ("pad", "padding_token_id"),
+                   ("add_bos", "add_bos_token"), ("add_eos", "add_eos_token"), ("add_space_prefix", "add_space_prefix")):
+        if e[k] is not None:
+            keys.add("tokenizer.ggml." + key)
+    maybe = {"tokenizer.ggml.add_bos_token"} if e["add_bos"] is None else set()
+    ok = keys <= set(g.kv) <= keys | maybe
+    ck.check(ok, "%s: GGUF v3 parses, %d keys = the %d the source predicts%s" %
+             (label, len(g.kv), len(keys), " (+ add_bos_token)" if set(g.kv) - keys else ""),
+             "" if ok else "extra %s missing %s" % (sorted(set(g.kv) - keys - maybe), sorted(keys - set(g.kv))))
     ck.check(g.alignment == alignment and not g.check_padding(), "%s: alignment %d, zero padding, file ends padded" % (label, alignment),
              "; ".join(g.check_padding()))
     kv, ty = g.kv, g.kv_type
@@ -319,7 +339,6 @@ def check_gguf(ck, label, path, model, src_dir, alignment=32):
     ck.check(not bad, "%s: per-layer INT32 arrays feed_forward_length %s, head_count, head_count_kv" % (label, model.ffn),
              ", ".join("%s=%r" % (k, kv.get(k)) for k in bad))
     # tokenizer
-    e = expected_vocab(src_dir, cfg)
     tk = kv.get("tokenizer.ggml.tokens")
     ok = ty.get("tokenizer.ggml.model") == "STRING" and kv.get("tokenizer.ggml.model") == e["model"] and \
         ty.get("tokenizer.ggml.tokens") == "ARRAY[STRING]" and tk == e["tokens"] and \

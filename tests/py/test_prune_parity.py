@@ -15,7 +15,16 @@ Two references are compared with the C selections:
            max(1e-6, 10 x the observed relative difference of A_j), the count tolerance 1e-5*m).
 The C kept set of each layer is compared with the reference's top-k at the C count k; the count
 itself is compared separately. One configuration, calibration, runs with `run`; the others use
-`prune --stats` on its stats.h5 (falling back to `run` if the prune subcommand fails).
+`prune --stats` on its stats.h5 (a failing `prune` is a failed configuration).
+
+keep_fraction in results.json is, for cfsp, the allocation keep_l of alloc_keep_fraction (not
+keep_counts/m, which differs by the rounding to whole and aligned channels). Its tolerance is the
+first-order propagation of the input difference through the allocation: J[l,i] = d log keep_l /
+d log I_i by central differences of the reference's allocate (keep_sensitivity);
+  logic: the same doubles in, the same formula: rounding only, as if every I_i were off by
+         (L + 2) ulps (the mean's summation order):  sum_i |J[l,i]| (L+2) eps + 8 eps;
+  indep: the measured relative difference d_i of the C importances from the reference's:
+         2 sum_i |J[l,i]| d_i + the logic tolerance (2: room for the second-order terms).
 """
 
 import math
@@ -73,6 +82,21 @@ def count_near_boundary(m, r, align, mode, eps):
     return min(frac, 1 - frac) * (align or 1) <= eps
 
 
+def keep_sensitivity(imp, ratio, mode, a, ntokens, h=1e-7):
+    """J[l, i] = d log keep_l / d log I_i of the reference allocation at the importances imp, by
+    central differences (relative step h on I_i)."""
+    imp = np.asarray(imp, dtype=np.float64)
+    L = len(imp)
+    k0 = ref.allocate(imp, ratio, mode, a, ntokens)[0]
+    J = np.zeros((L, L))
+    for i in range(L):
+        up, dn = imp.copy(), imp.copy()
+        up[i] *= 1 + h
+        dn[i] *= 1 - h
+        J[:, i] = (ref.allocate(up, ratio, mode, a, ntokens)[0] - ref.allocate(dn, ratio, mode, a, ntokens)[0]) / (2 * h * k0)
+    return J
+
+
 def maxabs(a, b):
     """max |a - b|; inf when the shapes differ, 0 for empty arrays."""
     a = np.asarray(a)
@@ -112,16 +136,17 @@ def check_config(ck, W, model, c, cst, rst, tie_tol, res, outdir, evalf):
         if len(kf) != model.L or len(counts) != model.L:
             W.add("entries", 1, False, "r=%g: keep_fraction/keep_counts length" % ratio)
             continue
-        # keep fractions: the allocation keep_l (accepted alternative: counts/m)
-        d_logic = rel(kf, logic["keep_fraction"])
-        d_alt = rel(kf, np.array(counts) / np.array(sizes))
-        W.add("keep_fraction (logic, rel)", d_logic, d_logic <= 1e-9 or d_alt <= 1e-12,
-              "r=%g C %s ref %s" % (ratio, np.round(kf, 8), np.round(logic["keep_fraction"], 8)))
-        if d_logic > 1e-9 and d_alt <= 1e-12:
-            W.notes.append("r=%g: keep_fraction reported as keep_counts/m" % ratio)
-        d_ind = rel(kf, indep["keep_fraction"])
-        W.add("keep_fraction (indep, rel)", d_ind, d_ind <= 1e-5 or d_alt <= 1e-12,
-              "r=%g C %s ref %s" % (ratio, np.round(kf, 8), np.round(indep["keep_fraction"], 8)))
+        # keep fractions: the allocation keep_l, tolerances from its sensitivity (see the docstring)
+        imp_c, imp_r = cst.importance[c["glob"]], rst.importance[c["glob"]]
+        J = keep_sensitivity(imp_c, ratio, c["mode"], c["a"], cst.ntokens)
+        eps = np.finfo(np.float64).eps
+        tol_logic = np.abs(J).sum(axis=1) * (model.L + 2) * eps + 8 * eps
+        tol_ind = 2 * np.abs(J) @ (np.abs(imp_c - imp_r) / np.abs(imp_r)) + tol_logic
+        for kind, rr, tol in (("logic", logic, tol_logic), ("indep", indep, tol_ind)):
+            d = np.abs(kf - rr["keep_fraction"]) / rr["keep_fraction"]
+            W.add("keep_fraction (%s), relative difference / its tolerance" % kind, float(np.max(d / tol)), bool(np.all(d <= tol)),
+                  "r=%g C %s ref %s, rel %s, tolerance %s" % (ratio, np.round(kf, 10), np.round(rr["keep_fraction"], 10),
+                                                            np.array2string(d, precision=2), np.array2string(tol, precision=2)))
         # the pruned file
         path = pruned_file(outdir, e)
         try:
@@ -178,7 +203,6 @@ def report(ck, label, W):
 def main():
     args = parse_args(__doc__)
     ck = Checker("prune parity")
-    use_run = False
     for name in ("stories260K", "tinystories656K"):
         mdir = model_dir(args, name)
         model = ref.load_model(mdir)
@@ -235,16 +259,9 @@ def main():
                 out, cres = base, res
             else:
                 out = fresh_dir(os.path.join(args.workdir, "prune_%s_%s" % (name, cfg_label(c).replace("/", "_"))))
-                rc = 1
-                if not use_run:
-                    rc, _ = run_cfsp(args, ["--stats", os.path.join(base, "stats.h5")] + common_opts + cfg_opts(c) +
-                                     ["--output-dir", out], np_ranks=nranks, sub="prune")
-                    if rc != 0:
-                        ck.note("`prune --stats` failed; using `run` for the remaining configurations")
-                        use_run = True
-                if use_run:
-                    rc, _ = run_cfsp(args, common_opts + cfg_opts(c) + ["--output-dir", out], np_ranks=nranks)
-                if not ck.check(rc == 0, label + ": cfsp-mpi"):
+                rc, log = run_cfsp(args, ["--stats", os.path.join(base, "stats.h5")] + common_opts + cfg_opts(c) +
+                                   ["--output-dir", out], np_ranks=nranks, sub="prune")
+                if not ck.check(rc == 0, label + ": cfsp-mpi prune --stats", log.strip()[-300:] if rc else ""):
                     continue
                 cres = load_results(out)
             W = Worst()
