@@ -37,7 +37,7 @@ static const opt_def rec_table[] = {
     O(OPT_INT, h.steps, "steps", "100", "[0, 1000000000]", "optimizer steps (0 = evaluate / export only)"),
     O(OPT_DBL, h.lr, "lr", "2e-3", "[0, 10]", "peak learning rate"),
     O(OPT_DBL, h.min_lr_ratio, "min-lr-ratio", "0.1", "[0, 1]", "cosine floor as a fraction of --lr"),
-    O(OPT_INT, h.warmup, "warmup", "10", "[0, 1000000000]", "linear warm-up steps"),
+    O(OPT_INT, h.warmup, "warmup", "10", "[0, 1000000000]", "linear warm-up steps (at most --steps: a larger value is reduced to --steps, as recover.json records)"),
     O(OPT_DBL, h.weight_decay, "weight-decay", "0", "[0, 10]", "AdamW decoupled weight decay"),
     O(OPT_DBL, h.clip, "clip", "1", ">= 0", "global gradient-norm clip (0 = off)"),
     O(OPT_DBL, h.beta1, "beta1", "0.9", "[0, 0.999999]", "AdamW beta1"),
