@@ -50,6 +50,10 @@ hid_t h5_create_dataset(hid_t file, const char *path, hid_t type, int ndims, con
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
     H5_CHECK(dcpl);
     H5_CHECK(H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER));
+    /* no modification-time message in the dataset's object header: the same job writes the same
+     * bytes (tests/py/test_reproducible.py). The groups (the root, and the intermediate groups HDF5
+     * creates here with its default properties) have version-1 object headers, which hold no time. */
+    H5_CHECK(H5Pset_obj_track_times(dcpl, 0));
     hid_t ds = H5Dcreate2(file, path, type, space, lcpl, dcpl, H5P_DEFAULT);
     if (ds < 0) DIE("cannot create HDF5 dataset %s", path);
     H5Pclose(dcpl);
