@@ -10,7 +10,7 @@
 set -euo pipefail
 BIN="$1"; SHARED="$2"; W="${3:-$(mktemp -d)}"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-command -v valgrind >/dev/null || { echo "valgrind_e2e: valgrind is not installed (apt-get install valgrind)"; exit 1; }
+command -v valgrind >/dev/null || { echo "valgrind_e2e: valgrind not installed: run mpi_scripts/setup.sh"; exit 1; }
 if nm -D "$BIN" 2>/dev/null | grep -q __asan_init; then echo "valgrind_e2e: $BIN is an ASan build"; exit 1; fi
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 export OPENBLAS_NUM_THREADS=1
