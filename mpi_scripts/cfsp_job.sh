@@ -248,12 +248,20 @@ cfsp_job_run() {
       [[ -n ${SEQLEN:-} ]] && ra+=(--seqlen "$SEQLEN")
       [[ -n ${CHUNK:-} ]] && ra+=(--chunk "$CHUNK")
     fi
-    # cfsp_resources.py asks `cfsp-mpi plan` (this job's executable) for the largest rank's request
-    if [[ ${#ra[@]} -gt 2 ]] && need=$(CFSP_BIN=$CFSP_BIN "$PYTHON" "$CFSP_ROOT/mpi_scripts/cfsp_resources.py" "${ra[@]}" --mem-mb 2>/dev/null); then
-      cfsp_log "memory rule (cfsp-mpi plan: stored + max(stored / 4, largest FFN slice) + buffers + 1 GiB, largest rank): $need MiB per rank"
-      if [[ -n ${JOB_MEM_MB:-} && $JOB_MEM_MB =~ ^[0-9]+$ && $JOB_MEM_MB -lt $need ]]; then
-        cfsp_log "warning: the job has $JOB_MEM_MB MiB per rank, less than the $need MiB of the rule (mpi_scripts/cfsp_resources.py)"
+    # cfsp_resources.py asks `cfsp-mpi plan` (this job's executable) for the largest rank's request;
+    # if that fails, its one error line is logged and the job runs without the check
+    if [[ ${#ra[@]} -gt 2 ]]; then
+      local perr
+      perr=$(mktemp "${TMPDIR:-/tmp}/cfsp-plan-err.XXXXXX") || perr=/dev/null
+      if need=$(CFSP_BIN=$CFSP_BIN "$PYTHON" "$CFSP_ROOT/mpi_scripts/cfsp_resources.py" "${ra[@]}" --mem-mb 2>"$perr"); then
+        cfsp_log "memory rule (cfsp-mpi plan: stored + max(stored / 4, largest FFN slice) + buffers + 1 GiB, largest rank): $need MiB per rank"
+        if [[ -n ${JOB_MEM_MB:-} && $JOB_MEM_MB =~ ^[0-9]+$ && $JOB_MEM_MB -lt $need ]]; then
+          cfsp_log "warning: the job has $JOB_MEM_MB MiB per rank, less than the $need MiB of the rule (mpi_scripts/cfsp_resources.py)"
+        fi
+      else
+        cfsp_log "warning: memory check skipped: $(tail -n 1 "$perr")"
       fi
+      [[ $perr == /dev/null ]] || rm -f "$perr"
     fi
   fi
 

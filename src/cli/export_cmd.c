@@ -21,7 +21,7 @@ static const opt_def export_table[] = {
     O(OPT_STR, out, "OUT", NULL, NULL, "gguf: a GGUF v3 file (llama.cpp architecture 'deci', per-layer FFN sizes); hf: a directory "
       "(DeciLMForCausalLM / nemotron-nas config.json with block_configs, safetensors shards + model.safetensors.index.json, "
       "the tokenizer files)", .flags = OPT_POSITIONAL),
-    O(OPT_ENUM, gguf, "format", NULL, NULL, "gguf | hf", .flags = OPT_REQUIRED, .names = format_names, .nnames = 2),
+    O(OPT_ENUM, gguf, "format", NULL, NULL, "the output format: GGUF (llama.cpp) or Hugging Face safetensors", .flags = OPT_REQUIRED, .names = format_names, .nnames = 2),
     O(OPT_STR, model, "model", NULL, NULL, "the source checkpoint: tokenizer files (not given: the model path recorded in IN.h5)", .flags = OPT_NONEMPTY),
     O(OPT_SIZE, shard, "shard-size", "5GB", NULL, "hf: largest safetensors file in bytes (suffix KB/MB/GB = 1e3/1e6/1e9, KiB/MiB/GiB)"),
     O(OPT_I64, align, "alignment", "32", "[1, 1073741824]", "gguf: general.alignment, a power of two"),

@@ -1,11 +1,8 @@
-/* main.c — entry point: MPI set-up, options, dispatch to the commands. */
+/* main.c — entry point: MPI set-up, options, dispatch to the commands (cli/commands.h). */
 #include "cfsp/ckpt/model_h5.h"
 #include "cfsp/ckpt/rawio.h"
 #include "cfsp/cli/commands.h"
 #include "cfsp/cli/options.h"
-#include "cfsp/export/export.h"
-#include "cfsp/tok/tokenizer.h"
-#include "cfsp/train/train.h"
 #include "cfsp/util/blas_env.h"
 #include "cfsp/util/err.h"
 #include <mpi.h>
@@ -23,26 +20,27 @@ int main(int argc, char **argv)
     }
     raw_set_threaded(provided >= MPI_THREAD_FUNNELED);
     int rank = 0, size = 1;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    /* errors returned, not fatal, from here on: MPI_CHECK reports them (DIE names the rank) */
+    MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
+    MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
+    MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &size));
     cfsp_err_init(rank, size);
     cfsp_install_signal_cleanup();
-    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     blas_set_threads();
-    if (argc > 1 && !strcmp(argv[1], "export")) {      /* serial, on rank 0 (export.h) */
+    if (argc > 1 && !strcmp(argv[1], "export")) {      /* serial, on rank 0 (export_cmd.c) */
         int xrc = rank == 0 ? export_main(argc - 1, argv + 1) : 0;
         cfsp_sync(xrc < 0 ? -1 : 0);
         cfsp_exit_all(0);
     }
-    if (argc > 1 && !strcmp(argv[1], "plan")) {         /* the pipeline simulator (plan.h), rank 0 */
+    if (argc > 1 && !strcmp(argv[1], "plan")) {         /* the pipeline simulator (plan_cmd.c), rank 0 */
         cfsp_sync(rank == 0 ? plan_command(argc - 1, argv + 1) : 0);
         cfsp_exit_all(0);
     }
-    if (argc > 1 && !strcmp(argv[1], "tokenize")) {     /* rank 0 tokenizes (tokenizer.h) */
+    if (argc > 1 && !strcmp(argv[1], "tokenize")) {     /* rank 0 tokenizes (tokenize_cmd.c) */
         cfsp_sync(tokenize_command(argc, argv));
         cfsp_exit_all(0);
     }
-    if (argc > 1 && !strcmp(argv[1], "recover")) {      /* LoRA recovery fine-tuning (train.h) */
+    if (argc > 1 && !strcmp(argv[1], "recover")) {      /* LoRA recovery fine-tuning (recover_cmd.c) */
         recover_command(argc - 1, argv + 1);
         cfsp_exit_all(0);
     }
@@ -56,6 +54,6 @@ int main(int argc, char **argv)
         cfsp_exit_all(0);
     }
     cfsp_run(&o);
-    MPI_Finalize();
+    MPI_CHECK(MPI_Finalize());
     return 0;
 }

@@ -1,5 +1,6 @@
-/* options.c — the option table of run / prune / verify, its cross-field checks, and the options
- * object of results.json (see options.h); the parsing itself is util/opts.c. */
+/* options.c — the option tables of run / prune and of verify, the cross-field checks, the
+ * top-level --help (the subcommands), and the options object of results.json (see options.h); the
+ * parsing itself is util/opts.c. */
 #include "cfsp/cli/options.h"
 #include "cfsp/ckpt/model_h5.h"
 #include "cfsp/util/err.h"
@@ -28,22 +29,22 @@ static const opt_def table[] = {
     O(OPT_INT, chunk, "chunk", "0", ">= 0", "tokens per pipeline micro-batch (divides seqlen; 0 = seqlen)"),
     O(OPT_INT, ffn_slice, "ffn-slice", "4096", ">= 0", "FFN channels per pipeline stage unit (a block = attention + ceil(m/this) FFN slices; 0 = whole FFN); fixes the arithmetic, so keep it when comparing runs"),
     O(OPT_I64, seed, "seed", "0", ">= 0", "seed of the random calibration offsets (Python random.seed)"),
-    O(OPT_ENUM, calib_random, "calib-sampling", "random", NULL, "random (reference) | consecutive", .names = sampling_names, .nnames = 2, .values = sampling_values),
+    O(OPT_ENUM, calib_random, "calib-sampling", "random", NULL, "calibration sequences at random offsets (as the reference) or consecutive", .names = sampling_names, .nnames = 2, .values = sampling_values),
     O(OPT_INT, eval_windows, "eval-windows", "0", ">= 0", "evaluate only the first K windows (0 = all)"),
     O(OPT_DBL_LIST, ratios, "ratios", "", "(0, 1)", "pruning ratios, comma-separated, each in (0,1) (empty: dense only)",
       .count_off = offsetof(options, nratios)),
-    O(OPT_ENUM_LIST, methods, "method", "cfsp", NULL, "cfsp | wanda_sp | flap | mag_sp, comma-separated",
+    O(OPT_ENUM_LIST, methods, "method", "cfsp", NULL, "pruning methods, comma-separated",
       .names = prune_method_names, .nnames = PM_COUNT, .count_off = offsetof(options, nmethods)),
-    O(OPT_ENUM, global_metric, "global-metric", "angular", NULL, "coarse block importance: angular | cosine | mse | mae", .names = global_metric_names, .nnames = GM_COUNT),
-    O(OPT_ENUM, local_metric, "local-metric", "three_w_one_wa", NULL, "fine channel score: three_w_one_wa | three_w_one_a | one_wa | one_a | wanda_base | mag_base | three_w_one_wa_rownorm", .names = local_metric_names, .nnames = LM_COUNT),
+    O(OPT_ENUM, global_metric, "global-metric", "angular", NULL, "coarse block importance", .names = global_metric_names, .nnames = GM_COUNT),
+    O(OPT_ENUM, local_metric, "local-metric", "three_w_one_wa", NULL, "fine channel score", .names = local_metric_names, .nnames = LM_COUNT),
     O(OPT_DBL, a, "a", "1", "> 0", "sigmoid temperature of the block allocation"),
     O(OPT_DBL, b, "b", "1", NULL, "activation exponent inside the weight term"),
     O(OPT_DBL, c, "c", "1", NULL, "activation exponent of the channel score"),
-    O(OPT_ENUM, alloc_reference, "alloc-mode", "default", NULL, "default (temperature scaled by 131072/(N*T), exact counts) | reference (the reference's constants and quirks)", .names = alloc_names, .nnames = 2),
+    O(OPT_ENUM, alloc_reference, "alloc-mode", "default", NULL, "block allocation: default scales the temperature by 131072/(N*T) and keeps exact counts, reference has the reference's constants and quirks", .names = alloc_names, .nnames = 2),
     O(OPT_INT, align, "align", "1", ">= 1", "round per-block channel counts to a multiple of this (1 = no rounding; e.g. 128)"),
     O(OPT_BOOL, force, "force", "0", NULL, "overwrite existing outputs"),
     O(OPT_BOOL, save_models, "save-models", "1", NULL, "write the pruned models (HDF5, one file per method and ratio)"),
-    O(OPT_ENUM, write_io, "write-io", "direct", NULL, "how each rank writes its tensor bytes into the HDF5 file HDF5 laid out: direct (O_DIRECT, buffered where the file system refuses it) | buffered | mpiio (H5Dwrite)", .names = write_io_names, .nnames = 3, .values = write_io_values),
+    O(OPT_ENUM, write_io, "write-io", "direct", NULL, "how each rank writes its tensor bytes into the HDF5 file HDF5 laid out: direct is O_DIRECT (buffered where the file system refuses it), mpiio is H5Dwrite", .names = write_io_names, .nnames = 3, .values = write_io_values),
     O(OPT_BOOL, save_stats, "save-stats", "1", NULL, "write the calibration statistics (stats.h5)"),
     O(OPT_BOOL, eval_dense, "eval-dense", "1", NULL, "evaluate the dense model"),
     O(OPT_BOOL, eval_pruned, "eval-pruned", "1", NULL, "evaluate every pruned model"),
@@ -51,12 +52,31 @@ static const opt_def table[] = {
     O(OPT_STR, stats, "stats", "", NULL, "prune: statistics file of an earlier run (no forward pass)"),
     O(OPT_DBL, max_rank_memory_gb, "max-rank-memory", "0", ">= 0", "refuse to start if a rank needs more GB than this (0 = MemAvailable / ranks)"),
 };
+#define ABOUT "cfsp-mpi — CFSP structured pruning of LLaMA-family models with MPI"
 static const opt_table run_table = {
     "run", "cfsp-mpi",  /* prog: replaced by the command (run | prune) */
     "mpirun -n P cfsp-mpi [run] [--config RUN.json] [options]\n"
     "       mpirun -n P cfsp-mpi prune --stats STATS.h5 [options]\n"
     "       cfsp-mpi verify FILE.h5",
-    "cfsp-mpi — CFSP structured pruning of LLaMA-family models with MPI", table, sizeof table / sizeof table[0] };
+    ABOUT, table, sizeof table / sizeof table[0] };
+/* `cfsp-mpi --help` (no command named): the run table after the list of commands */
+static const char top_about[] = ABOUT "\n\n"
+    "commands (cfsp-mpi COMMAND --help prints each one's options):\n"
+    "  run       calibrate, prune by every --method and --ratios, evaluate, write (the default command)\n"
+    "  prune     the same from the statistics file of an earlier run (--stats), without the forward pass\n"
+    "  verify    recompute every tensor checksum of a pruned checkpoint (FILE.h5)\n"
+    "  plan      the pipeline simulator: stage map, per-rank memory and time (--json for the scripts)\n"
+    "  export    a pruned checkpoint (or the dense model) to GGUF or Hugging Face safetensors\n"
+    "  tokenize  a UTF-8 text file to token ids with the model's own tokenizer\n"
+    "  recover   LoRA recovery fine-tuning of a pruned checkpoint";
+
+static const opt_def verify_def[] = {
+    O(OPT_STR, verify_file, "FILE.h5", NULL, NULL, "a pruned checkpoint of cfsp-mpi", .flags = OPT_POSITIONAL | OPT_REQUIRED),
+};
+static const opt_table verify_table = {
+    "verify", "cfsp-mpi verify", "cfsp-mpi verify FILE.h5",
+    "cfsp-mpi verify — recomputes every tensor checksum of FILE.h5 and compares it with the stored one",
+    verify_def, sizeof verify_def / sizeof verify_def[0] };
 
 int options_parse(int argc, char **argv, options *o)
 {
@@ -69,16 +89,14 @@ int options_parse(int argc, char **argv, options *o)
         strcpy(o->command, argv[1]);
         first = 2;
     }
-    if (!strcmp(o->command, "verify")) {
-        if (argc != 3) return FAIL("usage: cfsp-mpi verify FILE.h5");
-        snprintf(o->verify_file, sizeof o->verify_file, "%s", argv[2]);
-        return 0;
-    }
-    opt_table t = run_table;
-    t.prog = o->command;
+    int verify = !strcmp(o->command, "verify");
+    opt_table t = verify ? verify_table : run_table;
+    if (!verify) t.prog = o->command;
+    if (first == 1) t.about = top_about;
     opt_result res;
     int rc = opts_parse(&t, argc, argv, first, o, &res);
     if (rc) { o->help = rc == 1; return rc < 0 ? -1 : 0; }
+    if (verify) return 0;
     if (res.nconfig) snprintf(o->config_file, sizeof o->config_file, "%s", res.config[res.nconfig - 1]);
     /* cross-field checks, naming where the value came from */
     char w[4200];

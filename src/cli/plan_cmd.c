@@ -1,4 +1,4 @@
-/* plan_cmd.c — the pipeline simulator (see plan.h).
+/* plan_cmd.c — `cfsp-mpi plan`, the pipeline simulator (declared in cli/commands.h).
  * Model of the schedule: M micro-batches (N sequences x T/chunk chunks) pass P stages in order;
  * stage s takes t_s per micro-batch: the sum of its units' times, each from timings of the unit's
  * own operations measured here at the micro-batch size (projection sgemms at the model's shapes,
@@ -81,7 +81,8 @@ static void measure_units(const model_config *c, int chunk, int T, int width, un
     for (int r = 0; r < 4; r++) rmsnorm(ws.xn, x, w, chunk, D, 1e-5f);
     ut->norm = (now_seconds() - t0) / 4;
     free(x); free(w);
-    /* 16-bit weights: conversion of a 16 MB panel, per element */
+    /* 16-bit weights: the conversion time per element, timed on 8 Mi elements (16 MB of 16-bit
+     * weights into 32 MB of linear()'s 64 MB fp32 scratch panel) */
     ut->conv_per_elem = 0;
     if (strcmp(c->torch_dtype, "float32")) {
         size_t n = 8u << 20;

@@ -27,8 +27,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/sysmacros.h>
 #include <unistd.h>
 
 typedef struct {
@@ -40,6 +38,7 @@ typedef struct {
     rank_weights w;
     pipeline pl;
     int rank, P, L, nu;            /* nu: own unit count */
+    int node_ranks;                /* ranks sharing this rank's node (MPI_COMM_TYPE_SHARED) */
     int first_unit, from_stats;
     token_file calib, eval;
     int64_t *calib_off, *eval_off;
@@ -47,7 +46,7 @@ typedef struct {
     uint64_t fingerprint;
     block_stats *stats;            /* [L]: entries of blocks this rank touches (root: all) */
     pipe_job cj;                   /* the calibration pass (its timings) */
-    uint64_t resident;             /* weight bytes resident after the statistics phase (weights_resident_bytes) */
+    uint64_t resident;             /* weight bytes resident after the statistics phase (st_resident_bytes) */
     double t_start, t_setup, dense_secs, sweep_secs;
     cJSON *res;                    /* root: results */
     char (*pending)[2][4200];      /* outputs written under temporary names: {tmp, final} */
@@ -168,7 +167,8 @@ static void load_tokens(job *j, int need_calib)
     }
 }
 
-/* estimated bytes this rank needs: its weights (mapped) + workspace + caches */
+/* estimated bytes this rank needs: its weights (mapped) + workspace + caches; rank-local (no
+ * collective: the caller's cfsp_sync reports a failure on any rank) */
 static int check_memory(job *j)
 {
     /* the planner's model of this rank (pipeline/plan_mem.h, what `cfsp-mpi plan` prints): its
@@ -185,44 +185,12 @@ static int check_memory(job *j)
         long long avail_kb = 0;
         while (f && fgets(line, sizeof line, f)) if (sscanf(line, "MemAvailable: %lld kB", &avail_kb) == 1) break;
         if (f) fclose(f);
-        int local = 1;  /* ranks sharing this node */
-        MPI_Comm node;
-        MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
-        MPI_CHECK(MPI_Comm_size(node, &local));
-        MPI_Comm_free(&node);
-        limit = avail_kb > 0 ? avail_kb * 1024.0 / local : 0;
+        limit = avail_kb > 0 ? avail_kb * 1024.0 / j->node_ranks : 0;
     }
     if (limit > 0 && need > limit)
         return FAIL("rank %d needs about %.2f GB for its stage units (blocks %d-%d) but only %.2f GB are available to it (--max-rank-memory, or use more ranks)",
                     j->rank, need / 1e9, j->plan.u[j->w.first_unit].layer, j->plan.u[j->w.last_unit - 1].layer, limit / 1e9);
     return 0;
-}
-
-/* Resident bytes of this process's mappings of the model's safetensors files (the Rss of every
- * /proc/self/smaps entry whose device and inode are one of the files'): the weight pages this
- * rank has touched so far (plus the kernel's fault-around neighbours within each tensor's
- * mapping). Page-table residency is per process, unlike the page cache that ranks share. */
-static uint64_t weights_resident_bytes(const st_model *st)
-{
-    FILE *f = fopen("/proc/self/smaps", "r");
-    if (!f) return 0;
-    struct stat *id = xcalloc((size_t)(st->nfiles ? st->nfiles : 1), sizeof *id);
-    for (int i = 0; i < st->nfiles; i++) if (fstat(st->files[i].fd, &id[i]) != 0) id[i].st_ino = 0;
-    char line[4608];
-    int ours = 0;
-    uint64_t total = 0;
-    while (fgets(line, sizeof line, f)) {
-        unsigned long long kb, ino;
-        unsigned maj, mnr;
-        if (sscanf(line, "%*x-%*x %*s %*x %x:%x %llu", &maj, &mnr, &ino) == 3) {
-            ours = 0;
-            for (int i = 0; i < st->nfiles && !ours; i++)
-                ours = ino && id[i].st_ino == ino && major(id[i].st_dev) == maj && minor(id[i].st_dev) == mnr;
-        } else if (ours && sscanf(line, "Rss: %llu kB", &kb) == 1) total += kb * 1024;
-    }
-    fclose(f);
-    free(id);
-    return total;
 }
 
 typedef struct { double ppl, nll, seconds; int64_t ntok; } eval_result;
@@ -271,6 +239,10 @@ static void load(job *j)
     j->rank = cfsp_rank();
     j->P = cfsp_nranks();
     j->from_stats = o->stats[0] != 0;
+    MPI_Comm node;                 /* the ranks of this node share its MemAvailable (check_memory) */
+    MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
+    MPI_CHECK(MPI_Comm_size(node, &j->node_ranks));
+    MPI_CHECK(MPI_Comm_free(&node));
     cfsp_sync(model_config_load(o->model, &j->cfg));
     j->L = j->cfg.n_layers;
     units_plan(&j->cfg, o->ffn_slice, o->seqlen, &j->plan);
@@ -620,7 +592,7 @@ int cfsp_run(const options *o)
         calibrate(j);
         save_stats(j);
     }
-    j->resident = weights_resident_bytes(&j->st);
+    j->resident = st_resident_bytes(&j->st);
     if (j->rank == 0) record_stats(j);
     sweep(j);
     commit(j);

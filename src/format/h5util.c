@@ -84,11 +84,6 @@ void h5_write_block(hid_t dset, hid_t memtype, const void *data, int64_t r0, int
     H5Sclose(fspace);
 }
 
-void h5_write_rows(hid_t dset, hid_t memtype, const void *data, int64_t r0, int64_t nrows, int64_t cols, size_t elsize)
-{
-    h5_write_block(dset, memtype, data, r0, 0, nrows, cols, elsize);
-}
-
 static void attr_write(hid_t obj, const char *name, hid_t type, const void *v)
 {
     hid_t sp = H5Screate(H5S_SCALAR);

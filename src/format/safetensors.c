@@ -1,4 +1,5 @@
-/* safetensors.c — validated safetensors headers, shard indexes, and lazy per-tensor mmap. */
+/* safetensors.c — validated safetensors headers, shard indexes, lazy per-tensor mmap, and the
+ * resident size of those mappings. */
 #include "cfsp/format/safetensors.h"
 #include "cfsp/util/err.h"
 #include "cfsp/util/json_util.h"
@@ -10,6 +11,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 size_t dtype_size(dtype_t t) { return t == DT_F32 ? 4 : 2; }
@@ -322,4 +324,31 @@ int st_fingerprint(const st_model *m, const char *text, unsigned long long *out)
     }
     *out = h;
     return 0;
+}
+
+/* Resident bytes of this process's mappings of the model's safetensors files (the Rss of every
+ * /proc/self/smaps entry whose device and inode are one of the files'): the weight pages this
+ * rank has touched so far (plus the kernel's fault-around neighbours within each tensor's
+ * mapping). Page-table residency is per process, unlike the page cache that ranks share. */
+uint64_t st_resident_bytes(const st_model *st)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f) return 0;
+    struct stat *id = xcalloc((size_t)(st->nfiles ? st->nfiles : 1), sizeof *id);
+    for (int i = 0; i < st->nfiles; i++) if (fstat(st->files[i].fd, &id[i]) != 0) id[i].st_ino = 0;
+    char line[4608];
+    int ours = 0;
+    uint64_t total = 0;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long long kb, ino;
+        unsigned maj, mnr;
+        if (sscanf(line, "%*x-%*x %*s %*x %x:%x %llu", &maj, &mnr, &ino) == 3) {
+            ours = 0;
+            for (int i = 0; i < st->nfiles && !ours; i++)
+                ours = ino && id[i].st_ino == ino && major(id[i].st_dev) == maj && minor(id[i].st_dev) == mnr;
+        } else if (ours && sscanf(line, "Rss: %llu kB", &kb) == 1) total += kb * 1024;
+    }
+    fclose(f);
+    free(id);
+    return total;
 }

@@ -139,7 +139,7 @@ void linear(float *y, const float *x, int n, const wmat *W, float beta, fwd_ws *
     }
 }
 
-void rope_apply(float *x, int n, int nheads, int hd, int pos0, const fwd_ws *ws)
+static void rope_apply(float *x, int n, int nheads, int hd, int pos0, const fwd_ws *ws)
 {
     int half = hd / 2;
     for (int t = 0; t < n; t++) {

@@ -9,7 +9,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-size_t wmat_bytes(const wmat *m) { return (size_t)m->rows * (size_t)m->cols * dtype_size(m->dtype); }
+static size_t wmat_bytes(const wmat *m) { return (size_t)m->rows * (size_t)m->cols * dtype_size(m->dtype); }
 
 /* bf16 -> f32 is the upper half of the f32 bits. With SSE2 (every x86-64) interleaving zero
  * halves below 8 bf16 values widens them in two instructions; the scalar loop GCC -O2 emits

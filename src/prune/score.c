@@ -11,18 +11,6 @@ const char *const local_metric_names[LM_COUNT] = {
 };
 const char *const prune_method_names[PM_COUNT] = { "cfsp", "wanda_sp", "flap", "mag_sp" };
 
-int local_metric_from_name(const char *s)
-{
-    for (int i = 0; i < LM_COUNT; i++) if (!strcmp(s, local_metric_names[i])) return i;
-    return -1;
-}
-
-int prune_method_from_name(const char *s)
-{
-    for (int i = 0; i < PM_COUNT; i++) if (!strcmp(s, prune_method_names[i])) return i;
-    return -1;
-}
-
 static double safe_div(double a, double b) { return b != 0.0 ? a / b : 0.0; }
 
 /* X = |mat| seen as D x k (down_proj slice [D,k] directly; gate/up slices [k,D] transposed), each

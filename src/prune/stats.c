@@ -7,12 +7,6 @@
 
 const char *const global_metric_names[GM_COUNT] = { "angular", "cosine", "mse", "mae" };
 
-int global_metric_from_name(const char *s)
-{
-    for (int i = 0; i < GM_COUNT; i++) if (!strcmp(s, global_metric_names[i])) return i;
-    return -1;
-}
-
 void stats_init(block_stats *s, int layer, int m)
 {
     memset(s, 0, sizeof *s);
@@ -29,7 +23,8 @@ void stats_free(block_stats *s)
     memset(s, 0, sizeof *s);
 }
 
-void stats_channels(block_stats *s, const float *act, int n, int k, int c0)
+/* act [n, k]: channels c0..c0+k-1 of the block */
+static void stats_channels(block_stats *s, const float *act, int n, int k, int c0)
 {
     double *sq = s->sum_sq + c0, *sm = s->sum + c0;
     for (int t = 0; t < n; t++) {
@@ -42,7 +37,8 @@ void stats_channels(block_stats *s, const float *act, int n, int k, int c0)
     }
 }
 
-void stats_coarse(block_stats *s, const float *hin, const float *hout, int n, int D)
+/* hin, hout [n, D]: the block's input and output; every global metric's d_t summed into imp */
+static void stats_coarse(block_stats *s, const float *hin, const float *hout, int n, int D)
 {
     for (int t = 0; t < n; t++) {
         const float *a = hin + (size_t)t * D, *b = hout + (size_t)t * D;

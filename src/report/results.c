@@ -1,6 +1,5 @@
 /* results.c — results.json, the Markdown summary and the SVG plot (see results.h). */
 #include "cfsp/report/results.h"
-#include "cfsp/util/err.h"
 #include "cfsp/util/util.h"
 #include <math.h>
 #include <stdio.h>

@@ -69,7 +69,6 @@ size_t trie_longest(const trie *t, const char *s, size_t n, int32_t *val);
 /* length of the UTF-8 sequence at s (n > 0 bytes available), 1..4; *cp = code point, or -1 if the
  * bytes are not valid UTF-8 (then the length is 1) */
 int utf8_decode(const unsigned char *s, size_t n, int32_t *cp);
-int utf8_encode(uint32_t cp, char *out);
 /* sentencepiece's OneCharLen: from the lead byte alone */
 static inline int utf8_lead_len(unsigned char c) { return "\1\1\1\1\1\1\1\1\1\1\1\1\2\2\3\4"[c >> 4]; }
 int uni_is_letter(int32_t cp);      /* general category L* */

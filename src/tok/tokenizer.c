@@ -58,7 +58,6 @@ void tokenizer_free(tokenizer *t)
     free(t);
 }
 
-int tokenizer_bos_id(const tokenizer *t) { return t->bos_id; }
 int tokenizer_vocab_size(const tokenizer *t) { return t->vocab_size; }
 const char *tokenizer_describe(const tokenizer *t) { return t->desc; }
 

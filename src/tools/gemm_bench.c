@@ -9,10 +9,14 @@
  *
  * Under mpirun every rank runs the same shape at the same moment (a barrier before each
  * repetition), so `mpirun -n 2` gives the figure of both cores while both are busy. Rank 0 prints one
- * JSON object on stdout. Uses only CBLAS and MPI (not the cfsp library), so it keeps building while
- * the core is refactored. OPENBLAS_NUM_THREADS sets the thread count (reported).
+ * JSON object on stdout. Besides CBLAS and MPI it uses only util of the cfsp library: the option
+ * parser of every command (util/opts.h: the same --help, --config FILE.json and one-line errors),
+ * the error convention and xmalloc. OPENBLAS_NUM_THREADS sets the thread count (reported).
  */
 #define _POSIX_C_SOURCE 200809L
+#include "cfsp/util/err.h"
+#include "cfsp/util/opts.h"
+#include "cfsp/util/util.h"
 #include <cblas.h>
 #include <mpi.h>
 #include <stdint.h>
@@ -36,21 +40,33 @@ static double clk(clockid_t id)
 static double now(void) { return clk(CLOCK_MONOTONIC); }
 static double cpu(void) { return clk(CLOCK_PROCESS_CPUTIME_ID); }
 
-static void usage(void)
-{
-    fprintf(stderr,
-            "usage: [mpirun -n P] cfsp-mpi-gemm-bench --hidden D --ffn M --heads H --kv-heads K [--head-dim HD (D/H)]\n"
-            "         [--tokens T (512): rows of x = tokens per micro-batch] [--reps R (3)] [--bf16 0|1 (0)]\n"
-            "         [--ffn-slice S (0 = whole FFN): FFN channels per slice, as cfsp-mpi --ffn-slice]\n"
-            "Times cblas_sgemm(RowMajor, NoTrans, Trans, T, N, K) for the q,k,v,o,gate,up,down shapes of one block\n"
-            "(k/v and gate/up share a shape and are timed once) and prints JSON on rank 0: per shape and rank\n"
-            "the median and best GFLOP/s, and the block figure = block FLOPs / sum of median times.\n");
-}
+#define PROG "cfsp-mpi-gemm-bench"
+typedef struct {
+    int64_t hidden, ffn, heads, kv_heads, head_dim, tokens, reps, ffn_slice;
+    int bf16;
+} bench_opts;
+#define O(...) OPT(bench_opts, __VA_ARGS__)
+static const opt_def bench_table[] = {
+    O(OPT_I64, hidden, "hidden", NULL, ">= 1", "hidden size D", .flags = OPT_REQUIRED),
+    O(OPT_I64, ffn, "ffn", NULL, ">= 1", "intermediate size M", .flags = OPT_REQUIRED),
+    O(OPT_I64, heads, "heads", NULL, ">= 1", "attention heads H", .flags = OPT_REQUIRED),
+    O(OPT_I64, kv_heads, "kv-heads", NULL, ">= 1", "key/value heads K", .flags = OPT_REQUIRED),
+    O(OPT_I64, head_dim, "head-dim", "0", ">= 0", "head dimension HD (0 = D/H)"),
+    O(OPT_I64, tokens, "tokens", "512", ">= 1", "rows of x T = tokens per micro-batch"),
+    O(OPT_I64, reps, "reps", "3", ">= 1", "timed repetitions per shape (the median is reported)"),
+    O(OPT_BOOL, bf16, "bf16", "0", NULL, "also time the weight stored as bf16, converted into fp32 panels"),
+    O(OPT_I64, ffn_slice, "ffn-slice", "0", ">= 0", "FFN channels per slice, as cfsp-mpi --ffn-slice (0 = whole FFN)"),
+};
+static const opt_table bench_opt_table = {
+    PROG, PROG, "[mpirun -n P] " PROG " --hidden D --ffn M --heads H --kv-heads K [options]",
+    PROG " — times cblas_sgemm(RowMajor, NoTrans, Trans, T, N, K) for the q,k,v,o,gate,up,down shapes of\n"
+    "one block (k/v and gate/up share a shape and are timed once) and prints JSON on rank 0: per shape\n"
+    "and rank the median and best GFLOP/s, and the block figure = block FLOPs / sum of median times.",
+    bench_table, sizeof bench_table / sizeof bench_table[0] };
 
 static float *rnd(size_t n, uint64_t *s)
 {
-    float *p = malloc(n * sizeof(float));
-    if (!p) { fprintf(stderr, "gemm-bench: out of memory (%zu floats)\n", n); MPI_Abort(MPI_COMM_WORLD, 1); }
+    float *p = xmalloc(n * sizeof(float));
     for (size_t i = 0; i < n; i++) {
         *s = *s * 6364136223846793005ull + 1442695040888963407ull;
         p[i] = (float)((double)(*s >> 40) / (double)(1ull << 24) * 2.0 - 1.0);
@@ -94,28 +110,26 @@ static void product(int M, int N, int K, const float *x, const float *W, const u
 
 int main(int argc, char **argv)
 {
-    MPI_Init(&argc, &argv);
-    int rank, P;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &P);
-    long D = 0, FF = 0, H = 0, KVH = 0, HD = 0, T = 512, reps = 3, bf16 = 0, FS = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        long *dst = !strcmp(a, "--hidden") ? &D : !strcmp(a, "--ffn") ? &FF : !strcmp(a, "--heads") ? &H
-                  : !strcmp(a, "--kv-heads") ? &KVH : !strcmp(a, "--head-dim") ? &HD : !strcmp(a, "--tokens") ? &T
-                  : !strcmp(a, "--reps") ? &reps : !strcmp(a, "--bf16") ? &bf16 : !strcmp(a, "--ffn-slice") ? &FS : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { if (!rank) usage(); MPI_Finalize(); return 0; }
-        if (!dst || i + 1 >= argc) { if (!rank) { fprintf(stderr, "gemm-bench: bad argument '%s'\n", a); usage(); } MPI_Finalize(); return 2; }
-        char *end;
-        *dst = strtol(argv[++i], &end, 10);
-        if (*end || *dst < 0) { if (!rank) fprintf(stderr, "gemm-bench: %s: not a non-negative integer: '%s'\n", a, argv[i]); MPI_Finalize(); return 2; }
+    if (MPI_Init(&argc, &argv) != MPI_SUCCESS) {
+        fprintf(stderr, "cfsp-mpi: error: " PROG ": MPI_Init failed\n");
+        return 1;
     }
-    if (!HD && H) HD = D / H;
-    if (D <= 0 || FF <= 0 || H <= 0 || KVH <= 0 || HD <= 0 || T <= 0 || reps <= 0) {
-        if (!rank) usage();
-        MPI_Finalize();
-        return 2;
-    }
+    int rank = 0, P = 1;
+    MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
+    MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
+    MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &P));
+    cfsp_err_init(rank, P);
+    bench_opts o;
+    memset(&o, 0, sizeof o);
+    int rc = opts_parse(&bench_opt_table, argc, argv, 1, &o, NULL);
+    if (rc == 1) cfsp_exit_all(0);                      /* rank 0 printed --help */
+    if (!rc && o.head_dim == 0 && o.hidden / o.heads == 0)
+        rc = FAIL(PROG ": --hidden %lld < --heads %lld: no head dimension D/H (give --head-dim)", (long long)o.hidden, (long long)o.heads);
+    cfsp_sync(rc);                                      /* one error line, exit 1 on every rank */
+    long D = (long)o.hidden, FF = (long)o.ffn, H = (long)o.heads, KVH = (long)o.kv_heads, HD = (long)o.head_dim;
+    long T = (long)o.tokens, reps = (long)o.reps, FS = (long)o.ffn_slice;
+    int bf16 = o.bf16;
+    if (!HD) HD = D / H;
     int Q = (int)(H * HD), KV = (int)(KVH * HD);
     shape sh[7] = { { "q", Q, (int)D, 1 }, { "k,v", KV, (int)D, 2 }, { "o", (int)D, Q, 1 } };
     int ns = 3;
@@ -134,27 +148,27 @@ int main(int argc, char **argv)
     int nmode = bf16 ? 2 : 1;
     /* per shape and mode: median and best wall GFLOP/s, and GFLOP per CPU second (median), which
      * does not count time the process spent descheduled by other load on a shared machine */
-    double *med = calloc((size_t)ns * nmode, sizeof(double)), *best = calloc((size_t)ns * nmode, sizeof(double));
-    double *medcpu = calloc((size_t)ns * nmode, sizeof(double));
-    double *times = malloc(sizeof(double) * (size_t)reps), *ctimes = malloc(sizeof(double) * (size_t)reps);
+    double *med = xcalloc((size_t)ns * nmode, sizeof(double)), *best = xcalloc((size_t)ns * nmode, sizeof(double));
+    double *medcpu = xcalloc((size_t)ns * nmode, sizeof(double));
+    double *times = xmalloc(sizeof(double) * (size_t)reps), *ctimes = xmalloc(sizeof(double) * (size_t)reps);
     uint64_t seed = 0x9e3779b97f4a7c15ull ^ (uint64_t)(rank + 1);
-    float *panel = bf16 ? malloc(PANEL_BYTES) : NULL;
+    float *panel = bf16 ? xmalloc(PANEL_BYTES) : NULL;
 
     for (int s = 0; s < ns; s++) {
         int N = sh[s].N, K = sh[s].K;
         float *x = rnd((size_t)T * K, &seed), *W = rnd((size_t)N * K, &seed), *y = rnd((size_t)T * N, &seed);
         uint16_t *W16 = NULL;
         if (bf16) {
-            W16 = malloc(sizeof(uint16_t) * (size_t)N * K);
+            W16 = xmalloc(sizeof(uint16_t) * (size_t)N * K);
             for (size_t i = 0; i < (size_t)N * K; i++) { uint32_t u; memcpy(&u, &W[i], 4); W16[i] = (uint16_t)(u >> 16); }
         }
         double flops = 2.0 * (double)T * N * K;
         for (int mode = 0; mode < nmode; mode++) {
             const uint16_t *w16 = mode ? W16 : NULL;
-            MPI_Barrier(MPI_COMM_WORLD);
+            MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
             product((int)T, N, K, x, W, w16, panel, y);          /* warm-up: page faults, packing buffers */
             for (int r = 0; r < reps; r++) {
-                MPI_Barrier(MPI_COMM_WORLD);                     /* all ranks busy at the same moment */
+                MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));          /* all ranks busy at the same moment */
                 double t0 = now(), c0 = cpu();
                 product((int)T, N, K, x, W, w16, panel, y);
                 times[r] = now() - t0;
@@ -169,12 +183,12 @@ int main(int argc, char **argv)
         free(x); free(W); free(y); free(W16);
     }
 
-    double *allmed = rank ? NULL : malloc(sizeof(double) * (size_t)ns * nmode * P);
-    double *allbest = rank ? NULL : malloc(sizeof(double) * (size_t)ns * nmode * P);
-    double *allcpu = rank ? NULL : malloc(sizeof(double) * (size_t)ns * nmode * P);
-    MPI_Gather(med, ns * nmode, MPI_DOUBLE, allmed, ns * nmode, MPI_DOUBLE, 0, MPI_COMM_WORLD);
-    MPI_Gather(best, ns * nmode, MPI_DOUBLE, allbest, ns * nmode, MPI_DOUBLE, 0, MPI_COMM_WORLD);
-    MPI_Gather(medcpu, ns * nmode, MPI_DOUBLE, allcpu, ns * nmode, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+    double *allmed = rank ? NULL : xmalloc(sizeof(double) * (size_t)ns * nmode * P);
+    double *allbest = rank ? NULL : xmalloc(sizeof(double) * (size_t)ns * nmode * P);
+    double *allcpu = rank ? NULL : xmalloc(sizeof(double) * (size_t)ns * nmode * P);
+    MPI_CHECK(MPI_Gather(med, ns * nmode, MPI_DOUBLE, allmed, ns * nmode, MPI_DOUBLE, 0, MPI_COMM_WORLD));
+    MPI_CHECK(MPI_Gather(best, ns * nmode, MPI_DOUBLE, allbest, ns * nmode, MPI_DOUBLE, 0, MPI_COMM_WORLD));
+    MPI_CHECK(MPI_Gather(medcpu, ns * nmode, MPI_DOUBLE, allcpu, ns * nmode, MPI_DOUBLE, 0, MPI_COMM_WORLD));
     if (!rank) {
         double block_flops = 0;
         for (int s = 0; s < ns; s++) block_flops += 2.0 * (double)T * sh[s].N * sh[s].K * sh[s].count;
@@ -215,6 +229,6 @@ int main(int argc, char **argv)
         free(allmed); free(allbest); free(allcpu);
     }
     free(med); free(best); free(medcpu); free(times); free(ctimes); free(panel);
-    MPI_Finalize();
+    MPI_CHECK(MPI_Finalize());
     return 0;
 }

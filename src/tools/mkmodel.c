@@ -209,7 +209,7 @@ static const opt_def mk_table[] = {
     O(OPT_I64, kv_heads, "kv-heads", NULL, ">= 1", "key/value heads K (divides H)", .flags = OPT_REQUIRED),
     O(OPT_I64, head_dim, "head-dim", NULL, ">= 1", "head dimension, even (not given: D/H)"),
     O(OPT_I64, vocab, "vocab", NULL, ">= 1", "vocabulary size V", .flags = OPT_REQUIRED),
-    O(OPT_ENUM, dtype, "dtype", NULL, NULL, "f32 | f16 | bf16", .flags = OPT_REQUIRED, .names = dtype_names, .nnames = 3),
+    O(OPT_ENUM, dtype, "dtype", NULL, NULL, "the weights' dtype", .flags = OPT_REQUIRED, .names = dtype_names, .nnames = 3),
     O(OPT_I64, shard_bytes, "shard-bytes", "0", ">= 0", "largest safetensors shard in bytes (0: one model.safetensors)"),
     O(OPT_I64, seed, "seed", "1", ">= 0", "seed of the random weights"),
     O(OPT_BOOL, tie, "tie", "0", NULL, "tie_word_embeddings (no lm_head.weight)"),

@@ -110,6 +110,8 @@ _Noreturn void cfsp_die_at(const char *file, int line, const char *fmt, ...)
             line);
     fflush(stderr);
     remove_tmp_files();
+    /* unchecked: this is the failure path itself (a failing call here could only DIE again);
+     * MPI_Abort does not return when it works, exit(1) follows when it does not */
     int init = 0, fin = 0;
     MPI_Initialized(&init);
     MPI_Finalized(&fin);
@@ -120,7 +122,7 @@ _Noreturn void cfsp_die_at(const char *file, int line, const char *fmt, ...)
 void cfsp_sync(int rc)
 {
     int init = 0;
-    MPI_Initialized(&init);
+    MPI_CHECK(MPI_Initialized(&init));
     if (!init) {
         if (rc != 0) {
             fprintf(stderr, "%s\n", g_msg[0] ? g_msg : "cfsp-mpi: error: (no message)");
@@ -137,14 +139,14 @@ void cfsp_sync(int rc)
         fflush(stderr);
     }
     remove_tmp_files();
-    MPI_Finalize();
+    MPI_CHECK(MPI_Finalize());
     exit(1);
 }
 
 _Noreturn void cfsp_exit_all(int status)
 {
     remove_tmp_files();
-    MPI_Finalize();
+    MPI_CHECK(MPI_Finalize());
     exit(status);
 }
 

@@ -207,7 +207,8 @@ static int find(const opt_table *t, const char *name, size_t len)
     return -1;
 }
 
-size_t opts_index(const opt_table *t, const char *name)
+/* index of the option called name (DIE if the table has none: a programming error) */
+static size_t opts_index(const opt_table *t, const char *name)
 {
     int i = find(t, name, strlen(name));
     if (i < 0) DIE("internal: %s has no option --%s", t->prog, name);
@@ -372,7 +373,10 @@ void opts_print_help(const opt_table *t)
         const opt_def *d = &t->opt[i];
         if (d->flags & OPT_POSITIONAL) continue;
         const char *def = d->flags & OPT_REQUIRED ? "required" : d->def && d->def[0] ? d->def : "none";
-        printf("  --%-16s %s (%s%s)\n", d->name, d->help, d->flags & OPT_REQUIRED ? "" : "default: ", def);
+        char choices[512] = "";                                  /* an enum's names, from the table */
+        for (int k = 0, n = 0; (d->kind == OPT_ENUM || d->kind == OPT_ENUM_LIST) && k < d->nnames && n < (int)sizeof choices; k++)
+            n += snprintf(choices + n, sizeof choices - (size_t)n, "%s%s%s", k ? " | " : "", d->names[k], k + 1 == d->nnames ? "; " : "");
+        printf("  --%-16s %s (%s%s%s)\n", d->name, d->help, choices, d->flags & OPT_REQUIRED ? "" : "default: ", def);
     }
     printf("  --%-16s %s\n", "config", "a JSON file of options (may be given more than once; applied in order)");
 }

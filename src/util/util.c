@@ -70,7 +70,6 @@ static int64_t proc_status_kb(const char *key)
 }
 
 int64_t vm_hwm_bytes(void) { int64_t k = proc_status_kb("VmHWM:"); return k < 0 ? -1 : k * 1024; }
-int64_t vm_rss_bytes(void) { int64_t k = proc_status_kb("VmRSS:"); return k < 0 ? -1 : k * 1024; }
 
 uint64_t fnv1a64(uint64_t h, const void *data, size_t n)
 {
@@ -108,7 +107,7 @@ int read_whole_file(const char *path, size_t max_bytes, char **out, size_t *len)
 
 int path_exists(const char *path) { struct stat st; return stat(path, &st) == 0; }
 
-int dir_is_writable(const char *path)
+static int dir_is_writable(const char *path)
 {
     struct stat st;
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode) && access(path, W_OK | X_OK) == 0;

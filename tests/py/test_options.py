@@ -1,8 +1,10 @@
-"""The one option parser (src/util/opts.c) through every command that uses it: run, prune, recover,
-plan, export, tokenize and cfsp-mpi-mkmodel.
+"""The one option parser (src/util/opts.c) through every command that uses it: run, prune, verify,
+recover, plan, export, tokenize, cfsp-mpi-mkmodel and cfsp-mpi-gemm-bench.
 
 For every command: --help exits 0 and lists every option (the names below, written down here from
-the commands' documentation, not read from the C tables) and --config; a JSON file given with
+the commands' documentation, not read from the C tables) and --config; every enum option's --help
+line shows exactly its choices (written down here too); `cfsp-mpi --help` lists the subcommands,
+one line each; `verify --help` shows its FILE.h5 argument; a JSON file given with
 --config sets options ('-' or '_' in its keys) and the command line overrides it (checked on the
 command's output); an unknown option, a bad value, a missing value, a bad run-file field, an
 unknown run-file key and a run file that is not JSON each end the job with exit status 1 and one
@@ -29,7 +31,24 @@ OPTIONS = {
     "tokenize": "model bos force",
     "mkmodel": "out hidden ffn layers heads kv-heads head-dim vocab dtype shard-bytes seed tie rope-theta "
                "rope-llama3 eps ffn-per-layer force",
+    "gemm-bench": "hidden ffn heads kv-heads head-dim tokens reps bf16 ffn-slice",
+    "verify": "",
 }
+# the choices of every enum option: (command, option) -> names
+CHOICES = {
+    ("run", "method"): "cfsp wanda_sp flap mag_sp",
+    ("run", "global-metric"): "angular cosine mse mae",
+    ("run", "local-metric"): "three_w_one_wa three_w_one_a one_wa one_a wanda_base mag_base three_w_one_wa_rownorm",
+    ("run", "calib-sampling"): "random consecutive",
+    ("run", "alloc-mode"): "default reference",
+    ("run", "write-io"): "direct buffered mpiio",
+    ("recover", "plan"): "uniform adaptive",
+    ("recover", "global-metric"): "angular cosine mse mae",
+    ("recover", "alloc-mode"): "default reference",
+    ("export", "format"): "gguf hf",
+    ("mkmodel", "dtype"): "f32 f16 bf16",
+}
+SUBCOMMANDS = "run prune verify plan export tokenize recover"
 
 
 def read_u32(path):
@@ -57,19 +76,39 @@ def main():
             f.write(raw if raw is not None else json.dumps(obj))
         return p
 
+    gemm = os.path.join(os.path.dirname(os.path.abspath(a.bin)), "cfsp-mpi-gemm-bench")
+
     def cmd(sub, args, np_ranks=0):
         if sub == "mkmodel":
             return [a.mkmodel] + args
         pre = [a.mpiexec, "--oversubscribe", "-n", str(np_ranks)] if np_ranks else []
+        if sub == "gemm-bench":
+            return pre + [gemm] + args
         return pre + [a.bin] + ([] if sub == "run" else [sub]) + args
 
-    # ---- --help lists every option and --config --------------------------------------------------
+    # ---- --help lists every option and --config, an enum's choices, the subcommands ---------------
+    helps = {}
     for sub, names in OPTIONS.items():
         rc, out = C.run_cmd(cmd(sub, ["--help"]), timeout=60)
+        helps[sub] = out
         listed = set(tok[2:] for line in out.splitlines() for tok in line.split()[:1] if tok.startswith("--"))
         want = set(names.split()) | {"config"}
         ck.check(rc == 0 and want <= listed, "%s --help: exit 0, lists every option and --config" % sub,
                  "missing %s" % sorted(want - listed))
+    for (sub, opt), names in CHOICES.items():
+        line = [l for l in helps[sub].splitlines() if l.split()[:1] == ["--" + opt]]
+        tail = line[0][line[0].rfind("(") + 1:] if line else ""       # "(a | b | c; default: a)"
+        shown = tail.split(";")[0].split(" | ") if ";" in tail else []
+        ck.check(sorted(shown) == sorted(names.split()), "%s --help: --%s shows its choices %s" % (sub, opt, names.replace(" ", ", ")),
+                 line[0] if line else "no --%s line" % opt)
+    vlines = helps["verify"].splitlines()
+    ck.check(any(l.split()[:1] == ["FILE.h5"] for l in vlines) and any(l.startswith("usage: cfsp-mpi verify FILE.h5") for l in vlines),
+             "verify --help: exit 0, the usage and its FILE.h5 argument (not taken for a file name)", helps["verify"][-300:])
+    rc, top = C.run_cmd([a.bin, "--help"], timeout=60)
+    first = [l.split()[0] for l in top.splitlines() if l.startswith("  ") and not l.startswith("   ") and l.split()]
+    ck.check(rc == 0 and all(c in first for c in SUBCOMMANDS.split()) and "--model" in first,
+             "cfsp-mpi --help: one line per subcommand (%s), then the run options" % SUBCOMMANDS.replace(" ", ", "),
+             "first words %s" % first[:12])
 
     # ---- --config sets options, the command line overrides them ----------------------------------
     out1 = os.path.join(w, "run1")
@@ -124,8 +163,9 @@ def main():
         "tokenize": ["--model", stories, text, tok_out],
         "mkmodel": ["--out", mk_out, "--hidden", "16", "--ffn", "24", "--layers", "1", "--heads", "2", "--kv-heads", "2",
                     "--vocab", "50", "--dtype", "f32"],
+        "gemm-bench": ["--hidden", "16", "--ffn", "24", "--heads", "2", "--kv-heads", "2", "--tokens", "4", "--reps", "1"],
     }
-    prog = {"mkmodel": "cfsp-mpi-mkmodel"}
+    prog = {"mkmodel": "cfsp-mpi-mkmodel", "gemm-bench": "cfsp-mpi-gemm-bench"}
     # (label, extra arguments, the error line after "cfsp-mpi: error: " starts with)
     cases = {
         "run": [("bad value", ["--nsamples", "x"], "run: --nsamples = 'x': expected an integer >= 1"),
@@ -140,9 +180,11 @@ def main():
                      ("extra positional", ["extra"], "tokenize: unexpected argument 'extra' (usage: cfsp-mpi tokenize")],
         "mkmodel": [("bad value", ["--eps", "-1"], "cfsp-mpi-mkmodel: --eps = '-1': expected a number > 0"),
                     ("bad enum", ["--dtype", "f8"], "cfsp-mpi-mkmodel: --dtype = 'f8': expected f32, f16 or bf16")],
+        "gemm-bench": [("bad value", ["--tokens", "x"], "cfsp-mpi-gemm-bench: --tokens = 'x': expected an integer >= 1"),
+                       ("bad bool", ["--bf16", "2"], "cfsp-mpi-gemm-bench: unexpected argument '2' (usage: [mpirun -n P] cfsp-mpi-gemm-bench")],
     }
     missing = {"run": "--seqlen", "prune": "--ratios", "recover": "--rank", "plan": "--chunk", "export": "--name",
-               "tokenize": "--model", "mkmodel": "--vocab"}
+               "tokenize": "--model", "mkmodel": "--vocab", "gemm-bench": "--reps"}
     # a bad field of a run file: (key, value, the error after "FILE: ")
     field = {"run": ("nsamples", "x", "nsamples = 'x': expected an integer >= 1"),
              "prune": ("ffn_slice", -1, "ffn_slice = '-1': expected an integer >= 0"),
@@ -150,12 +192,13 @@ def main():
              "plan": ("ranks", -1, "ranks = '-1': expected an integer in [1, 1048576]"),
              "export": ("alignment", 0.5, "alignment = '0.5': expected an integer in [1, 1073741824]"),
              "tokenize": ("bos", "maybe", "bos = 'maybe': expected 1, 0, true or false"),
-             "mkmodel": ("kv-heads", 0, "kv-heads = '0': expected an integer >= 1")}
+             "mkmodel": ("kv-heads", 0, "kv-heads = '0': expected an integer >= 1"),
+             "gemm-bench": ("kv_heads", 0, "kv_heads = '0': expected an integer >= 1")}
     for sub in base:
         name = prog.get(sub, sub)
         key, val, msg = field[sub]
         fjson = wjson("field_%s.json" % sub, {key: val})
-        tkey = "model" if sub == "plan" else "force"
+        tkey = {"plan": "model", "gemm-bench": "bf16"}.get(sub, "force")
         tjson = wjson("type_%s.json" % sub, {tkey: {"x": 1}})
         all_cases = cases[sub] + [
             ("unknown option", ["--frobnicate", "1"], "%s: unknown option '--frobnicate' (see " % name),
@@ -183,6 +226,14 @@ def main():
                 ok = rc == 1 and len(errs) == 1 and errs[0].startswith("cfsp-mpi: error: " + want) and not left
                 ck.check(ok, "%s %s%s: exit 1, one error line, no output" % (sub, label, " -n %d" % n if n else ""),
                          "rc %d, %s, left %s" % (rc, errs if errs else log[-300:], left))
+    # verify: one positional FILE.h5 through the same parser
+    for label, args, want in [("no file", [], "verify: missing FILE.h5 (usage: cfsp-mpi verify FILE.h5)"),
+                              ("two files", ["a.h5", "b.h5"], "verify: unexpected argument 'b.h5' (usage: cfsp-mpi verify FILE.h5)"),
+                              ("unknown option", ["a.h5", "--frobnicate"], "verify: unknown option '--frobnicate' (see cfsp-mpi verify --help)")]:
+        rc, log = C.run_cmd(cmd("verify", args), timeout=60)
+        errs = [l for l in log.splitlines() if l.startswith("cfsp-mpi: error:")]
+        ck.check(rc == 1 and len(errs) == 1 and errs[0].startswith("cfsp-mpi: error: " + want),
+                 "verify %s: exit 1, one error line" % label, "rc %d, %s" % (rc, errs if errs else log[-300:]))
     ck.finish()
 
 

@@ -1,6 +1,6 @@
-/* options.h — the options of run / prune / verify, from one table (src/cli/options.c) parsed by
- * util/opts.h: defaults, then the JSON run file (--config; keys are the option names, '-' or '_'),
- * then the command line. `cfsp-mpi --help` prints the table. */
+/* options.h — the options of run / prune and of verify, from their tables (src/cli/options.c)
+ * parsed by util/opts.h: defaults, then the JSON run file (--config; keys are the option names, '-'
+ * or '_'), then the command line. `cfsp-mpi --help` prints the list of commands and the run table. */
 #ifndef CFSP_OPTIONS_H
 #define CFSP_OPTIONS_H
 #include "cfsp/prune/prune.h"
@@ -13,7 +13,7 @@ typedef struct {
     char model[4096], calib_tokens[4096], eval_tokens[4096], output_dir[4096], dump_logits[4096];
     char calib_text[4096], eval_text[4096];   /* text, tokenized by the model's own tokenizer */
     char stats[4096];            /* prune --stats FILE */
-    char verify_file[4096];
+    char verify_file[4096];      /* verify FILE.h5 */
     int nsamples, seqlen, chunk, eval_windows, calib_random, ffn_slice;
     long long seed;
     double ratios[MAX_RATIOS];

@@ -20,7 +20,7 @@
  * ckpt_open / ckpt_open_dir, ckpt_find and ckpt_read_rows; they stream one row panel at a time. */
 /* rows per streamed panel of t (at most EX_PANEL_BYTES, a multiple of `multiple` rows) */
 #define EX_PANEL_BYTES (64u << 20)
-int64_t ex_panel_rows(const ckpt_tensor *t, int64_t multiple);   /* export_src.c */
+int64_t ex_panel_rows(const ckpt_tensor *t, int64_t multiple);   /* export_panel.c */
 
 /* ---- the tokenizer of the source checkpoint (export_tok.c) ----------------------------------- */
 /* GGUF tokenizer metadata, built from what src/tok reads (cfsp/tok/tokenizer.h) */

@@ -11,9 +11,7 @@ void h5_quiet(void);                             /* no automatic HDF5 error stac
 hid_t h5_dtype(dtype_t t);                       /* caller closes */
 int h5_dtype_of(hid_t type, dtype_t *out);       /* recognise F32 / F16 / BF16 file types */
 hid_t h5_create_dataset(hid_t file, const char *path, hid_t type, int ndims, const int64_t *dims);
-/* write rows [r0, r0+nrows) of a [rows, cols] dataset from data, in panels of at most ~256 MB */
-void h5_write_rows(hid_t dset, hid_t memtype, const void *data, int64_t r0, int64_t nrows, int64_t cols, size_t elsize);
-/* write a contiguous [nrows, ncols] block at (r0, c0) of a 1-D or 2-D dataset, in row panels */
+/* write a contiguous [nrows, ncols] block at (r0, c0) of a 1-D or 2-D dataset, in row panels of at most ~256 MB */
 void h5_write_block(hid_t dset, hid_t memtype, const void *data, int64_t r0, int64_t c0, int64_t nrows, int64_t ncols, size_t elsize);
 void h5_attr_string(hid_t obj, const char *name, const char *value);
 void h5_attr_double(hid_t obj, const char *name, double v);

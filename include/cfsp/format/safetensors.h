@@ -62,4 +62,7 @@ uint64_t st_nbytes(const st_tensor *t);
 /* A fingerprint of the checkpoint: every header, the given text (config.json), and up to 4 KiB
  * at the start, middle and end of every tensor's data (read with pread, not mapped). */
 int st_fingerprint(const st_model *m, const char *text, unsigned long long *out);
+/* Resident bytes of this process's mappings of the model's files (the Rss of their
+ * /proc/self/smaps entries, matched by device and inode); 0 if smaps cannot be read. */
+uint64_t st_resident_bytes(const st_model *st);
 #endif

@@ -38,7 +38,6 @@ fwd_ws_size fwd_ws_bytes(const model_config *c, int ctx, int chunk, int need_hea
 void embed_tokens(const wmat *emb, const uint32_t *ids, int n, float *x);
 void rmsnorm(float *out, const float *x, const float *w, int n, int D, float eps);
 void linear(float *y, const float *x, int n, const wmat *W, float beta, fwd_ws *ws);
-void rope_apply(float *x, int n, int nheads, int hd, int pos0, const fwd_ws *ws);
 void attention(float *out, const float *q, const float *kc, const float *vc, int n, int pos0, fwd_ws *ws);
 void swiglu(float *g, const float *u, size_t n);
 

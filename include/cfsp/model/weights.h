@@ -50,7 +50,6 @@ void unit_weights_free_owned(unit_weights *u);
  * data stays valid and is faulted back in from the page cache or the file if read again. Used
  * after a unit is sliced, so its pruned copy does not sit in memory beside the original. */
 void wmat_release_pages(const wmat *m);
-size_t wmat_bytes(const wmat *m);
 /* row r of m converted to fp32 */
 void wmat_row_f32(const wmat *m, int64_t r, float *out);
 void convert_to_f32(dtype_t dt, const void *src, float *dst, size_t n);

@@ -11,11 +11,9 @@ typedef enum {
     LM_THREE_W_ONE_WA_ROWNORM, LM_COUNT
 } local_metric;
 extern const char *const local_metric_names[LM_COUNT];
-int local_metric_from_name(const char *s);
 
 typedef enum { PM_CFSP = 0, PM_WANDA_SP, PM_FLAP, PM_MAG_SP, PM_COUNT } prune_method;
 extern const char *const prune_method_names[PM_COUNT];
-int prune_method_from_name(const char *s);
 
 /* Per-channel scores of one FFN slice (double, length u->k, channels c0.. of the block).
  * nsamples: calibration sequences (A_j = sqrt(sum_sq/nsamples)). flap: fluctuation x sum_i W_ij^2;

@@ -8,7 +8,6 @@
 
 enum { GM_ANGULAR = 0, GM_COSINE, GM_MSE, GM_MAE, GM_COUNT };
 extern const char *const global_metric_names[GM_COUNT];
-int global_metric_from_name(const char *s);
 
 typedef struct block_stats {
     int layer, m;
@@ -19,9 +18,6 @@ typedef struct block_stats {
 
 void stats_init(block_stats *s, int layer, int m);
 void stats_free(block_stats *s);
-/* act [n, k]: channels c0..c0+k-1 of the block */
-void stats_channels(block_stats *s, const float *act, int n, int k, int c0);
-void stats_coarse(block_stats *s, const float *hin, const float *hout, int n, int D);
 /* the forward pass's statistics hook over all[L] (indexed by layer; entries of this rank's blocks) */
 fwd_hook stats_hook(block_stats *all);
 #endif

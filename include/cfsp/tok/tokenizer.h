@@ -32,7 +32,6 @@ int tokenizer_from_spm(const void *data, size_t len, const char *fname, tokenize
 int tokenizer_from_hf_json(const char *json, size_t len, const char *fname, tokenizer **out);
 void tokenizer_free(tokenizer *t);
 
-int tokenizer_bos_id(const tokenizer *t);
 int tokenizer_vocab_size(const tokenizer *t);          /* 1 + the largest id it can produce */
 const char *tokenizer_describe(const tokenizer *t);    /* e.g. "sentencepiece BPE, 512 pieces" */
 

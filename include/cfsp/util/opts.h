@@ -52,7 +52,7 @@ typedef struct {
     const char *cmd;             /* "cfsp-mpi recover": named in "(see cfsp-mpi recover --help)" */
     const char *usage;           /* the usage line(s) printed by --help, without "usage: " (the first
                                   * line is also quoted by the errors about positional arguments) */
-    const char *about;           /* a paragraph printed by --help after the usage (may be NULL) */
+    const char *about;           /* a paragraph printed by --help before the usage (may be NULL) */
     const opt_def *opt;
     size_t n;
 } opt_table;
@@ -74,10 +74,9 @@ typedef struct {
 /* Parse argv[first..argc-1] into the struct at dst. Returns 0, 1 after printing --help (on rank 0,
  * or without MPI), or -1 with a FAIL message. res (may be NULL) receives what was given. */
 int opts_parse(const opt_table *t, int argc, char **argv, int first, void *dst, opt_result *res);
-/* the --help text: usage, about, one line per option (default, range, names) */
+/* the --help text: about, usage, the positional arguments, one line per option (its help, an
+ * enum's names from the table, its default) */
 void opts_print_help(const opt_table *t);
-/* index of the option called name (DIE if the table has none: a programming error) */
-size_t opts_index(const opt_table *t, const char *name);
 /* prefix for a later check of option name: "run.json: align" if the value came from a run file,
  * "recover: --align" otherwise (the command line or the default); returns buf */
 const char *opts_where(const opt_table *t, const opt_result *res, const char *name, char *buf, size_t n);

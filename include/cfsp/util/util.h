@@ -14,7 +14,6 @@ int mul_u64(uint64_t a, uint64_t b, uint64_t *out);
 
 double now_seconds(void);
 int64_t vm_hwm_bytes(void);              /* peak resident set of this process (/proc/self/status) */
-int64_t vm_rss_bytes(void);
 
 uint64_t fnv1a64(uint64_t h, const void *data, size_t n);
 #define FNV1A64_INIT 0xcbf29ce484222325ULL
@@ -22,7 +21,6 @@ uint64_t fnv1a64(uint64_t h, const void *data, size_t n);
 /* read a whole file (at most max_bytes) into a NUL-terminated buffer; FAIL on error */
 int read_whole_file(const char *path, size_t max_bytes, char **out, size_t *len);
 int path_exists(const char *path);
-int dir_is_writable(const char *path);
 int64_t free_disk_bytes(const char *dir);
 int mkdir_p(const char *path);
 /* text to path through path.tmp and a rename; FAIL on any write, close or rename error */

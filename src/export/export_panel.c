@@ -1,4 +1,4 @@
-/* export_src.c — the row panels the exporters stream (see export.h): how many rows of a tensor
+/* export_panel.c — the row panels the exporters stream (see export.h): how many rows of a tensor
  * one panel of at most EX_PANEL_BYTES holds. The tensors come from the checkpoint reader
  * (cfsp/ckpt/reader.h). */
 #include "cfsp/export/export.h"
