@@ -1,5 +1,7 @@
 /* merge.c — a pruned checkpoint with tensors replaced, for `recover --merge` (see merge.h): copy
- * the file, rewrite the datasets in their stored dtype with new checksums, provenance, rename. */
+ * the file, rewrite the datasets in their stored dtype with new checksums, provenance, rename.
+ * Every HDF5 and IO call on the copy is checked; once the merge is failing (its copy is removed),
+ * handles are released best-effort. */
 #include "cfsp/ckpt/merge.h"
 #include "cfsp/ckpt/layout.h"
 #include "cfsp/ckpt/model_h5.h"
@@ -76,16 +78,16 @@ int ckpt_merge_tensor(ckpt_merge *m, const char *name, const float *v, int64_t r
         replace_attr_u64(ds, CKPT_A_CHECKSUM, tensor_checksum(out, es, rows, cols, 0, 0, cols));
         free(out);
     }
-    if (sp >= 0) H5Sclose(sp);
-    if (ty >= 0) H5Tclose(ty);
-    H5Dclose(ds);
+    if (sp >= 0) H5_CHECK(H5Sclose(sp));
+    if (ty >= 0) H5_CHECK(H5Tclose(ty));
+    H5_CHECK(H5Dclose(ds));
     return rc;
 }
 
 int ckpt_merge_end(ckpt_merge *m, int ok, const ckpt_merge_info *info)
 {
     if (ok) {
-        if (H5Aexists(m->f, CKPT_A_FILE_CHECKSUM) > 0) H5Adelete(m->f, CKPT_A_FILE_CHECKSUM);
+        if (H5Aexists(m->f, CKPT_A_FILE_CHECKSUM) > 0) H5_CHECK(H5Adelete(m->f, CKPT_A_FILE_CHECKSUM));
         h5_attr_string(m->f, CKPT_A_MERGED_FROM, info->from);
         h5_attr_string(m->f, CKPT_A_MERGED_PLAN, info->plan);
         h5_attr_i64(m->f, CKPT_A_MERGED_STEPS, info->steps);
@@ -96,7 +98,7 @@ int ckpt_merge_end(ckpt_merge *m, int ok, const ckpt_merge_info *info)
     if (!rc) {
         int fd = open(m->tmp, O_RDONLY);
         if (fd < 0 || fsync(fd) != 0) rc = FAIL("%s: fsync failed", m->tmp);
-        if (fd >= 0) close(fd);
+        if (fd >= 0 && close(fd) != 0 && !rc) rc = FAIL("%s: close failed", m->tmp);
     }
     if (!rc && rename(m->tmp, m->out) != 0) rc = FAIL("cannot rename %s to %s", m->tmp, m->out);
     if (!rc) cfsp_tmp_unregister(m->tmp);

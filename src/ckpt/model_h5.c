@@ -1,5 +1,6 @@
 /* model_h5.c — parallel HDF5 writer and verifier of pruned checkpoints (see model_h5.h), in the
- * layout of layout.h. */
+ * layout of layout.h. The writer checks every HDF5 and IO call (H5_CHECK / DIE); the verifier reads
+ * an untrusted file and FAILs naming it and the field, releasing its handles best-effort then. */
 #include "cfsp/ckpt/model_h5.h"
 #include "cfsp/ckpt/layout.h"
 #include "cfsp/ckpt/rawio.h"
@@ -7,6 +8,7 @@
 #include "cfsp/util/err.h"
 #include "cfsp/util/util.h"
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <mpi.h>
 #include <signal.h>
@@ -130,7 +132,7 @@ static int add_dataset(writer *wr, const char *path, dtype_t dt, int is_index, i
     H5_CHECK(type);
     hid_t ds = h5_create_dataset(wr->file, path, type, ndims, dims);
     if (!is_index) h5_attr_string(ds, CKPT_A_DTYPE, dtype_name(dt));
-    H5Tclose(type);
+    H5_CHECK(H5Tclose(type));
     if (wr->n == wr->cap) {
         wr->cap = wr->cap ? 2 * wr->cap : 64;
         wr->ds = xrealloc(wr->ds, sizeof(hid_t) * (size_t)wr->cap);
@@ -153,8 +155,9 @@ static void write_block(writer *wr, int idx, dtype_t dt, int is_index, const voi
     size_t row_bytes = (size_t)cols * es;
     if (!wr->raw) {
         hid_t type = is_index ? H5Tcopy(H5T_STD_I64LE) : h5_dtype(dt);
+        H5_CHECK(type);
         h5_write_block(wr->ds[idx], type, data, r0, c0, rows, cols, es);
-        H5Tclose(type);
+        H5_CHECK(H5Tclose(type));
         wr->sum[idx] += tensor_checksum(data, es, rows, cols, r0, c0, full_cols);
     } else {
         CHECK(wr->addr[idx] != UINT64_MAX, "internal: HDF5 dataset %d has no file address", idx);
@@ -269,7 +272,7 @@ uint64_t model_h5_write(const char *path, const model_out *mo, double *seconds, 
     writer wr = { 0 };
     wr.file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     if (wr.file < 0) DIE("%s: cannot create the HDF5 output file", path);
-    H5Pclose(fapl);
+    H5_CHECK(H5Pclose(fapl));
 
     /* collective metadata: every rank creates every dataset, in the same order (a block's in
      * ckpt_kind order, so that dataset first_ds[l] + kind is the block's tensor kind) */
@@ -344,9 +347,9 @@ uint64_t model_h5_write(const char *path, const model_out *mo, double *seconds, 
         H5_CHECK(H5Dwrite(d_m, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, m));
         free(m);
     }
-    H5Dclose(d_imp);
-    H5Dclose(d_keep);
-    H5Dclose(d_m);
+    H5_CHECK(H5Dclose(d_imp));
+    H5_CHECK(H5Dclose(d_keep));
+    H5_CHECK(H5Dclose(d_m));
 
     /* checksums: every rank's shares add up exactly (mod 2^64); all ranks write the attributes */
     uint64_t *all = xmalloc(sizeof(uint64_t) * (size_t)wr.n);
@@ -355,7 +358,7 @@ uint64_t model_h5_write(const char *path, const model_out *mo, double *seconds, 
     for (int i = 0; i < wr.n; i++) {
         h5_attr_u64(wr.ds[i], CKPT_A_CHECKSUM, all[i]);
         file_sum = fnv1a64(file_sum, &all[i], sizeof all[i]);
-        H5Dclose(wr.ds[i]);
+        H5_CHECK(H5Dclose(wr.ds[i]));
     }
     hid_t root = H5Gopen2(wr.file, "/", H5P_DEFAULT);
     H5_CHECK(root);
@@ -368,12 +371,11 @@ uint64_t model_h5_write(const char *path, const model_out *mo, double *seconds, 
     free(cj);
     h5_attr_i64(root, CKPT_A_NUM_TENSORS, wr.n);
     h5_attr_u64(root, CKPT_A_FILE_CHECKSUM, file_sum);
-    H5Gclose(root);
+    H5_CHECK(H5Gclose(root));
     if (H5Fclose(wr.file) < 0) DIE("%s: closing the HDF5 file failed", path);
     {                                     /* durable before it can be renamed into place: every rank, */
         int fd = open(path, O_RDONLY);    /* as on a parallel file system its metadata writes are its own */
-        if (fd < 0 || fsync(fd) != 0) DIE("%s: fsync failed", path);
-        close(fd);
+        if (fd < 0 || fsync(fd) != 0 || close(fd) != 0) DIE("%s: syncing to the device failed: %s", path, strerror(errno));
     }
     MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
     if (seconds) *seconds = now_seconds() - t0;
@@ -382,38 +384,58 @@ uint64_t model_h5_write(const char *path, const model_out *mo, double *seconds, 
     return bytes;
 }
 
-typedef struct { int checked, bad; } verify_ctx;
+typedef struct {
+    const char *path;
+    int checked, bad;
+    int failed;             /* verify_one recorded a FAIL and stopped the visit */
+} verify_ctx;
 
+/* H5Ovisit callback: the checksum of one dataset that carries one. A dataset whose data cannot be
+ * read counts as bad (one line, like a mismatch); an unreadable checksum attribute or a dataset
+ * that is no tensor stops the visit with a FAIL. */
 static herr_t verify_one(hid_t loc, const char *name, const H5O_info_t *info, void *opdata)
 {
     verify_ctx *v = opdata;
     if (info->type != H5O_TYPE_DATASET) return 0;
+    char where[4400];
+    snprintf(where, sizeof where, "%s: dataset /%s", v->path, name);
     hid_t ds = H5Dopen2(loc, name, H5P_DEFAULT);
-    if (ds < 0) return -1;
-    if (H5Aexists(ds, CKPT_A_CHECKSUM) <= 0) { H5Dclose(ds); return 0; }
+    if (ds < 0) { v->failed = 1; return FAIL("%s: cannot open", where); }
+    if (H5Aexists(ds, CKPT_A_CHECKSUM) <= 0) { H5_CHECK(H5Dclose(ds)); return 0; }
     uint64_t want = 0;
-    hid_t a = H5Aopen(ds, CKPT_A_CHECKSUM, H5P_DEFAULT);
-    H5Aread(a, H5T_NATIVE_UINT64, &want);
-    H5Aclose(a);
+    if (h5_attr_read_num(ds, where, CKPT_A_CHECKSUM, H5T_NATIVE_UINT64, &want)) { H5Dclose(ds); v->failed = 1; return -1; }
     hid_t type = H5Dget_type(ds), sp = H5Dget_space(ds);
     hsize_t dims[2] = { 1, 1 };
-    int nd = H5Sget_simple_extent_dims(sp, dims, NULL);
-    int64_t rows = (int64_t)dims[0], cols = nd == 2 ? (int64_t)dims[1] : 1;
-    size_t es = H5Tget_size(type);
-    void *buf = xmalloc((size_t)(rows * cols) * es + 1);
-    int ok = H5Dread(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) >= 0;
-    uint64_t got = tensor_checksum(buf, es, rows, cols, 0, 0, cols);
-    if (!ok || got != want) {
-        fprintf(stderr, "cfsp-mpi: verify: /%s: checksum mismatch (stored %016llx, data %016llx)\n", name,
-                (unsigned long long)want, (unsigned long long)got);
-        v->bad++;
+    int nd = sp < 0 ? -1 : H5Sget_simple_extent_ndims(sp);
+    H5T_class_t cls = type < 0 ? H5T_NO_CLASS : H5Tget_class(type);
+    size_t es = type < 0 ? 0 : H5Tget_size(type);
+    int rc = 0;
+    if (nd < 0 || nd > 2 || H5Sget_simple_extent_dims(sp, dims, NULL) < 0)
+        rc = FAIL("%s: %d dimensions, expected a tensor of 1 or 2", where, nd);
+    else if ((cls != H5T_FLOAT && cls != H5T_INTEGER) || es < 1 || es > 8)
+        rc = FAIL("%s: carries a checksum but is not a tensor of 1- to 8-byte numbers", where);
+    if (!rc) {
+        int64_t rows = (int64_t)dims[0], cols = nd == 2 ? (int64_t)dims[1] : 1;
+        void *buf = xmalloc((size_t)(rows * cols) * es + 1);
+        if (H5Dread(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) {
+            fprintf(stderr, "cfsp-mpi: verify: /%s: data unreadable (truncated or damaged file?)\n", name);
+            v->bad++;
+        } else {
+            uint64_t got = tensor_checksum(buf, es, rows, cols, 0, 0, cols);
+            if (got != want) {
+                fprintf(stderr, "cfsp-mpi: verify: /%s: checksum mismatch (stored %016llx, data %016llx)\n", name,
+                        (unsigned long long)want, (unsigned long long)got);
+                v->bad++;
+            }
+        }
+        v->checked++;
+        free(buf);
     }
-    v->checked++;
-    free(buf);
-    H5Tclose(type);
-    H5Sclose(sp);
-    H5Dclose(ds);
-    return 0;
+    if (type >= 0) H5_CHECK(H5Tclose(type));
+    if (sp >= 0) H5_CHECK(H5Sclose(sp));
+    H5_CHECK(H5Dclose(ds));
+    if (rc) v->failed = 1;
+    return rc;
 }
 
 int model_h5_verify(const char *path)
@@ -422,14 +444,13 @@ int model_h5_verify(const char *path)
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (f < 0) return FAIL("%s: not an HDF5 file (or unreadable)", path);
     int64_t ntens = -1;
-    if (H5Aexists(f, CKPT_A_NUM_TENSORS) > 0) {
-        hid_t a = H5Aopen(f, CKPT_A_NUM_TENSORS, H5P_DEFAULT);
-        H5Aread(a, H5T_NATIVE_INT64, &ntens);
-        H5Aclose(a);
+    if (H5Aexists(f, CKPT_A_NUM_TENSORS) > 0 && h5_attr_read_i64(f, path, CKPT_A_NUM_TENSORS, &ntens)) { H5Fclose(f); return -1; }
+    verify_ctx v = { path, 0, 0, 0 };
+    if (H5Ovisit(f, H5_INDEX_NAME, H5_ITER_NATIVE, verify_one, &v) < 0) {
+        H5Fclose(f);
+        return v.failed ? -1 : FAIL("%s: cannot read the file's objects", path);
     }
-    verify_ctx v = { 0, 0 };
-    if (H5Ovisit(f, H5_INDEX_NAME, H5_ITER_NATIVE, verify_one, &v) < 0) { H5Fclose(f); return FAIL("%s: cannot read the file's objects", path); }
-    H5Fclose(f);
+    H5_CHECK(H5Fclose(f));
     if (ntens < 0) return FAIL("%s: no '" CKPT_A_NUM_TENSORS "' attribute: not a complete cfsp-mpi output", path);
     if (v.checked != ntens) return FAIL("%s: %d tensors carry checksums, the file records %lld", path, v.checked, (long long)ntens);
     if (v.bad) return FAIL("%s: %d of %d tensors fail their checksum", path, v.bad, v.checked);

@@ -77,7 +77,7 @@ static void run_job(raw_writer *w, job j)
         else e = pwrite_all(fd, w->buf[j.buf], j.len, j.off);
         if (e == EINVAL && fd == w->fd_direct) {      /* the file system wants a larger alignment: buffered from now on */
             e = pwrite_all(w->fd_buffered, w->buf[j.buf], j.len, j.off);
-            close(fd);
+            if (close(fd) != 0 && !e) e = errno;
             pthread_mutex_lock(&w->mu);
             snprintf(w->refused, sizeof w->refused, "O_DIRECT write refused: %s", strerror(EINVAL));
             w->fd_direct = -1;

@@ -1,6 +1,7 @@
 /* reader.c — the checkpoint reader (see reader.h): a pruned HDF5 checkpoint or an unpruned Hugging
  * Face directory, listed as Hugging Face tensors with shapes and dtypes checked up front, then
- * read row panel by row panel as raw stored bytes. */
+ * read row panel by row panel as raw stored bytes. Every read of the file FAILs naming it and the
+ * field; closes of handles that opened are checked (H5_CHECK). */
 #include "cfsp/ckpt/reader.h"
 #include "cfsp/format/h5util.h"
 #include "cfsp/util/err.h"
@@ -64,14 +65,10 @@ static int h5_path_exists(hid_t f, const char *path)
     }
 }
 
-static int attr_double(hid_t obj, const char *name, double *v)
+/* why h5_attr_read_string found no string attribute `name` */
+static const char *absent_or_bad(hid_t obj, const char *name)
 {
-    if (H5Aexists(obj, name) <= 0) return -1;
-    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
-    if (a < 0) return -1;
-    int rc = H5Aread(a, H5T_NATIVE_DOUBLE, v) < 0 ? -1 : 0;
-    H5Aclose(a);
-    return rc;
+    return H5Aexists(obj, name) > 0 ? "not one readable string" : "missing";
 }
 
 /* open t's dataset and check it is a float tensor of the expected rank and (when known) shape */
@@ -85,8 +82,7 @@ static int check_dataset(ckpt_source *s, ckpt_tensor *t)
     int rc = 0;
     hsize_t dims[4] = { 0, 0, 0, 0 };
     int nd = sp >= 0 ? H5Sget_simple_extent_ndims(sp) : -1;
-    if (nd < 1 || nd > 4) rc = FAIL("%s: dataset '%s': unreadable dataspace", f, t->h5path);
-    else H5Sget_simple_extent_dims(sp, dims, NULL);
+    if (nd < 1 || nd > 4 || H5Sget_simple_extent_dims(sp, dims, NULL) < 0) rc = FAIL("%s: dataset '%s': unreadable dataspace", f, t->h5path);
     if (!rc && (ty < 0 || h5_dtype_of(ty, &t->dtype) != 0))
         rc = FAIL("%s: dataset '%s': not an F32, F16 or BF16 float type", f, t->h5path);
     if (!rc && nd != t->ndim)
@@ -99,9 +95,9 @@ static int check_dataset(ckpt_source *s, ckpt_tensor *t)
         else
             rc = FAIL("%s: dataset '%s' has shape [%llu], expected [%lld]", f, t->h5path, (unsigned long long)dims[0], (long long)t->rows);
     }
-    if (ty >= 0) H5Tclose(ty);
-    if (sp >= 0) H5Sclose(sp);
-    H5Dclose(ds);
+    if (ty >= 0) H5_CHECK(H5Tclose(ty));
+    if (sp >= 0) H5_CHECK(H5Sclose(sp));
+    H5_CHECK(H5Dclose(ds));
     return rc;
 }
 
@@ -119,7 +115,7 @@ int ckpt_open(const char *path, const char *src_override, ckpt_source *s)
     /* the dataset layout read here is the same in both versions (/2 changed the checksums) */
     if (!fmt || (strcmp(fmt, CKPT_FORMAT) && strcmp(fmt, CKPT_FORMAT_V1))) {
         int rc = FAIL("%s: attribute '" CKPT_A_FORMAT "' is %s%s%s, expected \"%s\" (a pruned checkpoint of cfsp-mpi)", path,
-                      fmt ? "\"" : "", fmt ? fmt : "missing", fmt ? "\"" : "", CKPT_FORMAT);
+                      fmt ? "\"" : "", fmt ? fmt : absent_or_bad(s->h5, CKPT_A_FORMAT), fmt ? "\"" : "", CKPT_FORMAT);
         free(fmt);
         return rc;
     }
@@ -127,14 +123,15 @@ int ckpt_open(const char *path, const char *src_override, ckpt_source *s)
     if (H5Aexists(s->h5, CKPT_A_NUM_TENSORS) <= 0)
         return FAIL("%s: no '" CKPT_A_NUM_TENSORS "' attribute: not a complete cfsp-mpi output", path);
     s->config_text = h5_attr_read_string(s->h5, CKPT_A_CONFIG);
-    if (!s->config_text) return FAIL("%s: attribute '" CKPT_A_CONFIG "' is missing", path);
+    if (!s->config_text) return FAIL("%s: attribute '" CKPT_A_CONFIG "' is %s", path, absent_or_bad(s->h5, CKPT_A_CONFIG));
     char where[4200];
     snprintf(where, sizeof where, "%s: attribute '" CKPT_A_CONFIG "'", path);
     if (model_config_parse(s->config_text, strlen(s->config_text), where, &s->cfg)) return -1;
     char *m = h5_attr_read_string(s->h5, CKPT_A_METHOD);
     snprintf(s->method, sizeof s->method, "%s", m ? m : "unknown");
     free(m);
-    if (attr_double(s->h5, CKPT_A_RATIO, &s->ratio)) s->ratio = -1;
+    s->ratio = -1;
+    if (H5Aexists(s->h5, CKPT_A_RATIO) > 0 && h5_attr_read_num(s->h5, path, CKPT_A_RATIO, H5T_NATIVE_DOUBLE, &s->ratio)) return -1;
 
     /* the source checkpoint: --model, else the model path the pruning run recorded */
     if (src_override && src_override[0]) snprintf(s->src_dir, sizeof s->src_dir, "%s", src_override);
@@ -245,16 +242,16 @@ int ckpt_read_rows(ckpt_source *s, const ckpt_tensor *t, int64_t r0, int64_t n, 
     if (ty < 0 || fs < 0 || ms < 0 || H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) < 0 ||
         H5Dread(ds, ty, ms, fs, H5P_DEFAULT, buf) < 0)   /* the file type as memory type: raw bits */
         rc = FAIL("%s: dataset '%s': reading rows %lld..%lld failed", s->in_path, t->h5path, (long long)r0, (long long)(r0 + n));
-    if (ms >= 0) H5Sclose(ms);
-    if (fs >= 0) H5Sclose(fs);
-    if (ty >= 0) H5Tclose(ty);
-    H5Dclose(ds);
+    if (ms >= 0) H5_CHECK(H5Sclose(ms));
+    if (fs >= 0) H5_CHECK(H5Sclose(fs));
+    if (ty >= 0) H5_CHECK(H5Tclose(ty));
+    H5_CHECK(H5Dclose(ds));
     return rc;
 }
 
 void ckpt_close(ckpt_source *s)
 {
-    if (s->h5 >= 0) H5Fclose(s->h5);
+    if (s->h5 >= 0) H5_CHECK(H5Fclose(s->h5));
     if (s->st_open) st_close(&s->st);
     model_config_free(&s->cfg);
     free(s->config_text);

@@ -21,6 +21,7 @@
 #include "cfsp/util/err.h"
 #include "cfsp/util/util.h"
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <math.h>
 #include <mpi.h>
@@ -75,7 +76,7 @@ static int commit_outputs(job *j)
         if (!rc && j->npending) {         /* the renames themselves durable */
             int fd = open(j->o->output_dir, O_RDONLY | O_DIRECTORY);
             if (fd < 0 || fsync(fd) != 0) rc = FAIL("%s: cannot fsync the output directory", j->o->output_dir);
-            if (fd >= 0) close(fd);
+            if (fd >= 0 && close(fd) != 0 && !rc) rc = FAIL("%s: cannot close the output directory", j->o->output_dir);
         }
     }
     for (int i = 0; i < j->npending; i++) cfsp_tmp_unregister(j->pending[i][0]);
@@ -317,7 +318,8 @@ static void evaluate_dense(job *j)
     eval_result e = run_eval(j, j->w.units, "eval dense", dump);
     j->dense_secs = e.seconds;
     if (dump) {
-        if (fclose(dump) != 0 || rename(dtmp, o->dump_logits) != 0) DIE("%s: cannot write the logits dump", o->dump_logits);
+        if (fflush(dump) != 0 || fsync(fileno(dump)) != 0 || fclose(dump) != 0 || rename(dtmp, o->dump_logits) != 0)
+            DIE("%s: cannot write the logits dump: %s", o->dump_logits, strerror(errno));
         cfsp_tmp_unregister(dtmp);
     }
     if (j->rank == 0) {

@@ -29,6 +29,7 @@ static int write_ids(const char *out, const uint32_t *ids, int64_t n)
         if (k == sizeof buf) { ok = fwrite(buf, 1, k, f) == k; k = 0; }
     }
     if (ok && k) ok = fwrite(buf, 1, k, f) == k;
+    if (ok) ok = fflush(f) == 0 && fsync(fileno(f)) == 0;   /* on the device before the rename */
     if (fclose(f) != 0) ok = 0;
     if (!ok || rename(tmp, out) != 0) {
         unlink(tmp);

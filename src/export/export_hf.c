@@ -52,6 +52,7 @@ static int write_file(const char *path, const char *text, strlist *created)
     sl_add(created, path);
     size_t n = strlen(text);
     int bad = fwrite(text, 1, n, f) != n;
+    bad |= fflush(f) != 0 || fsync(fileno(f)) != 0;   /* on the device before the directory's rename */
     bad |= fclose(f) != 0;
     return bad ? FAIL("%s: write failed: %s", path, strerror(errno)) : 0;
 }
@@ -68,7 +69,8 @@ static int copy_file(const char *from, const char *to, strlist *created)
     int bad = 0;
     while ((n = fread(buf, 1, sizeof buf, in)) > 0) if (fwrite(buf, 1, n, out) != n) { bad = 1; break; }
     bad |= ferror(in);
-    fclose(in);
+    fclose(in);                                        /* read only: nothing to lose */
+    bad |= fflush(out) != 0 || fsync(fileno(out)) != 0;
     bad |= fclose(out) != 0;
     return bad ? FAIL("%s: copying %s failed", to, from) : 0;
 }

@@ -1,11 +1,14 @@
-/* h5util.c — HDF5 helpers (see h5util.h). Every HDF5 call is checked with H5_CHECK. */
+/* h5util.c — HDF5 helpers (see h5util.h). Writes and every call on handles we made are checked
+ * with H5_CHECK; the readers of attributes and datasets of untrusted files FAIL (or return NULL)
+ * instead, naming the file and the field. On a path that is already failing, handles are released
+ * best-effort (their close unchecked). */
 #include "cfsp/format/h5util.h"
 #include "cfsp/util/err.h"
 #include "cfsp/util/util.h"
 #include <stdlib.h>
 #include <string.h>
 
-void h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
+void h5_quiet(void) { H5_CHECK(H5Eset_auto2(H5E_DEFAULT, NULL, NULL)); }
 
 hid_t h5_dtype(dtype_t t)
 {
@@ -56,9 +59,9 @@ hid_t h5_create_dataset(hid_t file, const char *path, hid_t type, int ndims, con
     H5_CHECK(H5Pset_obj_track_times(dcpl, 0));
     hid_t ds = H5Dcreate2(file, path, type, space, lcpl, dcpl, H5P_DEFAULT);
     if (ds < 0) DIE("cannot create HDF5 dataset %s", path);
-    H5Pclose(dcpl);
-    H5Pclose(lcpl);
-    H5Sclose(space);
+    H5_CHECK(H5Pclose(dcpl));
+    H5_CHECK(H5Pclose(lcpl));
+    H5_CHECK(H5Sclose(space));
     return ds;
 }
 
@@ -68,6 +71,7 @@ void h5_write_block(hid_t dset, hid_t memtype, const void *data, int64_t r0, int
     hid_t fspace = H5Dget_space(dset);
     H5_CHECK(fspace);
     int nd = H5Sget_simple_extent_ndims(fspace);
+    H5_CHECK(nd);
     int64_t row_bytes = ncols * (int64_t)elsize, panel = (256LL << 20) / (row_bytes ? row_bytes : 1);
     if (panel < 1) panel = 1;
     for (int64_t r = 0; r < nrows; r += panel) {
@@ -79,9 +83,9 @@ void h5_write_block(hid_t dset, hid_t memtype, const void *data, int64_t r0, int
         H5_CHECK(mspace);
         if (H5Dwrite(dset, memtype, mspace, fspace, H5P_DEFAULT, (const char *)data + r * row_bytes) < 0)
             DIE("HDF5 write of %lld rows failed (disk full or file system error?)", (long long)n);
-        H5Sclose(mspace);
+        H5_CHECK(H5Sclose(mspace));
     }
-    H5Sclose(fspace);
+    H5_CHECK(H5Sclose(fspace));
 }
 
 static void attr_write(hid_t obj, const char *name, hid_t type, const void *v)
@@ -91,8 +95,8 @@ static void attr_write(hid_t obj, const char *name, hid_t type, const void *v)
     hid_t a = H5Acreate2(obj, name, type, sp, H5P_DEFAULT, H5P_DEFAULT);
     if (a < 0) DIE("cannot create HDF5 attribute %s", name);
     H5_CHECK(H5Awrite(a, type, v));
-    H5Aclose(a);
-    H5Sclose(sp);
+    H5_CHECK(H5Aclose(a));
+    H5_CHECK(H5Sclose(sp));
 }
 
 void h5_attr_string(hid_t obj, const char *name, const char *value)
@@ -102,36 +106,58 @@ void h5_attr_string(hid_t obj, const char *name, const char *value)
     H5_CHECK(H5Tset_size(t, strlen(value) + 1));
     H5_CHECK(H5Tset_cset(t, H5T_CSET_UTF8));
     attr_write(obj, name, t, value);
-    H5Tclose(t);
+    H5_CHECK(H5Tclose(t));
 }
 
 void h5_attr_double(hid_t obj, const char *name, double v) { attr_write(obj, name, H5T_NATIVE_DOUBLE, &v); }
 void h5_attr_i64(hid_t obj, const char *name, int64_t v) { attr_write(obj, name, H5T_NATIVE_INT64, &v); }
 void h5_attr_u64(hid_t obj, const char *name, uint64_t v) { attr_write(obj, name, H5T_NATIVE_UINT64, &v); }
 
+/* attribute `name` of obj when it holds exactly one value (*st = A_OK; the caller closes it), else
+ * -1 with *st = A_MISSING (absent) or A_BAD (not openable, or an array / empty attribute: reading it
+ * into one value would overrun the caller's buffer) */
+enum { A_OK, A_MISSING, A_BAD };
+static hid_t attr_open_one(hid_t obj, const char *name, int *st)
+{
+    *st = A_MISSING;
+    if (H5Aexists(obj, name) <= 0) return -1;
+    *st = A_BAD;
+    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+    if (a < 0) return -1;
+    hid_t sp = H5Aget_space(a);
+    hssize_t np = sp < 0 ? -1 : H5Sget_simple_extent_npoints(sp);
+    if (sp >= 0) H5_CHECK(H5Sclose(sp));
+    if (np != 1) { H5Aclose(a); return -1; }
+    *st = A_OK;
+    return a;
+}
+
 char *h5_attr_read_string(hid_t obj, const char *name)
 {
-    if (H5Aexists(obj, name) <= 0) return NULL;
-    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+    int st;
+    hid_t a = attr_open_one(obj, name, &st);
     if (a < 0) return NULL;
     hid_t t = H5Aget_type(a);
     char *out = NULL;
     if (t >= 0 && H5Tget_class(t) == H5T_STRING) {
         if (H5Tis_variable_str(t) > 0) {
             char *v = NULL;
+            H5T_cset_t cs = H5Tget_cset(t);
             hid_t mt = H5Tcopy(H5T_C_S1);
-            H5Tset_size(mt, H5T_VARIABLE);
-            H5Tset_cset(mt, H5Tget_cset(t));        /* HDF5 does not convert between character sets */
-            if (H5Aread(a, mt, &v) >= 0 && v) { out = xstrdup(v); H5free_memory(v); }
-            H5Tclose(mt);
+            H5_CHECK(mt);
+            H5_CHECK(H5Tset_size(mt, H5T_VARIABLE));
+            /* HDF5 does not convert between character sets: the file's (an unknown one: unreadable) */
+            if (cs >= 0 && H5Tset_cset(mt, cs) >= 0 && H5Aread(a, mt, &v) >= 0 && v) out = xstrdup(v);
+            if (v) H5_CHECK(H5free_memory(v));
+            H5_CHECK(H5Tclose(mt));
         } else {
-            size_t sz = H5Tget_size(t);
-            out = xcalloc(sz + 1, 1);
-            if (H5Aread(a, t, out) < 0) { free(out); out = NULL; }
+            size_t sz = H5Tget_size(t);          /* 0: error */
+            out = sz ? xcalloc(sz + 1, 1) : NULL;
+            if (out && H5Aread(a, t, out) < 0) { free(out); out = NULL; }
         }
     }
-    if (t >= 0) H5Tclose(t);
-    H5Aclose(a);
+    if (t >= 0) H5_CHECK(H5Tclose(t));
+    H5_CHECK(H5Aclose(a));
     return out;
 }
 
@@ -141,21 +167,34 @@ int h5_read_f64_vec(hid_t f, const char *file, const char *path, double *v, int6
     hid_t ds = H5Dopen2(f, path, H5P_DEFAULT);
     if (ds < 0) return FAIL("%s: dataset %s is missing", file, path);
     hid_t sp = H5Dget_space(ds);
-    hssize_t np = H5Sget_simple_extent_npoints(sp);
-    H5Sclose(sp);
+    hssize_t np = sp < 0 ? -1 : H5Sget_simple_extent_npoints(sp);
+    if (sp >= 0) H5_CHECK(H5Sclose(sp));
     int rc = 0;
-    if (np != n) rc = FAIL("%s: dataset %s has %lld values, expected %lld (another model?)", file, path, (long long)np, (long long)n);
+    if (np < 0) rc = FAIL("%s: dataset %s: unreadable dataspace", file, path);
+    else if (np != n) rc = FAIL("%s: dataset %s has %lld values, expected %lld (another model?)", file, path, (long long)np, (long long)n);
     else if (H5Dread(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) < 0) rc = FAIL("%s: cannot read %s", file, path);
-    H5Dclose(ds);
+    H5_CHECK(H5Dclose(ds));
+    return rc;
+}
+
+int h5_attr_read_num(hid_t obj, const char *file, const char *name, hid_t memtype, void *v)
+{
+    int st;
+    hid_t a = attr_open_one(obj, name, &st);
+    if (st == A_MISSING) return FAIL("%s: attribute '%s' is missing", file, name);
+    H5T_class_t want = H5Tget_class(memtype);
+    H5_CHECK(want);
+    hid_t t = a < 0 ? -1 : H5Aget_type(a);
+    int rc = 0;
+    if (t < 0 || H5Tget_class(t) != want)
+        rc = FAIL("%s: attribute '%s': expected one %s", file, name, want == H5T_INTEGER ? "integer" : "floating-point number");
+    else if (H5Aread(a, memtype, v) < 0) rc = FAIL("%s: attribute '%s' unreadable", file, name);
+    if (t >= 0) H5_CHECK(H5Tclose(t));
+    if (a >= 0) H5_CHECK(H5Aclose(a));
     return rc;
 }
 
 int h5_attr_read_i64(hid_t obj, const char *file, const char *name, int64_t *v)
 {
-    if (H5Aexists(obj, name) <= 0) return FAIL("%s: attribute '%s' is missing", file, name);
-    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
-    if (a < 0) return FAIL("%s: attribute '%s' unreadable", file, name);
-    int rc = H5Aread(a, H5T_NATIVE_INT64, v) < 0 ? FAIL("%s: attribute '%s' unreadable", file, name) : 0;
-    H5Aclose(a);
-    return rc;
+    return h5_attr_read_num(obj, file, name, H5T_NATIVE_INT64, v);
 }

@@ -1,4 +1,6 @@
-/* stats_h5.c — write / read the statistics file (see stats_h5.h). */
+/* stats_h5.c — write / read the statistics file (see stats_h5.h). The writer checks every HDF5
+ * call; the reader FAILs naming the file and the field, and closes the file best-effort when it
+ * already failed. */
 #include "cfsp/prune/stats_h5.h"
 #include "cfsp/format/h5util.h"
 #include "cfsp/util/err.h"
@@ -11,7 +13,7 @@ static void write_vec(hid_t f, const char *path, const double *v, int64_t n)
 {
     hid_t ds = h5_create_dataset(f, path, H5T_IEEE_F64LE, 1, &n);
     H5_CHECK(H5Dwrite(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v));
-    H5Dclose(ds);
+    H5_CHECK(H5Dclose(ds));
 }
 
 int stats_h5_write(const char *path, const model_config *c, const block_stats *all, int nsamples, int seqlen, uint64_t fp)
@@ -50,20 +52,10 @@ int stats_h5_write(const char *path, const model_config *c, const block_stats *a
 static int read_attr_str(hid_t f, const char *path, const char *name, char *out, size_t n)
 {
     if (H5Aexists(f, name) <= 0) return FAIL("%s: attribute '%s' is missing", path, name);
-    hid_t a = H5Aopen(f, name, H5P_DEFAULT), t = H5Aget_type(a);
-    size_t sz = H5Tget_size(t);
-    int rc = 0;
-    if (H5Tget_class(t) != H5T_STRING || H5Tis_variable_str(t) > 0 || sz >= n) rc = FAIL("%s: attribute '%s': expected a short fixed string", path, name);
-    else {
-        hid_t mt = H5Tcopy(H5T_C_S1);
-        H5Tset_size(mt, sz);
-        H5Tset_cset(mt, H5Tget_cset(t));
-        memset(out, 0, n);
-        if (H5Aread(a, mt, out) < 0) rc = FAIL("%s: attribute '%s' unreadable", path, name);
-        H5Tclose(mt);
-    }
-    H5Tclose(t);
-    H5Aclose(a);
+    char *v = h5_attr_read_string(f, name);
+    int rc = !v || strlen(v) >= n ? FAIL("%s: attribute '%s': expected a short string", path, name) : 0;
+    if (!rc) snprintf(out, n, "%s", v);
+    free(v);
     return rc;
 }
 
@@ -104,6 +96,6 @@ int stats_h5_read(const char *path, const model_config *c, block_stats *all, int
     *seqlen = (int)sl;
     rc = 0;
 out:
-    H5Fclose(f);
+    if (H5Fclose(f) < 0 && !rc) DIE("%s: closing the statistics file failed", path);
     return rc;
 }

@@ -204,7 +204,7 @@ int lora_read_importance(const char *path, int L, const char *metric, int refere
     rc = 0;
 out:
     free(fmt);
-    H5Fclose(f);
+    if (H5Fclose(f) < 0 && !rc) DIE("%s: closing the HDF5 file failed", path);   /* best-effort once failing */
     return rc;
 }
 

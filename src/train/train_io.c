@@ -2,7 +2,8 @@
  * HDF5 checkpoint or a Hugging Face directory, through the checkpoint reader of cfsp/ckpt/reader.h),
  * adapter checkpoints, the merged pruned checkpoint (its tensors computed here, written by
  * cfsp/ckpt/merge.h) and the PEFT adapter safetensors. All writers are serial (rank 0), write
- * NAME.tmp and rename it into place. */
+ * NAME.tmp and rename it into place; they check every HDF5 and IO call. The checkpoint reader
+ * FAILs naming the file and the field, and releases its handles best-effort once failing. */
 #include "cfsp/ckpt/merge.h"
 #include "cfsp/ckpt/reader.h"
 #include "cfsp/format/h5util.h"
@@ -116,7 +117,7 @@ static void write_f32(hid_t f, const char *path, const float *v, int64_t rows, i
     int64_t dims[2] = { rows, cols };
     hid_t ds = h5_create_dataset(f, path, H5T_IEEE_F32LE, cols > 0 ? 2 : 1, dims);
     if (rows * (cols > 0 ? cols : 1) > 0) H5_CHECK(H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v));
-    H5Dclose(ds);
+    H5_CHECK(H5Dclose(ds));
 }
 
 int train_ckpt_write(const trainer *tr, const char *path, const char *meta_json)
@@ -135,7 +136,7 @@ int train_ckpt_write(const trainer *tr, const char *path, const char *meta_json)
     int64_t dL = L;
     hid_t ds = h5_create_dataset(f, "/plan/ranks", H5T_STD_I32LE, 1, &dL);
     H5_CHECK(H5Dwrite(ds, H5T_NATIVE_INT, H5S_ALL, H5S_ALL, H5P_DEFAULT, p->rank));
-    H5Dclose(ds);
+    H5_CHECK(H5Dclose(ds));
     char pth[160];
     for (int l = 0; l < L; l++)
         for (int t = 0; t < LORA_NMOD; t++) {
@@ -148,9 +149,10 @@ int train_ckpt_write(const trainer *tr, const char *path, const char *meta_json)
             write_f32(f, pth, tr->param + tr->offB[l][t], o, p->rank[l]);
             snprintf(pth, sizeof pth, "/lora/%d/%s", l, lora_module_paths[t]);
             hid_t g = H5Gopen2(f, pth, H5P_DEFAULT);
+            H5_CHECK(g);
             h5_attr_double(g, "scaling", lora_plan_scaling(p, l));
             h5_attr_i64(g, "rank", p->rank[l]);
-            H5Gclose(g);
+            H5_CHECK(H5Gclose(g));
         }
     char targets[128] = "";
     for (int t = 0; t < LORA_NMOD; t++) if (p->target[t]) { strcat(targets, targets[0] ? "," : ""); strcat(targets, lora_module_names[t]); }
@@ -167,7 +169,7 @@ int train_ckpt_write(const trainer *tr, const char *path, const char *meta_json)
     if (H5Fclose(f) < 0) return FAIL("%s: writing the checkpoint failed", tmp);
     int fd = open(tmp, O_RDONLY);
     if (fd < 0 || fsync(fd) != 0) { if (fd >= 0) close(fd); return FAIL("%s: fsync failed", tmp); }
-    close(fd);
+    if (close(fd) != 0) return FAIL("%s: close failed", tmp);
     if (rename(tmp, path) != 0) return FAIL("cannot rename %s to %s", tmp, path);
     cfsp_tmp_unregister(tmp);
     return 0;
@@ -177,13 +179,15 @@ static int read_f32(hid_t f, const char *file, const char *path, float *v, int64
 {
     if (H5Lexists(f, "/state", H5P_DEFAULT) <= 0 || H5Lexists(f, path, H5P_DEFAULT) <= 0) return FAIL("%s: dataset %s is missing", file, path);
     hid_t ds = H5Dopen2(f, path, H5P_DEFAULT);
+    if (ds < 0) return FAIL("%s: %s is not a dataset", file, path);
     hid_t sp = H5Dget_space(ds);
-    hssize_t np = H5Sget_simple_extent_npoints(sp);
-    H5Sclose(sp);
+    hssize_t np = sp < 0 ? -1 : H5Sget_simple_extent_npoints(sp);
+    if (sp >= 0) H5_CHECK(H5Sclose(sp));
     int rc = 0;
-    if (np != n) rc = FAIL("%s: %s has %lld values, this plan needs %lld (another plan or model?)", file, path, (long long)np, (long long)n);
+    if (np < 0) rc = FAIL("%s: %s: unreadable dataspace", file, path);
+    else if (np != n) rc = FAIL("%s: %s has %lld values, this plan needs %lld (another plan or model?)", file, path, (long long)np, (long long)n);
     else if (n > 0 && H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) < 0) rc = FAIL("%s: cannot read %s", file, path);
-    H5Dclose(ds);
+    H5_CHECK(H5Dclose(ds));
     return rc;
 }
 
@@ -197,15 +201,14 @@ int train_ckpt_read(trainer *tr, const char *path)
     int64_t step = -1;
     int *ranks = xmalloc(sizeof(int) * (size_t)L);
     if (H5Aexists(f, "step") <= 0) { FAIL("%s: attribute 'step' is missing (not a %s checkpoint)", path, LORA_CKPT_FORMAT); goto out; }
-    hid_t a = H5Aopen(f, "step", H5P_DEFAULT);
-    H5Aread(a, H5T_NATIVE_INT64, &step);
-    H5Aclose(a);
+    if (h5_attr_read_i64(f, path, "step", &step)) goto out;
     if (H5Lexists(f, "/plan", H5P_DEFAULT) <= 0 || H5Lexists(f, "/plan/ranks", H5P_DEFAULT) <= 0) { FAIL("%s: /plan/ranks is missing", path); goto out; }
-    hid_t ds = H5Dopen2(f, "/plan/ranks", H5P_DEFAULT), sp = H5Dget_space(ds);
-    hssize_t np = H5Sget_simple_extent_npoints(sp);
-    H5Sclose(sp);
-    if (np != L || H5Dread(ds, H5T_NATIVE_INT, H5S_ALL, H5S_ALL, H5P_DEFAULT, ranks) < 0) { H5Dclose(ds); FAIL("%s: /plan/ranks: expected %d blocks", path, L); goto out; }
-    H5Dclose(ds);
+    hid_t ds = H5Dopen2(f, "/plan/ranks", H5P_DEFAULT), sp = ds < 0 ? -1 : H5Dget_space(ds);
+    hssize_t np = sp < 0 ? -1 : H5Sget_simple_extent_npoints(sp);
+    if (sp >= 0) H5_CHECK(H5Sclose(sp));
+    int ranks_ok = np == L && H5Dread(ds, H5T_NATIVE_INT, H5S_ALL, H5S_ALL, H5P_DEFAULT, ranks) >= 0;
+    if (ds >= 0) H5_CHECK(H5Dclose(ds));
+    if (!ranks_ok) { FAIL("%s: /plan/ranks: expected %d blocks", path, L); goto out; }
     for (int l = 0; l < L; l++)
         if (ranks[l] != tr->plan.rank[l]) { FAIL("%s: block %d has rank %d in the checkpoint, %d in this plan (use the same --plan/--rank/--stats)", path, l, ranks[l], tr->plan.rank[l]); goto out; }
     if (read_f32(f, path, "/state/param", tr->param, tr->nparam) || read_f32(f, path, "/state/adam_m", tr->adam_m, tr->nparam) ||
@@ -216,7 +219,7 @@ int train_ckpt_read(trainer *tr, const char *path)
     rc = 0;
 out:
     free(ranks);
-    H5Fclose(f);
+    if (H5Fclose(f) < 0 && !rc) DIE("%s: closing the checkpoint failed", path);
     return rc;
 }
 
@@ -299,6 +302,7 @@ int train_peft_write(const trainer *tr, const char *out_path)
             ok &= fwrite(tr->param + tr->offA[l][t], 4, (size_t)(p->rank[l] * in), f) == (size_t)(p->rank[l] * in);
             ok &= fwrite(tr->param + tr->offB[l][t], 4, (size_t)(o * p->rank[l]), f) == (size_t)(o * p->rank[l]);
         }
+    ok &= fflush(f) == 0 && fsync(fileno(f)) == 0;   /* on the device before the rename */
     ok &= fclose(f) == 0;
     if (!ok) return FAIL("%s: write failed (disk full?)", tmp);
     if (rename(tmp, out_path) != 0) return FAIL("cannot rename %s to %s", tmp, out_path);

@@ -196,6 +196,7 @@ int write_text_atomic(const char *path, const char *text)
     if (!f) return FAIL("%s: cannot create", tmp);
     size_t n = strlen(text);
     int ok = fwrite(text, 1, n, f) == n;
+    ok &= fflush(f) == 0 && fsync(fileno(f)) == 0;   /* on the device before the rename publishes it */
     ok &= fclose(f) == 0;
     if (!ok) { unlink(tmp); return FAIL("%s: write failed (disk full?)", tmp); }
     if (rename(tmp, path) != 0) { unlink(tmp); return FAIL("cannot rename %s to %s", tmp, path); }

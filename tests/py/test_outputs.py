@@ -153,6 +153,20 @@ def main():
             fh.write(bytes([b[0] ^ 0x40]))
         rc, log = C.run_cmd([args.bin, "verify", bad])
         ck.check(rc != 0 and "up_proj" in log and "checksum" in log, "%s: verify rejects a flipped byte in up_proj" % label)
+        # verify: a checksum attribute it cannot read as one integer is one clear error, not a comparison
+        ds = "model/layers/0/mlp/up_proj/weight"
+        for kind, value in (("a string", np.bytes_(b"0123456789abcdef")), ("a float", np.float64(1.5)),
+                            ("two integers", np.array([1, 2], dtype=np.uint64))):
+            bad = os.path.join(args.workdir, label + "_badattr.h5")
+            shutil.copy(e["file"], bad)
+            with h5py.File(bad, "r+") as f:
+                del f[ds].attrs["checksum"]
+                f[ds].attrs["checksum"] = value
+            rc, log = C.run_cmd([args.bin, "verify", bad])
+            errs = [l for l in log.splitlines() if l.startswith("cfsp-mpi: error:") or l.startswith("cfsp-mpi: fatal:")]
+            ck.check(rc == 1 and len(errs) == 1 and "dataset /%s: attribute 'checksum': expected one integer" % ds in errs[0]
+                     and "mismatch" not in log, "%s: verify rejects a checksum attribute holding %s (exit 1, one error line)" % (label, kind),
+                     " | ".join(errs) or log[-300:])
         # prune --stats: same outputs, no forward pass
         out2 = C.fresh_dir(os.path.join(args.workdir, label + "_fromstats"))
         rc, log = C.run_cfsp(args, ["--stats", os.path.join(out, "stats.h5")] + base + ["--output-dir", out2], np_ranks=2, sub="prune")

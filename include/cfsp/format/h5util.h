@@ -17,9 +17,14 @@ void h5_attr_string(hid_t obj, const char *name, const char *value);
 void h5_attr_double(hid_t obj, const char *name, double v);
 void h5_attr_i64(hid_t obj, const char *name, int64_t v);
 void h5_attr_u64(hid_t obj, const char *name, uint64_t v);
-/* a string attribute (fixed or variable length), newly allocated; NULL if absent or not a string */
+/* a string attribute (one fixed or variable length string), newly allocated; NULL if absent, not
+ * one string, or unreadable */
 char *h5_attr_read_string(hid_t obj, const char *name);
-/* an int64 attribute of obj (named `file` in messages); FAIL if missing or unreadable */
+/* one number attribute of obj (named `file` in messages) read as memtype (H5T_NATIVE_INT64,
+ * _UINT64, _DOUBLE, ...), whose class (integer / float) the stored type must have; FAIL if missing,
+ * not one number of that class, or unreadable */
+int h5_attr_read_num(hid_t obj, const char *file, const char *name, hid_t memtype, void *v);
+/* h5_attr_read_num as int64 */
 int h5_attr_read_i64(hid_t obj, const char *file, const char *name, int64_t *v);
 /* the n doubles of dataset `path` of file f (named `file` in messages); FAIL if missing or another size */
 int h5_read_f64_vec(hid_t f, const char *file, const char *path, double *v, int64_t n);
