@@ -161,7 +161,7 @@ char *h5_attr_read_string(hid_t obj, const char *name)
     return out;
 }
 
-int h5_read_f64_vec(hid_t f, const char *file, const char *path, double *v, int64_t n)
+int h5_read_vec(hid_t f, const char *file, const char *path, hid_t memtype, void *v, int64_t n)
 {
     if (H5Lexists(f, path, H5P_DEFAULT) <= 0) return FAIL("%s: dataset %s is missing", file, path);
     hid_t ds = H5Dopen2(f, path, H5P_DEFAULT);
@@ -171,8 +171,8 @@ int h5_read_f64_vec(hid_t f, const char *file, const char *path, double *v, int6
     if (sp >= 0) H5_CHECK(H5Sclose(sp));
     int rc = 0;
     if (np < 0) rc = FAIL("%s: dataset %s: unreadable dataspace", file, path);
-    else if (np != n) rc = FAIL("%s: dataset %s has %lld values, expected %lld (another model?)", file, path, (long long)np, (long long)n);
-    else if (H5Dread(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) < 0) rc = FAIL("%s: cannot read %s", file, path);
+    else if (np != n) rc = FAIL("%s: dataset %s has %lld values, expected %lld (written for another model or plan?)", file, path, (long long)np, (long long)n);
+    else if (n > 0 && H5Dread(ds, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) < 0) rc = FAIL("%s: cannot read %s", file, path);
     H5_CHECK(H5Dclose(ds));
     return rc;
 }

@@ -81,15 +81,15 @@ int stats_h5_read(const char *path, const model_config *c, block_stats *all, int
     double *v = xmalloc(sizeof(double) * (size_t)L);
     for (int g = 0; g < GM_COUNT; g++) {
         snprintf(p, sizeof p, "/importance/%s", global_metric_names[g]);
-        if (h5_read_f64_vec(f, path, p, v, L)) { free(v); goto out; }
+        if (h5_read_vec(f, path, p, H5T_NATIVE_DOUBLE, v, L)) { free(v); goto out; }
         for (int l = 0; l < L; l++) all[l].imp[g] = v[l];
     }
     free(v);
     for (int l = 0; l < L; l++) {
         snprintf(p, sizeof p, "/channels/%d/sum_sq", l);
-        if (h5_read_f64_vec(f, path, p, all[l].sum_sq, all[l].m)) goto out;
+        if (h5_read_vec(f, path, p, H5T_NATIVE_DOUBLE, all[l].sum_sq, all[l].m)) goto out;
         snprintf(p, sizeof p, "/channels/%d/sum", l);
-        if (h5_read_f64_vec(f, path, p, all[l].sum, all[l].m)) goto out;
+        if (h5_read_vec(f, path, p, H5T_NATIVE_DOUBLE, all[l].sum, all[l].m)) goto out;
         all[l].ntok = nt;
     }
     *nsamples = (int)ns;

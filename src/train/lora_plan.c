@@ -157,7 +157,7 @@ double lora_plan_scaling(const lora_plan *p, int l)
 /* ---- importances ------------------------------------------------------------------------------ */
 static int read_f64_vec(hid_t f, const char *file, const char *path, double *v, int L)
 {
-    int rc = h5_read_f64_vec(f, file, path, v, L);
+    int rc = h5_read_vec(f, file, path, H5T_NATIVE_DOUBLE, v, L);
     for (int l = 0; !rc && l < L; l++) if (!isfinite(v[l])) rc = FAIL("%s: %s[%d] is not finite", file, path, l);
     return rc;
 }

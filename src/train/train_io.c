@@ -177,18 +177,8 @@ int train_ckpt_write(const trainer *tr, const char *path, const char *meta_json)
 
 static int read_f32(hid_t f, const char *file, const char *path, float *v, int64_t n)
 {
-    if (H5Lexists(f, "/state", H5P_DEFAULT) <= 0 || H5Lexists(f, path, H5P_DEFAULT) <= 0) return FAIL("%s: dataset %s is missing", file, path);
-    hid_t ds = H5Dopen2(f, path, H5P_DEFAULT);
-    if (ds < 0) return FAIL("%s: %s is not a dataset", file, path);
-    hid_t sp = H5Dget_space(ds);
-    hssize_t np = sp < 0 ? -1 : H5Sget_simple_extent_npoints(sp);
-    if (sp >= 0) H5_CHECK(H5Sclose(sp));
-    int rc = 0;
-    if (np < 0) rc = FAIL("%s: %s: unreadable dataspace", file, path);
-    else if (np != n) rc = FAIL("%s: %s has %lld values, this plan needs %lld (another plan or model?)", file, path, (long long)np, (long long)n);
-    else if (n > 0 && H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) < 0) rc = FAIL("%s: cannot read %s", file, path);
-    H5_CHECK(H5Dclose(ds));
-    return rc;
+    if (H5Lexists(f, "/state", H5P_DEFAULT) <= 0) return FAIL("%s: dataset %s is missing", file, path);
+    return h5_read_vec(f, file, path, H5T_NATIVE_FLOAT, v, n);
 }
 
 int train_ckpt_read(trainer *tr, const char *path)

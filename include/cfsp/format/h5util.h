@@ -26,6 +26,7 @@ char *h5_attr_read_string(hid_t obj, const char *name);
 int h5_attr_read_num(hid_t obj, const char *file, const char *name, hid_t memtype, void *v);
 /* h5_attr_read_num as int64 */
 int h5_attr_read_i64(hid_t obj, const char *file, const char *name, int64_t *v);
-/* the n doubles of dataset `path` of file f (named `file` in messages); FAIL if missing or another size */
-int h5_read_f64_vec(hid_t f, const char *file, const char *path, double *v, int64_t n);
+/* the n values of dataset `path` of file f read as memtype (H5T_NATIVE_DOUBLE, H5T_NATIVE_FLOAT, ...)
+ * into v (named `file` in messages); FAIL if missing, unreadable or of another size */
+int h5_read_vec(hid_t f, const char *file, const char *path, hid_t memtype, void *v, int64_t n);
 #endif
