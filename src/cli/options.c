@@ -3,6 +3,7 @@
  * parsing itself is util/opts.c. */
 #include "cfsp/cli/options.h"
 #include "cfsp/ckpt/model_h5.h"
+#include "cfsp/model/matmul.h"
 #include "cfsp/util/err.h"
 #include "cfsp/util/opts.h"
 #include <cjson/cJSON.h>
@@ -27,6 +28,7 @@ static const opt_def table[] = {
     O(OPT_INT, nsamples, "nsamples", "128", ">= 1", "calibration sequences N"),
     O(OPT_INT, seqlen, "seqlen", "1024", ">= 2", "tokens per calibration sequence and per evaluation window T"),
     O(OPT_INT, chunk, "chunk", "0", ">= 0", "tokens per pipeline micro-batch (divides seqlen; 0 = seqlen)"),
+    O(OPT_ENUM, compute, "compute", "auto", NULL, "matrix products: bf16 (oneDNN; operands rounded to bf16, fp32 accumulation), fp32 (OpenBLAS sgemm), or auto = bf16 when the CPU multiplies bf16 natively (AMX-BF16 / AVX512-BF16) and the checkpoint stores bf16", .names = compute_names, .nnames = 3),
     O(OPT_INT, ffn_slice, "ffn-slice", "4096", ">= 0", "FFN channels per pipeline stage unit (a block = attention + ceil(m/this) FFN slices; 0 = whole FFN); fixes the arithmetic, so keep it when comparing runs"),
     O(OPT_I64, seed, "seed", "0", ">= 0", "seed of the random calibration offsets (Python random.seed)"),
     O(OPT_ENUM, calib_random, "calib-sampling", "random", NULL, "calibration sequences at random offsets (as the reference) or consecutive", .names = sampling_names, .nnames = 2, .values = sampling_values),
@@ -125,6 +127,7 @@ cJSON *options_to_json(const options *o)
     cJSON_AddNumberToObject(j, "seqlen", o->seqlen);
     cJSON_AddNumberToObject(j, "chunk", o->chunk);
     cJSON_AddNumberToObject(j, "ffn_slice", o->ffn_slice);
+    cJSON_AddStringToObject(j, "compute", compute_names[o->compute]);
     cJSON_AddNumberToObject(j, "seed", (double)o->seed);
     cJSON_AddStringToObject(j, "calib_sampling", o->calib_random ? "random" : "consecutive");
     cJSON_AddNumberToObject(j, "eval_windows", o->eval_windows);

@@ -11,6 +11,7 @@
 #include "cfsp/ckpt/model_h5.h"
 #include "cfsp/cli/commands.h"
 #include "cfsp/format/tokens.h"
+#include "cfsp/model/matmul.h"
 #include "cfsp/pipeline/pipeline.h"
 #include "cfsp/pipeline/plan_mem.h"
 #include "cfsp/prune/driver.h"
@@ -233,6 +234,16 @@ static int64_t total_params(const model_config *c, const int *ffn)
     return p;
 }
 
+/* the matrix-product backend (model/matmul.h) from --compute and the stored dtype of the blocks'
+ * matrices (every rank reads the same header entry, so every rank makes the same choice) */
+static void choose_compute(job *j)
+{
+    const st_tensor *t = st_find(&j->st, "model.layers.0.mlp.gate_proj.weight");
+    const char *warn = NULL;
+    cfsp_sync(mm_configure((compute_mode)j->o->compute, t ? t->dtype : DT_F32, blas_threads(), NULL, &warn));
+    if (warn && j->rank == 0) fprintf(stderr, "cfsp-mpi: warning: %s\n", warn);
+}
+
 /* load: everything the job needs, validated; each step ends in cfsp_sync */
 static void load(job *j)
 {
@@ -254,6 +265,7 @@ static void load(job *j)
     cfsp_sync(st_open_dir(o->model, &j->st));
     cfsp_sync(j->rank == 0 ? prepare_outputs(j) : 0);
     load_tokens(j, !j->from_stats);
+    choose_compute(j);
     cfsp_sync(weights_load(&j->st, &j->cfg, &j->plan, first, last, j->rank == 0, j->rank == j->P - 1, &j->w));
     cfsp_sync(check_memory(j));
     /* the model's identity: config, headers and samples of every tensor's data (root reads) */
@@ -275,6 +287,18 @@ static cJSON *results_begin(const job *j)
     blas_describe(blas, sizeof blas);
     cJSON_AddStringToObject(res, "blas", blas);
     fprintf(stderr, "cfsp-mpi: %d ranks, %s\n", j->P, blas);
+    const mm_info *mi = mm_current();
+    cJSON *cp = cJSON_AddObjectToObject(res, "compute");
+    cJSON_AddStringToObject(cp, "requested", compute_names[mi->requested]);
+    cJSON_AddStringToObject(cp, "mode", compute_names[mi->mode]);
+    cJSON_AddStringToObject(cp, "reason", mi->reason);
+    cJSON_AddStringToObject(cp, "onednn_isa", mi->isa);
+    cJSON_AddStringToObject(cp, "onednn_impl", mi->impl);
+    cJSON_AddBoolToObject(cp, "native_bf16", mi->native);
+    cJSON_AddBoolToObject(cp, "onednn_bf16", mi->onednn_bf16);
+    cJSON_AddBoolToObject(cp, "cpu_amx_bf16", mi->cpu_amx_bf16);
+    cJSON_AddBoolToObject(cp, "cpu_avx512_bf16", mi->cpu_avx512_bf16);
+    fprintf(stderr, "cfsp-mpi: compute %s (%s)\n", compute_names[mi->mode], mi->reason);
     cJSON *m = cJSON_AddObjectToObject(res, "model");
     cJSON_AddStringToObject(m, "path", j->o->model);
     cJSON_AddNumberToObject(m, "hidden_size", j->cfg.hidden);

@@ -1,9 +1,10 @@
-/* forward.c — LLaMA layer ops in fp32: embedding, RMSNorm, linear (sgemm), RoPE (HF rotate_half,
- * optional llama3 frequency scaling), grouped-query causal attention, SwiGLU, block, head. */
+/* forward.c — LLaMA layer ops: embedding, RMSNorm, linear, RoPE (HF rotate_half, optional llama3
+ * frequency scaling), grouped-query causal attention, SwiGLU, block, head; fp32 but for the
+ * matrix products, which the matmul backend does (matmul.c: fp32 sgemm or bf16 oneDNN). */
 #include "cfsp/model/forward.h"
+#include "cfsp/model/matmul.h"
 #include "cfsp/util/err.h"
 #include "cfsp/util/util.h"
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,17 @@ static void rope_tables(fwd_ws *ws, const model_config *c)
     free(inv);
 }
 
+/* the bf16 mode's operand A: the widest product input of a chunk (hidden, q heads, FFN, or the
+ * attention probabilities over ctx positions) */
+static size_t operand_a_floats(const model_config *c, int ctx, int chunk, int m)
+{
+    size_t k = (size_t)c->hidden, q = (size_t)c->n_heads * c->head_dim;
+    if (q > k) k = q;
+    if ((size_t)m > k) k = (size_t)m;
+    if ((size_t)ctx > k) k = (size_t)ctx;
+    return (size_t)chunk * k;
+}
+
 void fwd_ws_init(fwd_ws *ws, const model_config *c, int ctx, int chunk, int need_head)
 {
     fwd_ws_init_width(ws, c, ctx, chunk, need_head, 0);
@@ -66,6 +78,12 @@ void fwd_ws_init_width(fwd_ws *ws, const model_config *c, int ctx, int chunk, in
     ws->rope_sin = xmalloc(sizeof(float) * (size_t)ctx * (size_t)(ws->hd / 2));
     ws->scratch_floats = SCRATCH_BYTES / sizeof(float);
     ws->scratch = xmalloc(SCRATCH_BYTES);
+    if (mm_bf16()) {
+        ws->mm.a_floats = operand_a_floats(c, ctx, chunk, ws->m_max);
+        ws->mm.b_floats = (size_t)ctx * (size_t)ws->hd;
+        ws->mm.a = xmalloc(sizeof(float) * ws->mm.a_floats);
+        ws->mm.b = xmalloc(sizeof(float) * ws->mm.b_floats);
+    }
     if (need_head) {
         ws->head_rows = (int)(HEAD_FLOATS / (size_t)ws->V);
         if (ws->head_rows < 1) ws->head_rows = 1;
@@ -78,7 +96,7 @@ void fwd_ws_init_width(fwd_ws *ws, const model_config *c, int ctx, int chunk, in
 void fwd_ws_free(fwd_ws *ws)
 {
     float *p[] = { ws->xn, ws->hin, ws->tmp, ws->q, ws->att, ws->scores, ws->g, ws->u,
-                   ws->rope_cos, ws->rope_sin, ws->scratch, ws->logits };
+                   ws->rope_cos, ws->rope_sin, ws->scratch, ws->logits, ws->mm.a, ws->mm.b };
     for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) free(p[i]);
     memset(ws, 0, sizeof *ws);
 }
@@ -89,7 +107,9 @@ fwd_ws_size fwd_ws_bytes(const model_config *c, int ctx, int chunk, int need_hea
     for (int l = 0; l < c->n_layers; l++) if ((size_t)c->ffn[l] > m) m = (size_t)c->ffn[l];
     if (ffn_width > 0 && (size_t)ffn_width < m) m = (size_t)ffn_width;
     fwd_ws_size s = { SCRATCH_BYTES, sizeof(float) * n * (3 * D + 2 * Q + (size_t)ctx + 2 * m),
-                      sizeof(float) * 2 * (size_t)ctx * (size_t)(c->head_dim / 2), 0 };
+                      sizeof(float) * 2 * (size_t)ctx * (size_t)(c->head_dim / 2), 0, 0 };
+    if (mm_bf16())
+        s.operands = sizeof(float) * (operand_a_floats(c, ctx, chunk, (int)m) + (size_t)ctx * (size_t)c->head_dim);
     if (need_head) {                   /* head_rows as fwd_ws_init_width sets it */
         size_t rows = HEAD_FLOATS / V;
         rows = rows < 1 ? 1 : rows > n ? n : rows;
@@ -115,28 +135,13 @@ void rmsnorm(float *out, const float *x, const float *w, int n, int D, float eps
     }
 }
 
-/* y[n, rows] = x[n, cols] W^T + beta * y. Stored bf16/f16 weights are converted a panel of rows
- * at a time into the scratch buffer (SCRATCH_BYTES, 64 MB), so no fp32 copy of a weight ever exists. */
+/* y[n, rows] = x[n, cols] W^T + beta * y, through the matmul backend (matmul.c): in fp32, stored
+ * bf16/f16 weights are converted a panel of rows at a time into the scratch buffer (SCRATCH_BYTES,
+ * 64 MB), so no fp32 copy of a weight ever exists; in bf16 the stored bf16 weights are used in place. */
 void linear(float *y, const float *x, int n, const wmat *W, float beta, fwd_ws *ws)
 {
-    int rows = (int)W->rows, cols = (int)W->cols;
-    if (rows == 0 || n == 0) return;
-    if (W->dtype == DT_F32) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, rows, cols, 1.0f, x, cols,
-                    (const float *)W->data, (int)W->ld, beta, y, rows);
-        return;
-    }
-    int panel = (int)(ws->scratch_floats / (size_t)cols);
-    if (panel < 1) DIE("weight rows of %d columns do not fit the %zu-float conversion buffer", cols, ws->scratch_floats);
-    size_t es = dtype_size(W->dtype);
-    for (int r0 = 0; r0 < rows; r0 += panel) {
-        int nr = rows - r0 < panel ? rows - r0 : panel;
-        for (int r = 0; r < nr; r++)
-            convert_to_f32(W->dtype, (const char *)W->data + ((size_t)(r0 + r) * (size_t)W->ld) * es,
-                           ws->scratch + (size_t)r * cols, (size_t)cols);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, nr, cols, 1.0f, x, cols, ws->scratch, cols,
-                    beta, y + r0, rows);
-    }
+    mm_linear(n, (int)W->rows, (int)W->cols, x, W->dtype, W->data, W->ld, beta, y, (int)W->rows, ws->scratch,
+              ws->scratch_floats, &ws->mm);
 }
 
 static void rope_apply(float *x, int n, int nheads, int hd, int pos0, const fwd_ws *ws)
@@ -162,8 +167,7 @@ void attention(float *out, const float *q, const float *kc, const float *vc, int
     for (int h = 0; h < H; h++) {
         int kvh = h / group;
         float *S = ws->scores;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, ctx, hd, scale, q + (size_t)h * hd, H * hd,
-                    kc + (size_t)kvh * hd, K * hd, 0.0f, S, ctx);
+        mm_gemm(1, n, ctx, hd, scale, q + (size_t)h * hd, H * hd, kc + (size_t)kvh * hd, K * hd, 0.0f, S, ctx, &ws->mm);
         for (int t = 0; t < n; t++) {
             float *row = S + (size_t)t * ctx;
             int last = pos0 + t;                 /* causal: attend to positions 0..last */
@@ -175,8 +179,7 @@ void attention(float *out, const float *q, const float *kc, const float *vc, int
             for (int j = 0; j <= last; j++) row[j] *= inv;
             for (int j = last + 1; j < ctx; j++) row[j] = 0.0f;
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hd, ctx, 1.0f, S, ctx, vc + (size_t)kvh * hd, K * hd,
-                    0.0f, out + (size_t)h * hd, H * hd);
+        mm_gemm(0, n, hd, ctx, 1.0f, S, ctx, vc + (size_t)kvh * hd, K * hd, 0.0f, out + (size_t)h * hd, H * hd, &ws->mm);
     }
 }
 

@@ -92,7 +92,7 @@ int plan_rank_mem(const model_config *c, const st_model *st, const unit_plan *up
     fwd_ws_size ws = fwd_ws_bytes(c, seqlen, chunk, m->has_head, m->ffn_width > 0 ? m->ffn_width : 1);
     int natt = m->attention_units ? m->attention_units : 1;
     m->panel_bytes = ws.panel;
-    m->activation_bytes = ws.acts + sizeof(float) * 9 * (uint64_t)chunk * D + sizeof(int32_t) * (uint64_t)chunk;
+    m->activation_bytes = ws.acts + ws.operands + sizeof(float) * 9 * (uint64_t)chunk * D + sizeof(int32_t) * (uint64_t)chunk;
     m->kv_cache_bytes = sizeof(float) * 2 * KV * (uint64_t)seqlen * (uint64_t)natt;
     m->logits_bytes = ws.logits;
     m->table_bytes = ws.rope + sizeof(float) * D * (uint64_t)(m->last_unit - m->first_unit + m->has_head);

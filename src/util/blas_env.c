@@ -73,6 +73,8 @@ int blas_set_threads(void)
     return threads;
 }
 
+int blas_threads(void) { return openblas_get_num_threads(); }
+
 void blas_describe(char *buf, size_t len)
 {
     const char *was = getenv("CFSP_BLAS_REEXEC");

@@ -25,6 +25,7 @@ typedef struct {
     int alloc_reference, align, force, save_models, save_stats, eval_pruned, eval_dense;
     double max_rank_memory_gb;
     int write_io;                /* WRITE_IO_* of ckpt/model_h5.h (options.c maps the names) */
+    int compute;                 /* compute_mode of model/matmul.h: auto | fp32 | bf16 */
     int help;
 } options;
 

@@ -1,8 +1,10 @@
-/* forward.h — the LLaMA forward pass in fp32, one function per layer op (llama2.c style), over
- * flat row-major float arrays. Matrix products go through OpenBLAS sgemm; weights stored in
- * bf16/f16 are converted to fp32 a row panel at a time into a bounded scratch buffer. */
+/* forward.h — the LLaMA forward pass, one function per layer op (llama2.c style), over flat
+ * row-major fp32 arrays. Matrix products go through the matmul backend (matmul.h): OpenBLAS sgemm
+ * in fp32 (weights stored in bf16/f16 converted a row panel at a time into a bounded scratch
+ * buffer), or oneDNN with bf16-rounded operands in bf16; everything else is fp32. */
 #ifndef CFSP_FORWARD_H
 #define CFSP_FORWARD_H
+#include "cfsp/model/matmul.h"
 #include "cfsp/model/weights.h"
 
 /* The statistics hook: what the calibration sees of a block (prune/stats.c implements it; the
@@ -22,6 +24,7 @@ typedef struct {
     size_t scratch_floats;
     float *logits;                     /* [head_rows, V] on the last stage */
     int head_rows;
+    mm_scratch mm;                     /* bf16 mode: rounded operands (matmul.h); empty in fp32 */
 } fwd_ws;
 
 /* ctx: longest sequence; chunk: most tokens per call */
@@ -31,8 +34,9 @@ void fwd_ws_init(fwd_ws *ws, const model_config *c, int ctx, int chunk, int need
 void fwd_ws_init_width(fwd_ws *ws, const model_config *c, int ctx, int chunk, int need_head, int ffn_width);
 void fwd_ws_free(fwd_ws *ws);
 /* the bytes fwd_ws_init_width allocates for the same arguments, by purpose: the conversion panel,
- * the activations (xn hin tmp q att scores g u), the RoPE tables and the last stage's logits */
-typedef struct { size_t panel, acts, rope, logits; } fwd_ws_size;
+ * the activations (xn hin tmp q att scores g u), the RoPE tables, the last stage's logits and, in
+ * the bf16 mode (mm_bf16() when called), the rounded operands */
+typedef struct { size_t panel, acts, rope, logits, operands; } fwd_ws_size;
 fwd_ws_size fwd_ws_bytes(const model_config *c, int ctx, int chunk, int need_head, int ffn_width);
 
 void embed_tokens(const wmat *emb, const uint32_t *ids, int n, float *x);

@@ -31,7 +31,7 @@ typedef struct {
     uint64_t largest_ffn_bytes;    /* the largest own FFN slice */
     /* working buffers (fp32) */
     uint64_t panel_bytes;          /* the 16-bit -> fp32 weight conversion panel (forward.c) */
-    uint64_t activation_bytes;     /* forward activations at --chunk, the 3 rotating micro-batch buffers [3, chunk, D] */
+    uint64_t activation_bytes;     /* forward activations at --chunk (with the bf16 mode's rounded operands), the 3 rotating micro-batch buffers [3, chunk, D] */
     uint64_t kv_cache_bytes;       /* key + value cache [seqlen, KV] per own attention unit */
     uint64_t logits_bytes;         /* last rank: logits [head_rows, V] */
     uint64_t table_bytes;          /* RoPE tables [seqlen, head_dim/2] x 2, fp32 copies of the norms */

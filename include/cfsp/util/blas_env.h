@@ -12,6 +12,8 @@ void blas_fix_coretype(char **argv);
 /* After MPI_Init: unless the user set OPENBLAS_NUM_THREADS / OMP_NUM_THREADS, one BLAS thread per
  * core this rank may use (its affinity mask; shared by the node's ranks when unbound). */
 int blas_set_threads(void);
+/* the BLAS threads of this rank (the bf16 backend gives oneDNN the same number) */
+int blas_threads(void);
 /* "OpenBLAS Haswell kernels, 1 thread per rank" */
 void blas_describe(char *buf, size_t len);
 #endif
