@@ -5,6 +5,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PKGS=(build-essential cmake pkg-config openmpi-bin libopenmpi-dev libopenblas-dev libhdf5-openmpi-dev
       hdf5-tools libcjson-dev python3-numpy python3-h5py-mpi
+      libdnnl-dev              # libdnnl-dev: oneDNN, the bf16 compute backend (--compute, issue 14)
       python3-sentencepiece    # python3-sentencepiece: the reference of the tokenizer test
       valgrind)                # valgrind: ctest valgrind_e2e (memcheck of the -n 1 job, issue 5)
 missing=()

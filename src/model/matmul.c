@@ -190,13 +190,18 @@ int mm_configure(compute_mode req, dtype_t stored, int threads, mm_info *out, co
     omp_set_num_threads(threads > 0 ? threads : 1);
     engine_up();
     snprintf(m->isa, sizeof m->isa, "%s", isa_name(dnnl_get_effective_cpu_isa()));
-    /* probe at a 7B projection shape: does oneDNN multiply bf16 here, and with what? */
-    dnnl_primitive_desc_t pd = make_pd(1, 1, 128, 4096, 4096, 4096, 4096, 4096, 1.0f, 0.0f, 1);
-    m->onednn_bf16 = pd != NULL;
-    m->native = m->onednn_bf16 && (m->cpu_amx_bf16 || m->cpu_avx512_bf16);
-    if (!pd) pd = make_pd(0, 1, 128, 4096, 4096, 4096, 4096, 4096, 1.0f, 0.0f, 0);
-    snprintf(m->impl, sizeof m->impl, "%s", pd_impl(pd));
-    dnnl_primitive_desc_destroy(pd);
+    /* probe at a 7B projection shape: does oneDNN multiply bf16 here, and with what? Only when bf16
+     * may be chosen: an fp32 job (or auto on a CPU without bf16 instructions) creates no primitive. */
+    if (req == COMPUTE_BF16 || (req == COMPUTE_AUTO && (m->cpu_amx_bf16 || m->cpu_avx512_bf16))) {
+        dnnl_primitive_desc_t pd = make_pd(1, 1, 128, 4096, 4096, 4096, 4096, 4096, 1.0f, 0.0f, 1);
+        m->onednn_bf16 = pd != NULL;
+        m->native = m->onednn_bf16 && (m->cpu_amx_bf16 || m->cpu_avx512_bf16);
+        if (!pd) pd = make_pd(0, 1, 128, 4096, 4096, 4096, 4096, 4096, 1.0f, 0.0f, 0);
+        snprintf(m->impl, sizeof m->impl, "%s", pd_impl(pd));
+        dnnl_primitive_desc_destroy(pd);
+    } else {
+        snprintf(m->impl, sizeof m->impl, "none (no bf16 product)");
+    }
     const char *hw = m->cpu_amx_bf16 ? "AMX-BF16" : m->cpu_avx512_bf16 ? "AVX512-BF16" : NULL;
     if (warn) *warn = NULL;
     if (req == COMPUTE_FP32) {
@@ -209,7 +214,7 @@ int mm_configure(compute_mode req, dtype_t stored, int threads, mm_info *out, co
         else {
             snprintf(m->reason, sizeof m->reason, "bf16 requested on a CPU without native bf16 dot products (oneDNN ISA %s): %s",
                      m->isa, m->onednn_bf16 ? "oneDNN emulates bf16" : "bf16-rounded operands, oneDNN f32 products");
-            if (warn) *warn = "--compute bf16 on a CPU without native bf16 (AMX-BF16 or AVX512-BF16): bf16 numerics are emulated and slower than fp32";
+            if (warn) *warn = "--compute bf16 on a CPU without native bf16 (AMX-BF16 or AVX512-BF16): bf16 numerics are emulated (bf16-rounded operands, fp32 products: no faster than fp32)";
         }
     } else if (!m->native) {
         m->mode = COMPUTE_FP32;
@@ -376,4 +381,11 @@ void mm_linear(int M, int N, int K, const float *x, dtype_t dt, const void *W, i
             run_prim(lookup(packed, 1, M, nr, K, K, K, ldy, 1.0f, beta), A, panel, y + r0);
     }
     free(tmp);
+}
+
+int mm_bf16_raw(int M, int N, int K, const uint16_t *A, const uint16_t *B, int ldb, float *C)
+{
+    if (!S.configured || !S.info.onednn_bf16) return -1;
+    run_prim(lookup(1, 1, M, N, K, K, ldb, N, 1.0f, 0.0f), A, B, C);
+    return 0;
 }

@@ -5,15 +5,21 @@
  * micro-batch, with fp32 weights. --ffn-slice S splits the FFN as cfsp-mpi's stage units do (gate/up
  * with N = S, down with K = S, plus the remainder), so the shapes are the ones the program runs. Optionally (--bf16 1) also the same product with the weight stored
  * as bf16 and converted into a 16 MB fp32 panel before each sgemm (the scheme of linear(), whose panel is 64 MB), with a
- * vectorisable inline conversion, to show what that scheme costs when the conversion is fast.
+ * vectorisable inline conversion, to show what that scheme costs when the conversion is fast. With
+ * --onednn 1 also (a) "onednn_bf16": the bare oneDNN matmul primitive on bf16 operands with an fp32
+ * result (model/matmul.h mm_bf16_raw; the hardware's bf16 figure, absent where oneDNN has no bf16
+ * matmul, e.g. AVX2), and (b) "cfsp_bf16": cfsp-mpi's own bf16 product (mm_linear in the bf16 mode:
+ * fp32 activations rounded to bf16, the bf16 weight in place), so the program's overhead is visible.
  *
  * Under mpirun every rank runs the same shape at the same moment (a barrier before each
  * repetition), so `mpirun -n 2` gives the figure of both cores while both are busy. Rank 0 prints one
- * JSON object on stdout. Besides CBLAS and MPI it uses only util of the cfsp library: the option
- * parser of every command (util/opts.h: the same --help, --config FILE.json and one-line errors),
- * the error convention and xmalloc. OPENBLAS_NUM_THREADS sets the thread count (reported).
+ * JSON object on stdout. Besides CBLAS and MPI it uses util of the cfsp library (the option parser
+ * of every command: the same --help, --config FILE.json and one-line errors; the error convention,
+ * xmalloc) and the model layer's matmul backend for the oneDNN modes. OPENBLAS_NUM_THREADS sets the
+ * thread count (reported; oneDNN gets the same).
  */
 #define _POSIX_C_SOURCE 200809L
+#include "cfsp/model/matmul.h"
 #include "cfsp/util/err.h"
 #include "cfsp/util/opts.h"
 #include "cfsp/util/util.h"
@@ -43,7 +49,7 @@ static double cpu(void) { return clk(CLOCK_PROCESS_CPUTIME_ID); }
 #define PROG "cfsp-mpi-gemm-bench"
 typedef struct {
     int64_t hidden, ffn, heads, kv_heads, head_dim, tokens, reps, ffn_slice;
-    int bf16;
+    int bf16, onednn;
 } bench_opts;
 #define O(...) OPT(bench_opts, __VA_ARGS__)
 static const opt_def bench_table[] = {
@@ -55,6 +61,7 @@ static const opt_def bench_table[] = {
     O(OPT_I64, tokens, "tokens", "512", ">= 1", "rows of x T = tokens per micro-batch"),
     O(OPT_I64, reps, "reps", "3", ">= 1", "timed repetitions per shape (the median is reported)"),
     O(OPT_BOOL, bf16, "bf16", "0", NULL, "also time the weight stored as bf16, converted into fp32 panels"),
+    O(OPT_BOOL, onednn, "onednn", "0", NULL, "also time the oneDNN bf16 matmul primitive and cfsp-mpi's bf16 product (--compute bf16)"),
     O(OPT_I64, ffn_slice, "ffn-slice", "0", ">= 0", "FFN channels per slice, as cfsp-mpi --ffn-slice (0 = whole FFN)"),
 };
 static const opt_table bench_opt_table = {
@@ -90,13 +97,20 @@ static int cmpd(const void *a, const void *b)
 
 typedef struct { const char *name; int N, K, count; } shape;
 
-/* one repetition; bf16: W16 is the weight in bf16, converted panel by panel as linear() does */
-static void product(int M, int N, int K, const float *x, const float *W, const uint16_t *W16, float *panel, float *y)
+enum { MODE_FP32, MODE_PANELS, MODE_ONEDNN, MODE_CFSP };
+static const char *const mode_names[] = { "fp32", "bf16_panels", "onednn_bf16", "cfsp_bf16" };
+
+/* one repetition of a mode: fp32 sgemm; W16 (the weight in bf16) converted panel by panel as linear()
+ * does in fp32; the bare oneDNN bf16 primitive on x16 (x in bf16); cfsp-mpi's bf16 linear() */
+static void product(int mode, int M, int N, int K, const float *x, const uint16_t *x16, const float *W,
+                    const uint16_t *W16, float *panel, const mm_scratch *mm, float *y)
 {
-    if (!W16) {
+    if (mode == MODE_FP32) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, K, W, K, 0.0f, y, N);
         return;
     }
+    if (mode == MODE_ONEDNN) { mm_bf16_raw(M, N, K, x16, W16, K, y); return; }
+    if (mode == MODE_CFSP) { mm_linear(M, N, K, x, DT_BF16, W16, K, 0.0f, y, N, panel, PANEL_BYTES / sizeof(float), mm); return; }
     int rows = (int)(PANEL_BYTES / sizeof(float) / (size_t)K);
     if (rows < 1) rows = 1;
     for (int r0 = 0; r0 < N; r0 += rows) {
@@ -145,32 +159,50 @@ int main(int argc, char **argv)
             sh[ns++] = (shape){ "down rest", (int)D, rem, 1 };
         }
     }
-    int nmode = bf16 ? 2 : 1;
+    /* the modes timed, and what oneDNN offers here */
+    int modes[4], nmode = 0;
+    modes[nmode++] = MODE_FP32;
+    if (bf16) modes[nmode++] = MODE_PANELS;
+    mm_info info;
+    memset(&info, 0, sizeof info);
+    if (o.onednn) {
+        mm_configure(COMPUTE_BF16, DT_BF16, openblas_get_num_threads(), &info, NULL);
+        if (info.onednn_bf16) modes[nmode++] = MODE_ONEDNN;
+        modes[nmode++] = MODE_CFSP;
+    }
+    mm_scratch mm = { 0 };
+    if (o.onednn) {
+        size_t widest = (size_t)(D > FF ? D : FF) > (size_t)Q ? (size_t)(D > FF ? D : FF) : (size_t)Q;
+        mm.a_floats = (size_t)T * widest;
+        mm.a = xmalloc(sizeof(float) * mm.a_floats);
+    }
     /* per shape and mode: median and best wall GFLOP/s, and GFLOP per CPU second (median), which
      * does not count time the process spent descheduled by other load on a shared machine */
     double *med = xcalloc((size_t)ns * nmode, sizeof(double)), *best = xcalloc((size_t)ns * nmode, sizeof(double));
     double *medcpu = xcalloc((size_t)ns * nmode, sizeof(double));
     double *times = xmalloc(sizeof(double) * (size_t)reps), *ctimes = xmalloc(sizeof(double) * (size_t)reps);
     uint64_t seed = 0x9e3779b97f4a7c15ull ^ (uint64_t)(rank + 1);
-    float *panel = bf16 ? xmalloc(PANEL_BYTES) : NULL;
+    float *panel = bf16 || o.onednn ? xmalloc(PANEL_BYTES) : NULL;
 
     for (int s = 0; s < ns; s++) {
         int N = sh[s].N, K = sh[s].K;
         float *x = rnd((size_t)T * K, &seed), *W = rnd((size_t)N * K, &seed), *y = rnd((size_t)T * N, &seed);
-        uint16_t *W16 = NULL;
-        if (bf16) {
+        uint16_t *W16 = NULL, *x16 = NULL;
+        if (bf16 || o.onednn) {
             W16 = xmalloc(sizeof(uint16_t) * (size_t)N * K);
             for (size_t i = 0; i < (size_t)N * K; i++) { uint32_t u; memcpy(&u, &W[i], 4); W16[i] = (uint16_t)(u >> 16); }
+            x16 = xmalloc(sizeof(uint16_t) * (size_t)T * K);
+            for (size_t i = 0; i < (size_t)T * K; i++) x16[i] = f32_to_bf16(x[i]);
         }
         double flops = 2.0 * (double)T * N * K;
         for (int mode = 0; mode < nmode; mode++) {
-            const uint16_t *w16 = mode ? W16 : NULL;
+            int md = modes[mode];
             MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
-            product((int)T, N, K, x, W, w16, panel, y);          /* warm-up: page faults, packing buffers */
+            product(md, (int)T, N, K, x, x16, W, W16, panel, &mm, y);   /* warm-up: page faults, packing, primitive creation */
             for (int r = 0; r < reps; r++) {
                 MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));          /* all ranks busy at the same moment */
                 double t0 = now(), c0 = cpu();
-                product((int)T, N, K, x, W, w16, panel, y);
+                product(md, (int)T, N, K, x, x16, W, W16, panel, &mm, y);
                 times[r] = now() - t0;
                 ctimes[r] = cpu() - c0;
             }
@@ -180,7 +212,7 @@ int main(int argc, char **argv)
             best[s * nmode + mode] = flops / times[0] / 1e9;
             medcpu[s * nmode + mode] = flops / ctimes[reps / 2] / 1e9;
         }
-        free(x); free(W); free(y); free(W16);
+        free(x); free(W); free(y); free(W16); free(x16);
     }
 
     double *allmed = rank ? NULL : xmalloc(sizeof(double) * (size_t)ns * nmode * P);
@@ -194,6 +226,10 @@ int main(int argc, char **argv)
         for (int s = 0; s < ns; s++) block_flops += 2.0 * (double)T * sh[s].N * sh[s].K * sh[s].count;
         printf("{\n  \"tool\": \"cfsp-mpi-gemm-bench\",\n  \"call\": \"cblas_sgemm(RowMajor, NoTrans, Trans, M=tokens, N=out, K=in)\",\n");
         printf("  \"ranks\": %d, \"openblas_threads\": %d, \"openblas_config\": \"%s\",\n", P, openblas_get_num_threads(), openblas_get_config());
+        if (o.onednn)
+            printf("  \"onednn\": {\"isa\": \"%s\", \"impl\": \"%s\", \"bf16_matmul\": %s, \"native_bf16\": %s, \"cpu_amx_bf16\": %s, \"cpu_avx512_bf16\": %s},\n",
+                   info.isa, info.impl, info.onednn_bf16 ? "true" : "false", info.native ? "true" : "false",
+                   info.cpu_amx_bf16 ? "true" : "false", info.cpu_avx512_bf16 ? "true" : "false");
         printf("  \"tokens\": %ld, \"reps\": %ld, \"hidden\": %ld, \"ffn\": %ld, \"ffn_slice\": %ld, \"heads\": %ld, \"kv_heads\": %ld, \"head_dim\": %ld,\n",
                T, reps, D, FF, FS, H, KVH, HD);
         printf("  \"block_flops\": %.6e,\n  \"shapes\": [\n", block_flops);
@@ -201,7 +237,7 @@ int main(int argc, char **argv)
             printf("    {\"name\": \"%s\", \"M\": %ld, \"N\": %d, \"K\": %d, \"count\": %d, \"flops\": %.6e", sh[s].name, T, sh[s].N, sh[s].K,
                    sh[s].count, 2.0 * (double)T * sh[s].N * sh[s].K);
             for (int mode = 0; mode < nmode; mode++) {
-                printf(", \"%s\": {\"gflops_median\": [", mode ? "bf16_panels" : "fp32");
+                printf(", \"%s\": {\"gflops_median\": [", mode_names[modes[mode]]);
                 for (int r = 0; r < P; r++) printf("%s%.3f", r ? ", " : "", allmed[(size_t)r * ns * nmode + s * nmode + mode]);
                 printf("], \"gflops_best\": [");
                 for (int r = 0; r < P; r++) printf("%s%.3f", r ? ", " : "", allbest[(size_t)r * ns * nmode + s * nmode + mode]);
@@ -216,7 +252,7 @@ int main(int argc, char **argv)
         for (int mode = 0; mode < nmode; mode++)
             for (int kind = 0; kind < 2; kind++) {
                 const double *g = kind ? allcpu : allmed;
-                printf("  \"block_gflops_%s%s\": [", mode ? "bf16_panels" : "fp32", kind ? "_per_cpu_second" : "");
+                printf("  \"block_gflops_%s%s\": [", mode_names[modes[mode]], kind ? "_per_cpu_second" : "");
                 for (int r = 0; r < P; r++) {
                     double t = 0;
                     for (int s = 0; s < ns; s++)
@@ -228,7 +264,8 @@ int main(int argc, char **argv)
         printf("}\n");
         free(allmed); free(allbest); free(allcpu);
     }
-    free(med); free(best); free(medcpu); free(times); free(ctimes); free(panel);
+    free(med); free(best); free(medcpu); free(times); free(ctimes); free(panel); free(mm.a);
+    mm_release();
     MPI_CHECK(MPI_Finalize());
     return 0;
 }

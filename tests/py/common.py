@@ -33,6 +33,8 @@ def parse_args(desc, need_bin=True):
     ap.add_argument("--mpiexec", default="mpiexec")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--full", action="store_true", help="larger test matrix (slower)")
+    ap.add_argument("--compute", default=None, choices=("auto", "fp32", "bf16"),
+                    help="give every run / prune job this --compute (default: the program's default)")
     args = ap.parse_args()
     args.workdir = os.path.abspath(args.workdir)
     os.makedirs(args.workdir, exist_ok=True)
@@ -97,6 +99,8 @@ def run_cmd(cmd, timeout=300, log=None):
 def run_cfsp(args, opts, np_ranks=None, sub="run", timeout=300):
     """mpiexec --oversubscribe -n NP BIN <sub> <opts...>; returns (rc, output)."""
     n = np_ranks or args.np
+    if getattr(args, "compute", None) and sub in ("run", "prune") and "--compute" not in opts:
+        opts = list(opts) + ["--compute", args.compute]
     cmd = [args.mpiexec, "--oversubscribe", "-n", str(n), args.bin, sub] + [str(o) for o in opts]
     return run_cmd(cmd, timeout=timeout)
 

@@ -2,7 +2,8 @@
 channels and output files (dataset by dataset, bitwise) on a shared model at -n 1, 2, 4
 (oversubscribed), on a generated bf16 GQA model whose blocks split unevenly at -n 1, 2, 3, and on a
 generated 2-block model cut into 18 stage units (--ffn-slice 48) at -n 1, 8, 16; chunked
-micro-batches agree with whole-sequence ones to rounding. Per rank: weight_bytes_expected (the
+micro-batches agree with whole-sequence ones to rounding (fp32). ctest rank_invariance_bf16 runs the
+same with --compute bf16 (every check but the chunking one, whose 1e-5 bound is fp32's). Per rank: weight_bytes_expected (the
 run's own count) equals the stored bytes of its units, computed here from config.json and the
 safetensors headers; weight_bytes_resident (measured: the Rss of the rank's mappings of the
 safetensors files after calibration) lies between the whole pages of what the forward pass reads
@@ -184,6 +185,8 @@ def main():
                 diff = [k for k in d1[f] if dn.get(k) != d1[f][k]] + [k for k in dn if k not in d1[f]]
                 ck.check(not diff, "%s -n %d: %s identical dataset by dataset (%d datasets)" % (name, n, f, len(d1[f])),
                          "differ: %s" % diff[:5])
+    if args.compute == "bf16":   # ctest rank_invariance_bf16: the chunking comparison below is fp32's
+        ck.finish()
     # chunked micro-batches (a sequence split into 4 chunks with a key/value cache) vs whole sequences
     mdir = C.model_dir(args, "stories260K")
     outs = []

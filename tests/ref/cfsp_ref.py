@@ -257,8 +257,28 @@ def rotate_half(x):
     return np.concatenate([-x[..., h:], x[..., :h]], axis=-1)
 
 
+# The arithmetic of the matrix products of the forward pass: "fp32" (exact float64 products, the
+# parity reference of cfsp-mpi's fp32 mode) or "bf16" (cfsp-mpi --compute bf16: both operands of
+# every product rounded to bfloat16, round to nearest even, from their float32 values; the product
+# itself exact). Everything that is not a matrix product stays float64 in both.
+PRODUCTS = "fp32"
+
+
+def set_products(mode):
+    global PRODUCTS
+    assert mode in ("fp32", "bf16"), mode
+    PRODUCTS = mode
+
+
+def mm(a, b):
+    """a @ b with the operands as cfsp-mpi's matmul backend sees them (see PRODUCTS)."""
+    if PRODUCTS == "bf16":
+        return bf16_round(a) @ bf16_round(b)
+    return a @ b
+
+
 def _linear(x, w, b=None):
-    y = x @ w.T
+    y = mm(x, w.T)
     return y if b is None else y + b
 
 
@@ -273,18 +293,18 @@ def attention(model, ly, x, cos, sin):
     rep = H // KV                      # HF repeat_kv: query head h uses kv head h // rep
     k = np.repeat(k, rep, axis=0)
     v = np.repeat(v, rep, axis=0)
-    s = q @ k.transpose(0, 2, 1) / math.sqrt(hd)
+    s = mm(q, k.transpose(0, 2, 1)) / math.sqrt(hd)
     s = np.where(np.tril(np.ones((T, T), dtype=bool)), s, -np.inf)
     s = s - s.max(axis=-1, keepdims=True)
     p = np.exp(s)
     p /= p.sum(axis=-1, keepdims=True)
-    o = (p @ v).transpose(1, 0, 2).reshape(T, H * hd)
+    o = mm(p, v).transpose(1, 0, 2).reshape(T, H * hd)
     return _linear(o, ly["o"], ly["o_bias"])
 
 
 def mlp(model, ly, x):
     """Returns (ffn output, down_proj input)."""
-    a = silu(x @ ly["gate"].T) * (x @ ly["up"].T)
+    a = silu(mm(x, ly["gate"].T)) * mm(x, ly["up"].T)
     return _linear(a, ly["down"], ly["down_bias"]), a
 
 
@@ -307,7 +327,7 @@ def forward(model, tokens, hook=None, logits=True):
             hook(l, h_in, h, a)
     if not logits:
         return None
-    return rmsnorm(h, model.norm, model.eps) @ model.lm_head.T
+    return mm(rmsnorm(h, model.norm, model.eps), model.lm_head.T)
 
 
 def log_softmax(z):

@@ -7,7 +7,7 @@
  *        has bf16 kernels (AMX-BF16, AVX512-BF16, or AVX-512 where oneDNN emulates them) the
  *        primitives take bf16 operands and stored bf16 weights are used in place ("native"); where
  *        oneDNN has none (AVX2), the same rounded operands go to oneDNN f32 primitives ("emulated":
- *        the same numbers up to summation order, slower than fp32).
+ *        the same numbers up to summation order, no faster than fp32).
  *
  * Primitives are created once per shape (M, N, K, leading dimensions, transposition, alpha, beta)
  * and kept in a small cache; one product at a time per process, on the rank's BLAS threads. */
@@ -32,7 +32,7 @@ typedef struct {
 
 /* Decide the mode for this process: req (auto/fp32/bf16), the checkpoint's stored dtype of its
  * matrices, and the threads each rank may use (oneDNN's OpenMP threads follow the BLAS rule).
- * bf16 on a CPU without native bf16 is allowed; *warn is set to a sentence saying it is slower
+ * bf16 on a CPU without native bf16 is allowed; *warn is set to a sentence saying it is emulated
  * (NULL otherwise). Returns 0; may be called again (tests), which empties the primitive cache. */
 int mm_configure(compute_mode req, dtype_t stored, int threads, mm_info *out, const char **warn);
 /* the current mode (fp32 until mm_configure is called) and its description */
@@ -54,6 +54,12 @@ void mm_gemm(int transB, int M, int N, int K, float alpha, const float *A, int l
  * bf16 mode: native bf16 weights in place; other weights rounded to bf16 a panel at a time. */
 void mm_linear(int M, int N, int K, const float *x, dtype_t dt, const void *W, int64_t ldw, float beta, float *y,
                int ldy, float *panel, size_t panel_floats, const mm_scratch *s);
+
+/* The bare oneDNN bf16 product C[M,N] (ldc N) = A[M,K] B^T, B [N,K] with row stride ldb, on bf16
+ * bit patterns: the primitive the bf16 mode runs on a bf16 checkpoint, without the operand
+ * rounding (cfsp-mpi-gemm-bench times it). Needs mm_configure; returns -1, doing nothing, where
+ * oneDNN has no bf16 matmul on this CPU. */
+int mm_bf16_raw(int M, int N, int K, const uint16_t *A, const uint16_t *B, int ldb, float *C);
 
 /* round n floats to bf16 (round to nearest even), in place or from src to dst */
 void round_bf16_f32(const float *src, float *dst, size_t n);
