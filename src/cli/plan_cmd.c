@@ -1,7 +1,8 @@
 /* plan_cmd.c — `cfsp-mpi plan`, the pipeline simulator (declared in cli/commands.h).
  * Model of the schedule: M micro-batches (N sequences x T/chunk chunks) pass P stages in order;
  * stage s takes t_s per micro-batch: the sum of its units' times, each from timings of the unit's
- * own operations measured here at the micro-batch size (projection sgemms at the model's shapes,
+ * own operations measured here at the micro-batch size in the --compute mode (fp32 sgemm or the bf16
+ * products of model/matmul.h; projections at the model's shapes,
  * the causal attention at the mean context, an FFN slice's three sgemms and SwiGLU, the RMSNorm,
  * and the 16-bit to fp32 weight conversion when the model is stored in 16 bits) — or, with
  * --gflops G, its flops at a uniform G GFLOP/s. The stage map is the program's own (units split
@@ -15,10 +16,10 @@
 #include "cfsp/model/forward.h"
 #include "cfsp/pipeline/pipeline.h"
 #include "cfsp/pipeline/plan_mem.h"
+#include "cfsp/util/blas_env.h"
 #include "cfsp/util/err.h"
 #include "cfsp/util/opts.h"
 #include "cfsp/util/util.h"
-#include <cblas.h>
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,20 +30,28 @@ static void fill(float *x, size_t n, float scale)
     for (size_t i = 0; i < n; i++) x[i] = scale * (float)((int)(i * 2654435761u % 2001u) - 1000) / 1000.0f;
 }
 
-/* median of 3 timed runs of y[m, n] = x[m, k] W[n, k]^T (after a warm-up) */
-static double time_sgemm(int m, int n, int k)
+/* median of 3 timed runs of y[m, n] = x[m, k] W[n, k]^T (after a warm-up): fp32 sgemm on an fp32
+ * weight, or in the bf16 mode the program's bf16 product (linear() of forward.c) on a bf16 weight */
+static double time_product(int m, int n, int k, fwd_ws *ws)
 {
+    int bf16 = mm_bf16();
     float *a = xmalloc(sizeof(float) * (size_t)m * k), *b = xmalloc(sizeof(float) * (size_t)n * k), *c = xmalloc(sizeof(float) * (size_t)m * n);
     fill(a, (size_t)m * k, 1.0f);
     fill(b, (size_t)n * k, 0.01f);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, a, k, b, k, 0.0f, c, n);
+    uint16_t *b16 = NULL;
+    if (bf16) {
+        b16 = xmalloc(sizeof(uint16_t) * (size_t)n * k);
+        for (size_t i = 0; i < (size_t)n * k; i++) b16[i] = f32_to_bf16(b[i]);
+    }
+    wmat W = { bf16 ? DT_BF16 : DT_F32, n, k, k, bf16 ? (const void *)b16 : (const void *)b, NULL };
+    linear(c, a, m, &W, 0.0f, ws);
     double t[3];
     for (int r = 0; r < 3; r++) {
         double t0 = now_seconds();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, a, k, b, k, 0.0f, c, n);
+        linear(c, a, m, &W, 0.0f, ws);
         t[r] = now_seconds() - t0;
     }
-    free(a); free(b); free(c);
+    free(a); free(b); free(c); free(b16);
     double lo = t[0] < t[1] ? t[0] : t[1], hi = t[0] < t[1] ? t[1] : t[0];
     return t[2] < lo ? lo : t[2] > hi ? hi : t[2];
 }
@@ -55,13 +64,14 @@ typedef struct {
 } unit_times;
 
 /* Time one attention unit and one FFN slice of the model at the micro-batch size, with the
- * program's own kernels (forward.c) where they are not a single sgemm. */
+ * program's own kernels (forward.c: linear, attention, rmsnorm, swiglu) in the compute mode
+ * mm_configure chose (fp32 or bf16). */
 static void measure_units(const model_config *c, int chunk, int T, int width, unit_times *ut)
 {
     int D = c->hidden, Q = c->n_heads * c->head_dim, KV = c->n_kv_heads * c->head_dim;
     fwd_ws ws;
     fwd_ws_init_width(&ws, c, T, chunk, 0, width);
-    ut->proj = time_sgemm(chunk, Q, D) + 2 * time_sgemm(chunk, KV, D) + time_sgemm(chunk, D, Q);
+    ut->proj = time_product(chunk, Q, D, &ws) + 2 * time_product(chunk, KV, D, &ws) + time_product(chunk, D, Q, &ws);
     /* causal attention on the sequence's last chunk (full context), scaled to the mean chunk */
     float *q = xmalloc(sizeof(float) * (size_t)chunk * Q), *out = xmalloc(sizeof(float) * (size_t)chunk * Q);
     float *kc = xmalloc(sizeof(float) * (size_t)T * KV), *vc = xmalloc(sizeof(float) * (size_t)T * KV);
@@ -84,7 +94,7 @@ static void measure_units(const model_config *c, int chunk, int T, int width, un
     /* 16-bit weights: the conversion time per element, timed on 8 Mi elements (16 MB of 16-bit
      * weights into 32 MB of linear()'s 64 MB fp32 scratch panel) */
     ut->conv_per_elem = 0;
-    if (strcmp(c->torch_dtype, "float32")) {
+    if (strcmp(c->torch_dtype, "float32") && !mm_bf16()) {   /* bf16: inside the timed products */
         size_t n = 8u << 20;
         uint16_t *h = xmalloc(sizeof(uint16_t) * n);
         for (size_t i = 0; i < n; i++) h[i] = (uint16_t)(0x3c00u + i % 977u);
@@ -99,7 +109,7 @@ static void measure_units(const model_config *c, int chunk, int T, int width, un
     ut->attn_unit = ut->proj + ut->core + ut->norm + ut->conv_per_elem * attn_elems;
     /* one FFN slice: gate and up, SwiGLU, down (+ the norm) */
     ut->ffn_width = width;
-    double t_ffn = 2 * time_sgemm(chunk, width, D) + time_sgemm(chunk, D, width);
+    double t_ffn = 2 * time_product(chunk, width, D, &ws) + time_product(chunk, D, width, &ws);
     float *g = xmalloc(sizeof(float) * (size_t)chunk * width), *u = xmalloc(sizeof(float) * (size_t)chunk * width);
     fill(g, (size_t)chunk * width, 1.0f); fill(u, (size_t)chunk * width, 1.0f);
     t0 = now_seconds();
@@ -138,6 +148,8 @@ static int plan_report(const char *model, const model_config *c, int from_header
     double sum_t = 0, max_t = 0, max_bytes = 0, model_bytes = 0;
     int big = 0;                                     /* the rank with the largest request */
     double *t = xmalloc(sizeof(double) * (size_t)P), *fl = xmalloc(sizeof(double) * (size_t)P);
+    const mm_info *mi = mm_current();
+    if (measured) printf("cfsp-mpi plan: compute %s (%s)\n", compute_names[mi->mode], mi->reason);
     if (measured)
         printf("cfsp-mpi plan: %s, %d blocks, %d stage units (--ffn-slice %ld), %ld ranks, %ld micro-batches of %ld tokens; "
                "measured here per micro-batch: attention unit %.4f s (projections %.4f, attention %.4f, conversion %.4f), "
@@ -197,6 +209,11 @@ static int plan_report(const char *model, const model_config *c, int from_header
         cJSON_AddNumberToObject(j, "chunk", (double)chunk);
         cJSON_AddNumberToObject(j, "micro_batches", (double)M);
         cJSON_AddStringToObject(j, "cost_model", measured ? "per-op timings measured here" : "flops at a uniform rate");
+        cJSON *cp = cJSON_AddObjectToObject(j, "compute");
+        cJSON_AddStringToObject(cp, "mode", compute_names[mi->mode]);
+        cJSON_AddStringToObject(cp, "reason", mi->reason);
+        cJSON_AddStringToObject(cp, "onednn_isa", mi->isa);
+        cJSON_AddStringToObject(cp, "onednn_impl", mi->impl);
         if (measured) {
             cJSON *m = cJSON_AddObjectToObject(j, "measured_seconds_per_microbatch");
             cJSON_AddNumberToObject(m, "attention_unit", ut.attn_unit);
@@ -248,7 +265,7 @@ static int plan_report(const char *model, const model_config *c, int from_header
 
 typedef struct {
     char model[4096], json[4096];
-    int ranks, nsamples, seqlen, chunk, ffn_slice;
+    int ranks, nsamples, seqlen, chunk, ffn_slice, compute;
     double gflops;
 } plan_opts;
 
@@ -260,6 +277,7 @@ static const opt_def plan_table[] = {
     O(OPT_INT, seqlen, "seqlen", "1024", "[2, 16777216]", "tokens per sequence T"),
     O(OPT_INT, chunk, "chunk", "0", "[0, 16777216]", "tokens per micro-batch (divides seqlen; 0 = seqlen)"),
     O(OPT_INT, ffn_slice, "ffn-slice", "4096", "[0, 1073741824]", "FFN channels per stage unit (0 = whole FFN)"),
+    O(OPT_ENUM, compute, "compute", "auto", NULL, "the products timed: as cfsp-mpi run --compute (auto: bf16 with native bf16 and a bf16 checkpoint)", .names = compute_names, .nnames = 3),
     O(OPT_DBL, gflops, "gflops", NULL, "> 0", "cost model: flops at this uniform GFLOP/s (not given: per-op timings measured here)"),
     O(OPT_STR, json, "json", NULL, NULL, "also write the plan as JSON here: stage map, per-rank units, memory terms and request, efficiency", .flags = OPT_NONEMPTY),
 };
@@ -293,6 +311,11 @@ int plan_command(int argc, char **argv)
         if (st_open_dir(model, &st)) { st_close(&st); model_config_free(&c); return -1; }
         stp = &st;
     }
+    const st_tensor *gt = stp ? st_find(stp, "model.layers.0.mlp.gate_proj.weight") : NULL;
+    dtype_t stored = gt ? gt->dtype : !strcmp(c.torch_dtype, "float32") ? DT_F32 : !strcmp(c.torch_dtype, "float16") ? DT_F16 : DT_BF16;
+    const char *warn = NULL;
+    mm_configure((compute_mode)po.compute, stored, blas_threads(), NULL, &warn);
+    if (warn) fprintf(stderr, "cfsp-mpi: warning: %s\n", warn);
     unit_plan up;
     units_plan(&c, (int)slice, (int)T, &up);
     stage_map map = { 0, NULL };
