@@ -53,6 +53,23 @@ static void test_rounding(void)
         if (isnan(x[i]) && !isnan(y[i])) bad++;
     }
     EXPECT(bad == 0, "round_bf16_f32 differs from f32_to_bf16 on %d of %d values", bad, N);
+    uint16_t *h = malloc(sizeof(uint16_t) * N);
+    pack_bf16(x, h, N);
+    int badp = 0;
+    for (int i = 0; i < N; i++) {
+        uint16_t want = f32_to_bf16(x[i]);
+        if (h[i] != want && !(isnan(bf16_to_f32(h[i])) && isnan(x[i]))) badp++;
+    }
+    EXPECT(badp == 0, "pack_bf16 differs from f32_to_bf16 on %d of %d values", badp, N);
+    for (int n = 0; n < 40; n++) {   /* every tail length of the 16-wide loop, one value past the end untouched */
+        uint16_t t[41];
+        t[n] = 0xabcd;
+        pack_bf16(x, t, (size_t)n);
+        int ok = t[n] == 0xabcd;
+        for (int i = 0; i < n; i++) ok &= t[i] == f32_to_bf16(x[i]) || isnan(x[i]);
+        EXPECT(ok, "pack_bf16 of %d values", n);
+    }
+    free(h);
     round_bf16_f32(x, x, N);   /* in place */
     for (int i = 0; i < N; i++) if (!isnan(x[i])) { uint32_t a; memcpy(&a, &x[i], 4); if (a & 0xffffu) bad++; }
     EXPECT(bad == 0, "in-place rounding leaves low bits");

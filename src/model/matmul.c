@@ -242,7 +242,7 @@ int mm_bf16(void) { return S.configured && S.info.mode == COMPUTE_BF16; }
 /* ---------------------------------------------------------------- rounding */
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 /* 8 floats to bf16 (round to nearest even) as the upper halves of 8 floats; NaN stays NaN (quieted) */
-__attribute__((target("avx2"))) static void round_bf16_avx2(const float *restrict s, float *restrict d, size_t n)
+__attribute__((target("avx2"))) static void round_bf16_avx2(const float *s, float *d, size_t n)
 {
     const __m256i one = _mm256_set1_epi32(1), bias = _mm256_set1_epi32(0x7fff), hi = _mm256_set1_epi32((int)0xffff0000u);
     const __m256i absm = _mm256_set1_epi32(0x7fffffff), inf = _mm256_set1_epi32(0x7f800000), qbit = _mm256_set1_epi32(0x00400000);
@@ -293,7 +293,7 @@ void round_bf16_f32(const float *src, float *dst, size_t n)
     for (size_t i = 0; i < n; i++) dst[i] = bf16_to_f32(f32_to_bf16(src[i]));
 }
 
-static void pack_bf16(const float *src, uint16_t *dst, size_t n)
+void pack_bf16(const float *src, uint16_t *dst, size_t n)
 {
     if (have_avx2()) { pack_bf16_avx2(src, dst, n); return; }
     for (size_t i = 0; i < n; i++) dst[i] = f32_to_bf16(src[i]);

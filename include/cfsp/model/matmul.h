@@ -61,6 +61,8 @@ void mm_linear(int M, int N, int K, const float *x, dtype_t dt, const void *W, i
  * oneDNN has no bf16 matmul on this CPU. */
 int mm_bf16_raw(int M, int N, int K, const uint16_t *A, const uint16_t *B, int ldb, float *C);
 
-/* round n floats to bf16 (round to nearest even), in place or from src to dst */
+/* round n floats to bf16 (round to nearest even; NaN stays NaN), in place or from src to dst, as
+ * floats (round_bf16_f32) or as bf16 bit patterns (pack_bf16) */
 void round_bf16_f32(const float *src, float *dst, size_t n);
+void pack_bf16(const float *src, uint16_t *dst, size_t n);
 #endif
