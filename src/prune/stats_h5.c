@@ -3,6 +3,7 @@
  * already failed. */
 #include "cfsp/prune/stats_h5.h"
 #include "cfsp/format/h5util.h"
+#include "cfsp/model/matmul.h"
 #include "cfsp/util/err.h"
 #include "cfsp/util/util.h"
 #include <stdio.h>
@@ -44,6 +45,7 @@ int stats_h5_write(const char *path, const model_config *c, const block_stats *a
     h5_attr_i64(f, "seqlen", seqlen);
     h5_attr_i64(f, "ntokens", all[0].ntok);
     h5_attr_i64(f, "num_layers", L);
+    h5_attr_string(f, "compute", compute_names[mm_current()->mode]);   /* the products' arithmetic: fp32 | bf16 */
     if (H5Fclose(f) < 0) return FAIL("%s: writing the statistics file failed", path);
     return 0;
 }
