@@ -1,6 +1,6 @@
 """quality_bf16_report.py QB_DIR OUT — the bf16-vs-fp32 table of quality_bf16.sh: reads the two
 jobs per model (QB_DIR/<model>-fp32, QB_DIR/<model>-bf16: results.json and the pruned HDF5 files'
-model.layers.N.mlp.kept_channels) and writes OUT/bf16.json and OUT/bf16.md."""
+model/layers/N/mlp/kept_channels) and writes OUT/bf16.json and OUT/bf16.md."""
 import json
 import os
 import subprocess
@@ -16,7 +16,7 @@ MODELS = [("stories260K", "stories260K (shared, fp32 weights)"),
 
 def kept_sets(path, L):
     with h5py.File(path, "r") as f:
-        return [set(np.asarray(f["model.layers.%d.mlp.kept_channels" % l][()]).astype(int).tolist()) for l in range(L)]
+        return [set(np.asarray(f["model/layers/%d/mlp/kept_channels" % l][()]).astype(int).tolist()) for l in range(L)]
 
 
 def cpu():
