@@ -36,7 +36,8 @@ say() { printf 'bench_bf16 [%s]: %s\n' "$(date +%T)" "$*" >&2; }
 
 { echo "model_name=$(lscpu | sed -n 's/^Model name:[[:space:]]*//p')"
   echo "flags=$(grep -m1 -o -w -E 'avx2|avx512f|avx512_bf16|amx_bf16|amx_tile|f16c' /proc/cpuinfo | sort -u | tr '\n' ' ')"
-  echo "nproc=$(nproc)"; echo "loadavg_start=$(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "nproc=$(getconf _NPROCESSORS_ONLN)"; echo "loadavg_start=$(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "top_other_processes_start=$(ps -eo pcpu=,comm= --sort=-pcpu | head -5 | awk '{printf "%s%s %s%%", (NR>1?"; ":""), $2, $1}')"
   echo "git_commit=$(git -C "$ROOT" rev-parse HEAD)"; echo "git_dirty_files=$(git -C "$ROOT" status --porcelain | wc -l)"
   echo "date=$(date -Is)"; } > "$RAW/machine.txt"
 
@@ -67,6 +68,7 @@ for m in $MODELS; do
     read -r c np <<< "$job"
     o="$BDIR/bf16bench-$m-$c-n$np"
     say "$m: whole job --compute $c at -n $np ($N x $T, chunk $CHUNK)"
+    echo "load_before_$m-$c-n$np=$(cut -d' ' -f1 /proc/loadavg); $(ps -eo pcpu=,comm= --sort=-pcpu | head -3 | awk '{printf "%s%s %s%%", (NR>1?", ":""), $2, $1}')" >> "$RAW/machine.txt"
     mpirun -n "$np" "$BUILD/cfsp-mpi" --model "$dir" --calib-tokens "$BDIR/tokens-v512.u32.bin" --nsamples "$N" --seqlen "$T" \
       --chunk "$CHUNK" --ratios 0.2,0.4,0.6 --eval-dense 0 --eval-pruned 0 --compute "$c" --output-dir "$o" --force \
       > "$RAW/job-$m-$c-n$np.log" 2>&1 || { tail -5 "$RAW/job-$m-$c-n$np.log" >&2; exit 1; }

@@ -16,18 +16,10 @@ import json
 import os
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_flops import useful_flops  # noqa: E402
+
 NAMES = {"7b": "7B-shape slice (2 blocks)", "70b": "70B-shape slice (4 blocks)"}
-
-
-def useful_flops(res):
-    m = res["model"]
-    D, H, K, hd = m["hidden_size"], m["num_heads"], m["num_kv_heads"], m["head_dim"]
-    Q, KV = H * hd, K * hd
-    N, T = res["calibration"]["nsamples"], res["calibration"]["seqlen"]
-    f = 0.0
-    for ml in m["intermediate_sizes"]:
-        f += T * 2.0 * (D * Q + 2 * D * KV + Q * D + 3 * D * ml) + 4.0 * H * hd * T * (T + 1) / 2
-    return N * f
 
 
 def main():
@@ -97,6 +89,10 @@ def main():
     L.append("| -n 2 pipeline efficiency, bf16 | >= 0.85 | " + " | ".join(f(r["pipeline_efficiency_bf16_n2"]) for r in rows) + " |")
     L.append("| peak RSS per rank -n 1 (GB): fp32 / bf16 | bf16 <= fp32 | " + " | ".join(
         "%.3f / %.3f" % (r["peak_rss_bytes"]["fp32-n1"] / 1e9, r["peak_rss_bytes"]["bf16-n1"] / 1e9) for r in rows) + " |")
+    loads = [(k[len("load_before_"):], v) for k, v in machine.items() if k.startswith("load_before_")]
+    if loads:
+        L += ["", "Load average (1 min) and the busiest processes before each job (the machine is shared: a job that "
+              "ran beside other work is slower, and its figures with it): " + "; ".join("%s: %s" % kv for kv in loads) + "."]
     L += ["", "Jobs: N x T calibration tokens, chunk %s, `--ratios 0.2,0.4,0.6 --eval-dense 0 --eval-pruned 0`, pruned files "
           "written (then deleted). Raw files: `raw-bf16/`." % (rows[0]["calibration"]["chunk"] if rows else "?")]
     plot = "bf16.png"

@@ -20,6 +20,9 @@ import math
 import os
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_flops import useful_flops  # noqa: E402
+
 OUT = sys.argv[1]
 RAW = os.path.join(OUT, "raw")
 GB = 1e9
@@ -41,17 +44,6 @@ for line in open(os.path.join(RAW, "machine.txt")):
         k, v = line.rstrip("\n").split("=", 1)
         machine[k] = v
 ncores = int(machine.get("nproc", "2") or 2)
-
-
-def useful_flops(res):
-    m = res["model"]
-    D, H, K, hd = m["hidden_size"], m["num_heads"], m["num_kv_heads"], m["head_dim"]
-    Q, KV = H * hd, K * hd
-    N, T = res["calibration"]["nsamples"], res["calibration"]["seqlen"]
-    f = 0.0
-    for ml in m["intermediate_sizes"]:
-        f += T * 2.0 * (D * Q + 2 * D * KV + Q * D + 3 * D * ml) + 4.0 * H * hd * T * (T + 1) / 2
-    return N * f
 
 
 def own_bytes(s):
