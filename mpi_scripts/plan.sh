@@ -7,6 +7,9 @@
 # COMPUTE=bf16 times the bf16 products (cfsp-mpi plan --compute bf16; the oneDNN bf16 primitives where
 # the CPU has them, the emulated bf16 path elsewhere: the CPU model and the mode are recorded) and
 # writes results/bench/plan-bf16.json and plan-bf16.md; COMPUTE=fp32 (default) plan.json and plan.md.
+# PRODUCT_GFLOPS=P costs every matrix product at P GFLOP/s (plus the measured bf16 rounding of its
+# activations) and times the other ops here: the prediction for a CPU whose products are that fast
+# (e.g. 480, oneDNN's AMX-BF16 matmul on one core of the Intel machine kind); tag -pP in the file names.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/mpi_scripts/setup.sh"
@@ -14,6 +17,7 @@ OUT="$ROOT/results/bench"; mkdir -p "$OUT"
 G="${GFLOPS:-}"
 COMPUTE="${COMPUTE:-fp32}"
 TAG=""; [ "$COMPUTE" = fp32 ] || TAG="-$COMPUTE"
+PG="${PRODUCT_GFLOPS:-}"; [ -z "$PG" ] || TAG="$TAG-p$PG"
 export OPENBLAS_NUM_THREADS=1
 cases=(
   "llama3-70b 64 0 1024"     "llama3-70b 64 4096 1024"  "llama3-70b 64 4096 256"  "llama3-70b 64 2048 256"
@@ -25,15 +29,15 @@ echo "[" > "$OUT/plan.json.tmp"; first=1
 for c in "${cases[@]}"; do
   read -r m p s k <<< "$c"
   "$BUILD/cfsp-mpi" plan --model "$ROOT/configs/models/$m" --ranks "$p" --nsamples 128 --seqlen 1024 \
-     --chunk "$k" --ffn-slice "$s" --compute "$COMPUTE" ${G:+--gflops "$G"} --json "$OUT/.plan1.json" > /dev/null
+     --chunk "$k" --ffn-slice "$s" --compute "$COMPUTE" ${G:+--gflops "$G"} ${PG:+--product-gflops "$PG"} --json "$OUT/.plan1.json" > /dev/null
   [ $first -eq 1 ] || echo "," >> "$OUT/plan.json.tmp"; first=0
   cat "$OUT/.plan1.json" >> "$OUT/plan.json.tmp"
 done
 echo "]" >> "$OUT/plan.json.tmp"; mv "$OUT/plan.json.tmp" "$OUT/plan$TAG.json"; rm -f "$OUT/.plan1.json"
-/usr/bin/python3 - "$OUT" "$G" "$TAG" "$(lscpu | sed -n 's/^Model name:[[:space:]]*//p')" \
+/usr/bin/python3 - "$OUT" "$G" "$TAG" "$PG" "$(lscpu | sed -n 's/^Model name:[[:space:]]*//p')" \
   "$(grep -m1 -o -w -E 'amx_bf16|avx512_bf16|avx512f|avx2' /proc/cpuinfo | sort -u | tr '\n' ' ')" <<'PY'
 import json, sys
-out, g, tag, cpu, flags = sys.argv[1:6]
+out, g, tag, pg, cpu, flags = sys.argv[1:7]
 rows = json.load(open(out + "/plan%s.json" % tag))
 cp = rows[0].get("compute", {})
 L = ["# Pipeline plans (cfsp-mpi plan)", "",
@@ -43,7 +47,9 @@ L = ["# Pipeline plans (cfsp-mpi plan)", "",
      "Stage times from per-op timings measured on this machine, one BLAS thread, at each row's micro-batch size "
      "(attention unit = q/k/v/o products + causal attention at the mean context + RMSNorm + bf16 conversion in fp32; FFN slice = "
      "gate/up/down products + SwiGLU + RMSNorm + conversion in fp32); the stage split is the program's own."),
-     "Compute: %s (%s). CPU: %s (flags: %s)." % (cp.get("mode", "fp32"), cp.get("reason", "?"), cpu, flags.strip() or "none of interest"), "",
+     "Compute: %s (%s). CPU: %s (flags: %s)." % (cp.get("mode", "fp32"), cp.get("reason", "?"), cpu, flags.strip() or "none of interest") +
+     (" **Every matrix product is costed at %s GFLOP/s** (plus the measured bf16 rounding of its activations; the other ops, "
+      "softmax, RMSNorm, SwiGLU, timed here): the prediction for a CPU with products that fast, not a measurement of one." % pg if pg else ""), "",
      "| model | ranks | ffn-slice | chunk | micro-batches | units | balance | fill/drain | predicted efficiency | largest stage (GB) | calibration (h) |",
      "|---|---|---|---|---|---|---|---|---|---|---|"]
 for r in rows:

@@ -5,7 +5,9 @@
  * products of model/matmul.h; projections at the model's shapes,
  * the causal attention at the mean context, an FFN slice's three sgemms and SwiGLU, the RMSNorm,
  * and the 16-bit to fp32 weight conversion when the model is stored in 16 bits) — or, with
- * --gflops G, its flops at a uniform G GFLOP/s. The stage map is the program's own (units split
+ * --gflops G, its flops at a uniform G GFLOP/s; with --product-gflops G, the matrix products at G
+ * GFLOP/s (plus the measured cost of rounding their activations to bf16) and the other ops timed
+ * (a CPU with faster products, e.g. AMX-BF16, predicted from this one). The stage map is the program's own (units split
  * by flop cost, stages_plan), so this predicts the schedule the program runs. The makespan
  * is sum_s t_s (the first micro-batch's trip) + (M - 1) x max_s t_s, so the predicted efficiency is
  * M x sum_s t_s / (P x makespan) = load balance x steady-state share. Communication is not
@@ -32,8 +34,13 @@ static void fill(float *x, size_t n, float scale)
 
 /* median of 3 timed runs of y[m, n] = x[m, k] W[n, k]^T (after a warm-up): fp32 sgemm on an fp32
  * weight, or in the bf16 mode the program's bf16 product (linear() of forward.c) on a bf16 weight */
+/* --product-gflops G (> 0): products are not timed but costed at G GFLOP/s, plus the measured cost
+ * of rounding their activation operand to bf16 (pack_seconds per element) */
+static double product_gflops, pack_seconds;
+
 static double time_product(int m, int n, int k, fwd_ws *ws)
 {
+    if (product_gflops > 0) return 2.0 * m * n * k / (product_gflops * 1e9) + pack_seconds * (double)m * k;
     int bf16 = mm_bf16();
     float *a = xmalloc(sizeof(float) * (size_t)m * k), *b = xmalloc(sizeof(float) * (size_t)n * k), *c = xmalloc(sizeof(float) * (size_t)m * n);
     fill(a, (size_t)m * k, 1.0f);
@@ -71,6 +78,22 @@ static void measure_units(const model_config *c, int chunk, int T, int width, un
     int D = c->hidden, Q = c->n_heads * c->head_dim, KV = c->n_kv_heads * c->head_dim;
     fwd_ws ws;
     fwd_ws_init_width(&ws, c, T, chunk, 0, width);
+    double rate = 0;   /* --product-gflops: this machine's product rate, to take the products out of the attention core */
+    if (product_gflops > 0) {
+        double g = product_gflops;
+        size_t n = (size_t)chunk * D;
+        float *a = xmalloc(sizeof(float) * n);
+        uint16_t *h = xmalloc(sizeof(uint16_t) * n);
+        fill(a, n, 1.0f);
+        pack_bf16(a, h, n);
+        double t0 = now_seconds();
+        pack_bf16(a, h, n);
+        pack_seconds = (now_seconds() - t0) / (double)n;
+        free(a); free(h);
+        product_gflops = 0;
+        rate = 2.0 * chunk * (double)Q * D / time_product(chunk, Q, D, &ws) / 1e9;
+        product_gflops = g;
+    }
     ut->proj = time_product(chunk, Q, D, &ws) + 2 * time_product(chunk, KV, D, &ws) + time_product(chunk, D, Q, &ws);
     /* causal attention on the sequence's last chunk (full context), scaled to the mean chunk */
     float *q = xmalloc(sizeof(float) * (size_t)chunk * Q), *out = xmalloc(sizeof(float) * (size_t)chunk * Q);
@@ -83,6 +106,12 @@ static void measure_units(const model_config *c, int chunk, int T, int width, un
     double t_last = now_seconds() - t0;
     double pairs_last = (double)chunk * (pos0 + (chunk + 1) / 2.0), pairs_mean = (double)chunk * (T + 1) / 2.0;
     ut->core = t_last * pairs_mean / pairs_last;
+    if (product_gflops > 0) {   /* QK^T and PV: 4 hd flops per head and attended position */
+        double core_flops = 4.0 * c->n_heads * c->head_dim * pairs_mean;
+        double rest = ut->core - core_flops / (rate * 1e9);
+        ut->core = (rest > 0 ? rest : 0) + core_flops / (product_gflops * 1e9) +
+                   pack_seconds * (double)c->n_heads * (chunk * (double)c->head_dim + pairs_mean + 2.0 * T * c->head_dim);
+    }
     free(q); free(out); free(kc); free(vc);
     /* RMSNorm of the micro-batch */
     float *x = xmalloc(sizeof(float) * (size_t)chunk * D), *w = xmalloc(sizeof(float) * (size_t)D);
@@ -94,7 +123,7 @@ static void measure_units(const model_config *c, int chunk, int T, int width, un
     /* 16-bit weights: the conversion time per element, timed on 8 Mi elements (16 MB of 16-bit
      * weights into 32 MB of linear()'s 64 MB fp32 scratch panel) */
     ut->conv_per_elem = 0;
-    if (strcmp(c->torch_dtype, "float32") && !mm_bf16()) {   /* bf16: inside the timed products */
+    if (strcmp(c->torch_dtype, "float32") && !mm_bf16() && product_gflops <= 0) {   /* bf16: inside the products */
         size_t n = 8u << 20;
         uint16_t *h = xmalloc(sizeof(uint16_t) * n);
         for (size_t i = 0; i < n; i++) h[i] = (uint16_t)(0x3c00u + i % 977u);
@@ -149,7 +178,8 @@ static int plan_report(const char *model, const model_config *c, int from_header
     int big = 0;                                     /* the rank with the largest request */
     double *t = xmalloc(sizeof(double) * (size_t)P), *fl = xmalloc(sizeof(double) * (size_t)P);
     const mm_info *mi = mm_current();
-    if (measured) printf("cfsp-mpi plan: compute %s (%s)\n", compute_names[mi->mode], mi->reason);
+    if (measured) printf("cfsp-mpi plan: compute %s (%s)%s\n", compute_names[mi->mode], mi->reason,
+                         product_gflops > 0 ? "; products costed at --product-gflops" : "");
     if (measured)
         printf("cfsp-mpi plan: %s, %d blocks, %d stage units (--ffn-slice %ld), %ld ranks, %ld micro-batches of %ld tokens; "
                "measured here per micro-batch: attention unit %.4f s (projections %.4f, attention %.4f, conversion %.4f), "
@@ -209,6 +239,7 @@ static int plan_report(const char *model, const model_config *c, int from_header
         cJSON_AddNumberToObject(j, "chunk", (double)chunk);
         cJSON_AddNumberToObject(j, "micro_batches", (double)M);
         cJSON_AddStringToObject(j, "cost_model", measured ? "per-op timings measured here" : "flops at a uniform rate");
+        if (product_gflops > 0) cJSON_AddNumberToObject(j, "product_gflops", product_gflops);
         cJSON *cp = cJSON_AddObjectToObject(j, "compute");
         cJSON_AddStringToObject(cp, "mode", compute_names[mi->mode]);
         cJSON_AddStringToObject(cp, "reason", mi->reason);
@@ -266,7 +297,7 @@ static int plan_report(const char *model, const model_config *c, int from_header
 typedef struct {
     char model[4096], json[4096];
     int ranks, nsamples, seqlen, chunk, ffn_slice, compute;
-    double gflops;
+    double gflops, product_gflops;
 } plan_opts;
 
 #define O(...) OPT(plan_opts, __VA_ARGS__)
@@ -279,6 +310,7 @@ static const opt_def plan_table[] = {
     O(OPT_INT, ffn_slice, "ffn-slice", "4096", "[0, 1073741824]", "FFN channels per stage unit (0 = whole FFN)"),
     O(OPT_ENUM, compute, "compute", "auto", NULL, "the products timed: as cfsp-mpi run --compute (auto: bf16 with native bf16 and a bf16 checkpoint)", .names = compute_names, .nnames = 3),
     O(OPT_DBL, gflops, "gflops", NULL, "> 0", "cost model: flops at this uniform GFLOP/s (not given: per-op timings measured here)"),
+    O(OPT_DBL, product_gflops, "product-gflops", "0", ">= 0", "cost model of a CPU with faster products: every matrix product at this GFLOP/s plus the measured cost of rounding its activations to bf16, the other ops timed here (0: products timed too)"),
     O(OPT_STR, json, "json", NULL, NULL, "also write the plan as JSON here: stage map, per-rank units, memory terms and request, efficiency", .flags = OPT_NONEMPTY),
 };
 static const opt_table plan_opt_table = {
@@ -296,6 +328,7 @@ int plan_command(int argc, char **argv)
     const char *model = po.model, *json_out = po.json[0] ? po.json : NULL;
     long P = po.ranks, N = po.nsamples, T = po.seqlen, chunk = po.chunk, slice = po.ffn_slice;
     double gflops = po.gflops;
+    product_gflops = po.product_gflops;
     if (!chunk) chunk = T;
     char w[4200];
     if (T % chunk) return FAIL("%s = '%ld': expected a divisor of seqlen = %ld", opts_where(&plan_opt_table, &res, "chunk", w, sizeof w), chunk, T);
