@@ -164,12 +164,16 @@ static void run_mode(compute_mode mode)
     s.a_floats = s.b_floats = 1u << 16;
     s.a = malloc(sizeof(float) * s.a_floats);
     s.b = malloc(sizeof(float) * s.b_floats);
+    mm_scratch s0 = s;              /* without the dense result buffer: C written in place with its ldc */
+    s.c_floats = 1u << 16;
+    s.c = malloc(sizeof(float) * s.c_floats);
     int shapes[][3] = { { 1, 1, 1 }, { 7, 5, 3 }, { 16, 33, 64 }, { 37, 19, 130 }, { 64, 64, 17 }, { 3, 200, 96 } };
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
-        for (int t = 0; t < 2; t++) {
-            check_gemm(bf16, t, shapes[i][0], shapes[i][1], shapes[i][2], 1.0f, 0.0f, &s);
-            check_gemm(bf16, t, shapes[i][0], shapes[i][1], shapes[i][2], 0.125f, 1.0f, &s);
-        }
+        for (int t = 0; t < 2; t++)
+            for (int withc = 0; withc < 2; withc++) {
+                check_gemm(bf16, t, shapes[i][0], shapes[i][1], shapes[i][2], 1.0f, 0.0f, withc ? &s : &s0);
+                check_gemm(bf16, t, shapes[i][0], shapes[i][1], shapes[i][2], 0.125f, 1.0f, withc ? &s : &s0);
+            }
     dtype_t dts[] = { DT_F32, DT_F16, DT_BF16 };
     for (int d = 0; d < 3; d++) {
         check_linear(bf16, dts[d], 9, 70, 48, 0.0f, 1u << 16, &s);      /* whole weight in one panel */
@@ -179,7 +183,7 @@ static void run_mode(compute_mode mode)
     /* more distinct shapes than the cache has slots, then the first ones again (eviction, reuse) */
     for (int r = 0; r < 2; r++)
         for (int m = 1; m <= 110; m += (r ? 11 : 1)) check_gemm(bf16, 1, m, 3, 5, 1.0f, 0.0f, &s);
-    free(s.a); free(s.b);
+    free(s.a); free(s.b); free(s.c);
     mm_release();
 }
 

@@ -81,8 +81,10 @@ void fwd_ws_init_width(fwd_ws *ws, const model_config *c, int ctx, int chunk, in
     if (mm_bf16()) {
         ws->mm.a_floats = operand_a_floats(c, ctx, chunk, ws->m_max);
         ws->mm.b_floats = (size_t)ctx * (size_t)ws->hd;
+        ws->mm.c_floats = (size_t)chunk * (size_t)ws->hd;     /* a head's attention output [n, hd] */
         ws->mm.a = xmalloc(sizeof(float) * ws->mm.a_floats);
         ws->mm.b = xmalloc(sizeof(float) * ws->mm.b_floats);
+        ws->mm.c = xmalloc(sizeof(float) * ws->mm.c_floats);
     }
     if (need_head) {
         ws->head_rows = (int)(HEAD_FLOATS / (size_t)ws->V);
@@ -96,7 +98,7 @@ void fwd_ws_init_width(fwd_ws *ws, const model_config *c, int ctx, int chunk, in
 void fwd_ws_free(fwd_ws *ws)
 {
     float *p[] = { ws->xn, ws->hin, ws->tmp, ws->q, ws->att, ws->scores, ws->g, ws->u,
-                   ws->rope_cos, ws->rope_sin, ws->scratch, ws->logits, ws->mm.a, ws->mm.b };
+                   ws->rope_cos, ws->rope_sin, ws->scratch, ws->logits, ws->mm.a, ws->mm.b, ws->mm.c };
     for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) free(p[i]);
     memset(ws, 0, sizeof *ws);
 }
@@ -109,7 +111,8 @@ fwd_ws_size fwd_ws_bytes(const model_config *c, int ctx, int chunk, int need_hea
     fwd_ws_size s = { SCRATCH_BYTES, sizeof(float) * n * (3 * D + 2 * Q + (size_t)ctx + 2 * m),
                       sizeof(float) * 2 * (size_t)ctx * (size_t)(c->head_dim / 2), 0, 0 };
     if (mm_bf16())
-        s.operands = sizeof(float) * (operand_a_floats(c, ctx, chunk, (int)m) + (size_t)ctx * (size_t)c->head_dim);
+        s.operands = sizeof(float) * (operand_a_floats(c, ctx, chunk, (int)m) + (size_t)ctx * (size_t)c->head_dim +
+                                      (size_t)chunk * (size_t)c->head_dim);
     if (need_head) {                   /* head_rows as fwd_ws_init_width sets it */
         size_t rows = HEAD_FLOATS / V;
         rows = rows < 1 ? 1 : rows > n ? n : rows;

@@ -332,8 +332,17 @@ void mm_gemm(int transB, int M, int N, int K, float alpha, const float *A, int l
     need(s, packed ? ((size_t)M * K + 1) / 2 : (size_t)M * K, packed ? ((size_t)brows * bcols + 1) / 2 : (size_t)brows * bcols);
     round_rows(A, lda, M, K, s->a, packed);
     round_rows(B, ldb, brows, bcols, s->b, packed);
-    mm_entry *e = lookup(packed, transB, M, N, K, K, bcols, ldc, alpha, beta);
-    run_prim(e, s->a, s->b, C);
+    if (ldc != N && s->c && (size_t)M * N <= s->c_floats) {   /* a dense result, then into place */
+        run_prim(lookup(packed, transB, M, N, K, K, bcols, N, alpha, 0.0f), s->a, s->b, s->c);
+        for (int i = 0; i < M; i++) {
+            float *c = C + (size_t)i * ldc;
+            const float *t = s->c + (size_t)i * N;
+            if (beta != 0.0f) for (int j = 0; j < N; j++) c[j] += t[j];
+            else memcpy(c, t, sizeof(float) * (size_t)N);
+        }
+        return;
+    }
+    run_prim(lookup(packed, transB, M, N, K, K, bcols, ldc, alpha, beta), s->a, s->b, C);
 }
 
 void mm_linear(int M, int N, int K, const float *x, dtype_t dt, const void *W, int64_t ldw, float beta, float *y,
@@ -351,7 +360,7 @@ void mm_linear(int M, int N, int K, const float *x, dtype_t dt, const void *W, i
         need(s, packed ? ((size_t)M * K + 1) / 2 : (size_t)M * K, 0);
         round_rows(x, K, M, K, s->a, packed);
         A = s->a;
-        if (packed && dt == DT_BF16) {   /* the stored weights, in place */
+        if (packed && dt == DT_BF16 && ldw == K) {   /* the stored weights, in place */
             run_prim(lookup(1, 1, M, N, K, K, (int)ldw, ldy, 1.0f, beta), A, W, y);
             return;
         }
@@ -365,7 +374,9 @@ void mm_linear(int M, int N, int K, const float *x, dtype_t dt, const void *W, i
         int nr = N - r0 < rows_per ? N - r0 : rows_per;
         for (int r = 0; r < nr; r++) {
             const char *src = (const char *)W + (size_t)(r0 + r) * (size_t)ldw * es;
-            if (packed) {          /* f32/f16 weights to bf16 (bf16 mode on non-bf16 checkpoints) */
+            if (packed && dt == DT_BF16) {   /* a column slice of a bf16 weight: its rows, dense */
+                memcpy((uint16_t *)panel + (size_t)r * K, src, sizeof(uint16_t) * (size_t)K);
+            } else if (packed) {   /* f32/f16 weights to bf16 (bf16 mode on non-bf16 checkpoints) */
                 if (!tmp) tmp = xmalloc(sizeof(float) * (size_t)K);
                 convert_to_f32(dt, src, tmp, (size_t)K);
                 pack_bf16(tmp, (uint16_t *)panel + (size_t)r * K, (size_t)K);

@@ -42,8 +42,10 @@ int mm_bf16(void);
 void mm_release(void);
 
 /* Scratch of the bf16 mode, owned by the caller (fwd_ws): rounded operand A [M*K] and B [K*N]
- * copies, as floats (room for bf16 too). mm_scratch_floats says how many each needs. */
-typedef struct { float *a, *b; size_t a_floats, b_floats; } mm_scratch;
+ * copies, as floats (room for bf16 too), and c, a dense [M*N] result for products whose C has a
+ * row stride ldc > N (oneDNN's brgemm kernels take dense results only: with c too small, such a
+ * product still runs, on oneDNN's slower gemm kernel). */
+typedef struct { float *a, *b, *c; size_t a_floats, b_floats, c_floats; } mm_scratch;
 
 /* C[M,N] = alpha * A[M,K] op(B) + beta * C, all fp32 in memory, row-major with leading dimensions.
  * op(B) = B^T with B [N,K] (transB = 1) or B [K,N] (transB = 0). beta is 0 or 1. */
@@ -51,7 +53,8 @@ void mm_gemm(int transB, int M, int N, int K, float alpha, const float *A, int l
              float beta, float *C, int ldc, const mm_scratch *s);
 /* y[M,N] (ldy) = x[M,K] W^T + beta * y with W [N,K] stored in dtype dt, row stride ldw elements.
  * fp32 mode: sgemm (dt f32 in place, else converted into panel, panel_floats floats at a time).
- * bf16 mode: native bf16 weights in place; other weights rounded to bf16 a panel at a time. */
+ * bf16 mode: native bf16 weights with ldw == K in place; other weights (a column slice, ldw > K,
+ * copied; f32/f16 rounded) go through panels, so that oneDNN sees dense weights. */
 void mm_linear(int M, int N, int K, const float *x, dtype_t dt, const void *W, int64_t ldw, float beta, float *y,
                int ldy, float *panel, size_t panel_floats, const mm_scratch *s);
 
