@@ -49,7 +49,7 @@ typedef struct {
     block_stats *stats;            /* [L]: entries of blocks this rank touches (root: all) */
     pipe_job cj;                   /* the calibration pass (its timings) */
     uint64_t resident;             /* weight bytes resident after the statistics phase (st_resident_bytes) */
-    double t_start, t_setup, dense_secs, sweep_secs;
+    double t_start, t_setup, dense_secs, sweep_secs, score_secs;
     cJSON *res;                    /* root: results */
     char (*pending)[2][4200];      /* outputs written under temporary names: {tmp, final} */
     int npending;
@@ -497,7 +497,9 @@ static void record_pruned(const job *j, const prune_cut *cut, const written *wr,
         cJSON_AddNumberToObject(e, "ntokens", (double)ev->ntok);
     } else cJSON_AddNullToObject(e, "ppl");
     cJSON_AddStringToObject(e, "file", wr->path);
-    cJSON_AddNumberToObject(e, "select_seconds", select_secs);
+    cJSON_AddNumberToObject(e, "select_seconds", select_secs);          /* selection + slicing, split below */
+    cJSON_AddNumberToObject(e, "selection_seconds", cut->select_seconds);
+    cJSON_AddNumberToObject(e, "slice_seconds", cut->slice_seconds);
     cJSON_AddNumberToObject(e, "write_seconds", wr->seconds);
     cJSON_AddNumberToObject(e, "write_bytes", (double)wr->bytes);
     if (j->o->save_models) {
@@ -521,6 +523,7 @@ static void sweep(job *j)
         prune_method method = (prune_method)o->methods[mi];
         double ts = now_seconds();
         double *scores = prune_scores(&px, method);
+        j->score_secs += now_seconds() - ts;
         j->sweep_secs += now_seconds() - ts;
         for (int r = 0; r < o->nratios; r++) {
             double t0 = now_seconds();
@@ -579,6 +582,7 @@ static void commit(job *j)
         cJSON_AddNumberToObject(t, "dense_eval_seconds", j->dense_secs);
         cJSON_AddNumberToObject(t, "calibration_seconds", j->cj.seconds);
         cJSON_AddNumberToObject(t, "sweep_seconds_excluding_eval_and_output", j->sweep_secs);
+        cJSON_AddNumberToObject(t, "score_seconds", j->score_secs);            /* all methods */
         cJSON_AddNumberToObject(t, "total_seconds", now_seconds() - j->t_start);
         rc = commit_outputs(j);
         if (!rc) rc = results_write(j->o->output_dir, j->res);

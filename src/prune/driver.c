@@ -162,6 +162,7 @@ void prune_select(const prune_ctx *x, prune_method method, double ratio, const d
     cut->ratio = ratio;
     cut->keep = xcalloc((size_t)L, sizeof(double));
     cut->counts = xcalloc((size_t)L, sizeof(int));
+    double t0 = now_seconds();
     int64_t *kept = xmalloc(sizeof(int64_t) * (size_t)x->total);
     if (x->rank == 0) root_select(x, method, ratio, scores, cut->keep, cut->counts, kept);
     MPI_CHECK(MPI_Bcast(cut->keep, L, MPI_DOUBLE, 0, MPI_COMM_WORLD));
@@ -197,6 +198,7 @@ void prune_select(const prune_ctx *x, prune_method method, double ratio, const d
     }
     free(block_start);
     free(kept);
+    cut->select_seconds = now_seconds() - t0;
 }
 
 /* flap: every slice's bias share [D] gathered at the root and summed per block in slice order */
@@ -225,6 +227,7 @@ static float *flap_bias(const prune_ctx *x, const unit_weights *pu)
 void prune_slice(const prune_ctx *x, prune_cut *cut)
 {
     int nu = x->nu;
+    double t0 = now_seconds();
     cut->units = xcalloc((size_t)(nu ? nu : 1), sizeof(unit_weights));
     for (int i = 0; i < nu; i++) {
         const unit_weights *u = &x->w->units[i];
@@ -239,6 +242,7 @@ void prune_slice(const prune_ctx *x, prune_cut *cut)
         free(mean);
     }
     if (cut->method == PM_FLAP) cut->bias = flap_bias(x, cut->units);
+    cut->slice_seconds = now_seconds() - t0;
 }
 
 void prune_cut_free(const prune_ctx *x, prune_cut *cut)

@@ -57,6 +57,8 @@ typedef struct {
                                         * copies), the attention units shared with the dense weights */
     float *bias;                       /* flap, after prune_slice: root [L][D] summed down_proj bias,
                                         * other ranks a non-NULL marker; other methods NULL */
+    double select_seconds;             /* this rank's wall time in prune_select (root: allocation, */
+    double slice_seconds;              /* selection, broadcast) and in prune_slice */
 } prune_cut;
 
 /* The root allocates and selects from scores (its prune_scores); keep, counts and the kept
