@@ -1,7 +1,9 @@
 /* merge.c — a pruned checkpoint with tensors replaced, for `recover --merge` (see merge.h): copy
  * the file, rewrite the datasets in their stored dtype with new checksums, provenance, rename.
- * Every HDF5 and IO call on the copy is checked; once the merge is failing (its copy is removed),
- * handles are released best-effort. */
+ * Serial (rank 0) or parallel (every rank opens the copy with the MPI-IO driver and writes the
+ * tensors it owns; metadata changes, the checksum attributes included, are made by all ranks
+ * alike). Every HDF5 and IO call on the copy is checked; once the merge is failing (its copy is
+ * removed), handles are released best-effort. */
 #include "cfsp/ckpt/merge.h"
 #include "cfsp/ckpt/layout.h"
 #include "cfsp/ckpt/model_h5.h"
@@ -9,6 +11,7 @@
 #include "cfsp/util/err.h"
 #include "cfsp/util/util.h"
 #include <fcntl.h>
+#include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +21,8 @@ struct ckpt_merge {
     char tmp[4200];
     char out[4096];
     hid_t f;
+    int par;                   /* opened by every rank with the MPI-IO driver */
+    int bad;                   /* par: this rank's raw write failed */
 };
 
 static int copy_file(const char *src, const char *dst)
@@ -54,6 +59,69 @@ ckpt_merge *ckpt_merge_begin(const char *src, const char *out_path)
     m->f = H5Fopen(m->tmp, H5F_ACC_RDWR, H5P_DEFAULT);
     if (m->f < 0) { FAIL("%s: cannot open for writing", m->tmp); free(m); return NULL; }
     return m;
+}
+
+ckpt_merge *ckpt_merge_begin_par(const char *src, const char *out_path)
+{
+    ckpt_merge *m = xcalloc(1, sizeof *m);
+    m->par = 1;
+    snprintf(m->out, sizeof m->out, "%s", out_path);
+    snprintf(m->tmp, sizeof m->tmp, "%s.tmp", out_path);
+    int rc = 0;
+    if (cfsp_rank() == 0) {
+        cfsp_tmp_register(m->tmp);
+        rc = copy_file(src, m->tmp);
+    }
+    MPI_CHECK(MPI_Bcast(&rc, 1, MPI_INT, 0, MPI_COMM_WORLD));
+    if (rc) { free(m); return NULL; }
+    h5_quiet();
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5_CHECK(fapl);
+    H5_CHECK(H5Pset_fapl_mpio(fapl, MPI_COMM_WORLD, MPI_INFO_NULL));
+    H5_CHECK(H5Pset_all_coll_metadata_ops(fapl, 1));
+    H5_CHECK(H5Pset_coll_metadata_write(fapl, 1));
+    m->f = H5Fopen(m->tmp, H5F_ACC_RDWR, fapl);
+    H5_CHECK(H5Pclose(fapl));
+    if (m->f < 0) { FAIL("%s: cannot open for writing (rank %d)", m->tmp, cfsp_rank()); free(m); return NULL; }
+    return m;
+}
+
+int ckpt_merge_tensor_par(ckpt_merge *m, const char *name, const float *v, int64_t rows, int64_t cols, int owner)
+{
+    char pth[160];
+    ckpt_dataset_path(name, pth, sizeof pth);
+    hid_t ds = H5Dopen2(m->f, pth, H5P_DEFAULT);
+    if (ds < 0) return FAIL("%s: dataset %s is missing", m->tmp, pth);
+    hid_t ty = H5Dget_type(ds), sp = H5Dget_space(ds);
+    hsize_t dims[2] = { 0, 0 };
+    dtype_t dt;
+    int rc = 0;
+    if (ty < 0 || h5_dtype_of(ty, &dt) != 0) rc = FAIL("%s: dataset %s: not an F32, F16 or BF16 float type", m->tmp, pth);
+    else if (sp < 0 || H5Sget_simple_extent_ndims(sp) != 2 || H5Sget_simple_extent_dims(sp, dims, NULL) < 0 ||
+             (int64_t)dims[0] != rows || (int64_t)dims[1] != cols)
+        rc = FAIL("%s: dataset %s is not of shape [%lld,%lld]", m->tmp, pth, (long long)rows, (long long)cols);
+    if (!rc) {
+        /* the owner writes the data (independent raw IO); every rank then sets the same checksum
+         * attribute (collective metadata) */
+        uint64_t sum = 0;
+        if (cfsp_rank() == owner) {
+            size_t es = dtype_size(dt);
+            void *out = xmalloc(es * (size_t)(rows * cols));
+            ckpt_store_f32(dt, v, out, (size_t)(rows * cols));
+            if (H5Dwrite(ds, ty, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0) {
+                FAIL("%s: writing %s failed (rank %d)", m->tmp, pth, owner);
+                m->bad = 1;
+            }
+            sum = tensor_checksum(out, es, rows, cols, 0, 0, cols);
+            free(out);
+        }
+        MPI_CHECK(MPI_Bcast(&sum, 1, MPI_UINT64_T, owner, MPI_COMM_WORLD));
+        replace_attr_u64(ds, CKPT_A_CHECKSUM, sum);
+    }
+    if (sp >= 0) H5_CHECK(H5Sclose(sp));
+    if (ty >= 0) H5_CHECK(H5Tclose(ty));
+    H5_CHECK(H5Dclose(ds));
+    return rc;
 }
 
 int ckpt_merge_tensor(ckpt_merge *m, const char *name, const float *v, int64_t rows, int64_t cols)
@@ -95,6 +163,12 @@ int ckpt_merge_end(ckpt_merge *m, int ok, const ckpt_merge_info *info)
     }
     int rc = ok ? 0 : -1;
     if (H5Fclose(m->f) < 0 && !rc) rc = FAIL("%s: closing failed", m->tmp);
+    if (m->par) {              /* every rank's writes decide; then rank 0 alone syncs and renames */
+        int bad = rc != 0 || m->bad;
+        MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &bad, 1, MPI_INT, MPI_LOR, MPI_COMM_WORLD));
+        if (bad && !rc) rc = -1;
+        if (rc || cfsp_rank() != 0) { free(m); return rc; }
+    }
     if (!rc) {
         int fd = open(m->tmp, O_RDONLY);
         if (fd < 0 || fsync(fd) != 0) rc = FAIL("%s: fsync failed", m->tmp);

@@ -1,5 +1,6 @@
 /* recover_cmd.c — `cfsp-mpi recover`: the command line of the LoRA recovery fine-tuning (issue 7):
- * the rank plan (adapter_config.json), training with periodic checkpoints and --resume, held-out
+ * the rank plan (adapter_config.json), the trainer (data parallel or pipelined, train.h),
+ * training with periodic checkpoints and --resume, held-out
  * perplexity before and after, the log (recover.json), and --merge / --peft outputs. Collective:
  * every rank parses the same arguments; input problems end in cfsp_sync. */
 #include "cfsp/cli/commands.h"
@@ -14,18 +15,22 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 typedef struct {
     char model[4096], train_tokens[4096], eval_tokens[4096], stats[4096], out[4096], resume[4096];
     char targets[128];
     int adaptive, metric, alloc_reference;    /* --plan, --global-metric, --alloc-mode */
-    int eval_windows, rank, alpha_scales, force, save_every, merge, peft, plan_only;
+    int eval_windows, rank, alpha_scales, force, save_every, merge, peft, plan_only, trainer;
     double alpha, a;
     train_hparams h;
 } rec_opts;
 
 static const char *const plan_names[] = { "uniform", "adaptive" };
 static const char *const alloc_names[] = { "default", "reference" };
+static const char *const trainer_names[] = { "auto", "data", "pipeline" };
 #define O(...) OPT(rec_opts, __VA_ARGS__)
 static const opt_def rec_table[] = {
     O(OPT_STR, model, "model", NULL, NULL, "a pruned checkpoint of cfsp-mpi (.h5) or a Hugging Face directory", .flags = OPT_REQUIRED),
@@ -63,10 +68,14 @@ static const opt_def rec_table[] = {
     O(OPT_BOOL, merge, "merge", "0", NULL, "write merged.h5: the pruned checkpoint with the adapters folded in"),
     O(OPT_BOOL, peft, "peft", "0", NULL, "write adapter_model.safetensors (PEFT) next to adapter_config.json"),
     O(OPT_BOOL, plan_only, "plan-only", "0", NULL, "write adapter_config.json and stop"),
+    O(OPT_ENUM, trainer, "trainer", "auto", NULL, "data: every rank holds the whole model, windows split over the ranks; pipeline: "
+      "each rank holds its stage's blocks (1F1B over windows); auto: data on one rank or when the whole model takes at most a "
+      "quarter of a rank's share of the node's memory, else pipeline (bitwise the same adapters either way)",
+      .names = trainer_names, .nnames = 3),
 };
 static const opt_table rec_opt_table = {
     "recover", "cfsp-mpi recover", "mpirun -n P cfsp-mpi recover --model PRUNED.h5|DIR --train-tokens FILE[@A:B] [options]",
-    "cfsp-mpi recover — LoRA recovery fine-tuning of a pruned model, data-parallel over the P ranks",
+    "cfsp-mpi recover — LoRA recovery fine-tuning of a pruned model, data-parallel or pipelined over the P ranks",
     rec_table, sizeof rec_table / sizeof rec_table[0] };
 
 /* 0, 1 after --help, or -1 (FAIL) */
@@ -77,12 +86,57 @@ static int parse_args(int argc, char **argv, rec_opts *o)
     if (rc) return rc;
     train_hparams *h = &o->h;
     if (h->steps > 0 && !o->train_tokens[0] && !o->plan_only) return FAIL("recover: --train-tokens is required when --steps > 0");
-    if (h->batch % cfsp_nranks()) return FAIL("recover: --batch = '%d': not a multiple of the %d ranks", h->batch, cfsp_nranks());
+    if (o->trainer == 1 && h->batch % cfsp_nranks())
+        return FAIL("recover: --batch = '%d': not a multiple of the %d ranks (the data-parallel trainer splits the windows evenly)", h->batch, cfsp_nranks());
     if (h->warmup > h->steps) h->warmup = h->steps;
     return 0;
 }
 
 static void out_path(const rec_opts *o, const char *name, char *buf, size_t n) { snprintf(buf, n, "%s/%s", o->out, name); }
+
+/* bytes of the checkpoint's files (the .h5, or the directory's *.safetensors) */
+static double model_bytes(const char *path)
+{
+    struct stat sb;
+    if (stat(path, &sb) != 0) return 0;
+    if (!S_ISDIR(sb.st_mode)) return (double)sb.st_size;
+    double n = 0;
+    DIR *d = opendir(path);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        size_t k = strlen(e->d_name);
+        if (k < 12 || strcmp(e->d_name + k - 12, ".safetensors")) continue;
+        char f[8192];
+        snprintf(f, sizeof f, "%s/%s", path, e->d_name);
+        if (stat(f, &sb) == 0) n += (double)sb.st_size;
+    }
+    if (d) closedir(d);
+    return n;
+}
+
+/* --trainer auto: data parallel on one rank, or when the whole model (its files, plus the fp32
+ * lm_head copy) takes at most a quarter of this rank's share of the node's memory; pipelined
+ * otherwise. The same on every rank (rank 0 decides, broadcast). */
+static trainer_kind choose_trainer(const rec_opts *o, const char *path, const lora_plan *plan, char *why, size_t n)
+{
+    int P = cfsp_nranks();
+    (void)plan;
+    if (o->trainer == 1) { snprintf(why, n, "--trainer data"); return TRAINER_DATA; }
+    if (o->trainer == 2) { snprintf(why, n, "--trainer pipeline"); return TRAINER_PIPELINE; }
+    if (P == 1) { snprintf(why, n, "auto: one rank"); return TRAINER_DATA; }
+    MPI_Comm node;
+    int local = 1;
+    MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
+    MPI_CHECK(MPI_Comm_size(node, &local));
+    MPI_CHECK(MPI_Comm_free(&node));
+    double mem = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE) / local, need = model_bytes(path);
+    MPI_CHECK(MPI_Bcast(&need, 1, MPI_DOUBLE, 0, MPI_COMM_WORLD));
+    MPI_CHECK(MPI_Bcast(&mem, 1, MPI_DOUBLE, 0, MPI_COMM_WORLD));
+    int data = need <= 0.25 * mem && o->h.batch % P == 0;
+    snprintf(why, n, "auto: the model's files %.3g GB %s a quarter of %.3g GB per rank%s", need / 1e9, need <= 0.25 * mem ? "within" : "beyond",
+             mem / 1e9, data || need > 0.25 * mem ? "" : ", --batch not a multiple of the ranks");
+    return data ? TRAINER_DATA : TRAINER_PIPELINE;
+}
 
 int recover_command(int argc, char **argv)
 {
@@ -109,8 +163,9 @@ int recover_command(int argc, char **argv)
     }
     cfsp_sync(rc);
 
+    /* the config first (no tensors): the plan and the trainer's stage map depend on it */
     train_model m;
-    rc = train_model_load(o.model, &m);
+    rc = train_model_load_range(o.model, 0, 0, 0, 0, &m);
     cfsp_sync(rc);
     const model_config *c = &m.cfg;
     int L = c->n_layers, target[LORA_NMOD];
@@ -140,6 +195,35 @@ int recover_command(int argc, char **argv)
         return 0;
     }
 
+    /* the trainer: data parallel (every rank loads the whole model) or pipelined (each its stage) */
+    char why[256];
+    trainer_kind kind = choose_trainer(&o, o.model, &plan, why, sizeof why);
+    if (kind == TRAINER_PIPELINE && o.h.seqlen < 2) kind = TRAINER_DATA;
+    train_stages st = { 0 };
+    int stage = 0;
+    if (kind == TRAINER_PIPELINE) {
+        train_stages_plan(c, &plan, o.h.seqlen, cfsp_nranks(), &st);
+        stage = rank < st.nstages ? rank : -1;
+    }
+    {
+        char path_keep[4096];
+        snprintf(path_keep, sizeof path_keep, "%s", o.model);
+        train_model_free(&m);
+        c = &m.cfg;
+        if (kind == TRAINER_DATA) rc = train_model_load(path_keep, &m);
+        else if (stage < 0) rc = train_model_load_range(path_keep, 0, 0, 0, 0, &m);
+        else rc = train_model_load_range(path_keep, st.first[stage], st.first[stage + 1], stage == 0, stage == st.nstages - 1, &m);
+    }
+    cfsp_sync(rc);
+    if (rank == 0) {
+        fprintf(stderr, "cfsp-mpi recover: %s trainer (%s)", trainer_kind_names[kind], why);
+        if (kind == TRAINER_PIPELINE) {
+            fprintf(stderr, "; %d stages, blocks", st.nstages);
+            for (int s2 = 0; s2 < st.nstages; s2++) fprintf(stderr, " %d-%d", st.first[s2], st.first[s2 + 1] - 1);
+        }
+        fprintf(stderr, "\n");
+    }
+
     token_file train = { 0 }, eval = { 0 };
     rc = 0;
     if (o.train_tokens[0]) {
@@ -153,7 +237,7 @@ int recover_command(int argc, char **argv)
     cfsp_sync(rc);
 
     trainer tr;
-    trainer_init(&tr, &m, &plan, o.h.seqlen, o.h.seed);
+    trainer_init(&tr, &m, &plan, o.h.seqlen, o.h.seed, kind, &st, stage);
     rc = o.resume[0] ? train_ckpt_read(&tr, o.resume) : 0;
     cfsp_sync(rc);
     int start = tr.step;
@@ -188,6 +272,16 @@ int recover_command(int argc, char **argv)
     cJSON_AddStringToObject(jh, "train_tokens", o.train_tokens);
     cJSON_AddStringToObject(jh, "eval_tokens", o.eval_tokens);
     cJSON_AddNumberToObject(res, "start_step", start);
+    cJSON *jt = cJSON_AddObjectToObject(res, "trainer");
+    cJSON_AddStringToObject(jt, "requested", trainer_names[o.trainer]);
+    cJSON_AddStringToObject(jt, "kind", trainer_kind_names[kind]);
+    cJSON_AddStringToObject(jt, "reason", why);
+    if (kind == TRAINER_PIPELINE) {
+        cJSON_AddNumberToObject(jt, "stages", st.nstages);
+        cJSON *jf = cJSON_AddArrayToObject(jt, "first_block"), *jc = cJSON_AddArrayToObject(jt, "stage_cost_flops_per_token");
+        for (int s2 = 0; s2 <= st.nstages; s2++) cJSON_AddItemToArray(jf, cJSON_CreateNumber(st.first[s2]));
+        for (int s2 = 0; s2 < st.nstages; s2++) cJSON_AddItemToArray(jc, cJSON_CreateNumber(st.cost[s2]));
+    }
 
     double nll = 0;
     int64_t cnt = 0;
@@ -223,7 +317,7 @@ int recover_command(int argc, char **argv)
             fprintf(stderr, "cfsp-mpi recover: step %d/%d loss %.5f lr %.3g grad-norm %.4f\n", s, o.h.steps, loss, lr, gnorm);
         if (o.save_every > 0 && s % o.save_every == 0 && s < o.h.steps) {
             out_path(&o, "checkpoint.h5", p, sizeof p);
-            rc = rank == 0 ? train_ckpt_write(&tr, p, meta) : 0;
+            rc = train_ckpt_write(&tr, p, meta);
             cfsp_sync(rc);
         }
     }
@@ -241,22 +335,34 @@ int recover_command(int argc, char **argv)
     cJSON *tm = cJSON_AddObjectToObject(res, "timings");
     cJSON_AddNumberToObject(tm, "train_seconds", train_secs);
     cJSON_AddNumberToObject(tm, "total_seconds", now_seconds() - t0);
+    /* per-rank times of the training: the slowest rank's compute and every rank's waits */
+    double cw[2] = { tr.compute_seconds, tr.wait_seconds }, *all = xmalloc(sizeof(double) * 2 * (size_t)cfsp_nranks());
+    MPI_CHECK(MPI_Gather(cw, 2, MPI_DOUBLE, all, 2, MPI_DOUBLE, 0, MPI_COMM_WORLD));
+    if (rank == 0) {
+        cJSON *rc_ = cJSON_AddArrayToObject(tm, "rank_compute_seconds"), *rw = cJSON_AddArrayToObject(tm, "rank_wait_seconds");
+        for (int r = 0; r < cfsp_nranks(); r++) {
+            cJSON_AddItemToArray(rc_, cJSON_CreateNumber(all[2 * r]));
+            cJSON_AddItemToArray(rw, cJSON_CreateNumber(all[2 * r + 1]));
+        }
+    }
+    free(all);
+    /* the outputs: checkpoint, merge and PEFT are collective (each rank writes or sends its part) */
+    out_path(&o, "checkpoint.h5", p, sizeof p);
+    rc = train_ckpt_write(&tr, p, meta);
+    cfsp_sync(rc);
+    if (o.merge) { out_path(&o, "merged.h5", p, sizeof p); rc = train_merge_write(&tr, p); cfsp_sync(rc); }
+    if (o.peft) { out_path(&o, "adapter_model.safetensors", p, sizeof p); rc = train_peft_write(&tr, p); cfsp_sync(rc); }
     rc = 0;
     if (rank == 0) {
-        out_path(&o, "checkpoint.h5", p, sizeof p);
-        rc = train_ckpt_write(&tr, p, meta);
-        if (!rc && o.merge) { out_path(&o, "merged.h5", p, sizeof p); rc = train_merge_write(&tr, p); }
-        if (!rc && o.peft) { out_path(&o, "adapter_model.safetensors", p, sizeof p); rc = train_peft_write(&tr, p); }
-        if (!rc) {
-            char *txt = cJSON_Print(res);
-            out_path(&o, "recover.json", p, sizeof p);
-            rc = write_text_atomic(p, txt);
-            free(txt);
-        }
+        char *txt = cJSON_Print(res);
+        out_path(&o, "recover.json", p, sizeof p);
+        rc = write_text_atomic(p, txt);
+        free(txt);
     }
     cfsp_sync(rc);
     cJSON_Delete(res);
     trainer_free(&tr);
+    train_stages_free(&st);
     tokens_free(&train);
     tokens_free(&eval);
     lora_plan_free(&plan);

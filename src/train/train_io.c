@@ -13,9 +13,11 @@
 #include <cblas.h>
 #include <cjson/cJSON.h>
 #include <fcntl.h>
+#include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define LORA_CKPT_FORMAT "cfsp-mpi-lora/1"
@@ -47,14 +49,17 @@ static int read_vec_f32(ckpt_source *s, const char *name, int D, float **out)
     return 0;
 }
 
-int train_model_load(const char *path, train_model *m)
+int train_model_load(const char *path, train_model *m) { return train_model_load_range(path, 0, -1, 1, 1, m); }
+
+int train_model_load_range(const char *path, int b0, int b1, int embed, int head, train_model *m)
 {
     memset(m, 0, sizeof *m);
     snprintf(m->path, sizeof m->path, "%s", path);
     ckpt_source s;
     int rc;
-    m->from_h5 = !path_exists(path) ? 0 : H5Fis_hdf5(path) > 0;
     h5_quiet();
+    struct stat sb;
+    m->from_h5 = stat(path, &sb) == 0 && S_ISREG(sb.st_mode) && H5Fis_hdf5(path) > 0;
     if (m->from_h5) rc = ckpt_open(path, NULL, &s);
     else rc = ckpt_open_dir(path, &s);
     if (rc) { ckpt_close(&s); return -1; }
@@ -63,13 +68,16 @@ int train_model_load(const char *path, train_model *m)
     if (model_config_parse(s.config_text, strlen(s.config_text), path, &m->cfg)) { ckpt_close(&s); return -1; }
     int L = m->cfg.n_layers, D = m->cfg.hidden;
     for (int l = 0; l < L; l++) m->cfg.ffn[l] = s.cfg.ffn[l];
+    if (b1 < 0 || b1 > L) b1 = L;
+    if (b0 < 0 || b0 > b1) b0 = b1;
+    m->b0 = b0; m->b1 = b1; m->has_embed = embed; m->has_head = head;
     m->w = xcalloc((size_t)L, sizeof *m->w);
     m->ln1 = xcalloc((size_t)L, sizeof(float *));
     m->ln2 = xcalloc((size_t)L, sizeof(float *));
     m->bias = xcalloc((size_t)L, sizeof(float *));
     char n[192];
     rc = 0;
-    for (int l = 0; !rc && l < L; l++) {
+    for (int l = b0; !rc && l < b1; l++) {
         for (int t = 0; !rc && t < LORA_NMOD; t++) {
             snprintf(n, sizeof n, "model.layers.%d.%s.weight", l, lora_module_paths[t]);
             rc = read_tensor(&s, n, &m->w[l][t]);
@@ -81,18 +89,19 @@ int train_model_load(const char *path, train_model *m)
         snprintf(n, sizeof n, "model.layers.%d.mlp.down_proj.bias", l);
         if (!rc && ckpt_find(&s, n)) rc = read_vec_f32(&s, n, D, &m->bias[l]);
     }
-    if (!rc) rc = read_tensor(&s, "model.embed_tokens.weight", &m->embed);
-    if (!rc) rc = read_vec_f32(&s, "model.norm.weight", D, &m->final_norm);
-    if (!rc) {
-        wmat head;
-        int tied = !ckpt_find(&s, "lm_head.weight");
-        if (!tied) rc = read_tensor(&s, "lm_head.weight", &head);
+    int tied = !ckpt_find(&s, "lm_head.weight");
+    if (!rc && (embed || (head && tied))) rc = read_tensor(&s, "model.embed_tokens.weight", &m->embed);
+    if (!rc && head) rc = read_vec_f32(&s, "model.norm.weight", D, &m->final_norm);
+    if (!rc && head) {
+        wmat hw;
+        if (!tied) rc = read_tensor(&s, "lm_head.weight", &hw);
         if (!rc) {
-            const wmat *h = tied ? &m->embed : &head;
+            const wmat *h = tied ? &m->embed : &hw;
             m->head_f32 = xmalloc(sizeof(float) * (size_t)h->rows * (size_t)h->cols);
             convert_to_f32(h->dtype, h->data, m->head_f32, (size_t)h->rows * (size_t)h->cols);
-            if (!tied) free(head.owned);
+            if (!tied) free(hw.owned);
         }
+        if (!rc && tied && !embed) { free(m->embed.owned); memset(&m->embed, 0, sizeof m->embed); }
     }
     ckpt_close(&s);
     return rc;
@@ -111,31 +120,65 @@ void train_model_free(train_model *m)
     memset(m, 0, sizeof *m);
 }
 
-/* ---- adapter checkpoints ------------------------------------------------------------------------ */
-static void write_f32(hid_t f, const char *path, const float *v, int64_t rows, int64_t cols)
+/* ---- adapter checkpoints ------------------------------------------------------------------------
+ * One file for both trainers and any rank count: /state/{param,adam_m,adam_v} [nparam] in the global
+ * block-by-block layout, /lora/<l>/<module>/{A,B} for reading, /plan/ranks. Data parallel: rank 0
+ * writes it alone (serial driver). Pipelined: every rank opens it with the MPI-IO driver, every
+ * rank creates every dataset and attribute with the same values (HDF5's collective metadata), and
+ * each rank writes its own part of the state and its own blocks' adapters (independent raw IO). */
+static int par_io(const trainer *tr) { return tr->kind == TRAINER_PIPELINE; }
+
+static hid_t ckpt_fapl(int par)
 {
-    int64_t dims[2] = { rows, cols };
-    hid_t ds = h5_create_dataset(f, path, H5T_IEEE_F32LE, cols > 0 ? 2 : 1, dims);
-    if (rows * (cols > 0 ? cols : 1) > 0) H5_CHECK(H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v));
-    H5_CHECK(H5Dclose(ds));
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5_CHECK(fapl);
+    if (par) {
+        H5_CHECK(H5Pset_fapl_mpio(fapl, MPI_COMM_WORLD, MPI_INFO_NULL));
+        H5_CHECK(H5Pset_all_coll_metadata_ops(fapl, 1));
+        H5_CHECK(H5Pset_coll_metadata_write(fapl, 1));
+    }
+    return fapl;
+}
+
+/* elements [start, start + n) of a 1-D dataset (n may be 0: nothing written) */
+static int write_part(hid_t ds, hid_t memtype, const void *v, int64_t start, int64_t n)
+{
+    if (n <= 0) return 0;
+    hid_t fs = H5Dget_space(ds);
+    hsize_t st = (hsize_t)start, cnt = (hsize_t)n;
+    hid_t ms = H5Screate_simple(1, &cnt, NULL);
+    int rc = fs < 0 || ms < 0 || H5Sselect_hyperslab(fs, H5S_SELECT_SET, &st, NULL, &cnt, NULL) < 0 ||
+             H5Dwrite(ds, memtype, ms, fs, H5P_DEFAULT, v) < 0 ? -1 : 0;
+    if (ms >= 0) H5Sclose(ms);
+    if (fs >= 0) H5Sclose(fs);
+    return rc;
 }
 
 int train_ckpt_write(const trainer *tr, const char *path, const char *meta_json)
 {
+    int par = par_io(tr), rank = cfsp_rank();
+    if (!par && rank != 0) return 0;
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     h5_quiet();
-    cfsp_tmp_register(tmp);
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (f < 0) return FAIL("%s: cannot create the checkpoint", tmp);
+    if (rank == 0) cfsp_tmp_register(tmp);
+    hid_t fapl = ckpt_fapl(par);
+    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5_CHECK(H5Pclose(fapl));
+    if (f < 0) return FAIL("%s: cannot create the checkpoint (rank %d)", tmp, rank);
     const lora_plan *p = &tr->plan;
-    int L = p->L;
-    write_f32(f, "/state/param", tr->param, tr->nparam, 0);
-    write_f32(f, "/state/adam_m", tr->adam_m, tr->nparam, 0);
-    write_f32(f, "/state/adam_v", tr->adam_v, tr->nparam, 0);
+    int L = p->L, bad = 0;
+    int64_t np = tr->nparam, d2[2];
+    static const char *const state[3] = { "/state/param", "/state/adam_m", "/state/adam_v" };
+    const float *sv[3] = { tr->param, tr->adam_m, tr->adam_v };
+    for (int k = 0; k < 3; k++) {
+        hid_t ds = h5_create_dataset(f, state[k], H5T_IEEE_F32LE, 1, &np);
+        bad |= write_part(ds, H5T_NATIVE_FLOAT, sv[k], tr->pbase, tr->nlocal);
+        H5_CHECK(H5Dclose(ds));
+    }
     int64_t dL = L;
     hid_t ds = h5_create_dataset(f, "/plan/ranks", H5T_STD_I32LE, 1, &dL);
-    H5_CHECK(H5Dwrite(ds, H5T_NATIVE_INT, H5S_ALL, H5S_ALL, H5P_DEFAULT, p->rank));
+    if (rank == 0) bad |= H5Dwrite(ds, H5T_NATIVE_INT, H5S_ALL, H5S_ALL, H5P_DEFAULT, p->rank) < 0;
     H5_CHECK(H5Dclose(ds));
     char pth[160];
     for (int l = 0; l < L; l++)
@@ -143,10 +186,16 @@ int train_ckpt_write(const trainer *tr, const char *path, const char *meta_json)
             if (tr->offA[l][t] < 0) continue;
             int64_t o, in;
             lora_module_shape(&tr->m->cfg, l, t, &o, &in);
-            snprintf(pth, sizeof pth, "/lora/%d/%s/A", l, lora_module_paths[t]);
-            write_f32(f, pth, tr->param + tr->offA[l][t], p->rank[l], in);
-            snprintf(pth, sizeof pth, "/lora/%d/%s/B", l, lora_module_paths[t]);
-            write_f32(f, pth, tr->param + tr->offB[l][t], o, p->rank[l]);
+            int mine = l >= tr->b0 && l < tr->b1;
+            for (int ab = 0; ab < 2; ab++) {
+                snprintf(pth, sizeof pth, "/lora/%d/%s/%c", l, lora_module_paths[t], ab ? 'B' : 'A');
+                d2[0] = ab ? o : p->rank[l];
+                d2[1] = ab ? p->rank[l] : in;
+                hid_t d = h5_create_dataset(f, pth, H5T_IEEE_F32LE, 2, d2);
+                if (mine && d2[0] * d2[1] > 0)
+                    bad |= H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, trainer_param(tr, ab ? tr->offB[l][t] : tr->offA[l][t])) < 0;
+                H5_CHECK(H5Dclose(d));
+            }
             snprintf(pth, sizeof pth, "/lora/%d/%s", l, lora_module_paths[t]);
             hid_t g = H5Gopen2(f, pth, H5P_DEFAULT);
             H5_CHECK(g);
@@ -166,7 +215,11 @@ int train_ckpt_write(const trainer *tr, const char *path, const char *meta_json)
     h5_attr_i64(f, "alpha_scales", p->alpha_scales);
     h5_attr_string(f, "model", tr->m->path);
     h5_attr_string(f, "meta", meta_json ? meta_json : "{}");
-    if (H5Fclose(f) < 0) return FAIL("%s: writing the checkpoint failed", tmp);
+    h5_attr_string(f, "trainer", trainer_kind_names[tr->kind]);
+    bad |= H5Fclose(f) < 0;
+    if (par) MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &bad, 1, MPI_INT, MPI_LOR, MPI_COMM_WORLD));
+    if (bad) return FAIL("%s: writing the checkpoint failed (disk full?)", tmp);
+    if (rank != 0) return 0;
     int fd = open(tmp, O_RDONLY);
     if (fd < 0 || fsync(fd) != 0) { if (fd >= 0) close(fd); return FAIL("%s: fsync failed", tmp); }
     if (close(fd) != 0) return FAIL("%s: close failed", tmp);
@@ -175,10 +228,27 @@ int train_ckpt_write(const trainer *tr, const char *path, const char *meta_json)
     return 0;
 }
 
-static int read_f32(hid_t f, const char *file, const char *path, float *v, int64_t n)
+/* elements [start, start + n) of the 1-D dataset path of nparam values */
+static int read_part(hid_t f, const char *file, const char *path, float *v, int64_t nparam, int64_t start, int64_t n)
 {
-    if (H5Lexists(f, "/state", H5P_DEFAULT) <= 0) return FAIL("%s: dataset %s is missing", file, path);
-    return h5_read_vec(f, file, path, H5T_NATIVE_FLOAT, v, n);
+    if (H5Lexists(f, "/state", H5P_DEFAULT) <= 0 || H5Lexists(f, path, H5P_DEFAULT) <= 0) return FAIL("%s: dataset %s is missing", file, path);
+    hid_t ds = H5Dopen2(f, path, H5P_DEFAULT);
+    if (ds < 0) return FAIL("%s: dataset %s cannot be opened", file, path);
+    hid_t fs = H5Dget_space(ds);
+    hsize_t dims[1] = { 0 };
+    int rc = 0;
+    if (fs < 0 || H5Sget_simple_extent_ndims(fs) != 1 || H5Sget_simple_extent_dims(fs, dims, NULL) < 0 || (int64_t)dims[0] != nparam)
+        rc = FAIL("%s: dataset %s: expected %lld values (this plan's adapters)", file, path, (long long)nparam);
+    if (!rc && n > 0) {
+        hsize_t st = (hsize_t)start, cnt = (hsize_t)n;
+        hid_t ms = H5Screate_simple(1, &cnt, NULL);
+        if (ms < 0 || H5Sselect_hyperslab(fs, H5S_SELECT_SET, &st, NULL, &cnt, NULL) < 0 || H5Dread(ds, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, v) < 0)
+            rc = FAIL("%s: dataset %s cannot be read", file, path);
+        if (ms >= 0) H5Sclose(ms);
+    }
+    if (fs >= 0) H5Sclose(fs);
+    H5Dclose(ds);
+    return rc;
 }
 
 int train_ckpt_read(trainer *tr, const char *path)
@@ -201,8 +271,9 @@ int train_ckpt_read(trainer *tr, const char *path)
     if (!ranks_ok) { FAIL("%s: /plan/ranks: expected %d blocks", path, L); goto out; }
     for (int l = 0; l < L; l++)
         if (ranks[l] != tr->plan.rank[l]) { FAIL("%s: block %d has rank %d in the checkpoint, %d in this plan (use the same --plan/--rank/--stats)", path, l, ranks[l], tr->plan.rank[l]); goto out; }
-    if (read_f32(f, path, "/state/param", tr->param, tr->nparam) || read_f32(f, path, "/state/adam_m", tr->adam_m, tr->nparam) ||
-        read_f32(f, path, "/state/adam_v", tr->adam_v, tr->nparam))
+    if (read_part(f, path, "/state/param", tr->param, tr->nparam, tr->pbase, tr->nlocal) ||
+        read_part(f, path, "/state/adam_m", tr->adam_m, tr->nparam, tr->pbase, tr->nlocal) ||
+        read_part(f, path, "/state/adam_v", tr->adam_v, tr->nparam, tr->pbase, tr->nlocal))
         goto out;
     if (step < 0) { FAIL("%s: step %lld", path, (long long)step); goto out; }
     tr->step = (int)step;
@@ -217,34 +288,54 @@ out:
 int train_merge_write(const trainer *tr, const char *out_path)
 {
     const train_model *m = tr->m;
+    int par = par_io(tr), rank = cfsp_rank();
+    if (!par && rank != 0) return 0;
     if (!m->from_h5) return FAIL("--merge: the model %s is not a pruned HDF5 checkpoint (use --peft for a Hugging Face directory)", m->path);
-    ckpt_merge *out = ckpt_merge_begin(m->path, out_path);
+    ckpt_merge *out = par ? ckpt_merge_begin_par(m->path, out_path) : ckpt_merge_begin(m->path, out_path);
     if (!out) return -1;
     const lora_plan *p = &tr->plan;
     int rc = 0;
     for (int l = 0; !rc && l < p->L; l++)
         for (int t = 0; !rc && t < LORA_NMOD; t++) {
             if (tr->offA[l][t] < 0) continue;
-            /* W + alpha/r B A in fp32; merge.c rounds it to the stored dtype */
-            const wmat *w = &m->w[l][t];
-            int64_t rows = w->rows, cols = w->cols, r = p->rank[l];
-            float *W = xmalloc(sizeof(float) * (size_t)(rows * cols));
-            convert_to_f32(w->dtype, w->data, W, (size_t)(rows * cols));
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)cols, (int)r, (float)lora_plan_scaling(p, l),
-                        tr->param + tr->offB[l][t], (int)r, tr->param + tr->offA[l][t], (int)cols, 1.0f, W, (int)cols);
             char name[192];
             snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, lora_module_paths[t]);
-            rc = ckpt_merge_tensor(out, name, W, rows, cols);
+            int64_t o, in;
+            lora_module_shape(&m->cfg, l, t, &o, &in);
+            float *W = NULL;
+            if (l >= tr->b0 && l < tr->b1) {
+                /* W + alpha/r B A in fp32; merge.c rounds it to the stored dtype */
+                const wmat *w = &m->w[l][t];
+                int64_t rows = w->rows, cols = w->cols, r = p->rank[l];
+                W = xmalloc(sizeof(float) * (size_t)(rows * cols));
+                convert_to_f32(w->dtype, w->data, W, (size_t)(rows * cols));
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)cols, (int)r, (float)lora_plan_scaling(p, l),
+                            trainer_param(tr, tr->offB[l][t]), (int)r, trainer_param(tr, tr->offA[l][t]), (int)cols, 1.0f, W, (int)cols);
+            }
+            rc = par ? ckpt_merge_tensor_par(out, name, W, o, in, trainer_owner(tr, l)) : ckpt_merge_tensor(out, name, W, o, in);
             free(W);
         }
     ckpt_merge_info info = { .from = m->path, .plan = p->adaptive ? "adaptive" : "uniform", .steps = tr->step, .params = p->params };
     return ckpt_merge_end(out, !rc, &info);
 }
 
+/* rank 0 receives block l's adapter (A if ab = 0, else B) of module t from its owner into buf (n floats) */
+static const float *adapter_at_root(const trainer *tr, int l, int t, int ab, int64_t n, float *buf)
+{
+    int owner = trainer_owner(tr, l), rank = cfsp_rank();
+    const float *v = l >= tr->b0 && l < tr->b1 ? trainer_param(tr, ab ? tr->offB[l][t] : tr->offA[l][t]) : NULL;
+    if (tr->kind == TRAINER_DATA || owner == 0) return v;
+    if (rank == owner) MPI_CHECK(MPI_Send(v, (int)n, MPI_FLOAT, 0, 7201, MPI_COMM_WORLD));
+    else if (rank == 0) MPI_CHECK(MPI_Recv(buf, (int)n, MPI_FLOAT, owner, 7201, MPI_COMM_WORLD, MPI_STATUS_IGNORE));
+    return buf;
+}
+
 /* ---- PEFT safetensors ------------------------------------------------------------------------------ */
 int train_peft_write(const trainer *tr, const char *out_path)
 {
     const lora_plan *p = &tr->plan;
+    int rank = cfsp_rank();
+    if (tr->kind == TRAINER_DATA && rank != 0) return 0;
     cJSON *h = cJSON_CreateObject();
     uint64_t off = 0;
     char name[192];
@@ -274,24 +365,36 @@ int train_peft_write(const trainer *tr, const char *out_path)
     size_t hl = strlen(js), pad = (8 - hl % 8) % 8;
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", out_path);
-    cfsp_tmp_register(tmp);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) { free(js); return FAIL("%s: cannot create", tmp); }
-    uint64_t len = hl + pad;
-    unsigned char lb[8];
-    for (int i = 0; i < 8; i++) lb[i] = (unsigned char)(len >> (8 * i));
-    int ok = fwrite(lb, 1, 8, f) == 8 && fwrite(js, 1, hl, f) == hl;
-    for (size_t i = 0; i < pad; i++) ok &= fputc(' ', f) != EOF;
+    FILE *f = NULL;
+    int ok = 1;
+    if (rank == 0) {                  /* a failure here still lets the other ranks' sends complete */
+        cfsp_tmp_register(tmp);
+        f = fopen(tmp, "wb");
+        uint64_t len = hl + pad;
+        unsigned char lb[8];
+        for (int i = 0; i < 8; i++) lb[i] = (unsigned char)(len >> (8 * i));
+        ok = f && fwrite(lb, 1, 8, f) == 8 && fwrite(js, 1, hl, f) == hl;
+        for (size_t i = 0; f && i < pad; i++) ok &= fputc(' ', f) != EOF;
+    }
     free(js);
-    /* the data in the header's order; float32 little-endian (the host order on every supported machine) */
+    /* the data in the header's order; float32 little-endian (the host order on every supported
+     * machine); pipelined: every other stage's blocks sent to rank 0 one adapter at a time */
+    float *buf = NULL;
     for (int l = 0; l < p->L; l++)
         for (int t = 0; t < LORA_NMOD; t++) {
             if (tr->offA[l][t] < 0) continue;
             int64_t o, in;
             lora_module_shape(&tr->m->cfg, l, t, &o, &in);
-            ok &= fwrite(tr->param + tr->offA[l][t], 4, (size_t)(p->rank[l] * in), f) == (size_t)(p->rank[l] * in);
-            ok &= fwrite(tr->param + tr->offB[l][t], 4, (size_t)(o * p->rank[l]), f) == (size_t)(o * p->rank[l]);
+            for (int ab = 0; ab < 2; ab++) {
+                int64_t n = ab ? o * p->rank[l] : p->rank[l] * in;
+                buf = rank == 0 ? xrealloc(buf, sizeof(float) * (size_t)(n > 0 ? n : 1)) : buf;
+                const float *v = adapter_at_root(tr, l, t, ab, n, buf);
+                if (rank == 0 && f) ok &= fwrite(v, 4, (size_t)n, f) == (size_t)n;
+            }
         }
+    free(buf);
+    if (rank != 0) return 0;
+    if (!f) return FAIL("%s: cannot create", tmp);
     ok &= fflush(f) == 0 && fsync(fileno(f)) == 0;   /* on the device before the rename */
     ok &= fclose(f) == 0;
     if (!ok) return FAIL("%s: write failed (disk full?)", tmp);

@@ -1,6 +1,7 @@
-/* trainer.c — LoRA adapters on a frozen model, one data-parallel training step (forward with kept
- * activations, backward, double-precision MPI_Allreduce of the adapter gradients, clipping, AdamW),
- * evaluation, the learning-rate schedule and the batch sampler (see train.h). */
+/* trainer.c — LoRA adapters on a frozen model (both trainers' state), one data-parallel training
+ * step (forward with kept activations, backward, double-precision MPI_Allreduce of the adapter
+ * gradients), the update shared with the pipelined trainer (norm in block order, clipping, AdamW),
+ * data-parallel evaluation, the learning-rate schedule and the batch sampler (see train.h). */
 #include "cfsp/model/forward.h"
 #include "cfsp/train/train.h"
 #include "cfsp/util/err.h"
@@ -47,12 +48,34 @@ double train_lr(const train_hparams *h, int step)
     return lo + (h->lr - lo) * 0.5 * (1.0 + cos(M_PI * prog));
 }
 
-void trainer_init(trainer *tr, const train_model *m, const lora_plan *plan, int seqlen, uint64_t seed)
+const char *const trainer_kind_names[2] = { "data", "pipeline" };
+
+int trainer_owner(const trainer *tr, int l)
+{
+    if (tr->kind == TRAINER_DATA) return 0;
+    for (int s = 0; s < tr->nstages; s++) if (l < tr->first[s + 1]) return s;
+    return tr->nstages - 1;
+}
+
+void trainer_init(trainer *tr, const train_model *m, const lora_plan *plan, int seqlen, uint64_t seed, trainer_kind kind,
+                  const train_stages *st, int stage)
 {
     memset(tr, 0, sizeof *tr);
     tr->m = m;
+    tr->kind = kind;
     const model_config *c = &m->cfg;
     int L = c->n_layers, D = c->hidden, T = seqlen;
+    tr->b0 = 0; tr->b1 = L;
+    tr->stage = 0; tr->nstages = 1;
+    if (kind == TRAINER_PIPELINE) {
+        tr->nstages = st->nstages;
+        tr->first = xmalloc(sizeof(int) * (size_t)(st->nstages + 1));
+        memcpy(tr->first, st->first, sizeof(int) * (size_t)(st->nstages + 1));
+        tr->stage = stage;
+        tr->b0 = stage >= 0 ? st->first[stage] : 0;
+        tr->b1 = stage >= 0 ? st->first[stage + 1] : 0;
+    }
+    int b0 = tr->b0, b1 = tr->b1;
     /* a private copy of the plan */
     tr->plan = *plan;
     tr->plan.rank = xmalloc(sizeof(int) * (size_t)L);
@@ -63,8 +86,11 @@ void trainer_init(trainer *tr, const train_model *m, const lora_plan *plan, int 
     memcpy(tr->plan.cost, plan->cost, sizeof(int64_t) * (size_t)L);
     tr->offA = xmalloc(sizeof *tr->offA * (size_t)L);
     tr->offB = xmalloc(sizeof *tr->offB * (size_t)L);
+    /* global offsets of every adapter (the same layout for both trainers: checkpoints are shared) */
     int64_t n = 0;
-    for (int l = 0; l < L; l++)
+    tr->pbase = -1;
+    for (int l = 0; l < L; l++) {
+        if (l == b0) tr->pbase = n;
         for (int t = 0; t < LORA_NMOD; t++) {
             tr->offA[l][t] = tr->offB[l][t] = -1;
             if (!plan->target[t]) continue;
@@ -74,31 +100,38 @@ void trainer_init(trainer *tr, const train_model *m, const lora_plan *plan, int 
             tr->offB[l][t] = n; n += o * plan->rank[l];
             if (plan->rank[l] > tr->rmax) tr->rmax = plan->rank[l];
         }
+        if (l == b1 - 1) tr->nlocal = n - tr->pbase;
+    }
+    if (tr->pbase < 0) tr->pbase = n;            /* no blocks held */
     tr->nparam = n;
-    tr->param = xcalloc((size_t)n + 1, sizeof(float));
-    tr->grad = xcalloc((size_t)n + 1, sizeof(float));
-    tr->adam_m = xcalloc((size_t)n + 1, sizeof(float));
-    tr->adam_v = xcalloc((size_t)n + 1, sizeof(float));
-    tr->gacc = xcalloc((size_t)n + 1, sizeof(double));
+    int64_t nl = tr->nlocal;
+    tr->param = xcalloc((size_t)nl + 1, sizeof(float));
+    tr->grad = xcalloc((size_t)nl + 1, sizeof(float));
+    tr->adam_m = xcalloc((size_t)nl + 1, sizeof(float));
+    tr->adam_v = xcalloc((size_t)nl + 1, sizeof(float));
+    tr->gacc = xcalloc((size_t)nl + 1, sizeof(double));
     /* A ~ U(-1/sqrt(in), 1/sqrt(in)) (PEFT's kaiming_uniform(a=sqrt 5)), B = 0; the stream of each
-     * adapter depends on (seed, block, module) only, never on the rank count */
-    for (int l = 0; l < L; l++)
+     * adapter depends on (seed, block, module) only, never on the rank count or the trainer */
+    for (int l = b0; l < b1; l++)
         for (int t = 0; t < LORA_NMOD; t++) {
             if (tr->offA[l][t] < 0) continue;
             int64_t o, in;
             lora_module_shape(c, l, t, &o, &in);
             uint64_t s = stream_state(seed, 2, (uint64_t)(l * LORA_NMOD + t));
             double bound = 1.0 / sqrt((double)in);
-            float *A = tr->param + tr->offA[l][t];
+            float *A = trainer_param(tr, tr->offA[l][t]);
             for (int64_t i = 0; i < plan->rank[l] * in; i++) A[i] = (float)((2.0 * unif01(&s) - 1.0) * bound);
         }
-    /* block parameters, activations, scratch */
+    /* block parameters, activations, scratch (the blocks held) */
     tr->T = T;
+    tr->bound = -1;
     tr->bp = xcalloc((size_t)L, sizeof(blk_params));
     tr->act = xcalloc((size_t)L, sizeof(blk_act));
+    tr->act_win = xmalloc(sizeof(int) * (size_t)L);
     int64_t smax[10] = { 0 }, wmax = 0;
     int need_conv = 0;
-    for (int l = 0; l < L; l++) {
+    for (int l = b0; l < b1; l++) {
+        tr->act_win[l] = -1;
         blk_params *p = &tr->bp[l];
         p->D = D; p->H = c->n_heads; p->K = c->n_kv_heads; p->hd = c->head_dim; p->m = c->ffn[l];
         p->eps = (float)c->eps;
@@ -114,10 +147,10 @@ void trainer_init(trainer *tr, const train_model *m, const lora_plan *plan, int 
             if (tr->offA[l][t] >= 0) {
                 q->r = plan->rank[l];
                 q->s = (float)lora_plan_scaling(plan, l);
-                q->A = tr->param + tr->offA[l][t];
-                q->B = tr->param + tr->offB[l][t];
-                q->dA = tr->grad + tr->offA[l][t];
-                q->dB = tr->grad + tr->offB[l][t];
+                q->A = trainer_param(tr, tr->offA[l][t]);
+                q->B = trainer_param(tr, tr->offB[l][t]);
+                q->dA = tr->grad + (tr->offA[l][t] - tr->pbase);
+                q->dB = tr->grad + (tr->offB[l][t] - tr->pbase);
             }
         }
         if (wsum > wmax) wmax = wsum;
@@ -129,16 +162,25 @@ void trainer_init(trainer *tr, const train_model *m, const lora_plan *plan, int 
         for (int i = 0; i < 10; i++) if (ss[i] > smax[i]) smax[i] = ss[i];
     }
     float **sp = (float **)&tr->sc;
-    for (int i = 0; i < 10; i++) sp[i] = xcalloc((size_t)smax[i], sizeof(float));
+    for (int i = 0; i < 10; i++) sp[i] = xcalloc((size_t)(smax[i] > 0 ? smax[i] : 1), sizeof(float));
     if (need_conv) tr->wconv = xmalloc(sizeof(float) * (size_t)wmax);
     size_t nd = (size_t)T * D;
     tr->x = xmalloc(sizeof(float) * nd);
     tr->y = xmalloc(sizeof(float) * nd);
     tr->dx = xmalloc(sizeof(float) * nd);
-    tr->xn = xmalloc(sizeof(float) * nd);
-    tr->rstd = xmalloc(sizeof(float) * (size_t)T);
-    tr->logits = xmalloc(sizeof(float) * (size_t)T * (size_t)c->vocab);
     tr->tgt = xmalloc(sizeof(int32_t) * (size_t)T);
+    if (m->has_head) {
+        tr->xn = xmalloc(sizeof(float) * nd);
+        tr->rstd = xmalloc(sizeof(float) * (size_t)T);
+        tr->logits = xmalloc(sizeof(float) * (size_t)T * (size_t)c->vocab);
+    }
+    if (kind == TRAINER_PIPELINE && stage >= 0) {
+        /* windows in flight at stage s of a 1F1B schedule: S - s (its warm-up forwards + 1) */
+        tr->slots = tr->nstages - stage;
+        tr->xin = xmalloc(sizeof(float) * nd * (size_t)tr->slots * (size_t)(b1 - b0 > 0 ? b1 - b0 : 1));
+        tr->sendbuf = xmalloc(sizeof(float) * nd * (size_t)tr->slots);
+        tr->dxbuf = xmalloc(sizeof(float) * nd);
+    }
     /* RoPE tables of the inference path (forward.c), llama3 scaling included */
     fwd_ws ws;
     fwd_ws_init(&ws, c, T, 1, 0);
@@ -152,26 +194,25 @@ void trainer_init(trainer *tr, const train_model *m, const lora_plan *plan, int 
 
 void trainer_free(trainer *tr)
 {
-    int L = tr->plan.L;
-    for (int l = 0; tr->act && l < L; l++) {
+    for (int l = tr->b0; tr->act && l < tr->b1; l++) {
         float **ap = (float **)&tr->act[l];
         for (int i = 0; i < 14 + OP_NLIN; i++) free(ap[i]);
     }
     float **sp = (float **)&tr->sc;
     for (int i = 0; i < 10; i++) free(sp[i]);
-    free(tr->act); free(tr->bp);
+    free(tr->act); free(tr->bp); free(tr->act_win); free(tr->first);
     free(tr->param); free(tr->grad); free(tr->adam_m); free(tr->adam_v); free(tr->gacc);
     free(tr->offA); free(tr->offB);
     free(tr->x); free(tr->y); free(tr->dx); free(tr->xn); free(tr->rstd); free(tr->logits); free(tr->tgt);
+    free(tr->xin); free(tr->sendbuf); free(tr->dxbuf);
     free(tr->cosb); free(tr->sinb); free(tr->wconv);
     lora_plan_free(&tr->plan);
     memset(tr, 0, sizeof *tr);
 }
 
-/* point block l's linear maps at fp32 weights: the stored data if F32, else a converted copy */
-static void bind_block(trainer *tr, int l)
+void trainer_bind_block(trainer *tr, int l)
 {
-    if (!tr->wconv) return;
+    if (!tr->wconv || tr->bound == l) return;
     float *dst = tr->wconv;
     for (int t = 0; t < LORA_NMOD; t++) {
         const wmat *w = &tr->m->w[l][t];
@@ -181,6 +222,7 @@ static void bind_block(trainer *tr, int l)
         tr->bp[l].lin[t].W = dst;
         dst += n;
     }
+    tr->bound = l;
 }
 
 /* forward (and, with scale > 0, backward into tr->grad) of one window of T tokens */
@@ -192,7 +234,7 @@ static double window(trainer *tr, const uint32_t *ids, float scale, int backward
     for (int t = 0; t < T; t++) tr->tgt[t] = t + 1 < T ? (int32_t)ids[t + 1] : -1;
     float *x = tr->x, *y = tr->y;
     for (int l = 0; l < L; l++) {
-        bind_block(tr, l);
+        trainer_bind_block(tr, l);
         blk_forward(&tr->bp[l], &tr->act[l], x, y, T, tr->cosb, tr->sinb);
         float *s = x; x = y; y = s;
     }
@@ -200,39 +242,40 @@ static double window(trainer *tr, const uint32_t *ids, float scale, int backward
     double loss = head_loss(&hp, x, tr->tgt, T, scale, backward ? tr->dx : NULL, tr->xn, tr->rstd, tr->logits, count);
     if (backward)
         for (int l = L - 1; l >= 0; l--) {
-            bind_block(tr, l);
+            trainer_bind_block(tr, l);
             blk_backward(&tr->bp[l], &tr->act[l], tr->dx, T, tr->cosb, tr->sinb, &tr->sc);
         }
     return loss;
 }
 
-double trainer_step(trainer *tr, const train_hparams *h, const uint32_t *tokens, int64_t ntok, double *gnorm)
+double trainer_update(trainer *tr, const train_hparams *h, int step, const double *red, double *gnorm)
 {
-    int P = cfsp_nranks(), rank = cfsp_rank(), B = h->batch, T = tr->T, step = tr->step + 1;
-    int64_t *off = xmalloc(sizeof(int64_t) * (size_t)B);
-    train_batch_offsets(h->seed, step, B, T, ntok, off);
-    int i0 = (int)((int64_t)rank * B / P), i1 = (int)((int64_t)(rank + 1) * B / P);
-    int64_t n = tr->nparam;
-    memset(tr->gacc, 0, sizeof(double) * (size_t)n);
-    double red[2] = { 0, 0 };
-    float scale = (float)(1.0 / ((double)B * (T - 1)));
-    for (int i = i0; i < i1; i++) {
-        memset(tr->grad, 0, sizeof(float) * (size_t)n);
-        int64_t cnt = 0;
-        red[0] += window(tr, tokens + off[i], scale, 1, &cnt);
-        red[1] += (double)cnt;
-        for (int64_t j = 0; j < n; j++) tr->gacc[j] += tr->grad[j];
+    /* the global norm: each block's sum of squares over its parameters in order, then the blocks in
+     * order (pipelined: every block's sum computed by its stage, the others' entries exactly 0) */
+    int L = tr->plan.L;
+    double *bss = xcalloc((size_t)L, sizeof(double));
+    for (int l = tr->b0; l < tr->b1; l++) {
+        int64_t j0 = -1, j1 = -1;
+        for (int t = 0; t < LORA_NMOD; t++)
+            if (tr->offA[l][t] >= 0) {
+                int64_t o, in;
+                lora_module_shape(&tr->m->cfg, l, t, &o, &in);
+                if (j0 < 0) j0 = tr->offA[l][t];
+                j1 = tr->offB[l][t] + o * tr->plan.rank[l];
+            }
+        double a = 0;
+        for (int64_t j = j0; j0 >= 0 && j < j1; j++) a += tr->gacc[j - tr->pbase] * tr->gacc[j - tr->pbase];
+        bss[l] = a;
     }
-    free(off);
-    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, tr->gacc, (int)n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
-    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, red, 2, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
+    if (tr->kind == TRAINER_PIPELINE) MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, bss, L, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
     double ss = 0;
-    for (int64_t j = 0; j < n; j++) ss += tr->gacc[j] * tr->gacc[j];
+    for (int l = 0; l < L; l++) ss += bss[l];
+    free(bss);
     *gnorm = sqrt(ss);
     double clipf = h->clip > 0 && *gnorm > h->clip ? h->clip / (*gnorm + 1e-6) : 1.0;
     double lr = train_lr(h, step), b1 = h->beta1, b2 = h->beta2;
     double bc1 = 1.0 - pow(b1, step), bc2 = 1.0 - pow(b2, step);
-    for (int64_t j = 0; j < n; j++) {             /* AdamW, decoupled weight decay */
+    for (int64_t j = 0; j < tr->nlocal; j++) {    /* AdamW, decoupled weight decay */
         double g = tr->gacc[j] * clipf;
         double mj = b1 * tr->adam_m[j] + (1 - b1) * g, vj = b2 * tr->adam_v[j] + (1 - b2) * g * g;
         tr->adam_m[j] = (float)mj;
@@ -245,8 +288,37 @@ double trainer_step(trainer *tr, const train_hparams *h, const uint32_t *tokens,
     return red[0] / red[1];
 }
 
+double trainer_step(trainer *tr, const train_hparams *h, const uint32_t *tokens, int64_t ntok, double *gnorm)
+{
+    if (tr->kind == TRAINER_PIPELINE) return trainer_pipe_step(tr, h, tokens, ntok, gnorm);
+    int P = cfsp_nranks(), rank = cfsp_rank(), B = h->batch, T = tr->T, step = tr->step + 1;
+    int64_t *off = xmalloc(sizeof(int64_t) * (size_t)B);
+    train_batch_offsets(h->seed, step, B, T, ntok, off);
+    int i0 = (int)((int64_t)rank * B / P), i1 = (int)((int64_t)(rank + 1) * B / P);
+    int64_t n = tr->nparam;
+    memset(tr->gacc, 0, sizeof(double) * (size_t)n);
+    double red[2] = { 0, 0 };
+    float scale = (float)(1.0 / ((double)B * (T - 1)));
+    double t0 = now_seconds();
+    for (int i = i0; i < i1; i++) {
+        memset(tr->grad, 0, sizeof(float) * (size_t)n);
+        int64_t cnt = 0;
+        red[0] += window(tr, tokens + off[i], scale, 1, &cnt);
+        red[1] += (double)cnt;
+        for (int64_t j = 0; j < n; j++) tr->gacc[j] += tr->grad[j];
+    }
+    free(off);
+    double t1 = now_seconds();
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, tr->gacc, (int)n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, red, 2, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
+    tr->compute_seconds += t1 - t0;
+    tr->wait_seconds += now_seconds() - t1;
+    return trainer_update(tr, h, step, red, gnorm);
+}
+
 double trainer_eval(trainer *tr, const uint32_t *tokens, int64_t ntok, int nwin, double *nll, int64_t *count)
 {
+    if (tr->kind == TRAINER_PIPELINE) return trainer_pipe_eval(tr, tokens, ntok, nwin, nll, count);
     int P = cfsp_nranks(), rank = cfsp_rank(), T = tr->T;
     int64_t avail = ntok / T;
     if (nwin <= 0 || nwin > avail) nwin = (int)avail;

@@ -35,6 +35,8 @@ def parse_args(desc, need_bin=True):
     ap.add_argument("--full", action="store_true", help="larger test matrix (slower)")
     ap.add_argument("--compute", default=None, choices=("auto", "fp32", "bf16"),
                     help="give every run / prune job this --compute (default: the program's default)")
+    ap.add_argument("--trainer", default=None, choices=("auto", "data", "pipeline"),
+                    help="give every recover job this --trainer (default: the program's default)")
     args = ap.parse_args()
     args.workdir = os.path.abspath(args.workdir)
     os.makedirs(args.workdir, exist_ok=True)

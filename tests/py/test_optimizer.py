@@ -27,6 +27,7 @@ Tried by mutating trainer.c: a changed bias correction (either), weight decay (s
 beta1 or beta2 term, epsilon placement, clip rule, loss scale 1/(B T) or lr of step k - 1 fails.
 
     /usr/bin/python3 tests/py/test_optimizer.py --bin build/cfsp-mpi --shared /work/shared --workdir /tmp/opt
+    (with --trainer pipeline --np 3: the same checks of the pipelined trainer on three stages)
 """
 import json
 import math
@@ -199,10 +200,17 @@ def main():
             "--rank", RANK, "--alpha", ALPHA, "--seed", 5, "--lr", HP["lr"], "--min-lr-ratio", HP["min_lr_ratio"],
             "--weight-decay", HP["weight_decay"], "--beta1", HP["beta1"], "--beta2", HP["beta2"], "--adam-eps", HP["adam_eps"]]
 
+    # --trainer pipeline --np P: the same checks of the pipelined trainer (each rank its stage's blocks)
+    nprocs = NP
+    if args.trainer:
+        base += ["--trainer", args.trainer]
+        nprocs = args.np
+        ck.note("trainer %s at -n %d" % (args.trainer, nprocs))
+
     def recover(name, steps, warmup, clip, resume=None):
         d = common.fresh_dir(os.path.join(wd, name))
         opts = base + ["--steps", steps, "--warmup", warmup, "--clip", clip, "--output-dir", d]
-        rc, _ = common.run_cfsp(args, opts + (["--resume", resume] if resume else []), np_ranks=NP, sub="recover")
+        rc, _ = common.run_cfsp(args, opts + (["--resume", resume] if resume else []), np_ranks=nprocs, sub="recover")
         if rc != 0:
             return None, None
         with open(os.path.join(d, "recover.json")) as f:

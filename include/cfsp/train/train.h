@@ -1,19 +1,31 @@
-/* train.h — `cfsp-mpi recover`: LoRA recovery fine-tuning of a pruned model (issue 7).
+/* train.h — `cfsp-mpi recover`: LoRA recovery fine-tuning of a pruned model (issues 7 and 15).
  *
- * Data parallel: every rank holds the whole (small) pruned model, frozen, in its stored dtype (a
- * block's matrices are converted to fp32 one block at a time only when they are not F32), and the
- * same fp32 master adapters. A step takes a global batch of B windows of T tokens from the
- * training tokens (offsets from the seed and the step number only), rank p computes windows
- * [p B/P, (p+1) B/P) one at a time (forward keeping activations, backward, train_ops.h), adds
- * each window's adapter gradient to a double accumulator in window order, and one MPI_Allreduce
- * (MPI_SUM, double) combines the ranks; gradient-norm clipping, AdamW and the cosine schedule then
- * run identically on every rank. Loss = mean next-token cross-entropy over the batch's B (T-1)
- * predictions.
+ * Two trainers, one arithmetic. A step takes a global batch of B windows of T tokens from the
+ * training tokens (offsets from the seed and the step number only); every window's forward and
+ * backward run block by block (train_ops.h), the window's adapter gradient (float) is added to a
+ * double accumulator in window order, and the gradient norm is the sum over blocks, in block order,
+ * of each block's sum of squares; clipping, AdamW and the cosine schedule then run per parameter.
+ * Loss = mean next-token cross-entropy over the batch's B (T-1) predictions.
  *
- *   train_io.c   the model (pruned HDF5 of model_h5.h, or a Hugging Face directory), adapter
- *                checkpoints (HDF5, rank 0, tmp + rename), --merge (a pruned HDF5 in the same
- *                format with B A alpha/r folded in), PEFT adapter_model.safetensors
- *   trainer.c    adapters, one training step, evaluation (perplexity of windows), the schedule */
+ *  - data parallel (TRAINER_DATA): every rank holds the whole (small) pruned model, frozen, in its
+ *    stored dtype, and all adapters; rank p computes windows [p B/P, (p+1) B/P) and one
+ *    MPI_Allreduce (MPI_SUM, double) combines the ranks' accumulators.
+ *  - pipelined (TRAINER_PIPELINE, train_pipe.c): stage s of S holds only the blocks
+ *    [first[s], first[s+1]) (stored dtype), their adapters and AdamW state, stage 0 the embedding,
+ *    stage S-1 the final norm and lm_head. Windows are the micro-batches of a 1F1B schedule:
+ *    hidden states flow down, their gradients flow up, each stage keeps the input of each of its
+ *    blocks for the windows in flight and recomputes the block's activations in the backward
+ *    (except for the window whose activations are still there). Every stage sums its windows in
+ *    window order, so the adapters after a step are bitwise those of the data-parallel trainer on
+ *    one rank, at any rank count. Ranks beyond S (more ranks than blocks) hold nothing and only
+ *    join the collectives.
+ *
+ *   train_io.c   the model (pruned HDF5 of model_h5.h, or a Hugging Face directory; a block range),
+ *                adapter checkpoints (one HDF5 file, every rank writing its own part, tmp +
+ *                rename), --merge (a pruned HDF5 in the same format with B A alpha/r folded in,
+ *                each rank writing its blocks), PEFT adapter_model.safetensors
+ *   trainer.c    adapters, the data-parallel step, the update, evaluation, the schedule
+ *   train_pipe.c the stage plan, the pipelined step and evaluation */
 #ifndef CFSP_TRAIN_H
 #define CFSP_TRAIN_H
 #include "cfsp/model/weights.h"
@@ -23,6 +35,8 @@
 
 typedef struct {
     model_config cfg;
+    int b0, b1;                  /* the blocks held: [b0, b1) (the others' entries are empty) */
+    int has_embed, has_head;
     char path[4096];             /* the pruned .h5 file or the HF directory */
     int from_h5;
     char src_dir[4096];          /* the source checkpoint (tokenizer, provenance) */
@@ -34,6 +48,8 @@ typedef struct {
 } train_model;
 
 int train_model_load(const char *path, train_model *m);
+/* only blocks [b0, b1), the embedding if embed, the final norm and lm_head if head */
+int train_model_load_range(const char *path, int b0, int b1, int embed, int head, train_model *m);
 void train_model_free(train_model *m);
 
 typedef struct {
@@ -42,14 +58,44 @@ typedef struct {
     uint64_t seed;
 } train_hparams;
 
+typedef enum { TRAINER_DATA = 0, TRAINER_PIPELINE = 1 } trainer_kind;
+extern const char *const trainer_kind_names[2];   /* "data", "pipeline" */
+
+/* the pipeline's stages: S = min(P, L) stages of contiguous blocks, the largest stage cost (a
+ * training step's flops per token: forward, recomputation and backward of its blocks, the head's
+ * on the last) as small as possible, every stage at least one block */
+typedef struct {
+    int nstages;
+    int *first;                  /* [S + 1]: stage s holds blocks first[s] .. first[s+1]-1 */
+    double *cost;                /* [S] flops per token of a step */
+} train_stages;
+void train_stages_plan(const model_config *c, const lora_plan *plan, int T, int P, train_stages *st);
+void train_stages_free(train_stages *st);
+/* flops per token of block l's training step (forward twice, backward) and of the head's */
+double train_block_cost(const model_config *c, const lora_plan *plan, int l, int T);
+double train_head_cost(const model_config *c);
+
 typedef struct {
     const train_model *m;
     lora_plan plan;
-    int64_t nparam;
-    int64_t (*offA)[LORA_NMOD], (*offB)[LORA_NMOD];   /* [L][7] offsets into the flat arrays, -1 if not adapted */
-    float *param, *grad, *adam_m, *adam_v;          /* [nparam]: A and B of every adapter, block by block */
+    trainer_kind kind;
+    int stage, nstages;                            /* pipeline: this rank's stage (-1: idle) of S */
+    int *first;                                    /* pipeline: [S + 1] the stage map (a copy) */
+    int b0, b1;                                    /* the blocks whose adapters this rank holds */
+    int64_t nparam;                                /* all adapters' parameters */
+    int64_t pbase, nlocal;                         /* this rank's part: global offsets [pbase, pbase + nlocal) */
+    int64_t (*offA)[LORA_NMOD], (*offB)[LORA_NMOD];   /* [L][7] global offsets into the flat arrays, -1 if not adapted */
+    float *param, *grad, *adam_m, *adam_v;          /* [nlocal]: A and B of every adapter held, block by block */
     double *gacc;
     int step;                                      /* optimizer steps done */
+    /* pipeline: windows in flight, their block inputs, the window whose activations act[l] holds */
+    int slots;
+    float *xin;                                    /* [slots][b1 - b0][T, D] */
+    float *sendbuf;                                /* [slots][T, D] */
+    float *dxbuf;                                  /* [T, D] the gradient flowing up */
+    int *act_win;                                  /* [L] */
+    int bound;                                     /* block whose fp32 weights are in wconv (-1: none) */
+    double compute_seconds, wait_seconds;          /* this rank's, accumulated over steps */
     /* work buffers */
     int T, rmax;
     blk_params *bp;
@@ -59,7 +105,12 @@ typedef struct {
     int32_t *tgt;
 } trainer;
 
-void trainer_init(trainer *tr, const train_model *m, const lora_plan *plan, int seqlen, uint64_t seed);
+/* kind TRAINER_DATA: m holds every block; TRAINER_PIPELINE: m holds stage `stage`'s blocks of st
+ * (stage -1: an idle rank, m empty) */
+void trainer_init(trainer *tr, const train_model *m, const lora_plan *plan, int seqlen, uint64_t seed, trainer_kind kind,
+                  const train_stages *st, int stage);
+/* the parameter pointer of global offset off (held by this rank) */
+static inline float *trainer_param(const trainer *tr, int64_t off) { return tr->param + (off - tr->pbase); }
 void trainer_free(trainer *tr);
 /* the global batch of step s (1-based): B window offsets into ntok tokens */
 void train_batch_offsets(uint64_t seed, int step, int B, int T, int64_t ntok, int64_t *off);
@@ -67,15 +118,28 @@ double train_lr(const train_hparams *h, int step);
 /* collective: one optimizer step on the global batch; returns the batch's mean loss; *gnorm the
  * global gradient norm before clipping */
 double trainer_step(trainer *tr, const train_hparams *h, const uint32_t *tokens, int64_t ntok, double *gnorm);
+double trainer_pipe_step(trainer *tr, const train_hparams *h, const uint32_t *tokens, int64_t ntok, double *gnorm);
+/* after the batch's gradient is in tr->gacc: the global norm (block order), clipping, AdamW; loss and
+ * count are the batch's sums (valid on every rank) */
+double trainer_update(trainer *tr, const train_hparams *h, int step, const double *red, double *gnorm);
+/* point block l's linear maps at fp32 weights: the stored data if F32, else a converted copy in
+ * tr->wconv (kept while the same block is bound) */
+void trainer_bind_block(trainer *tr, int l);
+/* the stage that holds block l's adapters (data parallel: 0, every rank holds them) */
+int trainer_owner(const trainer *tr, int l);
 /* collective: perplexity over the first nwin non-overlapping windows of T tokens (split across ranks) */
 double trainer_eval(trainer *tr, const uint32_t *tokens, int64_t ntok, int nwin, double *nll, int64_t *count);
+double trainer_pipe_eval(trainer *tr, const uint32_t *tokens, int64_t ntok, int nwin, double *nll, int64_t *count);
 
-/* rank 0: adapters + optimizer state to path (written as path.tmp, renamed) */
+/* collective: adapters + optimizer state to path (path.tmp, renamed): one file, the same for both
+ * trainers and any rank count; data parallel: rank 0 writes it all; pipelined: every rank its part */
 int train_ckpt_write(const trainer *tr, const char *path, const char *meta_json);
-/* every rank: restore; FAILs unless the plan (ranks, targets, shapes) matches */
+/* every rank: restore its part; FAILs unless the plan (ranks, targets, shapes) matches */
 int train_ckpt_read(trainer *tr, const char *path);
-/* rank 0: the pruned checkpoint with every adapter folded in (W += alpha/r B A, rounded to the stored dtype) */
+/* collective: the pruned checkpoint with every adapter folded in (W += alpha/r B A, rounded to the
+ * stored dtype); data parallel: rank 0 writes it; pipelined: every rank its blocks */
 int train_merge_write(const trainer *tr, const char *out_path);
-/* rank 0: PEFT adapter_model.safetensors (F32 lora_A / lora_B) */
+/* collective: PEFT adapter_model.safetensors (F32 lora_A / lora_B), written by rank 0 (pipelined:
+ * each block's adapters sent to it in turn) */
 int train_peft_write(const trainer *tr, const char *out_path);
 #endif

@@ -1,0 +1,151 @@
+#!/usr/bin/python3
+"""The pipelined LoRA trainer of `cfsp-mpi recover` (src/train/train_pipe.c, issue 15) against the
+data-parallel trainer on one rank.
+
+A generated bf16 checkpoint of odd shapes (D 48, 6 blocks of FFN widths 67..120, GQA 4/2 heads,
+vocabulary 301, untied head) is pruned (cfsp, 0.3) and recovered with the adaptive plan, 3 steps of
+5 windows x 24 tokens (a batch that is no multiple of most rank counts), constant learning rate,
+--merge and --peft:
+  1. the data-parallel trainer at -n 1 is the reference (its gradients are checked against NumPy
+     and finite differences by test_recover.py and test_optimizer.py; the pipelined trainer's by
+     test_optimizer.py --trainer pipeline as ctest optimizer_pipeline);
+  2. the pipelined trainer at -n 1, 2, 3, 4 and 8 (more ranks than blocks: idle ranks): the losses,
+     gradient norms and held-out perplexities of recover.json, every dataset of checkpoint.h5
+     (adapters and AdamW moments), every tensor of merged.h5 and adapter_model.safetensors are
+     bitwise equal to the reference; merged.h5 passes `cfsp-mpi verify`;
+  3. the stage map of recover.json: contiguous, non-empty, covering every block, min(P, L) stages;
+  4. resume: 2 steps pipelined at -n 2, resumed to 4 steps by the data-parallel trainer at -n 1 and
+     by the pipelined trainer at -n 3, equal to 4 steps in one run (the checkpoint is one file for
+     both trainers and any rank count);
+  5. --trainer auto takes the data-parallel trainer on this small model at -n 2 (batch 6), and the
+     pipelined one when the batch is no multiple of the ranks; --trainer data refuses that batch.
+
+    /usr/bin/python3 tests/py/test_recover_pipeline.py --bin build/cfsp-mpi --mkmodel build/cfsp-mpi-mkmodel --workdir /tmp/rp
+"""
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+from common import np  # noqa: E402
+import h5py  # noqa: E402
+
+FFN = [67, 90, 31, 120, 55, 77]
+
+
+def h5_all(path):
+    out = {}
+    with h5py.File(path, "r") as f:
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset):
+                out[name] = obj[()]
+        f.visititems(visit)
+    return out
+
+
+def same_arrays(a, b):
+    if set(a) != set(b):
+        return False, "datasets differ: %s" % sorted(set(a) ^ set(b))[:4]
+    for k in a:
+        x, y = np.asarray(a[k]), np.asarray(b[k])
+        if x.shape != y.shape or x.dtype != y.dtype or x.tobytes() != y.tobytes():
+            return False, "dataset %s differs" % k
+    return True, "%d datasets" % len(a)
+
+
+def log_of(res):
+    return [(e["step"], e["loss"], e["grad_norm"]) for e in res["log"]]
+
+
+def main():
+    args = common.parse_args(__doc__)
+    ck = common.Checker("recover_pipeline")
+    wd = args.workdir
+    mdir = os.path.join(wd, "model")
+    if not ck.check(common.mkmodel(args, mdir, 48, None, len(FFN), 4, 2, 301, dtype="bf16", seed=11, tie=0, ffn_per_layer=FFN),
+                    "generated a bf16 checkpoint, FFN widths %s" % FFN):
+        ck.finish()
+    tok = common.write_tokens(os.path.join(wd, "tokens.bin"), 30000, 301, 4)
+    prune = common.fresh_dir(os.path.join(wd, "prune"))
+    rc, _ = common.run_cfsp(args, ["--model", mdir, "--calib-tokens", tok + "@0:10000", "--nsamples", 4, "--seqlen", 32,
+                                   "--ratios", 0.3, "--eval-dense", 0, "--eval-pruned", 0, "--output-dir", prune], np_ranks=2)
+    h5 = os.path.join(prune, "cfsp_r0.3.h5")
+    if not ck.check(rc == 0 and os.path.exists(h5), "pruned at 0.3"):
+        ck.finish()
+    base = ["--model", h5, "--train-tokens", tok + "@10000:25000", "--eval-tokens", tok + "@25000:30000", "--eval-windows", 7,
+            "--seqlen", 24, "--batch", 5, "--lr", 0.01, "--warmup", 0, "--min-lr-ratio", 1, "--plan", "adaptive",
+            "--stats", os.path.join(prune, "stats.h5"), "--rank", 3, "--seed", 9, "--clip", 0.5]
+
+    def recover(name, n, trainer, steps, extra=()):
+        d = common.fresh_dir(os.path.join(wd, name))
+        rc, out = common.run_cfsp(args, base + ["--steps", steps, "--trainer", trainer, "--output-dir", d] + list(extra),
+                                  np_ranks=n, sub="recover")
+        res = None
+        if rc == 0:
+            with open(os.path.join(d, "recover.json")) as f:
+                res = json.load(f)
+        return d, res, out
+
+    # 1. the reference
+    ref_dir, ref, _ = recover("data_n1", 1, "data", 3, ["--merge", 1, "--peft", 1])
+    if not ck.check(ref is not None and ref["trainer"]["kind"] == "data", "data-parallel reference at -n 1"):
+        ck.finish()
+    ref_ck, ref_mg = h5_all(os.path.join(ref_dir, "checkpoint.h5")), h5_all(os.path.join(ref_dir, "merged.h5"))
+    with open(os.path.join(ref_dir, "adapter_model.safetensors"), "rb") as f:
+        ref_peft = f.read()
+    ck.note("reference losses %s" % [round(x[1], 6) for x in log_of(ref)])
+
+    # 2./3. the pipelined trainer at several rank counts
+    L = len(FFN)
+    for n in (1, 2, 3, 4, 8):
+        d, res, out = recover("pipe_n%d" % n, n, "pipeline", 3, ["--merge", 1, "--peft", 1])
+        if not ck.check(res is not None, "pipelined trainer at -n %d" % n):
+            continue
+        t = res["trainer"]
+        fb = t.get("first_block", [])
+        ok_map = (t["kind"] == "pipeline" and t["stages"] == min(n, L) and fb[0] == 0 and fb[-1] == L and
+                  all(fb[i] < fb[i + 1] for i in range(len(fb) - 1)))
+        ck.check(ok_map, "-n %d: %d stages, first blocks %s" % (n, t.get("stages", -1), fb))
+        ck.check(log_of(res) == log_of(ref), "-n %d: losses and gradient norms of 3 steps bitwise = data -n 1" % n)
+        ck.check(res["eval_before"] == ref["eval_before"] and res["eval_after"] == ref["eval_after"],
+                 "-n %d: held-out perplexity before/after bitwise = data -n 1" % n,
+                 "%.6f -> %.6f" % (res["eval_before"]["ppl"], res["eval_after"]["ppl"]))
+        ok, why = same_arrays(h5_all(os.path.join(d, "checkpoint.h5")), ref_ck)
+        ck.check(ok, "-n %d: checkpoint.h5 (adapters, AdamW moments) bitwise = data -n 1" % n, why)
+        ok, why = same_arrays(h5_all(os.path.join(d, "merged.h5")), ref_mg)
+        ck.check(ok, "-n %d: merged.h5 written in parallel, tensors bitwise = data -n 1" % n, why)
+        with open(os.path.join(d, "adapter_model.safetensors"), "rb") as f:
+            ck.check(f.read() == ref_peft, "-n %d: adapter_model.safetensors byte for byte = data -n 1" % n)
+        if n == 3:
+            rc, vout = common.run_cmd([args.bin, "verify", os.path.join(d, "merged.h5")])
+            ck.check(rc == 0 and "all checksums match" in vout, "-n 3: cfsp-mpi verify merged.h5")
+
+    # 4. resume across trainers and rank counts (constant lr: the schedule does not depend on --steps)
+    full_dir, full, _ = recover("full4", 1, "data", 4)
+    half_dir, half, _ = recover("half2", 2, "pipeline", 2)
+    if ck.check(full is not None and half is not None, "4 steps in one run; 2 steps pipelined at -n 2"):
+        full_ck = h5_all(os.path.join(full_dir, "checkpoint.h5"))
+        for name, n, trainer in (("resume_data_n1", 1, "data"), ("resume_pipe_n3", 3, "pipeline")):
+            d, res, _ = recover(name, n, trainer, 4, ["--resume", os.path.join(half_dir, "checkpoint.h5")])
+            if not ck.check(res is not None and res["start_step"] == 2, "resume at step 2 with the %s trainer at -n %d" % (trainer, n)):
+                continue
+            ck.check(log_of(res) == log_of(full)[2:], "resumed steps 3-4 (%s, -n %d) bitwise = one run" % (trainer, n))
+            ok, why = same_arrays(h5_all(os.path.join(d, "checkpoint.h5")), full_ck)
+            ck.check(ok, "resumed checkpoint.h5 (%s, -n %d) bitwise = one run" % (trainer, n), why)
+
+    # 5. the automatic choice
+    d = common.fresh_dir(os.path.join(wd, "auto6"))
+    rc, out = common.run_cfsp(args, base + ["--steps", 1, "--batch", 6, "--output-dir", d], np_ranks=2, sub="recover")
+    ck.check(rc == 0 and "data trainer (auto" in out, "auto, batch 6 at -n 2: the data-parallel trainer on this small model")
+    d = common.fresh_dir(os.path.join(wd, "auto5"))
+    rc, out = common.run_cfsp(args, base + ["--steps", 1, "--output-dir", d], np_ranks=2, sub="recover")
+    ck.check(rc == 0 and "pipeline trainer (auto" in out, "auto, batch 5 at -n 2: the pipelined trainer")
+    d = common.fresh_dir(os.path.join(wd, "data5"))
+    rc, out = common.run_cfsp(args, base + ["--steps", 1, "--trainer", "data", "--output-dir", d], np_ranks=2, sub="recover")
+    ck.check(rc != 0 and "not a multiple" in out, "--trainer data, batch 5 at -n 2: refused with the reason")
+    ck.finish()
+
+
+if __name__ == "__main__":
+    main()
