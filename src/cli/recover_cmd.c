@@ -336,13 +336,19 @@ int recover_command(int argc, char **argv)
     cJSON_AddNumberToObject(tm, "train_seconds", train_secs);
     cJSON_AddNumberToObject(tm, "total_seconds", now_seconds() - t0);
     /* per-rank times of the training: the slowest rank's compute and every rank's waits */
-    double cw[2] = { tr.compute_seconds, tr.wait_seconds }, *all = xmalloc(sizeof(double) * 2 * (size_t)cfsp_nranks());
-    MPI_CHECK(MPI_Gather(cw, 2, MPI_DOUBLE, all, 2, MPI_DOUBLE, 0, MPI_COMM_WORLD));
+    /* per rank: training compute and wait seconds, peak RSS, the bytes of the blocks it holds */
+    double wb = 0;
+    for (int l = m.b0; l < m.b1; l++)
+        for (int t = 0; t < LORA_NMOD; t++) wb += (double)(m.w[l][t].rows * m.w[l][t].cols) * (double)dtype_size(m.w[l][t].dtype);
+    if (m.has_embed) wb += (double)(m.embed.rows * m.embed.cols) * (double)dtype_size(m.embed.dtype);
+    if (m.has_head && m.head.owned) wb += (double)(m.head.rows * m.head.cols) * (double)dtype_size(m.head.dtype);
+    double cw[4] = { tr.compute_seconds, tr.wait_seconds, (double)vm_hwm_bytes(), wb }, *all = xmalloc(sizeof(double) * 4 * (size_t)cfsp_nranks());
+    MPI_CHECK(MPI_Gather(cw, 4, MPI_DOUBLE, all, 4, MPI_DOUBLE, 0, MPI_COMM_WORLD));
     if (rank == 0) {
-        cJSON *rc_ = cJSON_AddArrayToObject(tm, "rank_compute_seconds"), *rw = cJSON_AddArrayToObject(tm, "rank_wait_seconds");
-        for (int r = 0; r < cfsp_nranks(); r++) {
-            cJSON_AddItemToArray(rc_, cJSON_CreateNumber(all[2 * r]));
-            cJSON_AddItemToArray(rw, cJSON_CreateNumber(all[2 * r + 1]));
+        static const char *const names[4] = { "rank_compute_seconds", "rank_wait_seconds", "rank_vmhwm_bytes", "rank_weight_bytes" };
+        for (int k = 0; k < 4; k++) {
+            cJSON *a = cJSON_AddArrayToObject(tm, names[k]);
+            for (int r = 0; r < cfsp_nranks(); r++) cJSON_AddItemToArray(a, cJSON_CreateNumber(all[4 * r + k]));
         }
     }
     free(all);

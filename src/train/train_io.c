@@ -93,15 +93,9 @@ int train_model_load_range(const char *path, int b0, int b1, int embed, int head
     if (!rc && (embed || (head && tied))) rc = read_tensor(&s, "model.embed_tokens.weight", &m->embed);
     if (!rc && head) rc = read_vec_f32(&s, "model.norm.weight", D, &m->final_norm);
     if (!rc && head) {
-        wmat hw;
-        if (!tied) rc = read_tensor(&s, "lm_head.weight", &hw);
-        if (!rc) {
-            const wmat *h = tied ? &m->embed : &hw;
-            m->head_f32 = xmalloc(sizeof(float) * (size_t)h->rows * (size_t)h->cols);
-            convert_to_f32(h->dtype, h->data, m->head_f32, (size_t)h->rows * (size_t)h->cols);
-            if (!tied) free(hw.owned);
-        }
-        if (!rc && tied && !embed) { free(m->embed.owned); memset(&m->embed, 0, sizeof m->embed); }
+        if (!tied) rc = read_tensor(&s, "lm_head.weight", &m->head);
+        else if (embed) { m->head = m->embed; m->head.owned = NULL; }      /* the same matrix */
+        else { m->head = m->embed; memset(&m->embed, 0, sizeof m->embed); } /* read for the head only */
     }
     ckpt_close(&s);
     return rc;
@@ -115,7 +109,7 @@ void train_model_free(train_model *m)
         free(m->ln1[l]); free(m->ln2[l]); free(m->bias[l]);
     }
     free(m->w); free(m->ln1); free(m->ln2); free(m->bias);
-    free(m->embed.owned); free(m->head_f32); free(m->final_norm);
+    free(m->embed.owned); free(m->head.owned); free(m->final_norm);
     model_config_free(&m->cfg);
     memset(m, 0, sizeof *m);
 }

@@ -128,8 +128,7 @@ static double fwd_window(trainer *tr, int i, const uint32_t *ids, int keep, floa
     }
     if (s == S - 1) {
         for (int t = 0; t < T; t++) tr->tgt[t] = t + 1 < T ? (int32_t)ids[t + 1] : -1;
-        head_params hp = { D, c->vocab, (float)c->eps, tr->m->final_norm, tr->m->head_f32 };
-        loss = head_loss(&hp, x, tr->tgt, T, scale, scale > 0 ? tr->dxbuf : NULL, tr->xn, tr->rstd, tr->logits, count);
+        loss = trainer_head(tr, x, T, scale, scale > 0 ? tr->dxbuf : NULL, count);
         tr->compute_seconds += now_seconds() - t0;
     } else {
         tr->compute_seconds += now_seconds() - t0;

@@ -6,6 +6,7 @@
 #include "cfsp/train/train.h"
 #include "cfsp/util/err.h"
 #include "cfsp/util/util.h"
+#include <cblas.h>
 #include <math.h>
 #include <mpi.h>
 #include <stdlib.h>
@@ -173,6 +174,7 @@ void trainer_init(trainer *tr, const train_model *m, const lora_plan *plan, int 
         tr->xn = xmalloc(sizeof(float) * nd);
         tr->rstd = xmalloc(sizeof(float) * (size_t)T);
         tr->logits = xmalloc(sizeof(float) * (size_t)T * (size_t)c->vocab);
+        if (m->head.dtype != DT_F32) tr->hpanel = xmalloc(sizeof(float) * (size_t)HEAD_PANEL * (size_t)D);
     }
     if (kind == TRAINER_PIPELINE && stage >= 0) {
         /* windows in flight at stage s of a 1F1B schedule: S - s (its warm-up forwards + 1) */
@@ -204,7 +206,7 @@ void trainer_free(trainer *tr)
     free(tr->param); free(tr->grad); free(tr->adam_m); free(tr->adam_v); free(tr->gacc);
     free(tr->offA); free(tr->offB);
     free(tr->x); free(tr->y); free(tr->dx); free(tr->xn); free(tr->rstd); free(tr->logits); free(tr->tgt);
-    free(tr->xin); free(tr->sendbuf); free(tr->dxbuf);
+    free(tr->xin); free(tr->sendbuf); free(tr->dxbuf); free(tr->hpanel);
     free(tr->cosb); free(tr->sinb); free(tr->wconv);
     lora_plan_free(&tr->plan);
     memset(tr, 0, sizeof *tr);
@@ -225,6 +227,40 @@ void trainer_bind_block(trainer *tr, int l)
     tr->bound = l;
 }
 
+/* rows [v0, v0 + n) of the stored head as fp32 */
+static const float *head_rows(trainer *tr, int64_t v0, int n)
+{
+    const wmat *h = &tr->m->head;
+    size_t D = (size_t)h->cols;
+    if (h->dtype == DT_F32) return (const float *)h->data + (size_t)v0 * (size_t)h->ld;
+    convert_to_f32(h->dtype, (const char *)h->data + (size_t)v0 * (size_t)h->ld * dtype_size(h->dtype), tr->hpanel, (size_t)n * D);
+    return tr->hpanel;
+}
+
+double trainer_head(trainer *tr, const float *x, int n, float scale, float *dx, int64_t *count)
+{
+    const model_config *c = &tr->m->cfg;
+    int D = c->hidden, V = c->vocab;
+    float *xn = tr->xn, *lg = tr->logits;
+    op_rmsnorm_fwd(xn, tr->rstd, x, tr->m->final_norm, n, D, (float)c->eps);
+    for (int v0 = 0; v0 < V; v0 += HEAD_PANEL) {            /* logits[:, v0..] = xn E[v0..]^T */
+        int k = V - v0 < HEAD_PANEL ? V - v0 : HEAD_PANEL;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, k, D, 1.0f, xn, D, head_rows(tr, v0, k), D, 0.0f, lg + v0, V);
+    }
+    double loss = op_xent(dx ? lg : NULL, lg, tr->tgt, n, V, scale, count);   /* dlogits in place */
+    if (dx) {
+        float *dxn = xn;                       /* xn is not needed after this: d(xn) = dlogits E */
+        for (int v0 = 0; v0 < V; v0 += HEAD_PANEL) {
+            int k = V - v0 < HEAD_PANEL ? V - v0 : HEAD_PANEL;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, D, k, 1.0f, lg + v0, V, head_rows(tr, v0, k), D,
+                        v0 ? 1.0f : 0.0f, dxn, D);
+        }
+        memset(dx, 0, sizeof(float) * (size_t)n * (size_t)D);
+        op_rmsnorm_bwd(dx, dxn, x, tr->m->final_norm, tr->rstd, n, D);
+    }
+    return loss;
+}
+
 /* forward (and, with scale > 0, backward into tr->grad) of one window of T tokens */
 static double window(trainer *tr, const uint32_t *ids, float scale, int backward, int64_t *count)
 {
@@ -238,8 +274,7 @@ static double window(trainer *tr, const uint32_t *ids, float scale, int backward
         blk_forward(&tr->bp[l], &tr->act[l], x, y, T, tr->cosb, tr->sinb);
         float *s = x; x = y; y = s;
     }
-    head_params hp = { D, c->vocab, (float)c->eps, tr->m->final_norm, tr->m->head_f32 };
-    double loss = head_loss(&hp, x, tr->tgt, T, scale, backward ? tr->dx : NULL, tr->xn, tr->rstd, tr->logits, count);
+    double loss = trainer_head(tr, x, T, scale, backward ? tr->dx : NULL, count);
     if (backward)
         for (int l = L - 1; l >= 0; l--) {
             trainer_bind_block(tr, l);

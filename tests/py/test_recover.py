@@ -308,7 +308,7 @@ def main():
     rc, out = common.run_cfsp(args, common_opts + ["--steps", 1, "--batch", 3, "--trainer", "data", "--output-dir", os.path.join(wd, "bad")],
                               np_ranks=2, sub="recover")
     ck.check(rc != 0 and "not a multiple" in out, "batch 3 on 2 ranks is refused by the data-parallel trainer")
-    rc, out = common.run_cfsp(args, common_opts + ["--steps", 1, "--batch", 3, "--output-dir", os.path.join(wd, "odd_batch")], np_ranks=2, sub="recover")
+    rc, out = common.run_cfsp(args, common_opts + ["--steps", 1, "--batch", 3, "--output-dir", common.fresh_dir(os.path.join(wd, "odd_batch"))], np_ranks=2, sub="recover")
     ck.check(rc == 0 and "pipeline trainer" in out, "batch 3 on 2 ranks: --trainer auto takes the pipelined trainer")
     rc, out = common.run_cfsp(args, common_opts + ["--steps", 1, "--output-dir", d2], np_ranks=1, sub="recover")
     ck.check(rc != 0 and "--force" in out, "existing outputs are not replaced without --force")

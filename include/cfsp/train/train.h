@@ -43,7 +43,8 @@ typedef struct {
     wmat (*w)[LORA_NMOD];        /* [L][7] frozen projections, stored dtype, owned */
     float **ln1, **ln2, **bias;  /* [L] fp32 copies of the norms; bias NULL unless flap */
     wmat embed;                  /* [V, D] */
-    float *head_f32;             /* lm_head (or the tied embedding) as fp32 [V, D] */
+    wmat head;                   /* lm_head (or the tied embedding) [V, D], stored dtype; owned
+                                  * unless it is the loaded embedding itself (tied) */
     float *final_norm;
 } train_model;
 
@@ -102,6 +103,7 @@ typedef struct {
     blk_act *act;
     blk_scratch sc;
     float *x, *y, *dx, *xn, *rstd, *logits, *cosb, *sinb, *wconv;
+    float *hpanel;                                 /* [HEAD_PANEL, D]: lm_head rows converted to fp32 */
     int32_t *tgt;
 } trainer;
 
@@ -125,6 +127,11 @@ double trainer_update(trainer *tr, const train_hparams *h, int step, const doubl
 /* point block l's linear maps at fp32 weights: the stored data if F32, else a converted copy in
  * tr->wconv (kept while the same block is bound) */
 void trainer_bind_block(trainer *tr, int l);
+/* the head on the stored lm_head, HEAD_PANEL rows converted to fp32 at a time (no fp32 copy of
+ * the [V, D] matrix): loss = sum over targets of -log softmax(norm(x) E^T); with dx (overwritten),
+ * the backward of scale * loss. tr->logits [n, V] holds the logits (then their gradient). */
+#define HEAD_PANEL 2048
+double trainer_head(trainer *tr, const float *x, int n, float scale, float *dx, int64_t *count);
 /* the stage that holds block l's adapters (data parallel: 0, every rank holds them) */
 int trainer_owner(const trainer *tr, int l);
 /* collective: perplexity over the first nwin non-overlapping windows of T tokens (split across ranks) */

@@ -88,7 +88,9 @@ void blk_forward(const blk_params *p, blk_act *a, const real *x_in, real *x_out,
 /* dx: in d(x_out), out d(x_in) (in place); adapter gradients accumulate */
 void blk_backward(const blk_params *p, const blk_act *a, real *dx, int n, const real *cos, const real *sin, blk_scratch *s);
 
-/* ---- the head: loss = sum_t -log softmax(norm(x_t) E^T)[tgt_t] ---- */
+/* ---- the head: loss = sum_t -log softmax(norm(x_t) E^T)[tgt_t] ----
+ * (the gradient check's form, E fp32 in one piece; the program's trainers compute the same on
+ * lm_head panels in its stored dtype: trainer_head, train.h) */
 typedef struct {
     int D, V;
     real eps;
