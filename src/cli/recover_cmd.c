@@ -28,7 +28,7 @@ typedef struct {
     train_hparams h;
 } rec_opts;
 
-static const char *const plan_names[] = { "uniform", "adaptive" };
+static const char *const plan_names[] = { "uniform", "adaptive", "pruned" };
 static const char *const alloc_names[] = { "default", "reference" };
 static const char *const trainer_names[] = { "auto", "data", "pipeline" };
 #define O(...) OPT(rec_opts, __VA_ARGS__)
@@ -48,8 +48,10 @@ static const opt_def rec_table[] = {
     O(OPT_DBL, h.beta1, "beta1", "0.9", "[0, 0.999999]", "AdamW beta1"),
     O(OPT_DBL, h.beta2, "beta2", "0.999", "[0, 0.999999999]", "AdamW beta2"),
     O(OPT_DBL, h.adam_eps, "adam-eps", "1e-8", "[1e-30, 1]", "AdamW epsilon"),
-    O(OPT_ENUM, adaptive, "plan", "uniform", NULL, "ranks per block: uniform, or adaptive by block importance (at most the uniform parameter count, short by less than one block-rank)",
-      .names = plan_names, .nnames = 2),
+    O(OPT_ENUM, adaptive, "plan", "uniform", NULL, "ranks per block: uniform; adaptive, proportional to the block's importance share "
+      "(as its pruning budget); or pruned, proportional to the fraction of its FFN channels pruned (read from the pruned --stats/--model "
+      "checkpoint). Either way at most the uniform parameter count, short by less than one block-rank",
+      .names = plan_names, .nnames = 3),
     O(OPT_INT, rank, "rank", "8", "[1, 65536]", "the uniform LoRA rank r"),
     O(OPT_DBL, alpha, "alpha", "16", "[1e-6, 1e6]", "LoRA alpha"),
     O(OPT_BOOL, alpha_scales, "alpha-scales", "1", NULL, "1: alpha_l = alpha r_l / r (constant alpha/r_l); 0: alpha fixed"),
@@ -172,10 +174,11 @@ int recover_command(int argc, char **argv)
     rc = lora_parse_targets(o.targets, target);
     double *imp = xcalloc((size_t)L, sizeof(double)), temp = 1;
     int adaptive = o.adaptive;
-    if (!rc && adaptive) {
+    if (!rc && adaptive == LORA_ADAPTIVE) {
         const char *src = o.stats[0] ? o.stats : o.model;
         rc = lora_read_importance(src, L, global_metric_names[o.metric], o.alloc_reference, imp, &temp);
-    }
+    } else if (!rc && adaptive == LORA_PRUNED)
+        rc = lora_read_pruned_fraction(o.stats[0] ? o.stats : o.model, L, imp);
     cfsp_sync(rc);
     lora_plan plan;
     lora_plan_build(&plan, c, target, o.rank, o.alpha, o.alpha_scales, adaptive, imp, o.a, temp);
@@ -183,7 +186,7 @@ int recover_command(int argc, char **argv)
     if (rank == 0) {
         out_path(&o, "adapter_config.json", p, sizeof p);
         rc = lora_plan_write_peft(&plan, p, m.src_dir, o.force);
-        fprintf(stderr, "cfsp-mpi recover: %s plan, ranks", adaptive ? "adaptive" : "uniform");
+        fprintf(stderr, "cfsp-mpi recover: %s plan, ranks", plan_names[adaptive]);
         for (int l = 0; l < L; l++) fprintf(stderr, " %d", plan.rank[l]);
         fprintf(stderr, "; %lld LoRA parameters (uniform r=%d: %lld)\n", (long long)plan.params, o.rank, (long long)plan.params_uniform);
     }

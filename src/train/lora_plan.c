@@ -115,7 +115,7 @@ void lora_plan_build(lora_plan *p, const model_config *c, const int *target, int
     p->r = r;
     p->alpha = alpha;
     p->alpha_scales = alpha_scales;
-    p->adaptive = adaptive && imp;
+    p->adaptive = imp ? adaptive : LORA_UNIFORM;
     p->rank = xmalloc(sizeof(int) * (size_t)L);
     p->share = xmalloc(sizeof(double) * (size_t)L);
     p->cost = xcalloc((size_t)L, sizeof(int64_t));
@@ -127,7 +127,8 @@ void lora_plan_build(lora_plan *p, const model_config *c, const int *target, int
             p->cost[l] += o + i;
         }
     if (p->adaptive) {
-        lora_sigmoid_scores(imp, L, a, temp_scale, p->share);
+        if (p->adaptive == LORA_ADAPTIVE) lora_sigmoid_scores(imp, L, a, temp_scale, p->share);
+        else for (int l = 0; l < L; l++) p->share[l] = imp[l] > 1e-9 ? imp[l] : 1e-9;   /* pruned fractions; none pruned: ~0 */
         double sum = 0;
         for (int l = 0; l < L; l++) sum += p->share[l];
         for (int l = 0; l < L; l++) p->share[l] /= sum;
@@ -163,6 +164,31 @@ static int read_f64_vec(hid_t f, const char *file, const char *path, double *v, 
 }
 
 
+
+const char *const lora_plan_names[3] = { "uniform", "adaptive", "pruned" };
+
+int lora_read_pruned_fraction(const char *path, int L, double *frac)
+{
+    h5_quiet();
+    if (!path_exists(path)) return FAIL("%s: no such file", path);
+    if (H5Fis_hdf5(path) <= 0) return FAIL("%s: not an HDF5 file (--plan pruned needs a pruned checkpoint)", path);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) return FAIL("%s: not an HDF5 file", path);
+    char *fmt = h5_attr_read_string(f, "format");
+    int rc = -1;
+    if (!fmt || strncmp(fmt, CKPT_FORMAT_PREFIX, strlen(CKPT_FORMAT_PREFIX)))
+        FAIL("%s: not a pruned checkpoint of cfsp-mpi (format %s): --plan pruned reads its keep fractions", path, fmt ? fmt : "missing");
+    else if (!read_f64_vec(f, path, CKPT_DS_KEEP_FRACTION, frac, L)) {
+        rc = 0;
+        for (int l = 0; l < L; l++) {
+            if (!(frac[l] >= 0 && frac[l] <= 1)) { rc = FAIL("%s: %s[%d] = %g: expected a fraction in [0, 1]", path, CKPT_DS_KEEP_FRACTION, l, frac[l]); break; }
+            frac[l] = 1.0 - frac[l];
+        }
+    }
+    free(fmt);
+    if (H5Fclose(f) < 0 && !rc) DIE("%s: closing the HDF5 file failed", path);
+    return rc;
+}
 
 int lora_read_importance(const char *path, int L, const char *metric, int reference, double *imp, double *temp_scale)
 {
@@ -238,7 +264,7 @@ int lora_plan_write_peft(const lora_plan *p, const char *path, const char *base_
         }
     /* provenance (ignored by PEFT) */
     cJSON *c = cJSON_AddObjectToObject(j, "cfsp_plan");
-    cJSON_AddStringToObject(c, "plan", p->adaptive ? "adaptive" : "uniform");
+    cJSON_AddStringToObject(c, "plan", lora_plan_names[p->adaptive]);
     cJSON *ra = cJSON_AddArrayToObject(c, "block_ranks"), *sh = cJSON_AddArrayToObject(c, "importance_share");
     for (int l = 0; l < p->L; l++) {
         cJSON_AddItemToArray(ra, cJSON_CreateNumber(p->rank[l]));

@@ -203,7 +203,7 @@ int train_ckpt_write(const trainer *tr, const char *path, const char *meta_json)
     h5_attr_i64(f, "step", tr->step);
     h5_attr_i64(f, "nparam", tr->nparam);
     h5_attr_string(f, "targets", targets);
-    h5_attr_string(f, "plan", p->adaptive ? "adaptive" : "uniform");
+    h5_attr_string(f, "plan", lora_plan_names[p->adaptive]);
     h5_attr_i64(f, "r", p->r);
     h5_attr_double(f, "alpha", p->alpha);
     h5_attr_i64(f, "alpha_scales", p->alpha_scales);
@@ -309,7 +309,7 @@ int train_merge_write(const trainer *tr, const char *out_path)
             rc = par ? ckpt_merge_tensor_par(out, name, W, o, in, trainer_owner(tr, l)) : ckpt_merge_tensor(out, name, W, o, in);
             free(W);
         }
-    ckpt_merge_info info = { .from = m->path, .plan = p->adaptive ? "adaptive" : "uniform", .steps = tr->step, .params = p->params };
+    ckpt_merge_info info = { .from = m->path, .plan = lora_plan_names[p->adaptive], .steps = tr->step, .params = p->params };
     return ckpt_merge_end(out, !rc, &info);
 }
 

@@ -72,10 +72,15 @@ def batch_loss(model, tokens, offsets, T=T):
 
 
 def numpy_plan(imp, nsamples, seqlen, ffn, cfg, r, a=1.0):
-    L = len(imp)
     x = (np.array(imp) - np.mean(imp)) / 1e4 * (131072.0 / (nsamples * seqlen))
     s = 1.0 / (1.0 + np.exp(-a * x))
-    w = s / s.sum()
+    return numpy_ranks(s / s.sum(), ffn, cfg, r)
+
+
+def numpy_ranks(w, ffn, cfg, r):
+    """ranks proportional to the weights w (largest remainder under the uniform budget)"""
+    L = len(w)
+    w = np.asarray(w, dtype=np.float64)
     D = cfg["hidden_size"]
     hd = cfg.get("head_dim") or D // cfg["num_attention_heads"]
     Q, KV = cfg["num_attention_heads"] * hd, cfg["num_key_value_heads"] * hd
@@ -145,6 +150,16 @@ def main():
              and ac["target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
              "adapter_config.json: r, lora_alpha, target_modules, rank_pattern and alpha_pattern by module path")
     ck.note("adaptive ranks %s, importance shares %s" % (got, [round(x, 4) for x in ac["cfsp_plan"]["importance_share"]]))
+    # the other direction: rank proportional to the fraction of the block's FFN channels pruned
+    rcp, acp = plan("plan_pruned", ["--plan", "pruned", "--rank", 8])
+    with h5py.File(h5, "r") as f:
+        pruned_frac = 1.0 - f["cfsp/keep_fraction"][()]
+    orig = cfg.get("intermediate_size")
+    wantp, usedp, _, _ = numpy_ranks(pruned_frac / pruned_frac.sum(), ffn, cfg, 8)
+    gotp = acp["cfsp_plan"]["block_ranks"]
+    ck.check(rcp == 0 and gotp == list(wantp) and acp["cfsp_plan"]["lora_params"] == usedp and acp["cfsp_plan"]["plan"] == "pruned",
+             "pruned plan (rank by pruned fraction) = NumPy plan", "C %s NumPy %s, pruned fractions %s (of %s channels)" % (
+                 gotp, list(wantp), [round(x, 3) for x in pruned_frac], orig))
     rc2, ac2 = plan("plan_from_h5", ["--plan", "adaptive", "--rank", 8])
     ck.check(rc2 == 0 and ac2["cfsp_plan"]["block_ranks"] == got, "importances of the pruned file give the same plan")
     rc3, ac3 = plan("plan_uniform", ["--plan", "uniform", "--rank", 8])

@@ -20,10 +20,14 @@ int lora_parse_targets(const char *s, int *mask);
 /* [out, in] of module t of block l */
 void lora_module_shape(const model_config *c, int l, int t, int64_t *out, int64_t *in);
 
+enum { LORA_UNIFORM = 0, LORA_ADAPTIVE = 1, LORA_PRUNED = 2 };
+extern const char *const lora_plan_names[3];   /* "uniform", "adaptive", "pruned" */
+
 typedef struct {
     int L;
     int target[LORA_NMOD];       /* 1 = adapted */
-    int adaptive;                /* 0 = uniform rank r */
+    int adaptive;                /* LORA_UNIFORM (rank r), LORA_ADAPTIVE (by importance), LORA_PRUNED
+                                  * (by the fraction of the block's FFN channels pruned) */
     int r;                       /* the uniform rank (and PEFT's default "r") */
     double alpha;                /* scaling = alpha / r; with alpha_scales, block l's alpha = alpha * r_l / r */
     int alpha_scales;            /* keep alpha / r_l constant (written as alpha_pattern) */
@@ -41,7 +45,9 @@ void lora_sigmoid_scores(const double *imp, int L, double a, double temp_scale, 
  * budget goes one rank at a time in order of the largest fractional remainder (ties: lower block). */
 void lora_adaptive_ranks(const double *weight, const int64_t *cost, int L, int r, int *rank);
 
-/* Build a plan. imp = NULL or adaptive = 0: uniform. */
+/* Build a plan. imp = NULL or adaptive = LORA_UNIFORM: uniform. LORA_ADAPTIVE: imp holds the
+ * coarse importances (weights: their sigmoid scores); LORA_PRUNED: imp holds each block's pruned
+ * fraction of FFN channels (the weights themselves: more rank to the blocks pruned hardest). */
 void lora_plan_build(lora_plan *p, const model_config *c, const int *target, int r, double alpha, int alpha_scales,
                      int adaptive, const double *imp, double a, double temp_scale);
 void lora_plan_free(lora_plan *p);
@@ -52,6 +58,10 @@ double lora_plan_scaling(const lora_plan *p, int l);
  * scale 131072/(nsamples*seqlen) of the default allocation mode; 1 with reference = 1), or of a
  * pruned checkpoint (/cfsp/importance, the run's options). FAIL on a layer-count mismatch. */
 int lora_read_importance(const char *path, int L, const char *metric, int reference, double *imp, double *temp_scale);
+
+/* The fraction of FFN channels pruned in each block of a pruned checkpoint: 1 - its /cfsp keep
+ * fractions. FAIL if the file is not a pruned checkpoint of cfsp-mpi or has another block count. */
+int lora_read_pruned_fraction(const char *path, int L, double *frac);
 
 /* PEFT adapter_config.json (tmp name + rename; never over an existing file unless force) */
 int lora_plan_write_peft(const lora_plan *p, const char *path, const char *base_model, int force);
