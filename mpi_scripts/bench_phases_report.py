@@ -81,7 +81,8 @@ def main():
                "wall_seconds_with_mpirun": float(wall[m]), "write_bytes": wb,
                "write_gbps": wb / s["write"] / 1e9 if s["write"] > 0 else None,
                "disk_direct_gbps": (dd_rate(os.path.join(raw, "dd-%s.txt" % m)) or 0) / 1e9 or None,
-               "peak_rss_bytes": max(st["vmhwm_bytes"] for st in r["stages"])}
+               "peak_rss_bytes": max(st["vmhwm_bytes"] for st in r["stages"]),
+               "slice_seconds_per_ratio": [p["slice_seconds"] for p in r["pruned"]]}
         row["largest_non_product_share"] = max((row["share"][k], k) for k in PHASES if k not in PRODUCT and k != "write")
         rows.append(row)
     prof = profile(os.path.join(raw, "profile.txt"))
@@ -113,6 +114,9 @@ def main():
                      r["name"], k, 100 * sh, "met" if sh < 0.05 else "NOT met", r["write_bytes"] / 1e9,
                      "%.2f" % r["write_gbps"] if r["write_gbps"] else "-",
                      "%.2f" % r["disk_direct_gbps"] if r["disk_direct_gbps"] else "-", r["peak_rss_bytes"] / 1e9))
+        L.append("  Slicing per ratio (in order): %s s — the first ratio's copies are the job's first use of that much "
+                 "new memory (the page faults and the kernel's zeroing of fresh pages are in its time)." % (
+                     ", ".join("%.2f" % x for x in r["slice_seconds_per_ratio"])))
     if prof:
         L += ["", "Profile of a 7B calibration (1 x 512, perf, self time): %.1f%% of the samples in BLAS/oneDNN kernels, "
               "%.1f%% elsewhere (norms, RoPE, softmax, statistics hooks, conversions). Top symbols:" % (

@@ -57,7 +57,7 @@ def main():
              machine.get("cpu_model", "?"), machine.get("nproc", "?"), machine.get("git_commit", "?")[:10],
              " + %s uncommitted files" % machine["git_dirty_files"] if machine.get("git_dirty_files", "0") != "0" else "",
              machine.get("date", "?"), machine.get("loadavg_start", "?"), machine.get("loadavg_end", "?")),
-         "bf16 flags of the CPU: %s (training runs fp32 products on fp32 copies of one block at a time)." % (
+         "bf16 flags of the CPU: %s (training runs fp32 products; 16-bit weights converted a panel of rows at a time)." % (
              ", ".join(f for f in machine.get("cpu_flags", "").split() if "bf16" in f) or "none"), "",
          "| slice | -n | trainer | stages (first blocks) | B x T | step s | tokens/s/rank | efficiency | predicted | peak RSS/rank GB | weights/rank GB | wait s/rank |",
          "|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
@@ -71,7 +71,7 @@ def main():
             ", ".join("%.1f" % v for v in r["rank_wait_seconds"] or [])))
     L += ["", "Efficiency = step time at -n 1 / (N x step time at -n N); predicted = stage balance x B / (B + S - 1) "
           "(no communication). Peak RSS against the weights the rank holds: the pipelined trainer holds only its stage's "
-          "blocks (stored dtype); the rest is one block's fp32 copy (converted per use), activations and the adapters."]
+          "blocks (stored dtype, used through a 16 MB fp32 panel); the rest is activations, the adapters and their AdamW state."]
     open(os.path.join(out, "recover.md"), "w").write("\n".join(L) + "\n")
 
 

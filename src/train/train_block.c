@@ -66,7 +66,7 @@ void blk_backward(const blk_params *p, const blk_act *a, real *dx, int n, const 
 double head_loss(const head_params *p, const real *x, const int32_t *tgt, int n, real scale, real *dx,
                  real *xn, real *rstd, real *logits, int64_t *count)
 {
-    lora_lin lm = { p->E, p->V, p->D, 0, 0, NULL, NULL, NULL, NULL };
+    lora_lin lm = { .W = p->E, .out = p->V, .in = p->D };
     op_rmsnorm_fwd(xn, rstd, x, p->norm, n, p->D, p->eps);
     op_linear_fwd(logits, NULL, &lm, xn, n);
     double loss = op_xent(dx ? logits : NULL, logits, tgt, n, p->V, scale, count);   /* dlogits in place */

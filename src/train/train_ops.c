@@ -47,9 +47,31 @@ void op_rmsnorm_bwd(real *dx, const real *dout, const real *x, const real *w, co
     }
 }
 
+#ifndef TRAIN_DOUBLE
+#include "cfsp/model/matmul.h"
+#include "cfsp/model/weights.h"
+/* dx[n, in] = beta dx + dy[n, out] W[out, in] with W stored in 16 bits: rows of W a panel at a time */
+static void stored_dyW(const lora_lin *m, const float *dy, int n, float beta, float *dx)
+{
+    int rows = (int)(m->panel_floats / (size_t)m->in);
+    size_t es = dtype_size((dtype_t)m->wdt);
+    for (int o0 = 0; o0 < m->out; o0 += rows) {
+        int k = m->out - o0 < rows ? m->out - o0 : rows;
+        convert_to_f32((dtype_t)m->wdt, (const char *)m->Wst + (size_t)o0 * (size_t)m->in * es, m->panel, (size_t)k * (size_t)m->in);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, m->in, k, 1.0f, dy + o0, m->out, m->panel, m->in, o0 ? 1.0f : beta, dx, m->in);
+    }
+}
+#endif
+
 void op_linear_fwd(real *y, real *xa, const lora_lin *m, const real *x, int n)
 {
     if (n == 0 || m->out == 0) return;
+#ifndef TRAIN_DOUBLE
+    if (!m->W) {                 /* the stored weight through the forward pass's product (matmul.h) */
+        static const mm_scratch none = { 0 };
+        mm_linear(n, m->out, m->in, x, (dtype_t)m->wdt, m->Wst, m->in, 0.0f, y, m->out, m->panel, m->panel_floats, &none);
+    } else
+#endif
     GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, n, m->out, m->in, 1, x, m->in, m->W, m->in, 0, y, m->out);
     if (m->r > 0) {
         GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, n, m->r, m->in, 1, x, m->in, m->A, m->in, 0, xa, m->r);
@@ -67,6 +89,10 @@ void op_linear_bwd(real *dx, real beta, real *dxa, const lora_lin *m, const real
         GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, m->r, m->in, n, 1, dxa, m->r, x, m->in, 1, m->dA, m->in);
     }
     if (!dx) return;
+#ifndef TRAIN_DOUBLE
+    if (!m->W) stored_dyW(m, dy, n, beta, dx);
+    else
+#endif
     GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, m->in, m->out, 1, dy, m->out, m->W, m->in, beta, dx, m->in);
     if (m->r > 0)
         GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, m->in, m->r, 1, dxa, m->r, m->A, m->in, 1, dx, m->in);

@@ -121,7 +121,6 @@ static double fwd_window(trainer *tr, int i, const uint32_t *ids, int keep, floa
     double t0 = now_seconds(), loss = 0;
     for (int l = tr->b0; l < tr->b1; l++) {
         if (keep) memcpy(tr->xin + ((size_t)slot * (size_t)(tr->b1 - tr->b0) + (size_t)(l - tr->b0)) * nd, x, sizeof(float) * nd);
-        trainer_bind_block(tr, l);
         blk_forward(&tr->bp[l], &tr->act[l], x, y, T, tr->cosb, tr->sinb);
         tr->act_win[l] = i;
         float *sw = x; x = y; y = sw;
@@ -152,7 +151,6 @@ static void bwd_window(trainer *tr, int i, sends *sd)
     double t0 = now_seconds();
     memset(tr->grad, 0, sizeof(float) * (size_t)tr->nlocal);
     for (int l = tr->b1 - 1; l >= tr->b0; l--) {
-        trainer_bind_block(tr, l);
         if (tr->act_win[l] != i) {
             const float *xi = tr->xin + ((size_t)slot * (size_t)(tr->b1 - tr->b0) + (size_t)(l - tr->b0)) * nd;
             blk_forward(&tr->bp[l], &tr->act[l], xi, tr->y, T, tr->cosb, tr->sinb);

@@ -125,11 +125,10 @@ void trainer_init(trainer *tr, const train_model *m, const lora_plan *plan, int 
         }
     /* block parameters, activations, scratch (the blocks held) */
     tr->T = T;
-    tr->bound = -1;
     tr->bp = xcalloc((size_t)L, sizeof(blk_params));
     tr->act = xcalloc((size_t)L, sizeof(blk_act));
     tr->act_win = xmalloc(sizeof(int) * (size_t)L);
-    int64_t smax[10] = { 0 }, wmax = 0;
+    int64_t smax[10] = { 0 };
     int need_conv = 0;
     for (int l = b0; l < b1; l++) {
         tr->act_win[l] = -1;
@@ -137,14 +136,14 @@ void trainer_init(trainer *tr, const train_model *m, const lora_plan *plan, int 
         p->D = D; p->H = c->n_heads; p->K = c->n_kv_heads; p->hd = c->head_dim; p->m = c->ffn[l];
         p->eps = (float)c->eps;
         p->ln1 = m->ln1[l]; p->ln2 = m->ln2[l]; p->bias = m->bias[l];
-        int64_t wsum = 0;
         for (int t = 0; t < LORA_NMOD; t++) {
             lora_lin *q = &p->lin[t];
             const wmat *w = &m->w[l][t];
             q->out = (int)w->rows; q->in = (int)w->cols;
             q->W = w->dtype == DT_F32 ? (const float *)w->data : NULL;
+            q->Wst = w->data;
+            q->wdt = (int)w->dtype;
             if (w->dtype != DT_F32) need_conv = 1;
-            wsum += w->rows * w->cols;
             if (tr->offA[l][t] >= 0) {
                 q->r = plan->rank[l];
                 q->s = (float)lora_plan_scaling(plan, l);
@@ -154,7 +153,6 @@ void trainer_init(trainer *tr, const train_model *m, const lora_plan *plan, int 
                 q->dB = tr->grad + (tr->offB[l][t] - tr->pbase);
             }
         }
-        if (wsum > wmax) wmax = wsum;
         int64_t as[14 + OP_NLIN], ss[10];
         blk_act_sizes(p, T, as);
         float **ap = (float **)&tr->act[l];
@@ -164,7 +162,21 @@ void trainer_init(trainer *tr, const train_model *m, const lora_plan *plan, int 
     }
     float **sp = (float **)&tr->sc;
     for (int i = 0; i < 10; i++) sp[i] = xcalloc((size_t)(smax[i] > 0 ? smax[i] : 1), sizeof(float));
-    if (need_conv) tr->wconv = xmalloc(sizeof(float) * (size_t)wmax);
+    /* 16-bit weights: used a panel of rows at a time, converted to fp32 (train_ops.h); the panel's
+     * size depends on the model only (its largest projection), so every rank sums alike */
+    if (need_conv) {
+        int64_t wmax = 0;
+        for (int l = 0; l < L; l++)
+            for (int t = 0; t < LORA_NMOD; t++) {
+                int64_t o, in;
+                lora_module_shape(c, l, t, &o, &in);
+                if (o * in > wmax) wmax = o * in;
+            }
+        size_t pf = (size_t)wmax < TRAIN_PANEL_FLOATS ? (size_t)wmax : TRAIN_PANEL_FLOATS;
+        tr->wconv = xmalloc(sizeof(float) * pf);
+        for (int l = b0; l < b1; l++)
+            for (int t = 0; t < LORA_NMOD; t++) { tr->bp[l].lin[t].panel = tr->wconv; tr->bp[l].lin[t].panel_floats = pf; }
+    }
     size_t nd = (size_t)T * D;
     tr->x = xmalloc(sizeof(float) * nd);
     tr->y = xmalloc(sizeof(float) * nd);
@@ -212,21 +224,6 @@ void trainer_free(trainer *tr)
     memset(tr, 0, sizeof *tr);
 }
 
-void trainer_bind_block(trainer *tr, int l)
-{
-    if (!tr->wconv || tr->bound == l) return;
-    float *dst = tr->wconv;
-    for (int t = 0; t < LORA_NMOD; t++) {
-        const wmat *w = &tr->m->w[l][t];
-        if (w->dtype == DT_F32) continue;
-        size_t n = (size_t)(w->rows * w->cols);
-        convert_to_f32(w->dtype, w->data, dst, n);
-        tr->bp[l].lin[t].W = dst;
-        dst += n;
-    }
-    tr->bound = l;
-}
-
 /* rows [v0, v0 + n) of the stored head as fp32 */
 static const float *head_rows(trainer *tr, int64_t v0, int n)
 {
@@ -270,15 +267,13 @@ static double window(trainer *tr, const uint32_t *ids, float scale, int backward
     for (int t = 0; t < T; t++) tr->tgt[t] = t + 1 < T ? (int32_t)ids[t + 1] : -1;
     float *x = tr->x, *y = tr->y;
     for (int l = 0; l < L; l++) {
-        trainer_bind_block(tr, l);
         blk_forward(&tr->bp[l], &tr->act[l], x, y, T, tr->cosb, tr->sinb);
         float *s = x; x = y; y = s;
     }
     double loss = trainer_head(tr, x, T, scale, backward ? tr->dx : NULL, count);
     if (backward)
         for (int l = L - 1; l >= 0; l--) {
-            trainer_bind_block(tr, l);
-            blk_backward(&tr->bp[l], &tr->act[l], tr->dx, T, tr->cosb, tr->sinb, &tr->sc);
+                blk_backward(&tr->bp[l], &tr->act[l], tr->dx, T, tr->cosb, tr->sinb, &tr->sc);
         }
     return loss;
 }

@@ -95,14 +95,14 @@ typedef struct {
     float *sendbuf;                                /* [slots][T, D] */
     float *dxbuf;                                  /* [T, D] the gradient flowing up */
     int *act_win;                                  /* [L] */
-    int bound;                                     /* block whose fp32 weights are in wconv (-1: none) */
     double compute_seconds, wait_seconds;          /* this rank's, accumulated over steps */
     /* work buffers */
     int T, rmax;
     blk_params *bp;
     blk_act *act;
     blk_scratch sc;
-    float *x, *y, *dx, *xn, *rstd, *logits, *cosb, *sinb, *wconv;
+    float *x, *y, *dx, *xn, *rstd, *logits, *cosb, *sinb;
+    float *wconv;                                  /* the fp32 panel of 16-bit weight rows (train_ops.h) */
     float *hpanel;                                 /* [HEAD_PANEL, D]: lm_head rows converted to fp32 */
     int32_t *tgt;
 } trainer;
@@ -124,13 +124,12 @@ double trainer_pipe_step(trainer *tr, const train_hparams *h, const uint32_t *to
 /* after the batch's gradient is in tr->gacc: the global norm (block order), clipping, AdamW; loss and
  * count are the batch's sums (valid on every rank) */
 double trainer_update(trainer *tr, const train_hparams *h, int step, const double *red, double *gnorm);
-/* point block l's linear maps at fp32 weights: the stored data if F32, else a converted copy in
- * tr->wconv (kept while the same block is bound) */
-void trainer_bind_block(trainer *tr, int l);
 /* the head on the stored lm_head, HEAD_PANEL rows converted to fp32 at a time (no fp32 copy of
  * the [V, D] matrix): loss = sum over targets of -log softmax(norm(x) E^T); with dx (overwritten),
  * the backward of scale * loss. tr->logits [n, V] holds the logits (then their gradient). */
 #define HEAD_PANEL 2048
+/* floats of the panel through which 16-bit frozen weights are used (at most the largest projection) */
+#define TRAIN_PANEL_FLOATS ((size_t)1 << 22)
 double trainer_head(trainer *tr, const float *x, int n, float scale, float *dx, int64_t *count);
 /* the stage that holds block l's adapters (data parallel: 0, every rank holds them) */
 int trainer_owner(const trainer *tr, int l);

@@ -11,6 +11,7 @@
  * No allocation here: every buffer comes from the caller. */
 #ifndef CFSP_TRAIN_OPS_H
 #define CFSP_TRAIN_OPS_H
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef TRAIN_DOUBLE
@@ -27,6 +28,15 @@ void op_rmsnorm_bwd(real *dx, const real *dout, const real *x, const real *w, co
 /* a frozen linear map with an optional LoRA adapter (r = 0: none) */
 typedef struct {
     const real *W;               /* [out, in] */
+#ifndef TRAIN_DOUBLE
+    /* or (W NULL) the frozen weight in its stored 16-bit dtype, used a panel of rows at a time
+     * converted to fp32 into panel (panel_floats floats, the same on every rank: the panel
+     * partition fixes the order of the backward's sums) */
+    const void *Wst;
+    int wdt;                     /* dtype_t of Wst */
+    float *panel;
+    size_t panel_floats;
+#endif
     int out, in, r;
     real s;                      /* alpha / r */
     const real *A, *B;           /* [r, in], [out, r] */
