@@ -18,6 +18,8 @@
 #include "cfsp/model/forward.h"
 #include "cfsp/pipeline/pipeline.h"
 #include "cfsp/pipeline/plan_mem.h"
+#include "cfsp/train/lora_plan.h"
+#include "cfsp/train/train.h"
 #include "cfsp/util/blas_env.h"
 #include "cfsp/util/err.h"
 #include "cfsp/util/opts.h"
@@ -298,7 +300,112 @@ typedef struct {
     char model[4096], json[4096];
     int ranks, nsamples, seqlen, chunk, ffn_slice, compute;
     double gflops, product_gflops;
+    int train_batch, train_seqlen, train_rank;
+    double train_keep;
 } plan_opts;
+
+/* --train-batch B: the plan of a pipelined recovery training step (`recover --trainer pipeline`,
+ * train.h): the program's own stage map over blocks (train_stages_plan, costs = a step's flops
+ * per token: forward, recomputation, backward; the head on the last stage), predicted efficiency =
+ * load balance x B / (B + S - 1) x S / P (1F1B fill and drain of B windows on S stages; idle ranks
+ * beyond the blocks; communication left out), and every stage's memory: its weights in the stored
+ * dtype, adapters with AdamW state and accumulator (24 bytes a parameter), and the activations of
+ * train_ops.h (one block's kept activations per block held, the backward scratch, the block inputs
+ * of the S - s windows in flight, the message buffers, the head's logits on the last stage, the
+ * 16-bit weights' conversion panel). --train-keep k models the FFN widths after pruning (k x m). */
+static int train_plan(const char *model, model_config *c, const st_model *stp, long P, long B, long T, int r, double keep,
+                      double gflops, const char *json_out)
+{
+    int L = c->n_layers;
+    for (int l = 0; l < L; l++) c->ffn[l] = (int)(keep * c->ffn[l] + 0.5) > 0 ? (int)(keep * c->ffn[l] + 0.5) : 1;
+    int target[LORA_NMOD] = { 1, 1, 1, 1, 1, 1, 1 };
+    lora_plan lp;
+    lora_plan_build(&lp, c, target, r, 2.0 * r, 1, LORA_UNIFORM, NULL, 1, 1);
+    train_stages st;
+    train_stages_plan(c, &lp, (int)T, (int)P, &st);
+    int S = st.nstages;
+    const st_tensor *gt = stp ? st_find(stp, "model.layers.0.mlp.gate_proj.weight") : NULL;
+    double es = gt ? (double)dtype_size(gt->dtype) : !strcmp(c->torch_dtype, "float32") ? 4 : 2;
+    double D = c->hidden, Q = (double)c->n_heads * c->head_dim, KV = (double)c->n_kv_heads * c->head_dim, V = c->vocab, H = c->n_heads;
+    double sum = 0, mx = 0, wmax = 0;
+    for (int s2 = 0; s2 < S; s2++) { sum += st.cost[s2]; if (st.cost[s2] > mx) mx = st.cost[s2]; }
+    for (int l = 0; l < L; l++)
+        for (int t = 0; t < LORA_NMOD; t++) {
+            int64_t o, in;
+            lora_module_shape(c, l, t, &o, &in);
+            if ((double)o * in > wmax) wmax = (double)o * in;
+        }
+    double panel = 4.0 * (wmax < (double)TRAIN_PANEL_FLOATS ? wmax : (double)TRAIN_PANEL_FLOATS);
+    double balance = sum / S / mx, fill = (double)B / (B + S - 1), eff = balance * fill * S / P;
+    printf("cfsp-mpi plan (training): %s, %ld ranks, %d stages of whole blocks (the last may hold the head alone), B = %ld windows x T = %ld, LoRA r = %d on all 7 "
+           "projections, FFN widths x %.2f\n", model, P, S, B, T, r, keep);
+    printf("  load balance %.3f, fill/drain %.3f, ranks used %d of %ld: predicted efficiency %.3f\n", balance, fill, S, P, eff);
+    printf("  stage  blocks     GFLOP/window  weights GB  adapters GB  activations GB  total GB\n");
+    cJSON *j = cJSON_CreateObject(), *ja = cJSON_AddArrayToObject(j, "stages");
+    double worst = 0;
+    for (int s2 = 0; s2 < S; s2++) {
+        int b0 = st.first[s2], b1 = st.first[s2 + 1], nb = b1 - b0;
+        double w = 0, lora = 0, act = 0, scr = 0;
+        for (int l = b0; l < b1; l++) {
+            double m = c->ffn[l];
+            for (int t = 0; t < LORA_NMOD; t++) {
+                int64_t o, in;
+                lora_module_shape(c, l, t, &o, &in);
+                w += (double)o * in * es;
+                lora += (double)r * (o + in);
+            }
+            w += 2 * D * 4;                                        /* the two norms, fp32 */
+            act += T * (4 * D + 2 * Q + 2 * KV + 3 * m + 2) + H * T * T + OP_NLIN * (double)T * r;
+            double sc = T * (D + 2 * Q + 2 * KV + 3 * m + r) + (double)T * T;
+            if (sc > scr) scr = sc;
+        }
+        int first = s2 == 0, last = s2 == S - 1;
+        if (first) w += V * D * es;                                  /* the embedding */
+        if (last) w += D * 4 + ((c->tie_embeddings && first) ? 0 : V * D * es);
+        double slots = S - s2;
+        double buf = slots * nb * T * D + 4 * T * D + 4 * T * D + (last ? T * V + T * D + T : 0);   /* inputs kept, 2 + 2 send buffers, x/y/dx/d(up) */
+        double act_b = 4 * (act + scr + buf) + panel, ad_b = 24 * lora, tot = w + ad_b + act_b;
+        if (tot > worst) worst = tot;
+        printf("  %5d  %3d-%-3d   %12.1f  %10.3f  %11.3f  %14.3f  %8.3f\n", s2, b0, b1 - 1, st.cost[s2] * T / 1e9, w / 1e9, ad_b / 1e9, act_b / 1e9,
+               tot / 1e9);
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "stage", s2);
+        cJSON_AddNumberToObject(o, "first_block", b0);
+        cJSON_AddNumberToObject(o, "last_block", b1 - 1);
+        cJSON_AddNumberToObject(o, "gflop_per_window", st.cost[s2] * T / 1e9);
+        cJSON_AddNumberToObject(o, "weight_bytes", w);
+        cJSON_AddNumberToObject(o, "adapter_state_bytes", ad_b);
+        cJSON_AddNumberToObject(o, "activation_bytes", act_b);
+        cJSON_AddNumberToObject(o, "total_bytes", tot);
+        cJSON_AddItemToArray(ja, o);
+    }
+    double step = gflops > 0 ? (B + S - 1) * mx * T / (gflops * 1e9) : 0;
+    if (gflops > 0) printf("  step %.1f s at %.0f GFLOP/s per rank: %.1f tokens/s per rank\n", step, gflops, B * T / step / P);
+    cJSON_AddStringToObject(j, "model", model);
+    cJSON_AddStringToObject(j, "kind", "training");
+    cJSON_AddNumberToObject(j, "ranks", (double)P);
+    cJSON_AddNumberToObject(j, "nstages", S);
+    cJSON_AddNumberToObject(j, "batch", (double)B);
+    cJSON_AddNumberToObject(j, "seqlen", (double)T);
+    cJSON_AddNumberToObject(j, "lora_rank", r);
+    cJSON_AddNumberToObject(j, "ffn_keep", keep);
+    cJSON_AddNumberToObject(j, "lora_params", (double)lp.params);
+    cJSON_AddNumberToObject(j, "load_balance", balance);
+    cJSON_AddNumberToObject(j, "fill_drain_share", fill);
+    cJSON_AddNumberToObject(j, "predicted_efficiency", eff);
+    cJSON_AddNumberToObject(j, "largest_stage_bytes", worst);
+    if (gflops > 0) cJSON_AddNumberToObject(j, "predicted_step_seconds", step);
+    int rc = 0;
+    if (json_out) {
+        char *txt = cJSON_Print(j);
+        rc = write_text_atomic(json_out, txt);
+        free(txt);
+    }
+    cJSON_Delete(j);
+    train_stages_free(&st);
+    lora_plan_free(&lp);
+    return rc;
+}
 
 #define O(...) OPT(plan_opts, __VA_ARGS__)
 static const opt_def plan_table[] = {
@@ -312,6 +419,10 @@ static const opt_def plan_table[] = {
     O(OPT_DBL, gflops, "gflops", NULL, "> 0", "cost model: flops at this uniform GFLOP/s (not given: per-op timings measured here)"),
     O(OPT_DBL, product_gflops, "product-gflops", "0", ">= 0", "cost model of a CPU with faster products: every matrix product at this GFLOP/s plus the measured cost of rounding its activations to bf16, the other ops timed here (0: products timed too)"),
     O(OPT_STR, json, "json", NULL, NULL, "also write the plan as JSON here: stage map, per-rank units, memory terms and request, efficiency", .flags = OPT_NONEMPTY),
+    O(OPT_INT, train_batch, "train-batch", "0", "[0, 1073741824]", "plan a pipelined recovery training step of this many windows instead (recover --trainer pipeline)"),
+    O(OPT_INT, train_seqlen, "train-seqlen", "2048", "[2, 16777216]", "tokens per training window T"),
+    O(OPT_INT, train_rank, "train-rank", "8", "[1, 65536]", "LoRA rank r of the training plan (uniform, all 7 projections)"),
+    O(OPT_DBL, train_keep, "train-keep", "1", "(0, 1]", "the FFN widths of the pruned model to train: this fraction of the config's"),
 };
 static const opt_table plan_opt_table = {
     "plan", "cfsp-mpi plan", "cfsp-mpi plan --model DIR --ranks P [options]",
@@ -346,6 +457,12 @@ int plan_command(int argc, char **argv)
     }
     const st_tensor *gt = stp ? st_find(stp, "model.layers.0.mlp.gate_proj.weight") : NULL;
     dtype_t stored = gt ? gt->dtype : !strcmp(c.torch_dtype, "float32") ? DT_F32 : !strcmp(c.torch_dtype, "float16") ? DT_F16 : DT_BF16;
+    if (po.train_batch > 0) {
+        int trc = train_plan(model, &c, stp, P, po.train_batch, po.train_seqlen, po.train_rank, po.train_keep, gflops, json_out);
+        if (stp) st_close(&st);
+        model_config_free(&c);
+        return trc;
+    }
     const char *warn = NULL;
     mm_configure((compute_mode)po.compute, stored, blas_threads(), NULL, &warn);
     if (warn) fprintf(stderr, "cfsp-mpi: warning: %s\n", warn);

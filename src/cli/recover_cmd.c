@@ -222,7 +222,9 @@ int recover_command(int argc, char **argv)
         fprintf(stderr, "cfsp-mpi recover: %s trainer (%s)", trainer_kind_names[kind], why);
         if (kind == TRAINER_PIPELINE) {
             fprintf(stderr, "; %d stages, blocks", st.nstages);
-            for (int s2 = 0; s2 < st.nstages; s2++) fprintf(stderr, " %d-%d", st.first[s2], st.first[s2 + 1] - 1);
+            for (int s2 = 0; s2 < st.nstages; s2++)
+                if (st.first[s2] < st.first[s2 + 1]) fprintf(stderr, " %d-%d", st.first[s2], st.first[s2 + 1] - 1);
+                else fprintf(stderr, " head");
         }
         fprintf(stderr, "\n");
     }

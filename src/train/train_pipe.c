@@ -1,15 +1,16 @@
 /* train_pipe.c — the pipelined LoRA trainer (issue 15, see train.h): the stage plan over blocks,
  * one training step as a 1F1B schedule of windows, and the pipelined evaluation.
  *
- * Stage s of S holds blocks [first[s], first[s+1]). A window (T tokens) is a micro-batch: stage 0
+ * Stage s of S holds blocks [first[s], first[s+1]) (the last stage possibly none: the head alone,
+ * when that balances better; S = min(P, L + 1)). A window (T tokens) is a micro-batch: stage 0
  * embeds it, each stage runs its blocks and sends the hidden state [T, D] to s+1 (tag TAG_FWD), the
  * last stage computes the loss and its gradient; the gradient of the hidden state flows back up
  * (tag TAG_BWD) through the blocks in reverse. Schedule of stage s (1F1B): min(S-1-s, B) warm-up
  * forwards, then one forward and one backward in turn, then the remaining backwards; forwards and
  * backwards each in window order, so every stage's accumulator adds the windows' gradients in
- * window order, as the data-parallel trainer on one rank does. Sends are non-blocking from one
- * buffer per window in flight (S-s of them), waited before the buffer is used again; receives
- * are blocking and in schedule order, so no stage waits on another in a cycle.
+ * window order, as the data-parallel trainer on one rank does. Sends are non-blocking from two
+ * buffers per direction, each waited before it is used again; receives are blocking and in
+ * schedule order, so no stage waits on another in a cycle.
  *
  * Activations: stage s keeps the input of each of its blocks for each window in flight (slots x
  * blocks x [T, D] floats) and one set of block activations per block (train_ops.h); a backward
@@ -27,6 +28,10 @@
 
 #define TAG_FWD 7101
 #define TAG_BWD 7102
+/* send buffers per direction: window i's message goes from buffer i % NSEND, whose previous send
+ * (window i - NSEND) is waited for first; the receiver needs nothing of this stage's later windows
+ * to take it, so the wait ends */
+#define NSEND 2
 
 double train_block_cost(const model_config *c, const lora_plan *plan, int l, int T)
 {
@@ -46,32 +51,41 @@ double train_head_cost(const model_config *c) { return 3.0 * 2.0 * (double)c->vo
 
 void train_stages_plan(const model_config *c, const lora_plan *plan, int T, int P, train_stages *st)
 {
-    int L = c->n_layers, S = P < L ? P : L;
+    int L = c->n_layers, S = P < L + 1 ? P : L + 1;
     double *pre = xcalloc((size_t)L + 1, sizeof(double));
     for (int l = 0; l < L; l++) pre[l + 1] = pre[l] + train_block_cost(c, plan, l, T);
     double head = train_head_cost(c);
-    /* best[s][i]: the smallest largest-stage cost of blocks [0, i) on stages 0..s-1 (each non-empty);
-     * the stage holding the last block also carries the head */
-    double *best = xmalloc(sizeof(double) * (size_t)(S + 1) * (size_t)(L + 1));
-    int *cut = xmalloc(sizeof(int) * (size_t)(S + 1) * (size_t)(L + 1));
+    /* best[s][i]: the smallest largest-stage cost of blocks [0, i) on stages 0..s-1, each non-empty;
+     * the last stage takes the remaining blocks [j, L), possibly none (the head alone: a large
+     * vocabulary's head costs about a block), plus the head */
+    double *best = xmalloc(sizeof(double) * (size_t)S * (size_t)(L + 1));
+    int *cut = xmalloc(sizeof(int) * (size_t)S * (size_t)(L + 1));
 #define BEST(s, i) best[(size_t)(s) * (size_t)(L + 1) + (size_t)(i)]
 #define CUT(s, i) cut[(size_t)(s) * (size_t)(L + 1) + (size_t)(i)]
-    for (int s = 0; s <= S; s++)
+    for (int s = 0; s < S; s++)
         for (int i = 0; i <= L; i++) BEST(s, i) = DBL_MAX, CUT(s, i) = 0;
     BEST(0, 0) = 0;
-    for (int s = 1; s <= S; s++)
-        for (int i = s; i <= L - (S - s); i++)
+    for (int s = 1; s < S; s++)
+        for (int i = s; i <= L; i++)
             for (int j = s - 1; j < i; j++) {
                 if (BEST(s - 1, j) == DBL_MAX) continue;
-                double cs = pre[i] - pre[j] + (i == L ? head : 0);
+                double cs = pre[i] - pre[j];
                 double v = BEST(s - 1, j) > cs ? BEST(s - 1, j) : cs;
                 if (v < BEST(s, i)) { BEST(s, i) = v; CUT(s, i) = j; }
             }
+    double bmax = DBL_MAX;
+    int jbest = S - 1;
+    for (int j = S - 1; j <= L; j++) {              /* the last stage: blocks [j, L) + head */
+        if (BEST(S - 1, j) == DBL_MAX || (S == 1 && j != 0)) continue;
+        double cs = pre[L] - pre[j] + head, v = BEST(S - 1, j) > cs ? BEST(S - 1, j) : cs;
+        if (v < bmax) { bmax = v; jbest = j; }
+    }
     st->nstages = S;
     st->first = xmalloc(sizeof(int) * (size_t)(S + 1));
     st->cost = xmalloc(sizeof(double) * (size_t)S);
     st->first[S] = L;
-    for (int s = S, i = L; s > 0; s--) { i = CUT(s, i); st->first[s - 1] = i; }
+    st->first[S - 1] = jbest;
+    for (int s = S - 1, i = jbest; s > 0; s--) { i = CUT(s, i); st->first[s - 1] = i; }
     for (int s = 0; s < S; s++) st->cost[s] = pre[st->first[s + 1]] - pre[st->first[s]] + (s == S - 1 ? head : 0);
 #undef BEST
 #undef CUT
@@ -88,8 +102,8 @@ void train_stages_free(train_stages *st)
 }
 
 typedef struct {
-    MPI_Request *fwd, *bwd;   /* [slots] */
-    float *bwdbuf;            /* [slots][T, D] */
+    MPI_Request *fwd, *bwd;   /* [NSEND] */
+    float *bwdbuf;            /* [NSEND][T, D] */
 } sends;
 
 static void wait_req(trainer *tr, MPI_Request *r)
@@ -131,10 +145,11 @@ static double fwd_window(trainer *tr, int i, const uint32_t *ids, int keep, floa
         tr->compute_seconds += now_seconds() - t0;
     } else {
         tr->compute_seconds += now_seconds() - t0;
-        wait_req(tr, &sd->fwd[slot]);
-        float *sb = tr->sendbuf + (size_t)slot * nd;
+        int k = i % NSEND;
+        wait_req(tr, &sd->fwd[k]);
+        float *sb = tr->sendbuf + (size_t)k * nd;
         memcpy(sb, x, sizeof(float) * nd);
-        MPI_CHECK(MPI_Isend(sb, (int)nd, MPI_FLOAT, s + 1, TAG_FWD, MPI_COMM_WORLD, &sd->fwd[slot]));
+        MPI_CHECK(MPI_Isend(sb, (int)nd, MPI_FLOAT, s + 1, TAG_FWD, MPI_COMM_WORLD, &sd->fwd[k]));
     }
     return loss;
 }
@@ -161,16 +176,17 @@ static void bwd_window(trainer *tr, int i, sends *sd)
     for (int64_t j = 0; j < tr->nlocal; j++) tr->gacc[j] += tr->grad[j];
     tr->compute_seconds += now_seconds() - t0;
     if (s > 0) {
-        wait_req(tr, &sd->bwd[slot]);
-        float *sb = sd->bwdbuf + (size_t)slot * nd;
+        int k = i % NSEND;
+        wait_req(tr, &sd->bwd[k]);
+        float *sb = sd->bwdbuf + (size_t)k * nd;
         memcpy(sb, tr->dxbuf, sizeof(float) * nd);
-        MPI_CHECK(MPI_Isend(sb, (int)nd, MPI_FLOAT, s - 1, TAG_BWD, MPI_COMM_WORLD, &sd->bwd[slot]));
+        MPI_CHECK(MPI_Isend(sb, (int)nd, MPI_FLOAT, s - 1, TAG_BWD, MPI_COMM_WORLD, &sd->bwd[k]));
     }
 }
 
 static void sends_init(trainer *tr, sends *sd, int backward)
 {
-    int n = tr->slots > 0 ? tr->slots : 1;
+    int n = NSEND;
     sd->fwd = xmalloc(sizeof(MPI_Request) * (size_t)n);
     sd->bwd = xmalloc(sizeof(MPI_Request) * (size_t)n);
     for (int k = 0; k < n; k++) sd->fwd[k] = sd->bwd[k] = MPI_REQUEST_NULL;
@@ -179,7 +195,7 @@ static void sends_init(trainer *tr, sends *sd, int backward)
 
 static void sends_finish(trainer *tr, sends *sd)
 {
-    int n = tr->slots > 0 ? tr->slots : 1;
+    int n = NSEND;
     for (int k = 0; k < n; k++) { wait_req(tr, &sd->fwd[k]); wait_req(tr, &sd->bwd[k]); }
     free(sd->fwd);
     free(sd->bwd);

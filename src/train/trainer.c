@@ -101,7 +101,7 @@ void trainer_init(trainer *tr, const train_model *m, const lora_plan *plan, int 
             tr->offB[l][t] = n; n += o * plan->rank[l];
             if (plan->rank[l] > tr->rmax) tr->rmax = plan->rank[l];
         }
-        if (l == b1 - 1) tr->nlocal = n - tr->pbase;
+        if (l == b1 - 1 && b1 > b0) tr->nlocal = n - tr->pbase;
     }
     if (tr->pbase < 0) tr->pbase = n;            /* no blocks held */
     tr->nparam = n;
@@ -192,7 +192,7 @@ void trainer_init(trainer *tr, const train_model *m, const lora_plan *plan, int 
         /* windows in flight at stage s of a 1F1B schedule: S - s (its warm-up forwards + 1) */
         tr->slots = tr->nstages - stage;
         tr->xin = xmalloc(sizeof(float) * nd * (size_t)tr->slots * (size_t)(b1 - b0 > 0 ? b1 - b0 : 1));
-        tr->sendbuf = xmalloc(sizeof(float) * nd * (size_t)tr->slots);
+        tr->sendbuf = xmalloc(sizeof(float) * nd * 2);           /* train_pipe.c's NSEND */
         tr->dxbuf = xmalloc(sizeof(float) * nd);
     }
     /* RoPE tables of the inference path (forward.c), llama3 scaling included */

@@ -13,12 +13,16 @@ vocabulary 301, untied head) is pruned (cfsp, 0.3) and recovered with the adapti
      gradient norms and held-out perplexities of recover.json, every dataset of checkpoint.h5
      (adapters and AdamW moments), every tensor of merged.h5 and adapter_model.safetensors are
      bitwise equal to the reference; merged.h5 passes `cfsp-mpi verify`;
-  3. the stage map of recover.json: contiguous, non-empty, covering every block, min(P, L) stages;
+  3. the stage map of recover.json: min(P, L + 1) contiguous stages covering every block, each
+     with at least one block but the last (which may hold the head alone);
   4. resume: 2 steps pipelined at -n 2, resumed to 4 steps by the data-parallel trainer at -n 1 and
      by the pipelined trainer at -n 3, equal to 4 steps in one run (the checkpoint is one file for
      both trainers and any rank count);
   5. --trainer auto takes the data-parallel trainer on this small model at -n 2 (batch 6), and the
-     pipelined one when the batch is no multiple of the ranks; --trainer data refuses that batch.
+     pipelined one when the batch is no multiple of the ranks; --trainer data refuses that batch;
+  6. `cfsp-mpi plan --train-batch` gives the stage map `recover` runs (at -n 3, 4 and 7), which is the
+     best contiguous split of the blocks (brute force over all splits with the step costs recomputed
+     here), and its predicted efficiency = balance x B / (B + S - 1).
 
     /usr/bin/python3 tests/py/test_recover_pipeline.py --bin build/cfsp-mpi --mkmodel build/cfsp-mpi-mkmodel --workdir /tmp/rp
 """
@@ -104,8 +108,8 @@ def main():
             continue
         t = res["trainer"]
         fb = t.get("first_block", [])
-        ok_map = (t["kind"] == "pipeline" and t["stages"] == min(n, L) and fb[0] == 0 and fb[-1] == L and
-                  all(fb[i] < fb[i + 1] for i in range(len(fb) - 1)))
+        ok_map = (t["kind"] == "pipeline" and t["stages"] == min(n, L + 1) and fb[0] == 0 and fb[-1] == L and
+                  all(fb[i] < fb[i + 1] for i in range(len(fb) - 2)) and fb[-2] <= fb[-1])
         ck.check(ok_map, "-n %d: %d stages, first blocks %s" % (n, t.get("stages", -1), fb))
         ck.check(log_of(res) == log_of(ref), "-n %d: losses and gradient norms of 3 steps bitwise = data -n 1" % n)
         ck.check(res["eval_before"] == ref["eval_before"] and res["eval_after"] == ref["eval_after"],
@@ -133,6 +137,48 @@ def main():
             ck.check(log_of(res) == log_of(full)[2:], "resumed steps 3-4 (%s, -n %d) bitwise = one run" % (trainer, n))
             ok, why = same_arrays(h5_all(os.path.join(d, "checkpoint.h5")), full_ck)
             ck.check(ok, "resumed checkpoint.h5 (%s, -n %d) bitwise = one run" % (trainer, n), why)
+
+    # 6. the stage map: `cfsp-mpi plan --train-batch` and `recover` agree, and it is the best split
+    #    (brute force over every split of the 6 blocks into S contiguous stages, costs recomputed here)
+    with open(os.path.join(mdir, "config.json")) as f:
+        cfg = json.load(f)
+    D, H, KV, V, T, r = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["vocab_size"], 24, 3
+    hd = D // H
+
+    def block_cost(m):
+        shapes = [(H * hd, D), (KV * hd, D), (KV * hd, D), (D, H * hd), (m, D), (m, D), (D, m)]
+        fwd = 2 * (sum(o * i for o, i in shapes) + r * sum(o + i for o, i in shapes)) + 4 * H * hd * (T + 1) / 2
+        return 4 * fwd
+    costs, head = [block_cost(m) for m in FFN], 6.0 * V * D
+
+    def best_max(S):
+        import itertools
+        best = None
+        for cuts in itertools.combinations(range(1, L + 1), S - 1):   # the last stage may be the head alone
+            b = [0] + list(cuts) + [L]
+            mx = max(sum(costs[b[k]:b[k + 1]]) + (head if k == S - 1 else 0) for k in range(S))
+            best = mx if best is None or mx < best else best
+        return best
+    for n in (3, 4, 7):
+        pj = os.path.join(wd, "plan_train_%d.json" % n)
+        rc, _ = common.run_cmd([args.bin, "plan", "--model", mdir, "--ranks", str(n), "--train-batch", "5", "--train-seqlen", str(T),
+                                "--train-rank", str(r), "--json", pj])
+        d = common.fresh_dir(os.path.join(wd, "hf_pipe_%d" % n))
+        rc2, _ = common.run_cfsp(args, ["--model", mdir, "--train-tokens", tok + "@10000:25000", "--seqlen", T, "--batch", 5, "--steps", 1,
+                                        "--rank", r, "--trainer", "pipeline", "--output-dir", d], np_ranks=n, sub="recover")
+        if not ck.check(rc == 0 and rc2 == 0, "plan --train-batch and recover on the unpruned checkpoint at -n %d" % n):
+            continue
+        with open(pj) as f:
+            pl = json.load(f)
+        with open(os.path.join(d, "recover.json")) as f:
+            fb = json.load(f)["trainer"]["first_block"]
+        pfb = [s_["first_block"] for s_ in pl["stages"]] + [L]
+        mx = max(sum(costs[fb[k]:fb[k + 1]]) + (head if k == n - 1 else 0) for k in range(n))
+        sums = [sum(costs[fb[k]:fb[k + 1]]) + (head if k == n - 1 else 0) for k in range(n)]
+        pred = (sum(sums) / n) / mx * 5 / (5 + n - 1)
+        ck.check(pfb == fb and abs(mx - best_max(n)) <= 1e-9 * mx and abs(pl["predicted_efficiency"] - pred) < 1e-9,
+                 "-n %d: plan's stage map = recover's %s, the best split (largest stage %.4g flops/token), predicted efficiency %.4f" % (
+                     n, fb, mx, pred), "plan %s %.6f" % (pfb, pl["predicted_efficiency"]))
 
     # 5. the automatic choice
     d = common.fresh_dir(os.path.join(wd, "auto6"))

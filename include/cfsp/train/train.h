@@ -62,9 +62,10 @@ typedef struct {
 typedef enum { TRAINER_DATA = 0, TRAINER_PIPELINE = 1 } trainer_kind;
 extern const char *const trainer_kind_names[2];   /* "data", "pipeline" */
 
-/* the pipeline's stages: S = min(P, L) stages of contiguous blocks, the largest stage cost (a
+/* the pipeline's stages: S = min(P, L + 1) stages of contiguous blocks, the largest stage cost (a
  * training step's flops per token: forward, recomputation and backward of its blocks, the head's
- * on the last) as small as possible, every stage at least one block */
+ * on the last) as small as possible, every stage at least one block but the last, which may hold
+ * the head alone */
 typedef struct {
     int nstages;
     int *first;                  /* [S + 1]: stage s holds blocks first[s] .. first[s+1]-1 */
@@ -92,7 +93,7 @@ typedef struct {
     /* pipeline: windows in flight, their block inputs, the window whose activations act[l] holds */
     int slots;
     float *xin;                                    /* [slots][b1 - b0][T, D] */
-    float *sendbuf;                                /* [slots][T, D] */
+    float *sendbuf;                                /* [2][T, D] the forward messages in flight */
     float *dxbuf;                                  /* [T, D] the gradient flowing up */
     int *act_win;                                  /* [L] */
     double compute_seconds, wait_seconds;          /* this rank's, accumulated over steps */
