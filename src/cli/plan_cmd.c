@@ -300,29 +300,31 @@ typedef struct {
     char model[4096], json[4096];
     int ranks, nsamples, seqlen, chunk, ffn_slice, compute;
     double gflops, product_gflops;
-    int train_batch, train_seqlen, train_rank;
+    int train_batch, train_seqlen, train_rank, train_replicas;
     double train_keep;
 } plan_opts;
 
 /* --train-batch B: the plan of a pipelined recovery training step (`recover --trainer pipeline`,
  * train.h): the program's own stage map over blocks (train_stages_plan, costs = a step's flops
  * per token: forward, recomputation, backward; the head on the last stage), predicted efficiency =
- * load balance x B / (B + S - 1) x S / P (1F1B fill and drain of B windows on S stages; idle ranks
- * beyond the blocks; communication left out), and every stage's memory: its weights in the stored
+ * load balance x B_r / (B_r + S - 1) x R S / P with R replicas (--train-replicas) of S stages and
+ * B_r = B / R windows each (1F1B fill and drain; idle ranks beyond R S; communication, the
+ * replicas' exchange of gradient-group sums included, left out), and every stage's memory: its weights in the stored
  * dtype, adapters with AdamW state and accumulator (24 bytes a parameter), and the activations of
  * train_ops.h (one block's kept activations per block held, the backward scratch, the block inputs
  * of the S - s windows in flight, the message buffers, the head's logits on the last stage, the
  * 16-bit weights' conversion panel). --train-keep k models the FFN widths after pruning (k x m). */
 static int train_plan(const char *model, model_config *c, const st_model *stp, long P, long B, long T, int r, double keep,
-                      double gflops, const char *json_out)
+                      int R, double gflops, const char *json_out)
 {
+    if (R < 1 || R > P) return FAIL("plan: --train-replicas = '%d': expected 1 to --ranks = %ld", R, P);
     int L = c->n_layers;
     for (int l = 0; l < L; l++) c->ffn[l] = (int)(keep * c->ffn[l] + 0.5) > 0 ? (int)(keep * c->ffn[l] + 0.5) : 1;
     int target[LORA_NMOD] = { 1, 1, 1, 1, 1, 1, 1 };
     lora_plan lp;
     lora_plan_build(&lp, c, target, r, 2.0 * r, 1, LORA_UNIFORM, NULL, 1, 1);
     train_stages st;
-    train_stages_plan(c, &lp, (int)T, (int)P, &st);
+    train_stages_plan(c, &lp, (int)T, (int)(P / R), &st);
     int S = st.nstages;
     const st_tensor *gt = stp ? st_find(stp, "model.layers.0.mlp.gate_proj.weight") : NULL;
     double es = gt ? (double)dtype_size(gt->dtype) : !strcmp(c->torch_dtype, "float32") ? 4 : 2;
@@ -336,10 +338,11 @@ static int train_plan(const char *model, model_config *c, const st_model *stp, l
             if ((double)o * in > wmax) wmax = (double)o * in;
         }
     double panel = 4.0 * (wmax < (double)TRAIN_PANEL_FLOATS ? wmax : (double)TRAIN_PANEL_FLOATS);
-    double balance = sum / S / mx, fill = (double)B / (B + S - 1), eff = balance * fill * S / P;
-    printf("cfsp-mpi plan (training): %s, %ld ranks, %d stages of whole blocks (the last may hold the head alone), B = %ld windows x T = %ld, LoRA r = %d on all 7 "
-           "projections, FFN widths x %.2f\n", model, P, S, B, T, r, keep);
-    printf("  load balance %.3f, fill/drain %.3f, ranks used %d of %ld: predicted efficiency %.3f\n", balance, fill, S, P, eff);
+    double Br = (double)B / R;                      /* windows per replica */
+    double balance = sum / S / mx, fill = Br / (Br + S - 1), eff = balance * fill * (double)S * R / P;
+    printf("cfsp-mpi plan (training): %s, %ld ranks, %d replicas of %d stages of whole blocks (the last may hold the head alone), "
+           "B = %ld windows x T = %ld, LoRA r = %d on all 7 projections, FFN widths x %.2f\n", model, P, R, S, B, T, r, keep);
+    printf("  load balance %.3f, fill/drain %.3f, ranks used %d of %ld: predicted efficiency %.3f\n", balance, fill, S * R, P, eff);
     printf("  stage  blocks     GFLOP/window  weights GB  adapters GB  activations GB  total GB\n");
     cJSON *j = cJSON_CreateObject(), *ja = cJSON_AddArrayToObject(j, "stages");
     double worst = 0;
@@ -379,12 +382,13 @@ static int train_plan(const char *model, model_config *c, const st_model *stp, l
         cJSON_AddNumberToObject(o, "total_bytes", tot);
         cJSON_AddItemToArray(ja, o);
     }
-    double step = gflops > 0 ? (B + S - 1) * mx * T / (gflops * 1e9) : 0;
+    double step = gflops > 0 ? (Br + S - 1) * mx * T / (gflops * 1e9) : 0;
     if (gflops > 0) printf("  step %.1f s at %.0f GFLOP/s per rank: %.1f tokens/s per rank\n", step, gflops, B * T / step / P);
     cJSON_AddStringToObject(j, "model", model);
     cJSON_AddStringToObject(j, "kind", "training");
     cJSON_AddNumberToObject(j, "ranks", (double)P);
     cJSON_AddNumberToObject(j, "nstages", S);
+    cJSON_AddNumberToObject(j, "replicas", R);
     cJSON_AddNumberToObject(j, "batch", (double)B);
     cJSON_AddNumberToObject(j, "seqlen", (double)T);
     cJSON_AddNumberToObject(j, "lora_rank", r);
@@ -423,6 +427,7 @@ static const opt_def plan_table[] = {
     O(OPT_INT, train_seqlen, "train-seqlen", "2048", "[2, 16777216]", "tokens per training window T"),
     O(OPT_INT, train_rank, "train-rank", "8", "[1, 65536]", "LoRA rank r of the training plan (uniform, all 7 projections)"),
     O(OPT_DBL, train_keep, "train-keep", "1", "(0, 1]", "the FFN widths of the pruned model to train: this fraction of the config's"),
+    O(OPT_INT, train_replicas, "train-replicas", "1", "[1, 1048576]", "R pipelines of ranks / R stages (recover --replicas)"),
 };
 static const opt_table plan_opt_table = {
     "plan", "cfsp-mpi plan", "cfsp-mpi plan --model DIR --ranks P [options]",
@@ -458,7 +463,7 @@ int plan_command(int argc, char **argv)
     const st_tensor *gt = stp ? st_find(stp, "model.layers.0.mlp.gate_proj.weight") : NULL;
     dtype_t stored = gt ? gt->dtype : !strcmp(c.torch_dtype, "float32") ? DT_F32 : !strcmp(c.torch_dtype, "float16") ? DT_F16 : DT_BF16;
     if (po.train_batch > 0) {
-        int trc = train_plan(model, &c, stp, P, po.train_batch, po.train_seqlen, po.train_rank, po.train_keep, gflops, json_out);
+        int trc = train_plan(model, &c, stp, P, po.train_batch, po.train_seqlen, po.train_rank, po.train_keep, po.train_replicas, gflops, json_out);
         if (stp) st_close(&st);
         model_config_free(&c);
         return trc;

@@ -23,7 +23,7 @@ typedef struct {
     char model[4096], train_tokens[4096], eval_tokens[4096], stats[4096], out[4096], resume[4096];
     char targets[128];
     int adaptive, metric, alloc_reference;    /* --plan, --global-metric, --alloc-mode */
-    int eval_windows, rank, alpha_scales, force, save_every, merge, peft, plan_only, trainer;
+    int eval_windows, rank, alpha_scales, force, save_every, merge, peft, plan_only, trainer, replicas, grad_groups;
     double alpha, a;
     train_hparams h;
 } rec_opts;
@@ -74,6 +74,9 @@ static const opt_def rec_table[] = {
       "each rank holds its stage's blocks (1F1B over windows); auto: data on one rank or when the whole model takes at most a "
       "quarter of a rank's share of the node's memory, else pipeline (bitwise the same adapters either way)",
       .names = trainer_names, .nnames = 3),
+    O(OPT_INT, replicas, "replicas", "1", "[1, 1048576]", "pipelined trainer: R pipelines of P / R ranks each, data parallel over the batch"),
+    O(OPT_INT, grad_groups, "grad-groups", "0", "[0, 1048576]", "pipelined trainer: the batch's gradient is summed in G groups of contiguous windows, "
+      "then the groups in order (a multiple of --replicas; 0: --replicas). The adapters are bitwise the same for every --replicas dividing G"),
 };
 static const opt_table rec_opt_table = {
     "recover", "cfsp-mpi recover", "mpirun -n P cfsp-mpi recover --model PRUNED.h5|DIR --train-tokens FILE[@A:B] [options]",
@@ -91,6 +94,13 @@ static int parse_args(int argc, char **argv, rec_opts *o)
     if (o->trainer == 1 && h->batch % cfsp_nranks())
         return FAIL("recover: --batch = '%d': not a multiple of the %d ranks (the data-parallel trainer splits the windows evenly)", h->batch, cfsp_nranks());
     if (h->warmup > h->steps) h->warmup = h->steps;
+    if (!o->grad_groups) o->grad_groups = o->replicas;
+    if (o->replicas > cfsp_nranks()) return FAIL("recover: --replicas = '%d': more than the %d ranks", o->replicas, cfsp_nranks());
+    if (o->grad_groups % o->replicas)
+        return FAIL("recover: --grad-groups = '%d': not a multiple of --replicas = %d (each replica sums whole groups)", o->grad_groups, o->replicas);
+    if (o->grad_groups > h->batch) return FAIL("recover: --grad-groups = '%d': more groups than the %d windows of --batch", o->grad_groups, h->batch);
+    if (o->trainer == 1 && (o->replicas > 1 || o->grad_groups > 1))
+        return FAIL("recover: --replicas / --grad-groups belong to the pipelined trainer (--trainer data is data parallel over all ranks already)");
     return 0;
 }
 
@@ -201,12 +211,18 @@ int recover_command(int argc, char **argv)
     /* the trainer: data parallel (every rank loads the whole model) or pipelined (each its stage) */
     char why[256];
     trainer_kind kind = choose_trainer(&o, o.model, &plan, why, sizeof why);
+    if (kind == TRAINER_DATA && (o.replicas > 1 || o.grad_groups > 1)) {
+        kind = TRAINER_PIPELINE;
+        snprintf(why, sizeof why, "--replicas / --grad-groups: the pipelined trainer");
+    }
     if (kind == TRAINER_PIPELINE && o.h.seqlen < 2) kind = TRAINER_DATA;
     train_stages st = { 0 };
     int stage = 0;
     if (kind == TRAINER_PIPELINE) {
-        train_stages_plan(c, &plan, o.h.seqlen, cfsp_nranks(), &st);
-        stage = rank < st.nstages ? rank : -1;
+        train_stages_plan(c, &plan, o.h.seqlen, cfsp_nranks() / o.replicas, &st);
+        st.replicas = o.replicas;
+        st.groups = o.grad_groups;
+        stage = rank < st.nstages * o.replicas ? rank % st.nstages : -1;
     }
     {
         char path_keep[4096];
@@ -221,6 +237,7 @@ int recover_command(int argc, char **argv)
     if (rank == 0) {
         fprintf(stderr, "cfsp-mpi recover: %s trainer (%s)", trainer_kind_names[kind], why);
         if (kind == TRAINER_PIPELINE) {
+            if (o.replicas > 1 || o.grad_groups > 1) fprintf(stderr, "; %d replicas, %d gradient groups", o.replicas, o.grad_groups);
             fprintf(stderr, "; %d stages, blocks", st.nstages);
             for (int s2 = 0; s2 < st.nstages; s2++)
                 if (st.first[s2] < st.first[s2 + 1]) fprintf(stderr, " %d-%d", st.first[s2], st.first[s2 + 1] - 1);
@@ -283,6 +300,8 @@ int recover_command(int argc, char **argv)
     cJSON_AddStringToObject(jt, "reason", why);
     if (kind == TRAINER_PIPELINE) {
         cJSON_AddNumberToObject(jt, "stages", st.nstages);
+        cJSON_AddNumberToObject(jt, "replicas", st.replicas);
+        cJSON_AddNumberToObject(jt, "grad_groups", st.groups);
         cJSON *jf = cJSON_AddArrayToObject(jt, "first_block"), *jc = cJSON_AddArrayToObject(jt, "stage_cost_flops_per_token");
         for (int s2 = 0; s2 <= st.nstages; s2++) cJSON_AddItemToArray(jf, cJSON_CreateNumber(st.first[s2]));
         for (int s2 = 0; s2 < st.nstages; s2++) cJSON_AddItemToArray(jc, cJSON_CreateNumber(st.cost[s2]));

@@ -165,9 +165,10 @@ int train_ckpt_write(const trainer *tr, const char *path, const char *meta_json)
     int64_t np = tr->nparam, d2[2];
     static const char *const state[3] = { "/state/param", "/state/adam_m", "/state/adam_v" };
     const float *sv[3] = { tr->param, tr->adam_m, tr->adam_v };
+    int writer = !par || tr->replica == 0;          /* replicas hold the same state: replica 0 writes */
     for (int k = 0; k < 3; k++) {
         hid_t ds = h5_create_dataset(f, state[k], H5T_IEEE_F32LE, 1, &np);
-        bad |= write_part(ds, H5T_NATIVE_FLOAT, sv[k], tr->pbase, tr->nlocal);
+        bad |= write_part(ds, H5T_NATIVE_FLOAT, sv[k], tr->pbase, writer ? tr->nlocal : 0);
         H5_CHECK(H5Dclose(ds));
     }
     int64_t dL = L;
@@ -180,7 +181,7 @@ int train_ckpt_write(const trainer *tr, const char *path, const char *meta_json)
             if (tr->offA[l][t] < 0) continue;
             int64_t o, in;
             lora_module_shape(&tr->m->cfg, l, t, &o, &in);
-            int mine = l >= tr->b0 && l < tr->b1;
+            int mine = writer && l >= tr->b0 && l < tr->b1;
             for (int ab = 0; ab < 2; ab++) {
                 snprintf(pth, sizeof pth, "/lora/%d/%s/%c", l, lora_module_paths[t], ab ? 'B' : 'A');
                 d2[0] = ab ? o : p->rank[l];
@@ -297,7 +298,7 @@ int train_merge_write(const trainer *tr, const char *out_path)
             int64_t o, in;
             lora_module_shape(&m->cfg, l, t, &o, &in);
             float *W = NULL;
-            if (l >= tr->b0 && l < tr->b1) {
+            if (l >= tr->b0 && l < tr->b1 && (!par || tr->replica == 0)) {
                 /* W + alpha/r B A in fp32; merge.c rounds it to the stored dtype */
                 const wmat *w = &m->w[l][t];
                 int64_t rows = w->rows, cols = w->cols, r = p->rank[l];

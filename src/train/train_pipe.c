@@ -131,7 +131,7 @@ static double fwd_window(trainer *tr, int i, const uint32_t *ids, int keep, floa
     size_t nd = (size_t)T * D;
     float *x = tr->x, *y = tr->y;
     if (s == 0) for (int t = 0; t < T; t++) wmat_row_f32(&tr->m->embed, ids[t], x + (size_t)t * D);
-    else recv_from(tr, x, nd, s - 1, TAG_FWD);
+    else recv_from(tr, x, nd, tr->base + s - 1, TAG_FWD);
     double t0 = now_seconds(), loss = 0;
     for (int l = tr->b0; l < tr->b1; l++) {
         if (keep) memcpy(tr->xin + ((size_t)slot * (size_t)(tr->b1 - tr->b0) + (size_t)(l - tr->b0)) * nd, x, sizeof(float) * nd);
@@ -149,7 +149,7 @@ static double fwd_window(trainer *tr, int i, const uint32_t *ids, int keep, floa
         wait_req(tr, &sd->fwd[k]);
         float *sb = tr->sendbuf + (size_t)k * nd;
         memcpy(sb, x, sizeof(float) * nd);
-        MPI_CHECK(MPI_Isend(sb, (int)nd, MPI_FLOAT, s + 1, TAG_FWD, MPI_COMM_WORLD, &sd->fwd[k]));
+        MPI_CHECK(MPI_Isend(sb, (int)nd, MPI_FLOAT, tr->base + s + 1, TAG_FWD, MPI_COMM_WORLD, &sd->fwd[k]));
     }
     return loss;
 }
@@ -157,12 +157,12 @@ static double fwd_window(trainer *tr, int i, const uint32_t *ids, int keep, floa
 /* the backward of window i: d(output) from the next stage (or the head), the blocks in reverse
  * (recomputing activations that belong to another window), the window's gradient added to gacc,
  * d(input) sent to the previous stage */
-static void bwd_window(trainer *tr, int i, sends *sd)
+static void bwd_window(trainer *tr, int i, double *acc, sends *sd)
 {
     const model_config *c = &tr->m->cfg;
     int T = tr->T, D = c->hidden, s = tr->stage, S = tr->nstages, slot = i % tr->slots;
     size_t nd = (size_t)T * D;
-    if (s < S - 1) recv_from(tr, tr->dxbuf, nd, s + 1, TAG_BWD);
+    if (s < S - 1) recv_from(tr, tr->dxbuf, nd, tr->base + s + 1, TAG_BWD);
     double t0 = now_seconds();
     memset(tr->grad, 0, sizeof(float) * (size_t)tr->nlocal);
     for (int l = tr->b1 - 1; l >= tr->b0; l--) {
@@ -173,14 +173,14 @@ static void bwd_window(trainer *tr, int i, sends *sd)
         }
         blk_backward(&tr->bp[l], &tr->act[l], tr->dxbuf, T, tr->cosb, tr->sinb, &tr->sc);
     }
-    for (int64_t j = 0; j < tr->nlocal; j++) tr->gacc[j] += tr->grad[j];
+    for (int64_t j = 0; j < tr->nlocal; j++) acc[j] += tr->grad[j];
     tr->compute_seconds += now_seconds() - t0;
     if (s > 0) {
         int k = i % NSEND;
         wait_req(tr, &sd->bwd[k]);
         float *sb = sd->bwdbuf + (size_t)k * nd;
         memcpy(sb, tr->dxbuf, sizeof(float) * nd);
-        MPI_CHECK(MPI_Isend(sb, (int)nd, MPI_FLOAT, s - 1, TAG_BWD, MPI_COMM_WORLD, &sd->bwd[k]));
+        MPI_CHECK(MPI_Isend(sb, (int)nd, MPI_FLOAT, tr->base + s - 1, TAG_BWD, MPI_COMM_WORLD, &sd->bwd[k]));
     }
 }
 
@@ -202,34 +202,79 @@ static void sends_finish(trainer *tr, sends *sd)
     free(sd->bwdbuf);
 }
 
+/* the group of window w of B in G groups: windows [g B / G, (g + 1) B / G) */
+static int group_of(int w, int B, int G)
+{
+    int g = (int)((int64_t)w * G / B);
+    while (g > 0 && (int64_t)g * B / G > w) g--;
+    while (g + 1 < G && (int64_t)(g + 1) * B / G <= w) g++;
+    return g;
+}
+
 double trainer_pipe_step(trainer *tr, const train_hparams *h, const uint32_t *tokens, int64_t ntok, double *gnorm)
 {
     int B = h->batch, T = tr->T, step = tr->step + 1, s = tr->stage, S = tr->nstages;
+    int R = tr->replicas, G = tr->groups, rep = tr->replica;
+    int64_t nl = tr->nlocal;
     double red[2] = { 0, 0 };
-    memset(tr->gacc, 0, sizeof(double) * (size_t)tr->nlocal);
+    double *gl = xcalloc((size_t)2 * (size_t)G, sizeof(double));      /* per group: loss sum, count */
+    memset(tr->gacc, 0, sizeof(double) * (size_t)nl);
+    if (tr->gsum) memset(tr->gsum, 0, sizeof(double) * (size_t)G * (size_t)(nl + 1));
     for (int l = tr->b0; l < tr->b1; l++) tr->act_win[l] = -1;      /* window numbers restart every step */
-    if (s >= 0) {
+    /* this replica's groups [g0, g1) and their windows [w0, w1) */
+    int g0 = rep >= 0 ? rep * G / R : 0, g1 = rep >= 0 ? (rep + 1) * G / R : 0;
+    int w0 = (int)((int64_t)g0 * B / G), w1 = (int)((int64_t)g1 * B / G), nw = w1 - w0;
+    if (s >= 0 && nw > 0) {
         int64_t *off = xmalloc(sizeof(int64_t) * (size_t)B);
         train_batch_offsets(h->seed, step, B, T, ntok, off);
         float scale = (float)(1.0 / ((double)B * (T - 1)));
         sends sd;
         sends_init(tr, &sd, 1);
-        int nwarm = S - 1 - s < B ? S - 1 - s : B, f = 0, b = 0;
-        for (int k = 0; k < nwarm; k++, f++) fwd_window(tr, f, tokens + off[f], 1, scale, &sd, NULL);
-        while (f < B || b < B) {
-            if (f < B) {
+        int nwarm = S - 1 - s < nw ? S - 1 - s : nw, f = 0, b = 0;
+        for (int k = 0; k < nwarm; k++, f++) fwd_window(tr, f, tokens + off[w0 + f], 1, scale, &sd, NULL);
+        while (f < nw || b < nw) {
+            if (f < nw) {
                 int64_t cnt = 0;
-                double lw = fwd_window(tr, f, tokens + off[f], 1, scale, &sd, &cnt);
-                if (s == S - 1) { red[0] += lw; red[1] += (double)cnt; }
+                double lw = fwd_window(tr, f, tokens + off[w0 + f], 1, scale, &sd, &cnt);
+                if (s == S - 1) {
+                    int g = group_of(w0 + f, B, G);
+                    gl[2 * g] += lw;
+                    gl[2 * g + 1] += (double)cnt;
+                }
                 f++;
             }
-            bwd_window(tr, b, &sd);
+            int g = group_of(w0 + b, B, G);
+            bwd_window(tr, b, G > 1 ? tr->gsum + (size_t)g * (size_t)(nl + 1) : tr->gacc, &sd);
             b++;
         }
         sends_finish(tr, &sd);
         free(off);
     }
-    /* the loss lives on the last stage; every other entry is 0, so the sum is exact */
+    if (s >= 0 && G > 1) {
+        /* every replica's groups to every replica (R divides G: G / R groups each), then the G sums
+         * in group order */
+        double t0 = now_seconds();
+        int per = G / R;
+        size_t gn = (size_t)(nl + 1);
+        if (R > 1) {
+            double *mine = xmalloc(sizeof(double) * gn * (size_t)per);
+            memcpy(mine, tr->gsum + (size_t)g0 * gn, sizeof(double) * gn * (size_t)per);
+            MPI_CHECK(MPI_Allgather(mine, (int)(gn * (size_t)per), MPI_DOUBLE, tr->gsum, (int)(gn * (size_t)per), MPI_DOUBLE, tr->stage_comm));
+            free(mine);
+            MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, gl, 2 * G, MPI_DOUBLE, MPI_SUM, tr->stage_comm));   /* one replica's entry each */
+        }
+        memcpy(tr->gacc, tr->gsum, sizeof(double) * (size_t)nl);
+        for (int g = 1; g < G; g++) {
+            const double *v = tr->gsum + (size_t)g * gn;
+            for (int64_t j = 0; j < nl; j++) tr->gacc[j] += v[j];
+        }
+        tr->wait_seconds += now_seconds() - t0;
+    }
+    /* the loss: the groups' sums in group order, on the last stage of replica 0; every other
+     * entry of the world sum is 0, so it is exact */
+    if (s == S - 1 && rep == 0)
+        for (int g = 0; g < G; g++) { red[0] += gl[2 * g]; red[1] += gl[2 * g + 1]; }
+    free(gl);
     MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, red, 2, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
     return trainer_update(tr, h, step, red, gnorm);
 }
@@ -240,7 +285,7 @@ double trainer_pipe_eval(trainer *tr, const uint32_t *tokens, int64_t ntok, int 
     int64_t avail = ntok / T;
     if (nwin <= 0 || nwin > avail) nwin = (int)avail;
     double red[2] = { 0, 0 };
-    if (s >= 0) {
+    if (s >= 0 && tr->replica == 0) {            /* replica 0 evaluates; the others wait */
         sends sd;
         sends_init(tr, &sd, 0);
         for (int w = 0; w < nwin; w++) {

@@ -68,6 +68,8 @@ void trainer_init(trainer *tr, const train_model *m, const lora_plan *plan, int 
     int L = c->n_layers, D = c->hidden, T = seqlen;
     tr->b0 = 0; tr->b1 = L;
     tr->stage = 0; tr->nstages = 1;
+    tr->replica = 0; tr->replicas = 1; tr->groups = 1; tr->base = 0;
+    tr->stage_comm = MPI_COMM_NULL;
     if (kind == TRAINER_PIPELINE) {
         tr->nstages = st->nstages;
         tr->first = xmalloc(sizeof(int) * (size_t)(st->nstages + 1));
@@ -75,6 +77,12 @@ void trainer_init(trainer *tr, const train_model *m, const lora_plan *plan, int 
         tr->stage = stage;
         tr->b0 = stage >= 0 ? st->first[stage] : 0;
         tr->b1 = stage >= 0 ? st->first[stage + 1] : 0;
+        tr->replicas = st->replicas > 0 ? st->replicas : 1;
+        tr->groups = st->groups > 0 ? st->groups : 1;
+        tr->replica = stage >= 0 ? cfsp_rank() / st->nstages : -1;
+        tr->base = stage >= 0 ? tr->replica * st->nstages : 0;
+        if (tr->replicas > 1)              /* collective: idle ranks get MPI_COMM_NULL */
+            MPI_CHECK(MPI_Comm_split(MPI_COMM_WORLD, stage >= 0 ? stage : MPI_UNDEFINED, tr->replica, &tr->stage_comm));
     }
     int b0 = tr->b0, b1 = tr->b1;
     /* a private copy of the plan */
@@ -111,6 +119,7 @@ void trainer_init(trainer *tr, const train_model *m, const lora_plan *plan, int 
     tr->adam_m = xcalloc((size_t)nl + 1, sizeof(float));
     tr->adam_v = xcalloc((size_t)nl + 1, sizeof(float));
     tr->gacc = xcalloc((size_t)nl + 1, sizeof(double));
+    if (tr->groups > 1) tr->gsum = xcalloc((size_t)tr->groups * (size_t)(nl + 1), sizeof(double));
     /* A ~ U(-1/sqrt(in), 1/sqrt(in)) (PEFT's kaiming_uniform(a=sqrt 5)), B = 0; the stream of each
      * adapter depends on (seed, block, module) only, never on the rank count or the trainer */
     for (int l = b0; l < b1; l++)
@@ -218,7 +227,8 @@ void trainer_free(trainer *tr)
     free(tr->param); free(tr->grad); free(tr->adam_m); free(tr->adam_v); free(tr->gacc);
     free(tr->offA); free(tr->offB);
     free(tr->x); free(tr->y); free(tr->dx); free(tr->xn); free(tr->rstd); free(tr->logits); free(tr->tgt);
-    free(tr->xin); free(tr->sendbuf); free(tr->dxbuf); free(tr->hpanel);
+    free(tr->xin); free(tr->sendbuf); free(tr->dxbuf); free(tr->hpanel); free(tr->gsum);
+    if (tr->stage_comm != MPI_COMM_NULL) MPI_Comm_free(&tr->stage_comm);
     free(tr->cosb); free(tr->sinb); free(tr->wconv);
     lora_plan_free(&tr->plan);
     memset(tr, 0, sizeof *tr);
@@ -297,7 +307,10 @@ double trainer_update(trainer *tr, const train_hparams *h, int step, const doubl
         for (int64_t j = j0; j0 >= 0 && j < j1; j++) a += tr->gacc[j - tr->pbase] * tr->gacc[j - tr->pbase];
         bss[l] = a;
     }
-    if (tr->kind == TRAINER_PIPELINE) MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, bss, L, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
+    if (tr->kind == TRAINER_PIPELINE) {
+        if (tr->replica != 0) memset(bss, 0, sizeof(double) * (size_t)L);   /* the replicas hold the same sums */
+        MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, bss, L, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
+    }
     double ss = 0;
     for (int l = 0; l < L; l++) ss += bss[l];
     free(bss);

@@ -20,6 +20,9 @@ vocabulary 301, untied head) is pruned (cfsp, 0.3) and recovered with the adapti
      both trainers and any rank count);
   5. --trainer auto takes the data-parallel trainer on this small model at -n 2 (batch 6), and the
      pipelined one when the batch is no multiple of the ranks; --trainer data refuses that batch;
+  7. --replicas R (data parallelism over R pipelines) with --grad-groups 4: -n 2/4/4/8/7 with 2 or 4
+     replicas give losses, perplexities, checkpoint.h5 and merged.h5 bitwise equal to one pipeline on
+     one rank with 4 gradient groups; a group count that is no multiple of the replicas is refused;
   6. `cfsp-mpi plan --train-batch` gives the stage map `recover` runs (at -n 3, 4 and 7), which is the
      best contiguous split of the blocks (brute force over all splits with the step costs recomputed
      here), and its predicted efficiency = balance x B / (B + S - 1).
@@ -137,6 +140,23 @@ def main():
             ck.check(log_of(res) == log_of(full)[2:], "resumed steps 3-4 (%s, -n %d) bitwise = one run" % (trainer, n))
             ok, why = same_arrays(h5_all(os.path.join(d, "checkpoint.h5")), full_ck)
             ck.check(ok, "resumed checkpoint.h5 (%s, -n %d) bitwise = one run" % (trainer, n), why)
+
+    # 7. data parallelism on top: R replicas of the pipeline, G = 4 gradient groups; bitwise the same
+    #    for every R dividing G and any stage count, -n 1 included
+    g_ref_dir, g_ref, _ = recover("groups_n1", 1, "pipeline", 2, ["--grad-groups", 4, "--merge", 1])
+    if ck.check(g_ref is not None and g_ref["trainer"]["grad_groups"] == 4, "4 gradient groups at -n 1 (one pipeline)"):
+        g_ck, g_mg = h5_all(os.path.join(g_ref_dir, "checkpoint.h5")), h5_all(os.path.join(g_ref_dir, "merged.h5"))
+        for n, rr in ((2, 2), (4, 2), (4, 4), (8, 4), (7, 2)):
+            d, res, _ = recover("groups_n%d_r%d" % (n, rr), n, "pipeline", 2, ["--grad-groups", 4, "--replicas", rr, "--merge", 1])
+            if not ck.check(res is not None and res["trainer"]["replicas"] == rr,
+                            "-n %d, %d replicas of %s stages" % (n, rr, res["trainer"]["stages"] if res else "?")):
+                continue
+            same = (log_of(res) == log_of(g_ref) and res["eval_after"] == g_ref["eval_after"] and
+                    same_arrays(h5_all(os.path.join(d, "checkpoint.h5")), g_ck)[0] and same_arrays(h5_all(os.path.join(d, "merged.h5")), g_mg)[0])
+            ck.check(same, "-n %d, %d replicas: losses, perplexity, checkpoint.h5 and merged.h5 bitwise = one pipeline with 4 groups" % (n, rr))
+    d = common.fresh_dir(os.path.join(wd, "groups_bad"))
+    rc, out = common.run_cfsp(args, base + ["--steps", 1, "--replicas", 2, "--grad-groups", 3, "--output-dir", d], np_ranks=2, sub="recover")
+    ck.check(rc != 0 and "--grad-groups = '3': not a multiple of --replicas = 2" in out, "--grad-groups 3 with 2 replicas: refused with the reason")
 
     # 6. the stage map: `cfsp-mpi plan --train-batch` and `recover` agree, and it is the best split
     #    (brute force over every split of the 6 blocks into S contiguous stages, costs recomputed here)

@@ -19,6 +19,13 @@
  *    window order, so the adapters after a step are bitwise those of the data-parallel trainer on
  *    one rank, at any rank count. Ranks beyond S (more ranks than blocks) hold nothing and only
  *    join the collectives.
+ *    Data parallelism on top (--replicas R): R pipelines of S stages each take a contiguous share
+ *    of the batch. The batch is cut into G gradient groups of contiguous windows (--grad-groups,
+ *    a multiple of R); every stage sums each group's windows in window order, the stage's ranks of
+ *    all replicas exchange their groups' sums (MPI_Allgather) and add the G sums in group order.
+ *    The order depends on G only, so the adapters are bitwise the same for every R dividing G and
+ *    any stage count (R = 1 included); with G = 1 it is the data-parallel trainer's order. The
+ *    replicas then hold identical adapters; replica 0 writes the checkpoint and the merge.
  *
  *   train_io.c   the model (pruned HDF5 of model_h5.h, or a Hugging Face directory; a block range),
  *                adapter checkpoints (one HDF5 file, every rank writing its own part, tmp +
@@ -31,6 +38,7 @@
 #include "cfsp/model/weights.h"
 #include "cfsp/train/lora_plan.h"
 #include "cfsp/train/train_ops.h"
+#include <mpi.h>
 #include <stdint.h>
 
 typedef struct {
@@ -70,6 +78,8 @@ typedef struct {
     int nstages;
     int *first;                  /* [S + 1]: stage s holds blocks first[s] .. first[s+1]-1 */
     double *cost;                /* [S] flops per token of a step */
+    int replicas;                /* R pipelines of S stages (world rank = replica x S + stage), set by the caller */
+    int groups;                  /* G gradient groups (R divides G), set by the caller */
 } train_stages;
 void train_stages_plan(const model_config *c, const lora_plan *plan, int T, int P, train_stages *st);
 void train_stages_free(train_stages *st);
@@ -82,6 +92,10 @@ typedef struct {
     lora_plan plan;
     trainer_kind kind;
     int stage, nstages;                            /* pipeline: this rank's stage (-1: idle) of S */
+    int replica, replicas, base;                   /* pipeline: this rank's replica of R, its world rank of stage 0 */
+    int groups;                                    /* pipeline: G gradient groups of the batch */
+    double *gsum;                                  /* pipeline, G > 1: [G][nlocal] the groups' sums */
+    MPI_Comm stage_comm;                           /* pipeline, R > 1: this stage's ranks of every replica */
     int *first;                                    /* pipeline: [S + 1] the stage map (a copy) */
     int b0, b1;                                    /* the blocks whose adapters this rank holds */
     int64_t nparam;                                /* all adapters' parameters */
