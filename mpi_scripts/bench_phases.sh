@@ -117,6 +117,7 @@ if [ "$PROFILE" = 1 ] && perf stat -e task-clock true >/dev/null 2>&1 && [[ " $M
   say "profile: 7B calibration, 1 x 512"
   perf record -F 999 -o "$PDIR/perf-$TAG.data" -- "${pcmd[@]}" > "$RAW/perf-job.log" 2>&1 || true
   perf report -i "$PDIR/perf-$TAG.data" --no-children --sort symbol --stdio 2>/dev/null | grep -v '^#' | grep '%' | head -40 > "$RAW/profile.txt" || true
+  perf report -i "$PDIR/perf-$TAG.data" --no-children --sort dso --stdio 2>/dev/null | grep -v '^#' | grep '%' | head -20 > "$RAW/profile-dso.txt" || true
 fi
 echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)" >> "$RAW/machine.txt"
 $PY "$ROOT/mpi_scripts/bench_phases_report.py" "$RAW" "$OUT" "$TAG" "$MODELS"

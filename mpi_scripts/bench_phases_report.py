@@ -49,6 +49,23 @@ def dd_rate(path):
     return float(m.group(2)) * {"kB": 1e3, "MB": 1e6, "GB": 1e9, "B": 1}[m.group(3)]
 
 
+def profile_dso(path):
+    """shares by shared object: the product libraries (OpenBLAS, oneDNN and its JIT-generated kernels)
+    against the rest"""
+    if not os.path.exists(path):
+        return None
+    rows = []
+    for line in open(path):
+        m = re.match(r"\s*([0-9.]+)%\s+(.*\S)", line)
+        if m:
+            rows.append((float(m.group(1)), m.group(2)))
+    if not rows:
+        return None
+    prod = sum(p for p, d in rows if re.search(r"openblas|dnnl|\[JIT\]", d))
+    return {"dsos": [{"percent": p, "dso": d} for p, d in rows], "product_percent": prod,
+            "non_product_percent": sum(p for p, _ in rows) - prod}
+
+
 def profile(path):
     if not os.path.exists(path):
         return None
@@ -86,6 +103,10 @@ def main():
         row["largest_non_product_share"] = max((row["share"][k], k) for k in PHASES if k not in PRODUCT and k != "write")
         rows.append(row)
     prof = profile(os.path.join(raw, "profile.txt"))
+    pdso = profile_dso(os.path.join(raw, "profile-dso.txt"))
+    if prof and pdso:          # the shares by library: JIT-generated oneDNN kernels have no symbols
+        prof["product_percent"], prof["non_product_percent"] = pdso["product_percent"], pdso["non_product_percent"]
+        prof["by_dso"] = pdso["dsos"]
     doc = {"tool": "mpi_scripts/bench_phases.sh", "tag": tag, "machine": machine, "models": rows, "profile_7b_calibration": prof,
            "goal": "every non-product phase (setup, score, select, slice, other) < 5% of the job; write judged against the disk"}
     json.dump(doc, open(os.path.join(out, "phases-%s.json" % tag), "w"), indent=1)
@@ -114,13 +135,16 @@ def main():
                      r["name"], k, 100 * sh, "met" if sh < 0.05 else "NOT met", r["write_bytes"] / 1e9,
                      "%.2f" % r["write_gbps"] if r["write_gbps"] else "-",
                      "%.2f" % r["disk_direct_gbps"] if r["disk_direct_gbps"] else "-", r["peak_rss_bytes"] / 1e9))
-        L.append("  Slicing per ratio (in order): %s s — the first ratio's copies are the job's first use of that much "
-                 "new memory (the page faults and the kernel's zeroing of fresh pages are in its time)." % (
-                     ", ".join("%.2f" % x for x in r["slice_seconds_per_ratio"])))
+        sl = r["slice_seconds_per_ratio"]
+        first_note = (" — the first ratio's copies are the job's first use of that much new memory (the page faults and the "
+                      "kernel's zeroing of fresh pages are in its time)") if len(sl) > 1 and sl[0] > 2 * max(sl[1:]) else ""
+        L.append("  Slicing per ratio (in order): %s s%s." % (", ".join("%.2f" % x for x in sl), first_note))
     if prof:
-        L += ["", "Profile of a 7B calibration (1 x 512, perf, self time): %.1f%% of the samples in BLAS/oneDNN kernels, "
-              "%.1f%% elsewhere (norms, RoPE, softmax, statistics hooks, conversions). Top symbols:" % (
-                  prof["product_percent"], prof["non_product_percent"]), ""]
+        L += ["", "Profile of a 7B calibration (1 x 512, perf, self time): %.1f%% of the samples in the product libraries "
+              "(OpenBLAS, oneDNN and its JIT kernels), %.1f%% elsewhere (norms, RoPE, softmax, statistics hooks, conversions, "
+              "the kernel). %s Top symbols:" % (
+                  prof["product_percent"], prof["non_product_percent"],
+                  ("By library: " + ", ".join("%s %.1f%%" % (d["dso"], d["percent"]) for d in prof["by_dso"][:5]) + ".") if prof.get("by_dso") else ""), ""]
         L += ["| % | symbol |", "|---:|---|"] + ["| %.1f | `%s` |" % (t["percent"], t["symbol"]) for t in prof["top"][:10]]
     open(os.path.join(out, "phases-%s.md" % tag), "w").write("\n".join(L) + "\n")
 
