@@ -23,6 +23,8 @@
 #include <float.h>
 #include <math.h>
 #include <mpi.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -232,6 +234,9 @@ double trainer_pipe_step(trainer *tr, const train_hparams *h, const uint32_t *to
         sends_init(tr, &sd, 1);
         int nwarm = S - 1 - s < nw ? S - 1 - s : nw, f = 0, b = 0;
         for (int k = 0; k < nwarm; k++, f++) fwd_window(tr, f, tokens + off[w0 + f], 1, scale, &sd, NULL);
+        char where[32];
+        snprintf(where, sizeof where, "step%d", step);
+        if (cfsp_fault("kill", where)) raise(SIGKILL);   /* test hook (err.h): a rank killed mid-step */
         while (f < nw || b < nw) {
             if (f < nw) {
                 int64_t cnt = 0;

@@ -23,6 +23,9 @@ vocabulary 301, untied head) is pruned (cfsp, 0.3) and recovered with the adapti
   7. --replicas R (data parallelism over R pipelines) with --grad-groups 4: -n 2/4/4/8/7 with 2 or 4
      replicas give losses, perplexities, checkpoint.h5 and merged.h5 bitwise equal to one pipeline on
      one rank with 4 gradient groups; a group count that is no multiple of the replicas is refused;
+  8. a rank killed in the middle of step 3 (CFSP_FAULT=kill:1:step3) after the step-2 checkpoint: the
+     job ends, nothing of the run under a final name but the plan and that checkpoint, and resuming
+     from it gives the uninterrupted run's losses and merged weights bitwise;
   6. `cfsp-mpi plan --train-batch` gives the stage map `recover` runs (at -n 3, 4 and 7), which is the
      best contiguous split of the blocks (brute force over all splits with the step costs recomputed
      here), and its predicted efficiency = balance x B / (B + S - 1).
@@ -157,6 +160,32 @@ def main():
     d = common.fresh_dir(os.path.join(wd, "groups_bad"))
     rc, out = common.run_cfsp(args, base + ["--steps", 1, "--replicas", 2, "--grad-groups", 3, "--output-dir", d], np_ranks=2, sub="recover")
     ck.check(rc != 0 and "--grad-groups = '3': not a multiple of --replicas = 2" in out, "--grad-groups 3 with 2 replicas: refused with the reason")
+
+    # 8. a rank killed in the middle of step 3 (after the checkpoint of step 2): the job ends, no
+    #    output of the run under its final name but that checkpoint, no .tmp left; resuming from it
+    #    gives the uninterrupted run's adapters bitwise
+    import subprocess
+    import time
+    d = common.fresh_dir(os.path.join(wd, "killed"))
+    cmd = [args.mpiexec, "--oversubscribe", "-n", "3", args.bin, "recover"] + [str(x) for x in base] + [
+        "--steps", "4", "--save-every", "2", "--trainer", "pipeline", "--merge", "1", "--output-dir", d]
+    env = common.mpi_env()
+    env["CFSP_FAULT"] = "kill:1:step3"
+    t0 = time.time()
+    try:
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, timeout=120)
+        krc = p.returncode
+    except subprocess.TimeoutExpired:
+        krc = None
+    left = sorted(os.listdir(d))
+    ck.check(krc not in (0, None) and time.time() - t0 < 120, "rank 1 killed in step 3 at -n 3: the job ends (exit %s)" % krc)
+    ck.check(left == ["adapter_config.json", "checkpoint.h5"], "only the plan and the step-2 checkpoint are left", "files %s" % left)
+    if "checkpoint.h5" in left:
+        full_dir2, full2, _ = recover("kill_ref", 1, "data", 4, ["--merge", 1])
+        dr, res, _ = recover("kill_resume", 2, "pipeline", 4, ["--resume", os.path.join(d, "checkpoint.h5"), "--merge", 1])
+        ok = (res is not None and full2 is not None and res["start_step"] == 2 and log_of(res) == log_of(full2)[2:] and
+              same_arrays(h5_all(os.path.join(dr, "merged.h5")), h5_all(os.path.join(full_dir2, "merged.h5")))[0])
+        ck.check(ok, "resumed at -n 2 from the step-2 checkpoint: steps 3-4 and merged.h5 bitwise = the uninterrupted run")
 
     # 6. the stage map: `cfsp-mpi plan --train-batch` and `recover` agree, and it is the best split
     #    (brute force over every split of the 6 blocks into S contiguous stages, costs recomputed here)

@@ -38,7 +38,8 @@ _Noreturn void cfsp_exit_all(int status);
  * thread may ask). Used by tests to kill a rank mid-write (kill:R:write, model_h5.c), to make the
  * raw writer's device writes fail (eio:R:rawio), its O_DIRECT open be refused (nodirect:R:rawio) or
  * its O_DIRECT writes fail with EINVAL (einval:R:rawio), or
- * it write without its thread, as when MPI grants no MPI_THREAD_FUNNELED (nothread:R:rawio). */
+ * it write without its thread, as when MPI grants no MPI_THREAD_FUNNELED (nothread:R:rawio), or
+ * kill a rank in the middle of training step K of the pipelined trainer (kill:R:stepK, train_pipe.c). */
 int cfsp_fault(const char *action, const char *where);
 
 /* Temporary outputs: registered paths (any number of them) are unlinked on any failure path (also
