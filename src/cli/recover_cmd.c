@@ -5,6 +5,8 @@
  * every rank parses the same arguments; input problems end in cfsp_sync. */
 #include "cfsp/cli/commands.h"
 #include "cfsp/format/tokens.h"
+#include "cfsp/model/matmul.h"
+#include "cfsp/util/blas_env.h"
 #include "cfsp/prune/stats.h"
 #include "cfsp/train/train.h"
 #include "cfsp/util/err.h"
@@ -23,7 +25,7 @@ typedef struct {
     char model[4096], train_tokens[4096], eval_tokens[4096], stats[4096], out[4096], resume[4096];
     char targets[128];
     int adaptive, metric, alloc_reference;    /* --plan, --global-metric, --alloc-mode */
-    int eval_windows, rank, alpha_scales, force, save_every, merge, peft, plan_only, trainer, replicas, grad_groups;
+    int eval_windows, rank, alpha_scales, force, save_every, merge, peft, plan_only, trainer, replicas, grad_groups, compute;
     double alpha, a;
     train_hparams h;
 } rec_opts;
@@ -74,6 +76,9 @@ static const opt_def rec_table[] = {
       "each rank holds its stage's blocks (1F1B over windows); auto: data on one rank or when the whole model takes at most a "
       "quarter of a rank's share of the node's memory, else pipeline (bitwise the same adapters either way)",
       .names = trainer_names, .nnames = 3),
+    O(OPT_ENUM, compute, "compute", "auto", NULL, "the frozen weights' products in training and evaluation: fp32 (OpenBLAS), bf16 (oneDNN, "
+      "activations rounded to bf16, weights as stored; adapters, gradients, optimizer state, attention and lm_head stay fp32), "
+      "auto = bf16 with native bf16 dot products and a bf16 checkpoint", .names = compute_names, .nnames = 3),
     O(OPT_INT, replicas, "replicas", "1", "[1, 1048576]", "pipelined trainer: R pipelines of P / R ranks each, data parallel over the batch"),
     O(OPT_INT, grad_groups, "grad-groups", "0", "[0, 1048576]", "pipelined trainer: the batch's gradient is summed in G groups of contiguous windows, "
       "then the groups in order (a multiple of --replicas; 0: --replicas). The adapters are bitwise the same for every --replicas dividing G"),
@@ -234,7 +239,15 @@ int recover_command(int argc, char **argv)
         else rc = train_model_load_range(path_keep, st.first[stage], st.first[stage + 1], stage == 0, stage == st.nstages - 1, &m);
     }
     cfsp_sync(rc);
+    /* the products' backend (model/matmul.h) from --compute and the stored dtype of the blocks'
+     * matrices (a rank that holds blocks knows it; the same choice everywhere) */
+    int sdt = m.b1 > m.b0 ? (int)m.w[m.b0][TM_GATE].dtype : -1;
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &sdt, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
+    const char *mwarn = NULL;
+    cfsp_sync(mm_configure((compute_mode)o.compute, sdt >= 0 ? (dtype_t)sdt : DT_F32, blas_threads(), NULL, &mwarn));
     if (rank == 0) {
+        if (mwarn) fprintf(stderr, "cfsp-mpi: warning: %s\n", mwarn);
+        fprintf(stderr, "cfsp-mpi recover: compute %s (%s)\n", compute_names[mm_current()->mode], mm_current()->reason);
         fprintf(stderr, "cfsp-mpi recover: %s trainer (%s)", trainer_kind_names[kind], why);
         if (kind == TRAINER_PIPELINE) {
             if (o.replicas > 1 || o.grad_groups > 1) fprintf(stderr, "; %d replicas, %d gradient groups", o.replicas, o.grad_groups);
@@ -294,6 +307,15 @@ int recover_command(int argc, char **argv)
     cJSON_AddStringToObject(jh, "train_tokens", o.train_tokens);
     cJSON_AddStringToObject(jh, "eval_tokens", o.eval_tokens);
     cJSON_AddNumberToObject(res, "start_step", start);
+    const mm_info *mi = mm_current();
+    cJSON *jcp = cJSON_AddObjectToObject(res, "compute");
+    cJSON_AddStringToObject(jcp, "requested", compute_names[mi->requested]);
+    cJSON_AddStringToObject(jcp, "mode", compute_names[mi->mode]);
+    cJSON_AddStringToObject(jcp, "reason", mi->reason);
+    cJSON_AddStringToObject(jcp, "onednn_isa", mi->isa);
+    cJSON_AddStringToObject(jcp, "onednn_impl", mi->impl);
+    cJSON_AddBoolToObject(jcp, "native_bf16", mi->native);
+    cJSON_AddStringToObject(jcp, "products", "frozen-weight projections (forward, recomputation, backward) in this mode; LoRA, attention and lm_head fp32");
     cJSON *jt = cJSON_AddObjectToObject(res, "trainer");
     cJSON_AddStringToObject(jt, "requested", trainer_names[o.trainer]);
     cJSON_AddStringToObject(jt, "kind", trainer_kind_names[kind]);

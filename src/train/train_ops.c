@@ -50,15 +50,23 @@ void op_rmsnorm_bwd(real *dx, const real *dout, const real *x, const real *w, co
 #ifndef TRAIN_DOUBLE
 #include "cfsp/model/matmul.h"
 #include "cfsp/model/weights.h"
-/* dx[n, in] = beta dx + dy[n, out] W[out, in] with W stored in 16 bits: rows of W a panel at a time */
+/* dx[n, in] = beta dx + dy[n, out] W[out, in], W stored: fp32 mode on an f32 weight one sgemm, else
+ * rows of W a panel at a time (16-bit converted to fp32) through mm_gemm (fp32: sgemm; bf16: both
+ * operands rounded to bf16, oneDNN) */
 static void stored_dyW(const lora_lin *m, const float *dy, int n, float beta, float *dx)
 {
+    if (m->wdt == DT_F32 && !mm_bf16()) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, m->in, m->out, 1.0f, dy, m->out, (const float *)m->Wst, m->in, beta, dx, m->in);
+        return;
+    }
     int rows = (int)(m->panel_floats / (size_t)m->in);
     size_t es = dtype_size((dtype_t)m->wdt);
     for (int o0 = 0; o0 < m->out; o0 += rows) {
         int k = m->out - o0 < rows ? m->out - o0 : rows;
-        convert_to_f32((dtype_t)m->wdt, (const char *)m->Wst + (size_t)o0 * (size_t)m->in * es, m->panel, (size_t)k * (size_t)m->in);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, m->in, k, 1.0f, dy + o0, m->out, m->panel, m->in, o0 ? 1.0f : beta, dx, m->in);
+        const char *src = (const char *)m->Wst + (size_t)o0 * (size_t)m->in * es;
+        const float *w = (const float *)src;
+        if (m->wdt != DT_F32) { convert_to_f32((dtype_t)m->wdt, src, m->panel, (size_t)k * (size_t)m->in); w = m->panel; }
+        mm_gemm(0, n, m->in, k, 1.0f, dy + o0, m->out, w, m->in, o0 ? 1.0f : beta, dx, m->in, (const mm_scratch *)m->mms);
     }
 }
 #endif
@@ -67,10 +75,9 @@ void op_linear_fwd(real *y, real *xa, const lora_lin *m, const real *x, int n)
 {
     if (n == 0 || m->out == 0) return;
 #ifndef TRAIN_DOUBLE
-    if (!m->W) {                 /* the stored weight through the forward pass's product (matmul.h) */
-        static const mm_scratch none = { 0 };
-        mm_linear(n, m->out, m->in, x, (dtype_t)m->wdt, m->Wst, m->in, 0.0f, y, m->out, m->panel, m->panel_floats, &none);
-    } else
+    if (m->Wst)                  /* the stored weight through the forward pass's product (matmul.h) */
+        mm_linear(n, m->out, m->in, x, (dtype_t)m->wdt, m->Wst, m->in, 0.0f, y, m->out, m->panel, m->panel_floats, (const mm_scratch *)m->mms);
+    else
 #endif
     GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, n, m->out, m->in, 1, x, m->in, m->W, m->in, 0, y, m->out);
     if (m->r > 0) {
@@ -90,7 +97,7 @@ void op_linear_bwd(real *dx, real beta, real *dxa, const lora_lin *m, const real
     }
     if (!dx) return;
 #ifndef TRAIN_DOUBLE
-    if (!m->W) stored_dyW(m, dy, n, beta, dx);
+    if (m->Wst) stored_dyW(m, dy, n, beta, dx);
     else
 #endif
     GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, m->in, m->out, 1, dy, m->out, m->W, m->in, beta, dx, m->in);

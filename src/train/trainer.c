@@ -3,6 +3,7 @@
  * gradients), the update shared with the pipelined trainer (norm in block order, clipping, AdamW),
  * data-parallel evaluation, the learning-rate schedule and the batch sampler (see train.h). */
 #include "cfsp/model/forward.h"
+#include "cfsp/model/matmul.h"
 #include "cfsp/train/train.h"
 #include "cfsp/util/err.h"
 #include "cfsp/util/util.h"
@@ -171,9 +172,9 @@ void trainer_init(trainer *tr, const train_model *m, const lora_plan *plan, int 
     }
     float **sp = (float **)&tr->sc;
     for (int i = 0; i < 10; i++) sp[i] = xcalloc((size_t)(smax[i] > 0 ? smax[i] : 1), sizeof(float));
-    /* 16-bit weights: used a panel of rows at a time, converted to fp32 (train_ops.h); the panel's
-     * size depends on the model only (its largest projection), so every rank sums alike */
-    if (need_conv) {
+    /* 16-bit weights (and every weight in the bf16 mode): used a panel of rows at a time (train_ops.h);
+     * the panel's size depends on the model only (its largest projection), so every rank sums alike */
+    if (need_conv || mm_bf16()) {
         int64_t wmax = 0;
         for (int l = 0; l < L; l++)
             for (int t = 0; t < LORA_NMOD; t++) {
@@ -185,6 +186,22 @@ void trainer_init(trainer *tr, const train_model *m, const lora_plan *plan, int 
         tr->wconv = xmalloc(sizeof(float) * pf);
         for (int l = b0; l < b1; l++)
             for (int t = 0; t < LORA_NMOD; t++) { tr->bp[l].lin[t].panel = tr->wconv; tr->bp[l].lin[t].panel_floats = pf; }
+        if (mm_bf16()) {   /* the bf16 backend's rounded operands: activations [T, max dim], weight panels */
+            int64_t dmax = 0;
+            for (int l = 0; l < L; l++)
+                for (int t = 0; t < LORA_NMOD; t++) {
+                    int64_t o, in;
+                    lora_module_shape(c, l, t, &o, &in);
+                    if (o > dmax) dmax = o;
+                    if (in > dmax) dmax = in;
+                }
+            tr->mms.a_floats = (size_t)T * (size_t)dmax;
+            tr->mms.b_floats = pf;
+            tr->mms.a = xmalloc(sizeof(float) * tr->mms.a_floats);
+            tr->mms.b = xmalloc(sizeof(float) * tr->mms.b_floats);
+        }
+        for (int l = b0; l < b1; l++)
+            for (int t = 0; t < LORA_NMOD; t++) tr->bp[l].lin[t].mms = &tr->mms;
     }
     size_t nd = (size_t)T * D;
     tr->x = xmalloc(sizeof(float) * nd);
@@ -228,6 +245,7 @@ void trainer_free(trainer *tr)
     free(tr->offA); free(tr->offB);
     free(tr->x); free(tr->y); free(tr->dx); free(tr->xn); free(tr->rstd); free(tr->logits); free(tr->tgt);
     free(tr->xin); free(tr->sendbuf); free(tr->dxbuf); free(tr->hpanel); free(tr->gsum);
+    free(tr->mms.a); free(tr->mms.b);
     if (tr->stage_comm != MPI_COMM_NULL) MPI_Comm_free(&tr->stage_comm);
     free(tr->cosb); free(tr->sinb); free(tr->wconv);
     lora_plan_free(&tr->plan);

@@ -261,12 +261,14 @@ def rotate_half(x):
 # parity reference of cfsp-mpi's fp32 mode) or "bf16" (cfsp-mpi --compute bf16: both operands of
 # every product rounded to bfloat16, round to nearest even, from their float32 values; the product
 # itself exact). Everything that is not a matrix product stays float64 in both.
+# "bf16_proj" (cfsp-mpi recover --compute bf16): the products of the frozen projections q, k, v, o,
+# gate, up, down rounded so; attention and lm_head exact.
 PRODUCTS = "fp32"
 
 
 def set_products(mode):
     global PRODUCTS
-    assert mode in ("fp32", "bf16"), mode
+    assert mode in ("fp32", "bf16", "bf16_proj"), mode
     PRODUCTS = mode
 
 
@@ -277,8 +279,15 @@ def mm(a, b):
     return a @ b
 
 
+def mmw(a, b):
+    """a projection's product (x W^T) as cfsp-mpi's matmul backend sees it (see PRODUCTS)."""
+    if PRODUCTS in ("bf16", "bf16_proj"):
+        return bf16_round(a) @ bf16_round(b)
+    return a @ b
+
+
 def _linear(x, w, b=None):
-    y = mm(x, w.T)
+    y = mmw(x, w.T)
     return y if b is None else y + b
 
 
@@ -304,7 +313,7 @@ def attention(model, ly, x, cos, sin):
 
 def mlp(model, ly, x):
     """Returns (ffn output, down_proj input)."""
-    a = silu(mm(x, ly["gate"].T)) * mm(x, ly["up"].T)
+    a = silu(mmw(x, ly["gate"].T)) * mmw(x, ly["up"].T)
     return _linear(a, ly["down"], ly["down_bias"]), a
 
 

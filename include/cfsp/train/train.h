@@ -35,6 +35,7 @@
  *   train_pipe.c the stage plan, the pipelined step and evaluation */
 #ifndef CFSP_TRAIN_H
 #define CFSP_TRAIN_H
+#include "cfsp/model/matmul.h"
 #include "cfsp/model/weights.h"
 #include "cfsp/train/lora_plan.h"
 #include "cfsp/train/train_ops.h"
@@ -118,6 +119,7 @@ typedef struct {
     blk_scratch sc;
     float *x, *y, *dx, *xn, *rstd, *logits, *cosb, *sinb;
     float *wconv;                                  /* the fp32 panel of 16-bit weight rows (train_ops.h) */
+    mm_scratch mms;                                /* bf16 mode: the rounded operands (model/matmul.h) */
     float *hpanel;                                 /* [HEAD_PANEL, D]: lm_head rows converted to fp32 */
     int32_t *tgt;
 } trainer;

@@ -29,13 +29,15 @@ void op_rmsnorm_bwd(real *dx, const real *dout, const real *x, const real *w, co
 typedef struct {
     const real *W;               /* [out, in] */
 #ifndef TRAIN_DOUBLE
-    /* or (W NULL) the frozen weight in its stored 16-bit dtype, used a panel of rows at a time
-     * converted to fp32 into panel (panel_floats floats, the same on every rank: the panel
-     * partition fixes the order of the backward's sums) */
+    /* or (Wst set) the frozen weight in its stored dtype, through the forward pass's matrix-product
+     * backend (model/matmul.h: fp32 sgemm, or bf16 with the activations rounded): 16-bit weights a
+     * panel of rows at a time converted to fp32 into panel (panel_floats floats, the same on every
+     * rank: the panel partition fixes the order of the backward's sums) */
     const void *Wst;
     int wdt;                     /* dtype_t of Wst */
     float *panel;
     size_t panel_floats;
+    const void *mms;             /* the bf16 backend's operand scratch (an mm_scratch of model/matmul.h) */
 #endif
     int out, in, r;
     real s;                      /* alpha / r */
