@@ -311,8 +311,9 @@ typedef struct {
  * B_r = B / R windows each (1F1B fill and drain; idle ranks beyond R S; communication, the
  * replicas' exchange of gradient-group sums included, left out), and every stage's memory: its weights in the stored
  * dtype, adapters with AdamW state and accumulator (24 bytes a parameter), and the activations of
- * train_ops.h (one block's kept activations per block held, the backward scratch, the block inputs
- * of the S - s windows in flight, the message buffers, the head's logits on the last stage, the
+ * train_ops.h as recover --recompute auto chooses them (every block's activations for each of the
+ * S - s windows in flight when they take at most an eighth of the weights + 256 MB, else one set
+ * per block and the blocks' inputs of the windows in flight), the backward scratch, the message buffers, the head's logits on the last stage, the
  * 16-bit weights' conversion panel). --train-keep k models the FFN widths after pruning (k x m). */
 static int train_plan(const char *model, model_config *c, const st_model *stp, long P, long B, long T, int r, double keep,
                       int R, double gflops, const char *json_out)
@@ -366,8 +367,11 @@ static int train_plan(const char *model, model_config *c, const st_model *stp, l
         if (first) w += V * D * es;                                  /* the embedding */
         if (last) w += D * 4 + ((c->tie_embeddings && first) ? 0 : V * D * es);
         double slots = S - s2;
-        double buf = slots * nb * T * D + 4 * T * D + 4 * T * D + (last ? T * V + T * D + T : 0);   /* inputs kept, 2 + 2 send buffers, x/y/dx/d(up) */
-        double act_b = 4 * (act + scr + buf) + panel, ad_b = 24 * lora, tot = w + ad_b + act_b;
+        /* recover --recompute auto: the activations of the windows in flight kept when they take at
+         * most an eighth of the weights + 256 MB, else the blocks' inputs kept and one set recomputed */
+        int keep_act = slots * 4 * act <= w / 8 + 256e6;
+        double buf = (keep_act ? 0 : slots * nb * T * D) + 4 * T * D + 4 * T * D + (last ? T * V + T * D + T : 0);
+        double act_b = 4 * ((keep_act ? slots : 1) * act + scr + buf) + panel, ad_b = 24 * lora, tot = w + ad_b + act_b;
         if (tot > worst) worst = tot;
         printf("  %5d  %3d-%-3d   %12.1f  %10.3f  %11.3f  %14.3f  %8.3f\n", s2, b0, b1 - 1, st.cost[s2] * T / 1e9, w / 1e9, ad_b / 1e9, act_b / 1e9,
                tot / 1e9);
@@ -379,6 +383,7 @@ static int train_plan(const char *model, model_config *c, const st_model *stp, l
         cJSON_AddNumberToObject(o, "weight_bytes", w);
         cJSON_AddNumberToObject(o, "adapter_state_bytes", ad_b);
         cJSON_AddNumberToObject(o, "activation_bytes", act_b);
+        cJSON_AddBoolToObject(o, "activations_kept", keep_act);
         cJSON_AddNumberToObject(o, "total_bytes", tot);
         cJSON_AddItemToArray(ja, o);
     }

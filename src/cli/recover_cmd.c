@@ -25,7 +25,7 @@ typedef struct {
     char model[4096], train_tokens[4096], eval_tokens[4096], stats[4096], out[4096], resume[4096];
     char targets[128];
     int adaptive, metric, alloc_reference;    /* --plan, --global-metric, --alloc-mode */
-    int eval_windows, rank, alpha_scales, force, save_every, merge, peft, plan_only, trainer, replicas, grad_groups, compute;
+    int eval_windows, rank, alpha_scales, force, save_every, merge, peft, plan_only, trainer, replicas, grad_groups, compute, recompute;
     double alpha, a;
     train_hparams h;
 } rec_opts;
@@ -33,6 +33,7 @@ typedef struct {
 static const char *const plan_names[] = { "uniform", "adaptive", "pruned" };
 static const char *const alloc_names[] = { "default", "reference" };
 static const char *const trainer_names[] = { "auto", "data", "pipeline" };
+static const char *const recompute_names[] = { "auto", "on", "off" };
 #define O(...) OPT(rec_opts, __VA_ARGS__)
 static const opt_def rec_table[] = {
     O(OPT_STR, model, "model", NULL, NULL, "a pruned checkpoint of cfsp-mpi (.h5) or a Hugging Face directory", .flags = OPT_REQUIRED),
@@ -79,6 +80,9 @@ static const opt_def rec_table[] = {
     O(OPT_ENUM, compute, "compute", "auto", NULL, "the frozen weights' products in training and evaluation: fp32 (OpenBLAS), bf16 (oneDNN, "
       "activations rounded to bf16, weights as stored; adapters, gradients, optimizer state, attention and lm_head stay fp32), "
       "auto = bf16 with native bf16 dot products and a bf16 checkpoint", .names = compute_names, .nnames = 3),
+    O(OPT_ENUM, recompute, "recompute", "auto", NULL, "pipelined trainer: on = keep only the blocks' inputs of the windows in flight and recompute "
+      "their activations in the backward; off = keep the activations; auto = off when they take at most an eighth of the stage's weights "
+      "+ 256 MB (bitwise the same adapters either way)", .names = recompute_names, .nnames = 3),
     O(OPT_INT, replicas, "replicas", "1", "[1, 1048576]", "pipelined trainer: R pipelines of P / R ranks each, data parallel over the batch"),
     O(OPT_INT, grad_groups, "grad-groups", "0", "[0, 1048576]", "pipelined trainer: the batch's gradient is summed in G groups of contiguous windows, "
       "then the groups in order (a multiple of --replicas; 0: --replicas). The adapters are bitwise the same for every --replicas dividing G"),
@@ -227,6 +231,7 @@ int recover_command(int argc, char **argv)
         train_stages_plan(c, &plan, o.h.seqlen, cfsp_nranks() / o.replicas, &st);
         st.replicas = o.replicas;
         st.groups = o.grad_groups;
+        st.recompute = o.recompute == 0 ? -1 : o.recompute == 1 ? 1 : 0;
         stage = rank < st.nstages * o.replicas ? rank % st.nstages : -1;
     }
     {
@@ -324,6 +329,7 @@ int recover_command(int argc, char **argv)
         cJSON_AddNumberToObject(jt, "stages", st.nstages);
         cJSON_AddNumberToObject(jt, "replicas", st.replicas);
         cJSON_AddNumberToObject(jt, "grad_groups", st.groups);
+        cJSON_AddStringToObject(jt, "recompute", recompute_names[o.recompute]);
         cJSON *jf = cJSON_AddArrayToObject(jt, "first_block"), *jc = cJSON_AddArrayToObject(jt, "stage_cost_flops_per_token");
         for (int s2 = 0; s2 <= st.nstages; s2++) cJSON_AddItemToArray(jf, cJSON_CreateNumber(st.first[s2]));
         for (int s2 = 0; s2 < st.nstages; s2++) cJSON_AddItemToArray(jc, cJSON_CreateNumber(st.cost[s2]));
@@ -388,13 +394,15 @@ int recover_command(int argc, char **argv)
         for (int t = 0; t < LORA_NMOD; t++) wb += (double)(m.w[l][t].rows * m.w[l][t].cols) * (double)dtype_size(m.w[l][t].dtype);
     if (m.has_embed) wb += (double)(m.embed.rows * m.embed.cols) * (double)dtype_size(m.embed.dtype);
     if (m.has_head && m.head.owned) wb += (double)(m.head.rows * m.head.cols) * (double)dtype_size(m.head.dtype);
-    double cw[4] = { tr.compute_seconds, tr.wait_seconds, (double)vm_hwm_bytes(), wb }, *all = xmalloc(sizeof(double) * 4 * (size_t)cfsp_nranks());
-    MPI_CHECK(MPI_Gather(cw, 4, MPI_DOUBLE, all, 4, MPI_DOUBLE, 0, MPI_COMM_WORLD));
+    double cw[6] = { tr.compute_seconds, tr.wait_seconds, (double)vm_hwm_bytes(), wb, tr.act_bytes, tr.store_act },
+           *all = xmalloc(sizeof(double) * 6 * (size_t)cfsp_nranks());
+    MPI_CHECK(MPI_Gather(cw, 6, MPI_DOUBLE, all, 6, MPI_DOUBLE, 0, MPI_COMM_WORLD));
     if (rank == 0) {
-        static const char *const names[4] = { "rank_compute_seconds", "rank_wait_seconds", "rank_vmhwm_bytes", "rank_weight_bytes" };
-        for (int k = 0; k < 4; k++) {
+        static const char *const names[6] = { "rank_compute_seconds", "rank_wait_seconds", "rank_vmhwm_bytes", "rank_weight_bytes",
+                                              "rank_activation_bytes", "rank_activations_kept" };
+        for (int k = 0; k < 6; k++) {
             cJSON *a = cJSON_AddArrayToObject(tm, names[k]);
-            for (int r = 0; r < cfsp_nranks(); r++) cJSON_AddItemToArray(a, cJSON_CreateNumber(all[4 * r + k]));
+            for (int r = 0; r < cfsp_nranks(); r++) cJSON_AddItemToArray(a, cJSON_CreateNumber(all[6 * r + k]));
         }
     }
     free(all);

@@ -12,11 +12,12 @@
  * buffers per direction, each waited before it is used again; receives are blocking and in
  * schedule order, so no stage waits on another in a cycle.
  *
- * Activations: stage s keeps the input of each of its blocks for each window in flight (slots x
- * blocks x [T, D] floats) and one set of block activations per block (train_ops.h); a backward
+ * Activations: with store_act, stage s keeps every block's activations (train_ops.h) for each of
+ * the S - s windows in flight; otherwise the input of each of its blocks for each window in flight
+ * (slots x blocks x [T, D] floats) and one set of block activations per block, and a backward
  * recomputes a block's forward from its kept input unless that block's activations still belong to
  * the window (always the case on the last stage, and for S = 1). Recomputation repeats the same
- * operations on the same input, so the gradients are bitwise those of the stored activations. */
+ * operations on the same input, so the gradients are bitwise the same either way. */
 #include "cfsp/train/train.h"
 #include "cfsp/util/err.h"
 #include "cfsp/util/util.h"
@@ -123,6 +124,13 @@ static void recv_from(trainer *tr, float *buf, size_t n, int src, int tag)
     tr->wait_seconds += now_seconds() - t0;
 }
 
+/* the activations of block l for window i: its own set (kept) or the block's one set */
+static blk_act *act_of(trainer *tr, int i, int l)
+{
+    if (!tr->store_act) return &tr->act[l];
+    return &tr->acts[(size_t)(i % tr->slots) * (size_t)(tr->b1 - tr->b0) + (size_t)(l - tr->b0)];
+}
+
 /* the forward of window i (token ids ids) through this stage's blocks; keep: the block inputs go to
  * slot i % slots. Last stage: the loss (and with scale > 0 its gradient into tr->dxbuf); other
  * stages: the output is sent on. Returns the window's loss sum (last stage), else 0. */
@@ -136,8 +144,8 @@ static double fwd_window(trainer *tr, int i, const uint32_t *ids, int keep, floa
     else recv_from(tr, x, nd, tr->base + s - 1, TAG_FWD);
     double t0 = now_seconds(), loss = 0;
     for (int l = tr->b0; l < tr->b1; l++) {
-        if (keep) memcpy(tr->xin + ((size_t)slot * (size_t)(tr->b1 - tr->b0) + (size_t)(l - tr->b0)) * nd, x, sizeof(float) * nd);
-        blk_forward(&tr->bp[l], &tr->act[l], x, y, T, tr->cosb, tr->sinb);
+        if (keep && !tr->store_act) memcpy(tr->xin + ((size_t)slot * (size_t)(tr->b1 - tr->b0) + (size_t)(l - tr->b0)) * nd, x, sizeof(float) * nd);
+        blk_forward(&tr->bp[l], act_of(tr, i, l), x, y, T, tr->cosb, tr->sinb);
         tr->act_win[l] = i;
         float *sw = x; x = y; y = sw;
     }
@@ -168,12 +176,12 @@ static void bwd_window(trainer *tr, int i, double *acc, sends *sd)
     double t0 = now_seconds();
     memset(tr->grad, 0, sizeof(float) * (size_t)tr->nlocal);
     for (int l = tr->b1 - 1; l >= tr->b0; l--) {
-        if (tr->act_win[l] != i) {
+        if (!tr->store_act && tr->act_win[l] != i) {
             const float *xi = tr->xin + ((size_t)slot * (size_t)(tr->b1 - tr->b0) + (size_t)(l - tr->b0)) * nd;
             blk_forward(&tr->bp[l], &tr->act[l], xi, tr->y, T, tr->cosb, tr->sinb);
             tr->act_win[l] = i;
         }
-        blk_backward(&tr->bp[l], &tr->act[l], tr->dxbuf, T, tr->cosb, tr->sinb, &tr->sc);
+        blk_backward(&tr->bp[l], act_of(tr, i, l), tr->dxbuf, T, tr->cosb, tr->sinb, &tr->sc);
     }
     for (int64_t j = 0; j < tr->nlocal; j++) acc[j] += tr->grad[j];
     tr->compute_seconds += now_seconds() - t0;

@@ -163,15 +163,34 @@ void trainer_init(trainer *tr, const train_model *m, const lora_plan *plan, int 
                 q->dB = tr->grad + (tr->offB[l][t] - tr->pbase);
             }
         }
-        int64_t as[14 + OP_NLIN], ss[10];
-        blk_act_sizes(p, T, as);
-        float **ap = (float **)&tr->act[l];
-        for (int i = 0; i < 14 + OP_NLIN; i++) ap[i] = xcalloc((size_t)(as[i] > 0 ? as[i] : 1), sizeof(float));
+        int64_t ss[10];
         blk_scratch_sizes(p, T, tr->rmax, ss);
         for (int i = 0; i < 10; i++) if (ss[i] > smax[i]) smax[i] = ss[i];
     }
     float **sp = (float **)&tr->sc;
     for (int i = 0; i < 10; i++) sp[i] = xcalloc((size_t)(smax[i] > 0 ? smax[i] : 1), sizeof(float));
+    /* activations: one set per block held, or (pipeline, kept) one per block and window in flight */
+    double per_window = 0, wbytes = 0;
+    for (int l = b0; l < b1; l++) {
+        int64_t as[14 + OP_NLIN];
+        blk_act_sizes(&tr->bp[l], T, as);
+        for (int i = 0; i < 14 + OP_NLIN; i++) per_window += 4.0 * (double)as[i];
+        for (int t = 0; t < LORA_NMOD; t++) wbytes += (double)(m->w[l][t].rows * m->w[l][t].cols) * (double)dtype_size(m->w[l][t].dtype);
+    }
+    if (kind == TRAINER_PIPELINE && stage >= 0) {
+        int slots = st->nstages - stage;
+        tr->store_act = st->recompute == 0 || (st->recompute < 0 && slots * per_window <= wbytes / 8 + 256e6);
+    }
+    int nsets = tr->store_act ? st->nstages - stage : 1, nb = b1 - b0;
+    tr->act_bytes = per_window * nsets;
+    if (tr->store_act) tr->acts = xcalloc((size_t)(nsets * nb > 0 ? nsets * nb : 1), sizeof(blk_act));
+    for (int k = 0; k < nsets; k++)
+        for (int l = b0; l < b1; l++) {
+            int64_t as[14 + OP_NLIN];
+            blk_act_sizes(&tr->bp[l], T, as);
+            float **ap = (float **)(tr->store_act ? &tr->acts[(size_t)k * (size_t)nb + (size_t)(l - b0)] : &tr->act[l]);
+            for (int i = 0; i < 14 + OP_NLIN; i++) ap[i] = xcalloc((size_t)(as[i] > 0 ? as[i] : 1), sizeof(float));
+        }
     /* 16-bit weights (and every weight in the bf16 mode): used a panel of rows at a time (train_ops.h);
      * the panel's size depends on the model only (its largest projection), so every rank sums alike */
     if (need_conv || mm_bf16()) {
@@ -217,7 +236,7 @@ void trainer_init(trainer *tr, const train_model *m, const lora_plan *plan, int 
     if (kind == TRAINER_PIPELINE && stage >= 0) {
         /* windows in flight at stage s of a 1F1B schedule: S - s (its warm-up forwards + 1) */
         tr->slots = tr->nstages - stage;
-        tr->xin = xmalloc(sizeof(float) * nd * (size_t)tr->slots * (size_t)(b1 - b0 > 0 ? b1 - b0 : 1));
+        if (!tr->store_act) tr->xin = xmalloc(sizeof(float) * nd * (size_t)tr->slots * (size_t)(b1 - b0 > 0 ? b1 - b0 : 1));
         tr->sendbuf = xmalloc(sizeof(float) * nd * 2);           /* train_pipe.c's NSEND */
         tr->dxbuf = xmalloc(sizeof(float) * nd);
     }
@@ -234,10 +253,13 @@ void trainer_init(trainer *tr, const train_model *m, const lora_plan *plan, int 
 
 void trainer_free(trainer *tr)
 {
-    for (int l = tr->b0; tr->act && l < tr->b1; l++) {
-        float **ap = (float **)&tr->act[l];
-        for (int i = 0; i < 14 + OP_NLIN; i++) free(ap[i]);
-    }
+    int nb = tr->b1 - tr->b0, nsets = tr->store_act ? tr->slots : 1;
+    for (int k = 0; k < nsets; k++)
+        for (int l = tr->b0; tr->act && l < tr->b1; l++) {
+            float **ap = (float **)(tr->store_act ? &tr->acts[(size_t)k * (size_t)nb + (size_t)(l - tr->b0)] : &tr->act[l]);
+            for (int i = 0; i < 14 + OP_NLIN; i++) free(ap[i]);
+        }
+    free(tr->acts);
     float **sp = (float **)&tr->sc;
     for (int i = 0; i < 10; i++) free(sp[i]);
     free(tr->act); free(tr->bp); free(tr->act_win); free(tr->first);

@@ -13,6 +13,7 @@ vocabulary 301, untied head) is pruned (cfsp, 0.3) and recovered with the adapti
      gradient norms and held-out perplexities of recover.json, every dataset of checkpoint.h5
      (adapters and AdamW moments), every tensor of merged.h5 and adapter_model.safetensors are
      bitwise equal to the reference; merged.h5 passes `cfsp-mpi verify`;
+  2b. the same with the activations recomputed in the backward (--recompute on) at -n 3 and 4;
   3. the stage map of recover.json: min(P, L + 1) contiguous stages covering every block, each
      with at least one block but the last (which may hold the head alone);
   4. resume: 2 steps pipelined at -n 2, resumed to 4 steps by the data-parallel trainer at -n 1 and
@@ -118,6 +119,8 @@ def main():
                   all(fb[i] < fb[i + 1] for i in range(len(fb) - 2)) and fb[-2] <= fb[-1])
         ck.check(ok_map, "-n %d: %d stages, first blocks %s" % (n, t.get("stages", -1), fb))
         ck.check(log_of(res) == log_of(ref), "-n %d: losses and gradient norms of 3 steps bitwise = data -n 1" % n)
+        if n == 2:
+            ck.check(res["timings"]["rank_activations_kept"] == [1, 1], "-n 2: --recompute auto keeps the activations (small model)")
         ck.check(res["eval_before"] == ref["eval_before"] and res["eval_after"] == ref["eval_after"],
                  "-n %d: held-out perplexity before/after bitwise = data -n 1" % n,
                  "%.6f -> %.6f" % (res["eval_before"]["ppl"], res["eval_after"]["ppl"]))
@@ -130,6 +133,14 @@ def main():
         if n == 3:
             rc, vout = common.run_cmd([args.bin, "verify", os.path.join(d, "merged.h5")])
             ck.check(rc == 0 and "all checksums match" in vout, "-n 3: cfsp-mpi verify merged.h5")
+
+    # 2b. activations recomputed in the backward (--recompute on) instead of kept (auto keeps them here)
+    for n in (3, 4):
+        d, res, _ = recover("pipe_recompute_n%d" % n, n, "pipeline", 3, ["--recompute", "on", "--merge", 1])
+        ok = (res is not None and res["timings"]["rank_activations_kept"][:n] == [0] * n and log_of(res) == log_of(ref) and
+              res["eval_after"] == ref["eval_after"] and same_arrays(h5_all(os.path.join(d, "checkpoint.h5")), ref_ck)[0] and
+              same_arrays(h5_all(os.path.join(d, "merged.h5")), ref_mg)[0])
+        ck.check(ok, "-n %d --recompute on: losses, perplexity, checkpoint.h5, merged.h5 bitwise = data -n 1" % n)
 
     # 4. resume across trainers and rank counts (constant lr: the schedule does not depend on --steps)
     full_dir, full, _ = recover("full4", 1, "data", 4)

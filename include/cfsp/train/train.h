@@ -13,9 +13,10 @@
  *  - pipelined (TRAINER_PIPELINE, train_pipe.c): stage s of S holds only the blocks
  *    [first[s], first[s+1]) (stored dtype), their adapters and AdamW state, stage 0 the embedding,
  *    stage S-1 the final norm and lm_head. Windows are the micro-batches of a 1F1B schedule:
- *    hidden states flow down, their gradients flow up, each stage keeps the input of each of its
- *    blocks for the windows in flight and recomputes the block's activations in the backward
- *    (except for the window whose activations are still there). Every stage sums its windows in
+ *    hidden states flow down, their gradients flow up; each stage keeps the activations of its
+ *    blocks for the windows in flight (S - s of them) when they fit (--recompute auto), else only
+ *    the blocks' inputs, recomputing the activations in the backward (except for the window whose
+ *    activations are still there). Every stage sums its windows in
  *    window order, so the adapters after a step are bitwise those of the data-parallel trainer on
  *    one rank, at any rank count. Ranks beyond S (more ranks than blocks) hold nothing and only
  *    join the collectives.
@@ -81,6 +82,9 @@ typedef struct {
     double *cost;                /* [S] flops per token of a step */
     int replicas;                /* R pipelines of S stages (world rank = replica x S + stage), set by the caller */
     int groups;                  /* G gradient groups (R divides G), set by the caller */
+    int recompute;               /* 1: recompute activations in the backward, 0: keep them for the
+                                  * windows in flight, -1: auto (keep when they take at most an
+                                  * eighth of the stage's weights + 256 MB); set by the caller */
 } train_stages;
 void train_stages_plan(const model_config *c, const lora_plan *plan, int T, int P, train_stages *st);
 void train_stages_free(train_stages *st);
@@ -107,6 +111,9 @@ typedef struct {
     int step;                                      /* optimizer steps done */
     /* pipeline: windows in flight, their block inputs, the window whose activations act[l] holds */
     int slots;
+    int store_act;                                 /* pipeline: activations kept per window in flight (no recomputation) */
+    blk_act *acts;                                 /* store_act: [slots][b1 - b0] */
+    double act_bytes;                              /* pipeline: bytes of the activations held (kept or one set per block) */
     float *xin;                                    /* [slots][b1 - b0][T, D] */
     float *sendbuf;                                /* [2][T, D] the forward messages in flight */
     float *dxbuf;                                  /* [T, D] the gradient flowing up */
