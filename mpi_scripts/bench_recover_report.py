@@ -48,7 +48,11 @@ def main():
                    "efficiency": base / (n * step_s) if base else None, "predicted_efficiency": pred,
                    "rank_compute_seconds": tm.get("rank_compute_seconds"), "rank_wait_seconds": tm.get("rank_wait_seconds"),
                    "rank_vmhwm_bytes": tm.get("rank_vmhwm_bytes"), "rank_weight_bytes": tm.get("rank_weight_bytes"),
-                   "loss_last": r["log"][-1]["loss"] if r["log"] else None}
+                   "loss_last": r["log"][-1]["loss"] if r["log"] else None,
+                   "rank_activations_kept": tm.get("rank_activations_kept"), "rank_activation_bytes": tm.get("rank_activation_bytes"),
+                   "oversubscribed": n > int(machine.get("nproc", "1"))}
+            if row["rank_vmhwm_bytes"] and row["rank_weight_bytes"]:
+                row["peak_rss_over_bound"] = max(v / (1.25 * w + 1e9) for v, w in zip(row["rank_vmhwm_bytes"], row["rank_weight_bytes"]))
             rows.append(row)
     doc = {"tool": "mpi_scripts/bench_recover.sh", "machine": machine, "rows": rows}
     json.dump(doc, open(os.path.join(out, "recover.json"), "w"), indent=1)
@@ -65,12 +69,19 @@ def main():
         L.append("| %s | %d | %s | %s | %dx%d | %.2f | %.1f | %s | %s | %s | %s | %s |" % (
             r["name"], r["nranks"], r["trainer"], "%d (%s)" % (r["stages"], ",".join(map(str, r["first_block"]))) if r["first_block"] else "1",
             r["batch"], r["seqlen"], r["step_seconds"], r["tokens_per_second_per_rank"],
-            "%.3f" % r["efficiency"] if r["efficiency"] else "-", "%.3f" % r["predicted_efficiency"] if r["predicted_efficiency"] else "-",
+            ("%.3f" % r["efficiency"] + (" (oversubscribed)" if r["nranks"] > int(machine.get("nproc", "1")) else "")) if r["efficiency"] else "-",
+            "%.3f" % r["predicted_efficiency"] if r["predicted_efficiency"] else "-",
             ", ".join("%.2f" % (v / 1e9) for v in r["rank_vmhwm_bytes"] or []),
             ", ".join("%.2f" % (v / 1e9) for v in r["rank_weight_bytes"] or []),
             ", ".join("%.1f" % v for v in r["rank_wait_seconds"] or [])))
+    for r in rows:
+        if r.get("peak_rss_over_bound") is not None and r["trainer"] == "pipeline":
+            L.append("- %s -n %d: peak RSS / (1.25 x own weights + 1 GB) = %.2f at most over the ranks (goal <= 1); activations %s." % (
+                r["name"], r["nranks"], r["peak_rss_over_bound"],
+                "kept for the windows in flight" if all(k for k, w in zip(r["rank_activations_kept"] or [0], r["rank_weight_bytes"]) if w > 0)
+                else "recomputed on some ranks"))
     L += ["", "Efficiency = step time at -n 1 / (N x step time at -n N); predicted = stage balance x B / (B + S - 1) "
-          "(no communication). Peak RSS against the weights the rank holds: the pipelined trainer holds only its stage's "
+          "(no communication). A row with more ranks than cores is oversubscribed and no efficiency figure. Peak RSS against the weights the rank holds: the pipelined trainer holds only its stage's "
           "blocks (stored dtype, used through a 16 MB fp32 panel); the rest is activations, the adapters and their AdamW state."]
     open(os.path.join(out, "recover.md"), "w").write("\n".join(L) + "\n")
 
