@@ -25,8 +25,8 @@ OPTIONS = {
            "save-models write-io save-stats eval-dense eval-pruned dump-logits stats max-rank-memory",
     "recover": "model train-tokens eval-tokens eval-windows seqlen batch steps lr min-lr-ratio warmup weight-decay "
                "clip beta1 beta2 adam-eps plan rank alpha alpha-scales stats global-metric a alloc-mode targets seed "
-               "output-dir force save-every resume merge peft plan-only",
-    "plan": "model ranks nsamples seqlen chunk ffn-slice gflops json",
+               "output-dir force save-every resume merge peft plan-only trainer compute recompute replicas grad-groups",
+    "plan": "model ranks nsamples seqlen chunk ffn-slice gflops json train-batch train-seqlen train-rank train-keep train-replicas",
     "export": "format model shard-size alignment name force",
     "tokenize": "model bos force",
     "mkmodel": "out hidden ffn layers heads kv-heads head-dim vocab dtype shard-bytes seed tie rope-theta "
@@ -42,7 +42,10 @@ CHOICES = {
     ("run", "calib-sampling"): "random consecutive",
     ("run", "alloc-mode"): "default reference",
     ("run", "write-io"): "direct buffered mpiio",
-    ("recover", "plan"): "uniform adaptive",
+    ("recover", "plan"): "uniform adaptive pruned",
+    ("recover", "trainer"): "auto data pipeline",
+    ("recover", "compute"): "auto fp32 bf16",
+    ("recover", "recompute"): "auto on off",
     ("recover", "global-metric"): "angular cosine mse mae",
     ("recover", "alloc-mode"): "default reference",
     ("export", "format"): "gguf hf",
