@@ -43,47 +43,15 @@ mkdir -p "$PDIR" "$RAW" "$OUT"
 rm -f "$RAW"/*
 
 # ---------------------------------------------------------------- build
-if [ "$SOURCE" = worktree ]; then SRC="$ROOT"; COMMIT=$(git -C "$ROOT" rev-parse HEAD)
-else
-  COMMIT=$(git -C "$ROOT" rev-parse "$SOURCE") || die "PHASES_SOURCE=$SOURCE is not a commit"
-  SRC="$PDIR/src-${COMMIT:0:12}"; BUILD="$BUILD-${COMMIT:0:12}"
-  [ -f "$SRC/CMakeLists.txt" ] || { rm -rf "$SRC"; mkdir -p "$SRC"; git -C "$ROOT" archive "$COMMIT" | tar -x -C "$SRC"; }
-fi
-say "building $SRC into $BUILD"
-cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$BUILD" -j "$(getconf _NPROCESSORS_ONLN)" --target cfsp-mpi cfsp-mpi-mkmodel >/dev/null || die "build failed"
+source "$ROOT/mpi_scripts/bench_common.sh"
+bench_build "$SOURCE" "$BUILD" "$PDIR"
 {
-  echo "cpu_model=$(lscpu | sed -n 's/^Model name:[[:space:]]*//p')"
-  echo "cpu_flags=$(lscpu | sed -n 's/^Flags:[[:space:]]*//p')"
-  echo "hypervisor=$(lscpu | sed -n 's/^Hypervisor vendor:[[:space:]]*//p')"
-  echo "nproc=$(getconf _NPROCESSORS_ONLN)"
-  echo "git_commit=$COMMIT"
-  echo "source=$SOURCE"
-  echo "git_dirty_files=$( [ "$SOURCE" = worktree ] && git -C "$ROOT" status --porcelain -- src include | wc -l || echo 0)"
+  bench_machine "$SOURCE"
   echo "extra_args=$EXTRA"
-  echo "date=$(date -Is)"
-  echo "loadavg_start=$(cut -d' ' -f1-3 /proc/loadavg)"
 } > "$RAW/machine.txt"
 
 # ---------------------------------------------------------------- slices and tokens (as bench.sh)
-model_args() {
-  case "$1" in
-    7b)  echo "--hidden 4096 --ffn 11008 --layers 2 --heads 32 --kv-heads 32 --vocab 512 --dtype bf16 --shard-bytes 2000000000" ;;
-    70b) echo "--hidden 8192 --ffn 28672 --layers 4 --heads 64 --kv-heads 8 --head-dim 128 --vocab 512 --dtype bf16 --shard-bytes 2000000000" ;;
-    *) die "unknown slice $1" ;;
-  esac
-}
-TOK="$PDIR/tokens-v512.u32.bin"
-[ -f "$TOK" ] || $PY -c "import numpy as np; np.random.default_rng(0).integers(0, 512, 262144).astype('<u4').tofile('$TOK')"
-for m in $MODELS; do
-  dir="$PDIR/llama$m-slice"; args=$(model_args "$m")
-  if [ ! -f "$dir/.phases-args" ] || [ "$(cat "$dir/.phases-args")" != "$args" ]; then
-    say "making the $m slice"
-    "$BUILD/cfsp-mpi-mkmodel" --out "$dir" $args --force > "$RAW/mkmodel-$m.log" 2>&1 || die "mkmodel $m"
-    echo "$args" > "$dir/.phases-args"
-  fi
-  cat "$dir"/*.safetensors > /dev/null      # in the page cache, as after any earlier job
-done
+bench_slices "$PDIR" "$MODELS" "$RAW"
 
 # ---------------------------------------------------------------- the jobs
 : > "$RAW/commands.txt"

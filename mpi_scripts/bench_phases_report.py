@@ -49,16 +49,22 @@ def dd_rate(path):
     return float(m.group(2)) * {"kB": 1e3, "MB": 1e6, "GB": 1e9, "B": 1}[m.group(3)]
 
 
-def profile_dso(path):
-    """shares by shared object: the product libraries (OpenBLAS, oneDNN and its JIT-generated kernels)
-    against the rest"""
+def percent_lines(path):
+    """(percent, rest of the line) of every line of a perf report that starts with a percentage"""
     if not os.path.exists(path):
-        return None
+        return []
     rows = []
     for line in open(path):
         m = re.match(r"\s*([0-9.]+)%\s+(.*\S)", line)
         if m:
             rows.append((float(m.group(1)), m.group(2)))
+    return rows
+
+
+def profile_dso(path):
+    """shares by shared object: the product libraries (OpenBLAS, oneDNN and its JIT-generated kernels)
+    against the rest"""
+    rows = percent_lines(path)
     if not rows:
         return None
     prod = sum(p for p, d in rows if re.search(r"openblas|dnnl|\[JIT\]", d))
@@ -67,13 +73,7 @@ def profile_dso(path):
 
 
 def profile(path):
-    if not os.path.exists(path):
-        return None
-    rows = []
-    for line in open(path):
-        m = re.match(r"\s*([0-9.]+)%\s+(.*\S)", line)
-        if m:
-            rows.append((float(m.group(1)), m.group(2)))
+    rows = percent_lines(path)
     if not rows:
         return None
     prod = sum(p for p, s in rows if PRODUCT_SYM.search(s))

@@ -33,46 +33,16 @@ RAW="$PDIR/raw"
 mkdir -p "$PDIR" "$RAW" "$OUT"
 rm -f "$RAW"/*
 
-if [ "$SOURCE" = worktree ]; then SRC="$ROOT"; COMMIT=$(git -C "$ROOT" rev-parse HEAD)
-else
-  COMMIT=$(git -C "$ROOT" rev-parse "$SOURCE") || die "RECBENCH_SOURCE=$SOURCE is not a commit"
-  SRC="$PDIR/src-${COMMIT:0:12}"; BUILD="$BUILD-${COMMIT:0:12}"
-  [ -f "$SRC/CMakeLists.txt" ] || { rm -rf "$SRC"; mkdir -p "$SRC"; git -C "$ROOT" archive "$COMMIT" | tar -x -C "$SRC"; }
-fi
-say "building $SRC into $BUILD"
-cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$BUILD" -j "$(getconf _NPROCESSORS_ONLN)" --target cfsp-mpi cfsp-mpi-mkmodel >/dev/null || die "build failed"
+source "$ROOT/mpi_scripts/bench_common.sh"
+bench_build "$SOURCE" "$BUILD" "$PDIR"
 {
-  echo "cpu_model=$(lscpu | sed -n 's/^Model name:[[:space:]]*//p')"
-  echo "cpu_flags=$(lscpu | sed -n 's/^Flags:[[:space:]]*//p')"
-  echo "nproc=$(getconf _NPROCESSORS_ONLN)"
-  echo "mem_total_kb=$(sed -n 's/^MemTotal:[[:space:]]*\([0-9]*\).*/\1/p' /proc/meminfo)"
-  echo "git_commit=$COMMIT"
-  echo "source=$SOURCE"
-  echo "git_dirty_files=$( [ "$SOURCE" = worktree ] && git -C "$ROOT" status --porcelain -- src include | wc -l || echo 0)"
-  echo "date=$(date -Is)"
-  echo "loadavg_start=$(cut -d' ' -f1-3 /proc/loadavg)"
+  bench_machine "$SOURCE"
 } > "$RAW/machine.txt"
 
-model_args() {
-  case "$1" in
-    7b)  echo "--hidden 4096 --ffn 11008 --layers 2 --heads 32 --kv-heads 32 --vocab 512 --dtype bf16 --shard-bytes 2000000000" ;;
-    70b) echo "--hidden 8192 --ffn 28672 --layers 4 --heads 64 --kv-heads 8 --head-dim 128 --vocab 512 --dtype bf16 --shard-bytes 2000000000" ;;
-    *) die "unknown slice $1" ;;
-  esac
-}
-TOK="$PDIR/tokens-v512.u32.bin"
-[ -f "$TOK" ] || $PY -c "import numpy as np; np.random.default_rng(0).integers(0, 512, 262144).astype('<u4').tofile('$TOK')"
+bench_slices "$PDIR" "$MODELS" "$RAW"
 NLIST="1 2"; [ "$N4" = 1 ] && NLIST="1 2 4"
 for m in $MODELS; do
-  dir="$PDIR/llama$m-slice"; args=$(model_args "$m")
-  have=$(cat "$dir/.recbench-args" 2>/dev/null || cat "$dir/.phases-args" 2>/dev/null || true)   # bench_phases.sh makes the same slices
-  if [ "$have" != "$args" ]; then
-    say "making the $m slice"
-    "$BUILD/cfsp-mpi-mkmodel" --out "$dir" $args --force > "$RAW/mkmodel-$m.log" 2>&1 || die "mkmodel $m"
-    echo "$args" > "$dir/.recbench-args"
-  fi
-  cat "$dir"/*.safetensors > /dev/null
+  dir="$PDIR/llama$m-slice"
   bt=$([ "$m" = 70b ] && echo "$BT_70B" || echo "$BT_7B"); b=${bt%x*}; t=${bt#*x}
   for n in $NLIST; do
     tr=$([ "$n" = 1 ] && echo data || echo pipeline)

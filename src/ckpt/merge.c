@@ -86,7 +86,9 @@ ckpt_merge *ckpt_merge_begin_par(const char *src, const char *out_path)
     return m;
 }
 
-int ckpt_merge_tensor_par(ckpt_merge *m, const char *name, const float *v, int64_t rows, int64_t cols, int owner)
+/* owner < 0: this rank writes alone (serial copy); else rank owner writes the data (independent raw
+ * IO) and every rank sets the same checksum attribute (collective metadata) */
+static int merge_one(ckpt_merge *m, const char *name, const float *v, int64_t rows, int64_t cols, int owner)
 {
     char pth[160];
     ckpt_dataset_path(name, pth, sizeof pth);
@@ -101,22 +103,21 @@ int ckpt_merge_tensor_par(ckpt_merge *m, const char *name, const float *v, int64
              (int64_t)dims[0] != rows || (int64_t)dims[1] != cols)
         rc = FAIL("%s: dataset %s is not of shape [%lld,%lld]", m->tmp, pth, (long long)rows, (long long)cols);
     if (!rc) {
-        /* the owner writes the data (independent raw IO); every rank then sets the same checksum
-         * attribute (collective metadata) */
         uint64_t sum = 0;
-        if (cfsp_rank() == owner) {
+        if (owner < 0 || cfsp_rank() == owner) {
             size_t es = dtype_size(dt);
             void *out = xmalloc(es * (size_t)(rows * cols));
             ckpt_store_f32(dt, v, out, (size_t)(rows * cols));
             if (H5Dwrite(ds, ty, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0) {
-                FAIL("%s: writing %s failed (rank %d)", m->tmp, pth, owner);
-                m->bad = 1;
+                FAIL("%s: writing %s failed (rank %d)", m->tmp, pth, cfsp_rank());
+                if (owner < 0) rc = -1;
+                else m->bad = 1;
             }
             sum = tensor_checksum(out, es, rows, cols, 0, 0, cols);
             free(out);
         }
-        MPI_CHECK(MPI_Bcast(&sum, 1, MPI_UINT64_T, owner, MPI_COMM_WORLD));
-        replace_attr_u64(ds, CKPT_A_CHECKSUM, sum);
+        if (owner >= 0) MPI_CHECK(MPI_Bcast(&sum, 1, MPI_UINT64_T, owner, MPI_COMM_WORLD));
+        if (!rc) replace_attr_u64(ds, CKPT_A_CHECKSUM, sum);
     }
     if (sp >= 0) H5_CHECK(H5Sclose(sp));
     if (ty >= 0) H5_CHECK(H5Tclose(ty));
@@ -124,32 +125,14 @@ int ckpt_merge_tensor_par(ckpt_merge *m, const char *name, const float *v, int64
     return rc;
 }
 
+int ckpt_merge_tensor_par(ckpt_merge *m, const char *name, const float *v, int64_t rows, int64_t cols, int owner)
+{
+    return merge_one(m, name, v, rows, cols, owner);
+}
+
 int ckpt_merge_tensor(ckpt_merge *m, const char *name, const float *v, int64_t rows, int64_t cols)
 {
-    char pth[160];
-    ckpt_dataset_path(name, pth, sizeof pth);
-    hid_t ds = H5Dopen2(m->f, pth, H5P_DEFAULT);
-    if (ds < 0) return FAIL("%s: dataset %s is missing", m->tmp, pth);
-    hid_t ty = H5Dget_type(ds), sp = H5Dget_space(ds);
-    hsize_t dims[2] = { 0, 0 };
-    dtype_t dt;
-    int rc = 0;
-    if (ty < 0 || h5_dtype_of(ty, &dt) != 0) rc = FAIL("%s: dataset %s: not an F32, F16 or BF16 float type", m->tmp, pth);
-    else if (sp < 0 || H5Sget_simple_extent_ndims(sp) != 2 || H5Sget_simple_extent_dims(sp, dims, NULL) < 0 ||
-             (int64_t)dims[0] != rows || (int64_t)dims[1] != cols)
-        rc = FAIL("%s: dataset %s is not of shape [%lld,%lld]", m->tmp, pth, (long long)rows, (long long)cols);
-    if (!rc) {
-        size_t es = dtype_size(dt);
-        void *out = xmalloc(es * (size_t)(rows * cols));
-        ckpt_store_f32(dt, v, out, (size_t)(rows * cols));
-        if (H5Dwrite(ds, ty, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0) rc = FAIL("%s: writing %s failed", m->tmp, pth);
-        replace_attr_u64(ds, CKPT_A_CHECKSUM, tensor_checksum(out, es, rows, cols, 0, 0, cols));
-        free(out);
-    }
-    if (sp >= 0) H5_CHECK(H5Sclose(sp));
-    if (ty >= 0) H5_CHECK(H5Tclose(ty));
-    H5_CHECK(H5Dclose(ds));
-    return rc;
+    return merge_one(m, name, v, rows, cols, -1);
 }
 
 int ckpt_merge_end(ckpt_merge *m, int ok, const ckpt_merge_info *info)

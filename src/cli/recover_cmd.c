@@ -8,6 +8,7 @@
 #include "cfsp/model/matmul.h"
 #include "cfsp/util/blas_env.h"
 #include "cfsp/prune/stats.h"
+#include "cfsp/report/results.h"
 #include "cfsp/train/train.h"
 #include "cfsp/util/err.h"
 #include "cfsp/util/opts.h"
@@ -312,14 +313,7 @@ int recover_command(int argc, char **argv)
     cJSON_AddStringToObject(jh, "train_tokens", o.train_tokens);
     cJSON_AddStringToObject(jh, "eval_tokens", o.eval_tokens);
     cJSON_AddNumberToObject(res, "start_step", start);
-    const mm_info *mi = mm_current();
-    cJSON *jcp = cJSON_AddObjectToObject(res, "compute");
-    cJSON_AddStringToObject(jcp, "requested", compute_names[mi->requested]);
-    cJSON_AddStringToObject(jcp, "mode", compute_names[mi->mode]);
-    cJSON_AddStringToObject(jcp, "reason", mi->reason);
-    cJSON_AddStringToObject(jcp, "onednn_isa", mi->isa);
-    cJSON_AddStringToObject(jcp, "onednn_impl", mi->impl);
-    cJSON_AddBoolToObject(jcp, "native_bf16", mi->native);
+    cJSON *jcp = results_add_compute(res);
     cJSON_AddStringToObject(jcp, "products", "frozen-weight projections (forward, recomputation, backward) in this mode; LoRA, attention and lm_head fp32");
     cJSON *jt = cJSON_AddObjectToObject(res, "trainer");
     cJSON_AddStringToObject(jt, "requested", trainer_names[o.trainer]);

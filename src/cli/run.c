@@ -288,16 +288,7 @@ static cJSON *results_begin(const job *j)
     cJSON_AddStringToObject(res, "blas", blas);
     fprintf(stderr, "cfsp-mpi: %d ranks, %s\n", j->P, blas);
     const mm_info *mi = mm_current();
-    cJSON *cp = cJSON_AddObjectToObject(res, "compute");
-    cJSON_AddStringToObject(cp, "requested", compute_names[mi->requested]);
-    cJSON_AddStringToObject(cp, "mode", compute_names[mi->mode]);
-    cJSON_AddStringToObject(cp, "reason", mi->reason);
-    cJSON_AddStringToObject(cp, "onednn_isa", mi->isa);
-    cJSON_AddStringToObject(cp, "onednn_impl", mi->impl);
-    cJSON_AddBoolToObject(cp, "native_bf16", mi->native);
-    cJSON_AddBoolToObject(cp, "onednn_bf16", mi->onednn_bf16);
-    cJSON_AddBoolToObject(cp, "cpu_amx_bf16", mi->cpu_amx_bf16);
-    cJSON_AddBoolToObject(cp, "cpu_avx512_bf16", mi->cpu_avx512_bf16);
+    results_add_compute(res);
     fprintf(stderr, "cfsp-mpi: compute %s (%s)\n", compute_names[mi->mode], mi->reason);
     cJSON *m = cJSON_AddObjectToObject(res, "model");
     cJSON_AddStringToObject(m, "path", j->o->model);

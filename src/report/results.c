@@ -1,5 +1,6 @@
 /* results.c — results.json, the Markdown summary and the SVG plot (see results.h). */
 #include "cfsp/report/results.h"
+#include "cfsp/model/matmul.h"
 #include "cfsp/util/util.h"
 #include <math.h>
 #include <stdio.h>
@@ -112,4 +113,20 @@ int results_write(const char *dir, const cJSON *r)
         free(svg);
     }
     return rc;
+}
+
+cJSON *results_add_compute(cJSON *parent)
+{
+    const mm_info *mi = mm_current();
+    cJSON *cp = cJSON_AddObjectToObject(parent, "compute");
+    cJSON_AddStringToObject(cp, "requested", compute_names[mi->requested]);
+    cJSON_AddStringToObject(cp, "mode", compute_names[mi->mode]);
+    cJSON_AddStringToObject(cp, "reason", mi->reason);
+    cJSON_AddStringToObject(cp, "onednn_isa", mi->isa);
+    cJSON_AddStringToObject(cp, "onednn_impl", mi->impl);
+    cJSON_AddBoolToObject(cp, "native_bf16", mi->native);
+    cJSON_AddBoolToObject(cp, "onednn_bf16", mi->onednn_bf16);
+    cJSON_AddBoolToObject(cp, "cpu_amx_bf16", mi->cpu_amx_bf16);
+    cJSON_AddBoolToObject(cp, "cpu_avx512_bf16", mi->cpu_avx512_bf16);
+    return cp;
 }

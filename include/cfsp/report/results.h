@@ -4,6 +4,9 @@
 #define CFSP_RESULTS_H
 #include <cjson/cJSON.h>
 
+/* parent.compute: the matrix-product backend chosen for this process (model/matmul.h's mm_current:
+ * requested and chosen mode, the reason, oneDNN's ISA and implementation, the CPU's bf16 flags) */
+cJSON *results_add_compute(cJSON *parent);
 /* write <dir>/results.json, results.md and ppl_vs_ratio.svg from the results object */
 int results_write(const char *dir, const cJSON *results);
 #endif
