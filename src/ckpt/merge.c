@@ -82,7 +82,14 @@ ckpt_merge *ckpt_merge_begin_par(const char *src, const char *out_path)
     H5_CHECK(H5Pset_coll_metadata_write(fapl, 1));
     m->f = H5Fopen(m->tmp, H5F_ACC_RDWR, fapl);
     H5_CHECK(H5Pclose(fapl));
-    if (m->f < 0) { FAIL("%s: cannot open for writing (rank %d)", m->tmp, cfsp_rank()); free(m); return NULL; }
+    int opened = m->f >= 0;          /* every rank must have it open before the collective calls */
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &opened, 1, MPI_INT, MPI_LAND, MPI_COMM_WORLD));
+    if (!opened) {
+        FAIL("%s: cannot open for writing (%s)", m->tmp, m->f < 0 ? "here" : "on another rank");
+        if (m->f >= 0) H5Fclose(m->f);
+        free(m);
+        return NULL;
+    }
     return m;
 }
 

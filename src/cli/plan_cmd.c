@@ -369,7 +369,8 @@ static int train_plan(const char *model, model_config *c, const st_model *stp, l
         double slots = S - s2;
         /* recover --recompute auto: the activations of the windows in flight kept when they take at
          * most an eighth of the weights + 256 MB, else the blocks' inputs kept and one set recomputed */
-        int keep_act = slots * 4 * act <= w / 8 + 256e6;
+        double wproj = w - 2 * D * 4 * nb - (first ? V * D * es : 0) - (last ? D * 4 + ((c->tie_embeddings && first) ? 0 : V * D * es) : 0);
+        int keep_act = slots * 4 * act <= wproj / 8 + 256e6;           /* the trainer's rule: its blocks' projections */
         double buf = (keep_act ? 0 : slots * nb * T * D) + 4 * T * D + 4 * T * D + (last ? T * V + T * D + T : 0);
         double act_b = 4 * ((keep_act ? slots : 1) * act + scr + buf) + panel, ad_b = 24 * lora, tot = w + ad_b + act_b;
         if (tot > worst) worst = tot;

@@ -76,7 +76,8 @@ static const opt_def rec_table[] = {
     O(OPT_BOOL, plan_only, "plan-only", "0", NULL, "write adapter_config.json and stop"),
     O(OPT_ENUM, trainer, "trainer", "auto", NULL, "data: every rank holds the whole model, windows split over the ranks; pipeline: "
       "each rank holds its stage's blocks (1F1B over windows); auto: data on one rank or when the whole model takes at most a "
-      "quarter of a rank's share of the node's memory, else pipeline (bitwise the same adapters either way)",
+      "quarter of a rank's share of the node's memory, else pipeline (the pipelined trainer's adapters are bitwise the data-parallel "
+      "trainer's on one rank; with several ranks the data-parallel sum of the ranks' parts may differ in the last bit)",
       .names = trainer_names, .nnames = 3),
     O(OPT_ENUM, compute, "compute", "auto", NULL, "the frozen weights' products in training and evaluation: fp32 (OpenBLAS), bf16 (oneDNN, "
       "activations rounded to bf16, weights as stored; adapters, gradients, optimizer state, attention and lm_head stay fp32), "

@@ -159,7 +159,12 @@ int train_ckpt_write(const trainer *tr, const char *path, const char *meta_json)
     hid_t fapl = ckpt_fapl(par);
     hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     H5_CHECK(H5Pclose(fapl));
-    if (f < 0) return FAIL("%s: cannot create the checkpoint (rank %d)", tmp, rank);
+    int opened = f >= 0;             /* parallel: every rank must have it open before the collective calls */
+    if (par) MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &opened, 1, MPI_INT, MPI_LAND, MPI_COMM_WORLD));
+    if (!opened) {
+        if (f >= 0) H5Fclose(f);
+        return FAIL("%s: cannot create the checkpoint (%s)", tmp, f < 0 ? "here" : "on another rank");
+    }
     const lora_plan *p = &tr->plan;
     int L = p->L, bad = 0;
     int64_t np = tr->nparam, d2[2];
@@ -266,6 +271,27 @@ int train_ckpt_read(trainer *tr, const char *path)
     if (!ranks_ok) { FAIL("%s: /plan/ranks: expected %d blocks", path, L); goto out; }
     for (int l = 0; l < L; l++)
         if (ranks[l] != tr->plan.rank[l]) { FAIL("%s: block %d has rank %d in the checkpoint, %d in this plan (use the same --plan/--rank/--stats)", path, l, ranks[l], tr->plan.rank[l]); goto out; }
+    {   /* the adapted projections and the scaling must be this run's too (same shapes are not enough:
+         * k_proj and v_proj adapters have one shape under GQA) */
+        const lora_plan *p = &tr->plan;
+        char want[128] = "";
+        for (int t = 0; t < LORA_NMOD; t++) if (p->target[t]) { strcat(want, want[0] ? "," : ""); strcat(want, lora_module_names[t]); }
+        char *got = h5_attr_read_string(f, "targets");
+        int tok = got && !strcmp(got, want);
+        if (!tok) FAIL("%s: the checkpoint adapts '%s', this run '%s' (use the same --targets)", path, got ? got : "(missing)", want);
+        free(got);
+        if (!tok) goto out;
+        double alpha = 0;
+        int64_t r = 0, as = -1;
+        if (h5_attr_read_num(f, path, "alpha", H5T_NATIVE_DOUBLE, &alpha) || h5_attr_read_i64(f, path, "r", &r) ||
+            h5_attr_read_i64(f, path, "alpha_scales", &as))
+            goto out;
+        if (alpha != p->alpha || r != p->r || as != p->alpha_scales) {
+            FAIL("%s: the checkpoint has r %lld, alpha %g, alpha_scales %lld; this run r %d, alpha %g, alpha_scales %d (use the same --rank/--alpha/--alpha-scales)",
+                 path, (long long)r, alpha, (long long)as, p->r, p->alpha, p->alpha_scales);
+            goto out;
+        }
+    }
     if (read_part(f, path, "/state/param", tr->param, tr->nparam, tr->pbase, tr->nlocal) ||
         read_part(f, path, "/state/adam_m", tr->adam_m, tr->nparam, tr->pbase, tr->nlocal) ||
         read_part(f, path, "/state/adam_v", tr->adam_v, tr->nparam, tr->pbase, tr->nlocal))

@@ -270,10 +270,13 @@ double trainer_pipe_step(trainer *tr, const train_hparams *h, const uint32_t *to
         int per = G / R;
         size_t gn = (size_t)(nl + 1);
         if (R > 1) {
-            double *mine = xmalloc(sizeof(double) * gn * (size_t)per);
-            memcpy(mine, tr->gsum + (size_t)g0 * gn, sizeof(double) * gn * (size_t)per);
-            MPI_CHECK(MPI_Allgather(mine, (int)(gn * (size_t)per), MPI_DOUBLE, tr->gsum, (int)(gn * (size_t)per), MPI_DOUBLE, tr->stage_comm));
-            free(mine);
+            /* this replica's groups sit at g0 * gn already: in place, one group per element of a
+             * contiguous type (gn < 2^31, checked at init), so the count is the group count */
+            MPI_Datatype blk;
+            MPI_CHECK(MPI_Type_contiguous((int)gn, MPI_DOUBLE, &blk));
+            MPI_CHECK(MPI_Type_commit(&blk));
+            MPI_CHECK(MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, tr->gsum, per, blk, tr->stage_comm));
+            MPI_CHECK(MPI_Type_free(&blk));
             MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, gl, 2 * G, MPI_DOUBLE, MPI_SUM, tr->stage_comm));   /* one replica's entry each */
         }
         memcpy(tr->gacc, tr->gsum, sizeof(double) * (size_t)nl);

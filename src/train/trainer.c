@@ -120,7 +120,10 @@ void trainer_init(trainer *tr, const train_model *m, const lora_plan *plan, int 
     tr->adam_m = xcalloc((size_t)nl + 1, sizeof(float));
     tr->adam_v = xcalloc((size_t)nl + 1, sizeof(float));
     tr->gacc = xcalloc((size_t)nl + 1, sizeof(double));
-    if (tr->groups > 1) tr->gsum = xcalloc((size_t)tr->groups * (size_t)(nl + 1), sizeof(double));
+    if (tr->groups > 1) {
+        if (nl + 1 > INT32_MAX) DIE("rank %d: %lld adapter parameters on one stage: more than an MPI count holds (use more stages)", cfsp_rank(), (long long)nl);
+        tr->gsum = xcalloc((size_t)tr->groups * (size_t)(nl + 1), sizeof(double));
+    }
     /* A ~ U(-1/sqrt(in), 1/sqrt(in)) (PEFT's kaiming_uniform(a=sqrt 5)), B = 0; the stream of each
      * adapter depends on (seed, block, module) only, never on the rank count or the trainer */
     for (int l = b0; l < b1; l++)
@@ -392,7 +395,10 @@ double trainer_step(trainer *tr, const train_hparams *h, const uint32_t *tokens,
     }
     free(off);
     double t1 = now_seconds();
-    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, tr->gacc, (int)n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
+    for (int64_t j0 = 0; j0 < n; j0 += (int64_t)1 << 30) {    /* MPI counts are int: pieces of 2^30 */
+        int64_t k = n - j0 < ((int64_t)1 << 30) ? n - j0 : ((int64_t)1 << 30);
+        MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, tr->gacc + j0, (int)k, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
+    }
     MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, red, 2, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
     tr->compute_seconds += t1 - t0;
     tr->wait_seconds += now_seconds() - t1;

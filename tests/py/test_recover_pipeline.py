@@ -155,6 +155,19 @@ def main():
             ok, why = same_arrays(h5_all(os.path.join(d, "checkpoint.h5")), full_ck)
             ck.check(ok, "resumed checkpoint.h5 (%s, -n %d) bitwise = one run" % (trainer, n), why)
 
+    # 4b. a checkpoint of other targets or another alpha is refused (k and v adapters have one shape under GQA)
+    if half is not None:
+        for extra, what, msg in ((["--targets", "q,k,o,gate,up,down,v"], "the same targets in another order", None),
+                                 (["--targets", "q,k,o,gate,up,down"], "other targets", "use the same --targets"),
+                                 (["--alpha", 8], "another alpha", "use the same --rank/--alpha/--alpha-scales")):
+            d = common.fresh_dir(os.path.join(wd, "resume_bad"))
+            rc, out = common.run_cfsp(args, base + ["--steps", 4, "--trainer", "pipeline", "--resume", os.path.join(half_dir, "checkpoint.h5"),
+                                                    "--output-dir", d] + extra, np_ranks=2, sub="recover")
+            if msg is None:
+                ck.check(rc == 0, "resume with %s: accepted" % what)
+            else:
+                ck.check(rc != 0 and msg in out, "resume with %s: refused with the reason" % what)
+
     # 7. data parallelism on top: R replicas of the pipeline, G = 4 gradient groups; bitwise the same
     #    for every R dividing G and any stage count, -n 1 included
     g_ref_dir, g_ref, _ = recover("groups_n1", 1, "pipeline", 2, ["--grad-groups", 4, "--merge", 1])
