@@ -1,8 +1,14 @@
 # bench_common.sh — sourced by bench_phases.sh and bench_recover.sh: build a tree (the worktree, or a
-# commit unpacked with git archive) and describe the machine. Needs ROOT, say, die from the caller.
+# commit unpacked with git archive) and describe the machine. Needs ROOT, T0 and BENCH_NAME (the
+# prefix of its progress lines) from the caller; sets the MPI/BLAS environment, say and die.
 #   bench_build SOURCE BUILD DIR  -> sets SRC, BUILD, COMMIT; builds cfsp-mpi and cfsp-mpi-mkmodel
 #   bench_machine SOURCE          -> prints key=value lines: CPU model, flags, hypervisor, cores,
 #                                    commit, source, uncommitted files under src/ include/, date, load
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
+say() { printf '%s [%4ds]: %s\n' "$BENCH_NAME" "$(( $(date +%s) - T0 ))" "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
 bench_build() {
   local source="$1" dir="$3"
   BUILD="$2"

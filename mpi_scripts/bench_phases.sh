@@ -34,16 +34,13 @@ BUILD="${PHASES_BUILD_DIR:-/tmp/build-phases-bench}"
 PDIR="${PHASES_DIR:-/tmp/cfsp-phases}"
 OUT="${PHASES_OUT:-$ROOT/results/bench}"
 PY=/usr/bin/python3
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
-say() { printf 'bench_phases [%4ds]: %s\n' "$(( $(date +%s) - T0 ))" "$*" >&2; }
-die() { say "error: $*"; exit 1; }
+BENCH_NAME=bench_phases
+source "$ROOT/mpi_scripts/bench_common.sh"
 RAW="$PDIR/raw-$TAG"
 mkdir -p "$PDIR" "$RAW" "$OUT"
 rm -f "$RAW"/*
 
 # ---------------------------------------------------------------- build
-source "$ROOT/mpi_scripts/bench_common.sh"
 bench_build "$SOURCE" "$BUILD" "$PDIR"
 {
   bench_machine "$SOURCE"

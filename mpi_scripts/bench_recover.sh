@@ -25,15 +25,12 @@ BUILD="${RECBENCH_BUILD_DIR:-/tmp/build-recbench}"
 PDIR="${RECBENCH_DIR:-/tmp/cfsp-recbench}"
 OUT="${RECBENCH_OUT:-$ROOT/results/bench}"
 PY=/usr/bin/python3
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
-say() { printf 'bench_recover [%4ds]: %s\n' "$(( $(date +%s) - T0 ))" "$*" >&2; }
-die() { say "error: $*"; exit 1; }
+BENCH_NAME=bench_recover
+source "$ROOT/mpi_scripts/bench_common.sh"
 RAW="$PDIR/raw"
 mkdir -p "$PDIR" "$RAW" "$OUT"
 rm -f "$RAW"/*
 
-source "$ROOT/mpi_scripts/bench_common.sh"
 bench_build "$SOURCE" "$BUILD" "$PDIR"
 {
   bench_machine "$SOURCE"

@@ -153,7 +153,6 @@ void trainer_init(trainer *tr, const train_model *m, const lora_plan *plan, int 
             lora_lin *q = &p->lin[t];
             const wmat *w = &m->w[l][t];
             q->out = (int)w->rows; q->in = (int)w->cols;
-            q->W = w->dtype == DT_F32 ? (const float *)w->data : NULL;
             q->Wst = w->data;
             q->wdt = (int)w->dtype;
             if (w->dtype != DT_F32) need_conv = 1;
