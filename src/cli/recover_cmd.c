@@ -140,10 +140,9 @@ static double model_bytes(const char *path)
 /* --trainer auto: data parallel on one rank, or when the whole model (its files, plus the fp32
  * lm_head copy) takes at most a quarter of this rank's share of the node's memory; pipelined
  * otherwise. The same on every rank (rank 0 decides, broadcast). */
-static trainer_kind choose_trainer(const rec_opts *o, const char *path, const lora_plan *plan, char *why, size_t n)
+static trainer_kind choose_trainer(const rec_opts *o, const char *path, char *why, size_t n)
 {
     int P = cfsp_nranks();
-    (void)plan;
     if (o->trainer == 1) { snprintf(why, n, "--trainer data"); return TRAINER_DATA; }
     if (o->trainer == 2) { snprintf(why, n, "--trainer pipeline"); return TRAINER_PIPELINE; }
     if (P == 1) { snprintf(why, n, "auto: one rank"); return TRAINER_DATA; }
@@ -221,7 +220,7 @@ int recover_command(int argc, char **argv)
 
     /* the trainer: data parallel (every rank loads the whole model) or pipelined (each its stage) */
     char why[256];
-    trainer_kind kind = choose_trainer(&o, o.model, &plan, why, sizeof why);
+    trainer_kind kind = choose_trainer(&o, o.model, why, sizeof why);
     if (kind == TRAINER_DATA && (o.replicas > 1 || o.grad_groups > 1)) {
         kind = TRAINER_PIPELINE;
         snprintf(why, sizeof why, "--replicas / --grad-groups: the pipelined trainer");
