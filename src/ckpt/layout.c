@@ -16,6 +16,11 @@ static const char *const kind_name[] = {
     [CK_DOWN] = "mlp.down_proj.weight",
     [CK_KEPT] = "mlp.kept_channels",
     [CK_BIAS] = "mlp.down_proj.bias",
+    [CK_QB] = "self_attn.q_proj.bias",
+    [CK_KB] = "self_attn.k_proj.bias",
+    [CK_VB] = "self_attn.v_proj.bias",
+    [CK_QN] = "self_attn.q_norm.weight",
+    [CK_KN] = "self_attn.k_norm.weight",
     [CK_EMBED] = "model.embed_tokens.weight",
     [CK_NORM] = "model.norm.weight",
     [CK_HEAD] = "lm_head.weight",
@@ -45,11 +50,30 @@ int ckpt_tensor_shape(const model_config *c, ckpt_kind kind, int64_t m, int64_t 
     case CK_DOWN: cols = m; break;
     case CK_EMBED: case CK_HEAD: r = c->vocab; break;
     case CK_KEPT: r = m; cols = 0; break;
+    case CK_QB: r = Q; cols = 0; break;
+    case CK_KB: case CK_VB: r = KV; cols = 0; break;
+    case CK_QN: case CK_KN: r = c->head_dim; cols = 0; break;
     default: cols = 0; break;                  /* LN1, LN2, BIAS, NORM: [D] */
     }
     dims[0] = r;
     dims[1] = cols;
-    return kind == CK_KEPT || kind == CK_LN1 || kind == CK_LN2 || kind == CK_BIAS || kind == CK_NORM ? 1 : 2;
+    /* 1-D: norms, biases, kept channels (a 2-D tensor may have 0 columns: down_proj of an empty block) */
+    return kind == CK_KEPT || kind == CK_LN1 || kind == CK_LN2 || kind == CK_BIAS || kind == CK_NORM ||
+                   (kind >= CK_QB && kind <= CK_KN) ? 1 : 2;
+}
+
+int ckpt_kind_in_block(const model_config *c, ckpt_kind k)
+{
+    if (k == CK_QB || k == CK_KB || k == CK_VB) return c->qkv_bias;
+    if (k == CK_QN || k == CK_KN) return c->qk_norm;
+    return k < CK_NBLOCK && k != CK_BIAS;
+}
+
+int ckpt_attn_extras(const model_config *c, ckpt_kind out[5])
+{
+    int n = 0;
+    for (ckpt_kind k = CK_QB; k <= CK_KN; k++) if (ckpt_kind_in_block(c, k)) out[n++] = k;
+    return n;
 }
 
 void ckpt_store_f32(dtype_t dt, const float *src, void *dst, size_t n)

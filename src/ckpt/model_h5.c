@@ -275,15 +275,16 @@ uint64_t model_h5_write(const char *path, const model_out *mo, double *seconds, 
     H5_CHECK(H5Pclose(fapl));
 
     /* collective metadata: every rank creates every dataset, in the same order (a block's in
-     * ckpt_kind order, so that dataset first_ds[l] + kind is the block's tensor kind) */
-    int *first_ds = xmalloc(sizeof(int) * (size_t)L);
+     * ckpt_kind order); dsi[l * CK_NBLOCK + kind] is the dataset of block l's tensor kind (-1: none) */
+    int *dsi = xmalloc(sizeof(int) * (size_t)L * CK_NBLOCK);
     for (int l = 0; l < L; l++) {
         dtype_t ln = src_dtype(mo->st, CK_LN1, l), at = src_dtype(mo->st, CK_Q, l), ff = src_dtype(mo->st, CK_GATE, l);
-        first_ds[l] = wr.n;
         for (ckpt_kind kd = CK_LN1; kd < CK_NBLOCK; kd++) {
-            if (kd == CK_BIAS && !mo->bias) continue;
-            dtype_t dt = kd <= CK_LN2 ? ln : kd <= CK_O ? at : kd == CK_BIAS ? DT_F32 : ff;
-            add_tensor(&wr, c, kd, l, mo->counts[l], dt);
+            int *slot = &dsi[(size_t)l * CK_NBLOCK + kd];
+            *slot = -1;
+            if (kd == CK_BIAS ? !mo->bias : !ckpt_kind_in_block(c, kd)) continue;
+            dtype_t dt = kd <= CK_LN2 ? ln : kd <= CK_O ? at : kd == CK_BIAS ? DT_F32 : kd >= CK_QB ? src_dtype(mo->st, kd, l) : ff;
+            *slot = add_tensor(&wr, c, kd, l, mo->counts[l], dt);
         }
     }
     int i_embed = add_tensor(&wr, c, CK_EMBED, 0, 0, src_dtype(mo->st, CK_EMBED, 0));
@@ -307,30 +308,38 @@ uint64_t model_h5_write(const char *path, const model_out *mo, double *seconds, 
     int nu = w->last_unit - w->first_unit;
     for (int i = 0; i < nu; i++) {
         const unit_weights *u = &mo->units[i];
-        int d = first_ds[u->layer], k = mo->counts[u->layer], ofs = mo->kofs[w->first_unit + i];
+        const int *d = dsi + (size_t)u->layer * CK_NBLOCK;
+        int k = mo->counts[u->layer], ofs = mo->kofs[w->first_unit + i];
         if (u->slice < 0) {
-            write_norm(&wr, d + CK_LN1, u->ln, D, u->ln_dtype);
-            write_wmat(&wr, d + CK_Q, &u->q);
-            write_wmat(&wr, d + CK_K, &u->k_proj);
-            write_wmat(&wr, d + CK_V, &u->v);
-            write_wmat(&wr, d + CK_O, &u->o);
+            write_norm(&wr, d[CK_LN1], u->ln, D, u->ln_dtype);
+            write_wmat(&wr, d[CK_Q], &u->q);
+            write_wmat(&wr, d[CK_K], &u->k_proj);
+            write_wmat(&wr, d[CK_V], &u->v);
+            write_wmat(&wr, d[CK_O], &u->o);
+            const float *xv[5] = { u->qb, u->kb, u->vb, u->qn, u->kn };
+            for (ckpt_kind kd = CK_QB; kd <= CK_KN; kd++) {
+                if (d[kd] < 0) continue;
+                int64_t dims[2];
+                ckpt_tensor_shape(c, kd, 0, dims);
+                write_norm(&wr, d[kd], xv[kd - CK_QB], (int)dims[0], u->extra_dtype[kd - CK_QB]);
+            }
         } else {
-            if (u->slice == 0) write_norm(&wr, d + CK_LN2, u->ln, D, u->ln_dtype);
-            write_block(&wr, d + CK_GATE, u->gate.dtype, 0, u->gate.data, u->k, D, ofs, 0, D);
-            write_block(&wr, d + CK_UP, u->up.dtype, 0, u->up.data, u->k, D, ofs, 0, D);
-            write_block(&wr, d + CK_KEPT, DT_F32, 1, mo->kept[i], u->k, 1, ofs, 0, 1);
+            if (u->slice == 0) write_norm(&wr, d[CK_LN2], u->ln, D, u->ln_dtype);
+            write_block(&wr, d[CK_GATE], u->gate.dtype, 0, u->gate.data, u->k, D, ofs, 0, D);
+            write_block(&wr, d[CK_UP], u->up.dtype, 0, u->up.data, u->k, D, ofs, 0, D);
+            write_block(&wr, d[CK_KEPT], DT_F32, 1, mo->kept[i], u->k, 1, ofs, 0, 1);
             /* down_proj [D, k]: the rank's slices of this block are adjacent column ranges; after
              * the last of them, write them together as whole row panels (one contiguous file range
              * when the rank holds the block's every slice, instead of D small strided writes each) */
             int g0 = i;
             while (g0 > 0 && mo->units[g0 - 1].slice >= 0 && mo->units[g0 - 1].layer == u->layer) g0--;
             if (i + 1 == nu || mo->units[i + 1].slice < 0 || mo->units[i + 1].layer != u->layer)
-                write_down_group(&wr, d + CK_DOWN, &mo->units[g0], i + 1 - g0, mo->kofs[w->first_unit + g0], k, D);
+                write_down_group(&wr, d[CK_DOWN], &mo->units[g0], i + 1 - g0, mo->kofs[w->first_unit + g0], k, D);
         }
         if (cfsp_fault("kill", "write")) raise(SIGKILL);   /* test hook (err.h) */
     }
     if (rank == 0 && mo->bias)
-        for (int l = 0; l < L; l++) write_block(&wr, first_ds[l] + CK_BIAS, DT_F32, 0, mo->bias + (size_t)l * D, D, 1, 0, 0, 1);
+        for (int l = 0; l < L; l++) write_block(&wr, dsi[(size_t)l * CK_NBLOCK + CK_BIAS], DT_F32, 0, mo->bias + (size_t)l * D, D, 1, 0, 0, 1);
     if (rank == 0) write_wmat(&wr, i_embed, &w->embed);
     if (rank == P - 1) {
         write_norm(&wr, i_norm, w->final_norm, D, w->final_norm_dtype);
@@ -380,7 +389,7 @@ uint64_t model_h5_write(const char *path, const model_out *mo, double *seconds, 
     MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
     if (seconds) *seconds = now_seconds() - t0;
     uint64_t bytes = wr.bytes;
-    free(all); free(wr.ds); free(wr.sum); free(wr.addr); free(first_ds);
+    free(all); free(wr.ds); free(wr.sum); free(wr.addr); free(dsi);
     return bytes;
 }
 

@@ -38,13 +38,17 @@ static ckpt_tensor *add_tensor(ckpt_source *s, ckpt_kind kind, int l, int64_t m)
     return t;
 }
 
-/* the Hugging Face tensor list of a LLaMA model with per-block FFN sizes cfg->ffn, in export order */
+/* the Hugging Face tensor list of the model with per-block FFN sizes cfg->ffn, in export order
+ * (a block's attention extras — Qwen2 biases, Qwen3 q/k norms — after o_proj; gate, up and down
+ * stay adjacent, as ckpt_open reads the FFN size off gate) */
 static void list_tensors(ckpt_source *s)
 {
-    static const ckpt_kind block[] = { CK_LN1, CK_Q, CK_K, CK_V, CK_O, CK_LN2, CK_GATE, CK_UP, CK_DOWN };
+    static const ckpt_kind block[] = { CK_LN1, CK_Q, CK_K, CK_V, CK_O, CK_QB, CK_KB, CK_VB, CK_QN, CK_KN,
+                                       CK_LN2, CK_GATE, CK_UP, CK_DOWN };
     add_tensor(s, CK_EMBED, -1, 0);
     for (int l = 0; l < s->cfg.n_layers; l++)
-        for (size_t i = 0; i < sizeof block / sizeof block[0]; i++) add_tensor(s, block[i], l, s->cfg.ffn[l]);
+        for (size_t i = 0; i < sizeof block / sizeof block[0]; i++)
+            if (ckpt_kind_in_block(&s->cfg, block[i])) add_tensor(s, block[i], l, s->cfg.ffn[l]);
     add_tensor(s, CK_NORM, -1, 0);
     if (!s->cfg.tie_embeddings) add_tensor(s, CK_HEAD, -1, 0);
 }
@@ -212,7 +216,9 @@ int ckpt_open_dir(const char *dir, ckpt_source *s)
         t->st = st;
     }
     for (int i = 0; i < s->st.nt; i++)
-        if (strstr(s->st.t[i].name, ".bias")) return FAIL("%s: tensor '%s': biases are not supported", s->st.files[s->st.t[i].file].path, s->st.t[i].name);
+        if (strstr(s->st.t[i].name, ".bias") && !ckpt_find(s, s->st.t[i].name))
+            return FAIL("%s: tensor '%s': a bias the %s architecture does not have", s->st.files[s->st.t[i].file].path,
+                        s->st.t[i].name, s->cfg.model_type);
     s->bias_layer = -1;
     return 0;
 }

@@ -256,6 +256,11 @@ static void load(job *j)
     MPI_CHECK(MPI_Comm_size(node, &j->node_ranks));
     MPI_CHECK(MPI_Comm_free(&node));
     cfsp_sync(model_config_load(o->model, &j->cfg));
+    /* Mistral v0.1's sliding window: full attention up to its length, which this forward pass is */
+    cfsp_sync(j->cfg.sliding_window > 0 && o->seqlen > j->cfg.sliding_window
+                  ? FAIL("%s/config.json: field 'sliding_window' = %d: --seqlen %d is longer (sliding-window attention is not supported)",
+                         o->model, j->cfg.sliding_window, o->seqlen)
+                  : 0);
     j->L = j->cfg.n_layers;
     units_plan(&j->cfg, o->ffn_slice, o->seqlen, &j->plan);
     cfsp_sync(stages_plan(&j->plan, j->P, &j->map));

@@ -1,4 +1,5 @@
-/* model_config.c — parse and validate a Hugging Face LLaMA config.json with cJSON. */
+/* model_config.c — parse and validate a Hugging Face config.json (LLaMA / Mistral / DeciLM, Qwen2,
+ * Qwen3) with cJSON. */
 #include "cfsp/format/model_config.h"
 #include "cfsp/util/err.h"
 #include "cfsp/util/json_util.h"
@@ -8,6 +9,64 @@
 #include <string.h>
 
 #define BIG (1LL << 30)
+
+const char *const model_family_names[] = { "llama", "qwen2", "qwen3" };
+
+/* model_type -> family; the types of other architectures get a line saying which are supported */
+static int parse_family(const cJSON *root, const char *f, model_config *c)
+{
+    const char *mt = NULL;
+    if (json_get_string(root, "model_type", f, 0, &mt)) return -1;
+    snprintf(c->model_type, sizeof c->model_type, "%s", mt ? mt : "llama");
+    static const struct { const char *type; model_family fam; } known[] = {
+        { "llama", FAMILY_LLAMA }, { "mistral", FAMILY_LLAMA }, { "nemotron-nas", FAMILY_LLAMA }, { "deci", FAMILY_LLAMA },
+        { "qwen2", FAMILY_QWEN2 }, { "qwen3", FAMILY_QWEN3 },
+    };
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (!strcmp(c->model_type, known[i].type)) { c->family = known[i].fam; return 0; }
+    if (!strncmp(c->model_type, "qwen", 4) && strstr(c->model_type, "moe"))
+        return FAIL("%s: field 'model_type' = \"%s\": mixture-of-experts blocks are not supported (dense qwen2 / qwen3 are)", f, mt);
+    return FAIL("%s: field 'model_type' = \"%s\": expected llama, mistral, nemotron-nas, qwen2 or qwen3", f, mt);
+}
+
+/* attention extras, sliding windows and per-layer attention types, by family */
+static int parse_attention(const cJSON *root, const char *f, model_config *c)
+{
+    int ab = 0, mb = 0, sw = 0;
+    if (json_get_bool(root, "attention_bias", f, 0, &ab) || json_get_bool(root, "mlp_bias", f, 0, &mb)) return -1;
+    if (mb) return FAIL("%s: field 'mlp_bias' = true: biases of gate/up/down_proj are not supported", f);
+    /* Qwen2Attention has q/k/v biases whatever attention_bias says (transformers ignores the field) */
+    if (c->family == FAMILY_QWEN2) c->qkv_bias = 1;
+    else if (ab)
+        return FAIL("%s: field 'attention_bias' = true: %s blocks with q/k/v/o_proj biases are not supported (the o_proj bias)", f, c->model_type);
+    if (c->family == FAMILY_QWEN3) c->qk_norm = 1;
+    if (json_get_bool(root, "use_sliding_window", f, 0, &sw)) return -1;
+    if (sw)
+        return FAIL("%s: field 'use_sliding_window' = true: sliding-window attention is not supported (set it false: the released Qwen checkpoints use full attention)", f);
+    const cJSON *lt = cJSON_GetObjectItemCaseSensitive(root, "layer_types");
+    if (lt && !cJSON_IsNull(lt)) {
+        if (!cJSON_IsArray(lt)) return FAIL("%s: field 'layer_types': expected an array of strings", f);
+        int i = 0;
+        const cJSON *e;
+        cJSON_ArrayForEach(e, lt) {
+            if (!cJSON_IsString(e)) return FAIL("%s: field 'layer_types[%d]': expected a string", f, i);
+            if (strcmp(e->valuestring, "full_attention"))
+                return FAIL("%s: field 'layer_types[%d]' = \"%.40s\": only \"full_attention\" is supported", f, i, e->valuestring);
+            i++;
+        }
+    }
+    /* Mistral v0.1 attends over a window of sliding_window positions; within one window it is
+     * full attention, so the run refuses longer sequences (run.c). Qwen's sliding_window is read
+     * only with use_sliding_window, which is refused above. */
+    if (c->family == FAMILY_LLAMA) {
+        int64_t w = 0;
+        if (json_get_int(root, "sliding_window", f, 0, 1, BIG, &w)) return -1;
+        c->sliding_window = (int)w;
+    }
+    int64_t mwl = 0;
+    if (json_get_int(root, "max_window_layers", f, 0, 0, BIG, &mwl)) return -1;   /* used only with a sliding window */
+    return 0;
+}
 
 static int parse_rope_scaling(const cJSON *root, const char *f, model_config *c)
 {
@@ -77,12 +136,7 @@ int model_config_parse(const char *text, size_t len, const char *f, model_config
     if (json_parse(text, len, f, &root)) return -1;
     int rc = -1;
     if (!cJSON_IsObject(root)) { FAIL("%s: expected a JSON object at the top level", f); goto out; }
-    const char *mt = NULL;
-    if (json_get_string(root, "model_type", f, 0, &mt)) goto out;
-    if (mt && strcmp(mt, "llama") && strcmp(mt, "mistral") && strcmp(mt, "nemotron-nas") && strcmp(mt, "deci")) {
-        FAIL("%s: field 'model_type' = \"%s\": expected a LLaMA-family model (llama, mistral, nemotron-nas)", f, mt);
-        goto out;
-    }
+    if (parse_family(root, f, c)) goto out;
     const char *act = NULL;
     if (json_get_string(root, "hidden_act", f, 0, &act)) goto out;
     if (act && strcmp(act, "silu")) { FAIL("%s: field 'hidden_act' = \"%s\": only silu is supported", f, act); goto out; }
@@ -114,6 +168,9 @@ int model_config_parse(const char *text, size_t len, const char *f, model_config
     if (HD % 2 != 0) { FAIL("%s: field 'head_dim' = %lld: must be even for rotary embeddings", f, (long long)HD); goto out; }
     if (json_get_int(root, "bos_token_id", f, 0, 0, V - 1, &bos)) { cfsp_clear_error(); bos = 1; }
     if (json_get_int(root, "eos_token_id", f, 0, 0, V - 1, &eos)) { cfsp_clear_error(); eos = 2; }
+    /* an explicit null: the model has no such token (Qwen configs may say so) */
+    if (cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(root, "bos_token_id"))) bos = -1;
+    if (cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(root, "eos_token_id"))) eos = -1;
     /* the defaults 1 and 2 need not exist in a tiny vocabulary: -1 = no such token */
     if (bos >= V) bos = -1;
     if (eos >= V) eos = -1;
@@ -135,9 +192,7 @@ int model_config_parse(const char *text, size_t len, const char *f, model_config
         goto out;
     }
     snprintf(c->torch_dtype, sizeof c->torch_dtype, "%s", dt);
-    int ab = 0, mb = 0;
-    if (json_get_bool(root, "attention_bias", f, 0, &ab) || json_get_bool(root, "mlp_bias", f, 0, &mb)) goto out;
-    if (ab || mb) { FAIL("%s: fields 'attention_bias'/'mlp_bias': biases are not supported", f); goto out; }
+    if (parse_attention(root, f, c)) goto out;
     if (parse_rope_scaling(root, f, c)) goto out;
     c->ffn = xmalloc(sizeof(int) * (size_t)L);
     for (int l = 0; l < L; l++) c->ffn[l] = (int)M;
@@ -178,5 +233,6 @@ void model_config_free(model_config *c)
 int64_t model_block_params(const model_config *c, int l)
 {
     int64_t D = c->hidden, q = (int64_t)c->n_heads * c->head_dim, kv = (int64_t)c->n_kv_heads * c->head_dim;
-    return D * q * 2 + D * kv * 2 + 3 * D * (int64_t)c->ffn[l] + 2 * D;
+    int64_t extra = (c->qkv_bias ? q + 2 * kv : 0) + (c->qk_norm ? 2 * (int64_t)c->head_dim : 0);
+    return D * q * 2 + D * kv * 2 + 3 * D * (int64_t)c->ffn[l] + 2 * D + extra;
 }

@@ -1,5 +1,6 @@
 /* forward.c — LLaMA layer ops: embedding, RMSNorm, linear, RoPE (HF rotate_half, optional llama3
- * frequency scaling), grouped-query causal attention, SwiGLU, block, head; fp32 but for the
+ * frequency scaling), grouped-query causal attention (with Qwen2's q/k/v biases and Qwen3's per-head
+ * q/k RMSNorm), SwiGLU, block, head; fp32 but for the
  * matrix products, which the matmul backend does (matmul.c: fp32 sgemm or bf16 oneDNN). */
 #include "cfsp/model/forward.h"
 #include "cfsp/model/matmul.h"
@@ -196,16 +197,32 @@ static void add_inplace(float *x, const float *y, size_t n)
     for (size_t i = 0; i < n; i++) x[i] += y[i];
 }
 
+/* x[t, :] += b for t < n, x [n, w] */
+static void add_rows(float *x, const float *b, int n, int w)
+{
+    for (int t = 0; t < n; t++) add_inplace(x + (size_t)t * w, b, (size_t)w);
+}
+
 void attention_unit(const unit_weights *u, float *x, int n, int pos0, float *kc, float *vc,
                     const model_config *c, fwd_ws *ws)
 {
     int D = c->hidden, KV = c->n_kv_heads * c->head_dim;
     rmsnorm(ws->xn, x, u->ln, n, D, (float)c->eps);
+    float *k = kc + (size_t)pos0 * KV, *v = vc + (size_t)pos0 * KV;
     linear(ws->q, ws->xn, n, &u->q, 0.0f, ws);
-    linear(kc + (size_t)pos0 * KV, ws->xn, n, &u->k_proj, 0.0f, ws);
-    linear(vc + (size_t)pos0 * KV, ws->xn, n, &u->v, 0.0f, ws);
+    linear(k, ws->xn, n, &u->k_proj, 0.0f, ws);
+    linear(v, ws->xn, n, &u->v, 0.0f, ws);
+    if (u->qb) {                                  /* Qwen2: q/k/v biases */
+        add_rows(ws->q, u->qb, n, c->n_heads * c->head_dim);
+        add_rows(k, u->kb, n, KV);
+        add_rows(v, u->vb, n, KV);
+    }
+    if (u->qn) {                                  /* Qwen3: RMSNorm of every head, before RoPE */
+        rmsnorm(ws->q, ws->q, u->qn, n * c->n_heads, c->head_dim, (float)c->eps);
+        rmsnorm(k, k, u->kn, n * c->n_kv_heads, c->head_dim, (float)c->eps);
+    }
     rope_apply(ws->q, n, c->n_heads, c->head_dim, pos0, ws);
-    rope_apply(kc + (size_t)pos0 * KV, n, c->n_kv_heads, c->head_dim, pos0, ws);
+    rope_apply(k, n, c->n_kv_heads, c->head_dim, pos0, ws);
     attention(ws->att, ws->q, kc, vc, n, pos0, ws);
     linear(ws->tmp, ws->att, n, &u->o, 0.0f, ws);
     add_inplace(x, ws->tmp, (size_t)n * D);

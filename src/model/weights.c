@@ -170,6 +170,16 @@ static int load_unit(st_model *st, model_config *c, const stage_unit *su, unit_w
             u->bytes += wmat_bytes(dst[i]);
         }
         u->bytes += (uint64_t)D * dtype_size(u->ln_dtype);
+        /* Qwen2 biases, Qwen3 q/k norms: 1-D, kept in fp32 beside their stored dtype */
+        float **xdst[5] = { &u->qb, &u->kb, &u->vb, &u->qn, &u->kn };
+        const char *xnames[5] = { "q_proj.bias", "k_proj.bias", "v_proj.bias", "q_norm.weight", "k_norm.weight" };
+        int64_t xlen[5] = { Q, KV, KV, c->head_dim, c->head_dim };
+        for (int i = 0; i < 5; i++) {
+            if (!(i < 3 ? c->qkv_bias : c->qk_norm)) continue;
+            snprintf(n, sizeof n, "model.layers.%d.self_attn.%s", l, xnames[i]);
+            if (get_norm(st, n, xlen[i], xdst[i], &u->extra_dtype[i])) return -1;
+            u->bytes += (uint64_t)xlen[i] * dtype_size(u->extra_dtype[i]);
+        }
         return 0;
     }
     snprintf(n, sizeof n, "model.layers.%d.post_attention_layernorm.weight", l);
@@ -254,6 +264,8 @@ void weights_free(rank_weights *w)
     for (int i = 0; i < w->last_unit - w->first_unit; i++) {
         unit_weights_free_owned(&w->units[i]);
         free(w->units[i].ln);
+        float *x[5] = { w->units[i].qb, w->units[i].kb, w->units[i].vb, w->units[i].qn, w->units[i].kn };
+        for (int j = 0; j < 5; j++) free(x[j]);
     }
     free(w->units);
     free(w->embed.owned);

@@ -37,6 +37,15 @@ static int unit_stored(const model_config *c, const st_model *st, const stage_un
         snprintf(n, sizeof n, "model.layers.%d.input_layernorm.weight", su->layer);
         if (stored_dtype(c, st, n, &dt)) return -1;
         *bytes += D * dtype_size(dt);
+        /* Qwen2 q/k/v biases, Qwen3 q/k norms (load_unit) */
+        const char *xn[5] = { "q_proj.bias", "k_proj.bias", "v_proj.bias", "q_norm.weight", "k_norm.weight" };
+        uint64_t xe[5] = { Q, KV, KV, (uint64_t)c->head_dim, (uint64_t)c->head_dim };
+        for (int i = 0; i < 5; i++) {
+            if (!(i < 3 ? c->qkv_bias : c->qk_norm)) continue;
+            snprintf(n, sizeof n, "model.layers.%d.self_attn.%s", su->layer, xn[i]);
+            if (stored_dtype(c, st, n, &dt)) return -1;
+            *bytes += xe[i] * dtype_size(dt);
+        }
         return 0;
     }
     /* gate/up rows [c0, c1) and down columns [c0, c1), all in the gate's dtype (load_unit) */
@@ -88,14 +97,16 @@ int plan_rank_mem(const model_config *c, const st_model *st, const unit_plan *up
 
     /* pipeline_init: the workspace with gate/up sized for the widest own slice (1 without one),
      * key/value caches for at least one attention unit, three [3, chunk, D] micro-batch buffers;
-     * pipeline_run: the targets [chunk]; weights_load: an fp32 copy of every norm it reads */
+     * pipeline_run: the targets [chunk]; weights_load: an fp32 copy of every norm (and Qwen bias) it reads */
     fwd_ws_size ws = fwd_ws_bytes(c, seqlen, chunk, m->has_head, m->ffn_width > 0 ? m->ffn_width : 1);
     int natt = m->attention_units ? m->attention_units : 1;
     m->panel_bytes = ws.panel;
     m->activation_bytes = ws.acts + ws.operands + sizeof(float) * 9 * (uint64_t)chunk * D + sizeof(int32_t) * (uint64_t)chunk;
     m->kv_cache_bytes = sizeof(float) * 2 * KV * (uint64_t)seqlen * (uint64_t)natt;
     m->logits_bytes = ws.logits;
-    m->table_bytes = ws.rope + sizeof(float) * D * (uint64_t)(m->last_unit - m->first_unit + m->has_head);
+    uint64_t extras = (c->qkv_bias ? (uint64_t)c->n_heads * c->head_dim + 2 * KV : 0) + (c->qk_norm ? 2 * (uint64_t)c->head_dim : 0);
+    m->table_bytes = ws.rope + sizeof(float) * D * (uint64_t)(m->last_unit - m->first_unit + m->has_head) +
+                     sizeof(float) * extras * (uint64_t)m->attention_units;
     m->buffer_bytes = m->panel_bytes + m->activation_bytes + m->kv_cache_bytes + m->logits_bytes + m->table_bytes;
 
     m->margin_bytes = m->stored_bytes / 4 > m->largest_ffn_bytes ? m->stored_bytes / 4 : m->largest_ffn_bytes;

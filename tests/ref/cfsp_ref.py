@@ -213,6 +213,14 @@ def model_from_tensors(cfg, t):
         }
         for nm in ("q", "k", "v", "o"):
             ly[nm + "_bias"] = t.get(p + "self_attn.%s_proj.bias" % nm)
+        # Qwen3: RMSNorm over head_dim of every q and k head, before RoPE (transformers Qwen3Attention)
+        ly["q_norm"] = t.get(p + "self_attn.q_norm.weight")
+        ly["k_norm"] = t.get(p + "self_attn.k_norm.weight")
+        mt = cfg.get("model_type", "llama")
+        if mt == "qwen2" and any(ly[nm + "_bias"] is None for nm in ("q", "k", "v")):
+            raise ValueError("layer %d: a qwen2 block without q/k/v biases" % l)
+        if mt == "qwen3" and (ly["q_norm"] is None or ly["k_norm"] is None):
+            raise ValueError("layer %d: a qwen3 block without q_norm/k_norm" % l)
         mff = ly["gate"].shape[0]
         want = int(bc[l]["ffn"]["intermediate_size"]) if bc else int(cfg["intermediate_size"])
         if mff != want or ly["up"].shape != (mff, m.D) or ly["down"].shape != (m.D, mff):
@@ -297,6 +305,9 @@ def attention(model, ly, x, cos, sin):
     q = _linear(x, ly["q"], ly["q_bias"]).reshape(T, H, hd).transpose(1, 0, 2)
     k = _linear(x, ly["k"], ly["k_bias"]).reshape(T, KV, hd).transpose(1, 0, 2)
     v = _linear(x, ly["v"], ly["v_bias"]).reshape(T, KV, hd).transpose(1, 0, 2)
+    if ly.get("q_norm") is not None:
+        q = rmsnorm(q, ly["q_norm"], model.eps)
+        k = rmsnorm(k, ly["k_norm"], model.eps)
     q = q * cos + rotate_half(q) * sin
     k = k * cos + rotate_half(k) * sin
     rep = H // KV                      # HF repeat_kv: query head h uses kv head h // rep

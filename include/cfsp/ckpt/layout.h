@@ -8,7 +8,9 @@
  * [rows, cols] (1-D for norms, biases and kept-channel lists) in the source checkpoint's dtype
  * (an HDF5 float type recognised by h5util.h's h5_dtype_of, with a "dtype" attribute), except
  * mlp.kept_channels (int64: the kept channels' indices in the source block) and
- * mlp.down_proj.bias (F32; flap only). Every tensor carries its "checksum" (model_h5.h). */
+ * mlp.down_proj.bias (F32; flap only). Qwen2 blocks add self_attn.{q,k,v}_proj.bias, Qwen3 blocks
+ * self_attn.{q,k}_norm.weight (1-D, stored dtype, unpruned: they travel with their block). Every
+ * tensor carries its "checksum" (model_h5.h). */
 #ifndef CFSP_CKPT_LAYOUT_H
 #define CFSP_CKPT_LAYOUT_H
 #include "cfsp/format/model_config.h"
@@ -46,9 +48,17 @@
 /* The tensors. The block kinds are listed in the order the writer creates each block's datasets. */
 typedef enum {
     CK_LN1, CK_LN2, CK_Q, CK_K, CK_V, CK_O, CK_GATE, CK_UP, CK_DOWN, CK_KEPT, CK_BIAS,  /* of block l */
+    CK_QB, CK_KB, CK_VB,                  /* of block l, Qwen2: self_attn.{q,k,v}_proj.bias */
+    CK_QN, CK_KN,                         /* of block l, Qwen3: self_attn.{q,k}_norm.weight [head_dim] */
     CK_EMBED, CK_NORM, CK_HEAD                                                          /* of the model */
 } ckpt_kind;
 #define CK_NBLOCK CK_EMBED
+
+/* Does a block of model c hold tensor kind k? Every LLaMA kind but CK_BIAS (flap's, per file);
+ * CK_QB/KB/VB with c->qkv_bias, CK_QN/KN with c->qk_norm. */
+int ckpt_kind_in_block(const model_config *c, ckpt_kind k);
+/* the attention extras of model c in file order (CK_QB, CK_KB, CK_VB / CK_QN, CK_KN); their number */
+int ckpt_attn_extras(const model_config *c, ckpt_kind out[5]);
 
 /* the Hugging Face name of tensor kind (block l for the block kinds), e.g. model.layers.3.mlp.up_proj.weight */
 void ckpt_tensor_name(ckpt_kind kind, int l, char *out, size_t n);

@@ -1,11 +1,22 @@
-/* model_config.h — the architecture of a LLaMA-family checkpoint, read from its config.json
- * (Hugging Face LlamaConfig, plus Nemotron-NAS/DeciLM block_configs for per-block FFN sizes). */
+/* model_config.h — the architecture of a checkpoint, read from its config.json: the LLaMA family
+ * (Hugging Face LlamaConfig / MistralConfig, plus Nemotron-NAS/DeciLM block_configs for per-block
+ * FFN sizes) and the Qwen family (Qwen2Config: q/k/v biases; Qwen3Config: per-head RMSNorm of q and
+ * k before RoPE, head_dim given explicitly). Every field the forward pass would have to honour and
+ * cannot is refused with one line naming the field. */
 #ifndef CFSP_MODEL_CONFIG_H
 #define CFSP_MODEL_CONFIG_H
 #include <stddef.h>
 #include <stdint.h>
 
 #define CFSP_MAX_LAYERS 4096
+
+/* the model families: what a block holds beyond the LLaMA block */
+typedef enum {
+    FAMILY_LLAMA = 0,      /* llama, mistral, nemotron-nas / deci */
+    FAMILY_QWEN2 = 1,      /* qwen2 (Qwen2, Qwen2.5): q/k/v projections with biases */
+    FAMILY_QWEN3 = 2       /* qwen3: q_norm / k_norm [head_dim] on every head of q and k */
+} model_family;
+extern const char *const model_family_names[];   /* "llama", "qwen2", "qwen3" */
 
 typedef struct {
     int hidden;            /* D */
@@ -23,6 +34,11 @@ typedef struct {
     int bos_id, eos_id;
     char torch_dtype[16];
     int has_block_configs;
+    model_family family;
+    char model_type[32];   /* as config.json says ("llama" when absent) */
+    int qkv_bias;          /* blocks have self_attn.{q,k,v}_proj.bias (Qwen2) */
+    int qk_norm;           /* blocks have self_attn.{q,k}_norm.weight (Qwen3) */
+    int sliding_window;    /* Mistral's sliding_window (0: none): sequences must not exceed it */
     char *source_json;     /* the config.json text as read (for provenance in outputs) */
 } model_config;
 

@@ -24,6 +24,9 @@ typedef struct {
     dtype_t ln_dtype;
     float *ln;                   /* input_layernorm (attention) or post_attention_layernorm (FFN), fp32 [D] */
     wmat q, k_proj, v, o;        /* attention */
+    float *qb, *kb, *vb;         /* Qwen2: q/k/v_proj biases, fp32 [Q], [KV], [KV] (else NULL) */
+    float *qn, *kn;              /* Qwen3: q_norm / k_norm weights, fp32 [head_dim] (else NULL) */
+    dtype_t extra_dtype[5];      /* stored dtype of qb kb vb qn kn */
     wmat gate, up, down;         /* FFN slice: gate/up [k, D], down [D, k] */
     float *bias;                 /* FFN slice: this slice's share of flap's down_proj bias [D], or NULL */
     uint64_t bytes;              /* stored bytes of this unit's tensors (or tensor slices) */
