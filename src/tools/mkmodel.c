@@ -1,6 +1,11 @@
-/* mkmodel.c — cfsp-mpi-mkmodel: writes a random-weight LLaMA checkpoint in Hugging Face layout
- * (config.json + model.safetensors, or model-0000i-of-0000N.safetensors shards with
- * model.safetensors.index.json) for tests and benchmarks.
+/* mkmodel.c — cfsp-mpi-mkmodel: writes a random-weight LLaMA, Qwen2 or Qwen3 checkpoint in
+ * Hugging Face layout (config.json + model.safetensors, or model-0000i-of-0000N.safetensors shards
+ * with model.safetensors.index.json) for tests and benchmarks.
+ *
+ * Families (--family): llama (LlamaForCausalLM, the default); qwen2 (Qwen2ForCausalLM: the same
+ * blocks plus 1-D q_proj/k_proj/v_proj biases, each right after its weight, no o_proj bias);
+ * qwen3 (Qwen3ForCausalLM: the same blocks plus the per-head RMSNorm weights self_attn.q_norm and
+ * self_attn.k_norm [head_dim], after o_proj; no biases).  All other tensors are LLaMA's.
  *
  * This file owns the whole tool: option parsing and validation, the tensor list,
  * the shard plan, deterministic value generation (xoshiro256** seeded by splitmix64,
@@ -45,13 +50,15 @@
 #define MAX_POSITION_EMBEDDINGS 4096
 
 enum dtype { DT_F32, DT_F16, DT_BF16 };
-enum init { INIT_EMBED, INIT_LINEAR, INIT_NORM };
+enum family { FAM_LLAMA, FAM_QWEN2, FAM_QWEN3 };
+enum init { INIT_EMBED, INIT_LINEAR, INIT_NORM, INIT_BIAS };
 
 struct options {
     char out[4096];
     uint64_t hidden, ffn, layers, heads, kv_heads, head_dim, vocab;
     uint64_t shard_bytes, seed;
     int dtype;                           /* enum dtype */
+    int family;                          /* enum family */
     int tie, force;
     double rope_theta, rope_llama3, eps; /* rope_llama3 == 0: no rope_scaling */
     char ffn_list[65536];                /* --ffn-per-layer text, "" if absent */
@@ -199,6 +206,7 @@ static void fmt_double(char *out, size_t n, double v)
 /* ------------------------------------------------------------ option parsing */
 
 static const char *const dtype_names[] = { "f32", "f16", "bf16" };   /* enum dtype */
+static const char *const family_names[] = { "llama", "qwen2", "qwen3" }; /* enum family */
 #define O(...) OPT(struct options, __VA_ARGS__)
 static const opt_def mk_table[] = {
     O(OPT_STR, out, "out", NULL, NULL, "the model directory written", .flags = OPT_REQUIRED),
@@ -210,6 +218,8 @@ static const opt_def mk_table[] = {
     O(OPT_I64, head_dim, "head-dim", NULL, ">= 1", "head dimension, even (not given: D/H)"),
     O(OPT_I64, vocab, "vocab", NULL, ">= 1", "vocabulary size V", .flags = OPT_REQUIRED),
     O(OPT_ENUM, dtype, "dtype", NULL, NULL, "the weights' dtype", .flags = OPT_REQUIRED, .names = dtype_names, .nnames = 3),
+    O(OPT_ENUM, family, "family", "llama", NULL, "model family: llama (LlamaForCausalLM); qwen2 (Qwen2ForCausalLM: "
+      "+ q/k/v_proj biases); qwen3 (Qwen3ForCausalLM: + self_attn.q_norm/k_norm)", .names = family_names, .nnames = 3),
     O(OPT_I64, shard_bytes, "shard-bytes", "0", ">= 0", "largest safetensors shard in bytes (0: one model.safetensors)"),
     O(OPT_I64, seed, "seed", "1", ">= 0", "seed of the random weights"),
     O(OPT_BOOL, tie, "tie", "0", NULL, "tie_word_embeddings (no lm_head.weight)"),
@@ -221,7 +231,7 @@ static const opt_def mk_table[] = {
 };
 static const opt_table mk_opt_table = {
     PROG, PROG, PROG " --out DIR --hidden D --ffn M --layers L --heads H --kv-heads K --vocab V --dtype f32|f16|bf16 [options]",
-    PROG " — writes a random-weight LLaMA checkpoint (config.json + safetensors) into DIR",
+    PROG " — writes a random-weight LLaMA, Qwen2 or Qwen3 checkpoint (config.json + safetensors) into DIR",
     mk_table, sizeof mk_table / sizeof mk_table[0] };
 
 static void parse_args(int argc, char **argv, struct options *o)
@@ -349,11 +359,14 @@ static void add_tensor(struct plan *p, const struct options *o, enum init init, 
     p->total_bytes = add_checked(p->total_bytes, t->bytes, "total model size");
 }
 
-/* All tensors in file order: embeddings, layer by layer, final norm, lm_head. */
+/* All tensors in file order: embeddings, layer by layer, final norm, lm_head.  A block is
+ * input_layernorm, q_proj, k_proj, v_proj, o_proj, post_attention_layernorm, gate/up/down_proj;
+ * qwen2 puts each q/k/v_proj.bias right after its weight, qwen3 q_norm, k_norm after o_proj. */
 static void build_plan(struct plan *p, const struct options *o)
 {
     uint64_t d = o->hidden, q = o->heads * o->head_dim, kv = o->kv_heads * o->head_dim;
-    size_t cap = 3 + 9 * (size_t)o->layers;
+    int qwen2 = o->family == FAM_QWEN2, qwen3 = o->family == FAM_QWEN3;
+    size_t cap = 3 + 12 * (size_t)o->layers;
     p->t = calloc(cap, sizeof *p->t);
     if (!p->t)
         die("memory", "cannot allocate the list of %zu tensors", cap);
@@ -368,9 +381,19 @@ static void build_plan(struct plan *p, const struct options *o)
         const char *pre = "model.layers";
         add_tensor(p, o, INIT_NORM, d, 0, "%s.%llu.input_layernorm.weight", pre, ll);
         add_tensor(p, o, INIT_LINEAR, q, d, "%s.%llu.self_attn.q_proj.weight", pre, ll);
+        if (qwen2)
+            add_tensor(p, o, INIT_BIAS, q, 0, "%s.%llu.self_attn.q_proj.bias", pre, ll);
         add_tensor(p, o, INIT_LINEAR, kv, d, "%s.%llu.self_attn.k_proj.weight", pre, ll);
+        if (qwen2)
+            add_tensor(p, o, INIT_BIAS, kv, 0, "%s.%llu.self_attn.k_proj.bias", pre, ll);
         add_tensor(p, o, INIT_LINEAR, kv, d, "%s.%llu.self_attn.v_proj.weight", pre, ll);
+        if (qwen2)
+            add_tensor(p, o, INIT_BIAS, kv, 0, "%s.%llu.self_attn.v_proj.bias", pre, ll);
         add_tensor(p, o, INIT_LINEAR, d, q, "%s.%llu.self_attn.o_proj.weight", pre, ll);
+        if (qwen3) {
+            add_tensor(p, o, INIT_NORM, o->head_dim, 0, "%s.%llu.self_attn.q_norm.weight", pre, ll);
+            add_tensor(p, o, INIT_NORM, o->head_dim, 0, "%s.%llu.self_attn.k_norm.weight", pre, ll);
+        }
         add_tensor(p, o, INIT_NORM, d, 0, "%s.%llu.post_attention_layernorm.weight", pre, ll);
         add_tensor(p, o, INIT_LINEAR, m, d, "%s.%llu.mlp.gate_proj.weight", pre, ll);
         add_tensor(p, o, INIT_LINEAR, m, d, "%s.%llu.mlp.up_proj.weight", pre, ll);
@@ -543,12 +566,15 @@ static void fill_chunk(unsigned char *out, size_t n, enum dtype dt, struct rng *
 }
 
 /* Mean and standard deviation of a tensor's values: embeddings N(0,1), norm
- * weights 1 + 0.1 N(0,1), linear weights N(0, 1/fan_in) with fan_in = columns. */
+ * weights 1 + 0.1 N(0,1), linear weights N(0, 1/fan_in) with fan_in = columns,
+ * biases (qwen2's q/k/v_proj) 0.5 N(0,1), large enough to matter in the forward pass. */
 static void init_params(const struct tensor *t, float *mu, float *sigma)
 {
     *mu = t->init == INIT_NORM ? 1.0f : 0.0f;
     if (t->init == INIT_NORM)
         *sigma = 0.1f;
+    else if (t->init == INIT_BIAS)
+        *sigma = 0.5f;
     else if (t->init == INIT_LINEAR)
         *sigma = (float)(1.0 / sqrt((double)t->shape[1]));
     else
@@ -790,20 +816,28 @@ static void index_json(struct strbuf *sb, const struct plan *p, const struct opt
     sb_printf(sb, "\n  }\n}\n");
 }
 
+/* config.json.  Every family: the sizes, hidden_act, rms_norm_eps, rope_theta, rope_scaling,
+ * vocab_size, max_position_embeddings, tie_word_embeddings, block_configs (--ffn-per-layer),
+ * torch_dtype, bos/eos_token_id.  llama: head_dim, attention_bias and mlp_bias false.  qwen2:
+ * head_dim only when it is not hidden/heads, the sliding-window keys (off), attention_dropout.
+ * qwen3: head_dim, attention_bias false, the sliding-window keys (off), attention_dropout. */
 static void config_json(struct strbuf *sb, const struct options *o)
 {
+    static const char *const arch[] = { "LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM" };
     char theta[40], eps[40], factor[40];
+    int llama = o->family == FAM_LLAMA, qwen2 = o->family == FAM_QWEN2;
     fmt_double(theta, sizeof theta, o->rope_theta);
     fmt_double(eps, sizeof eps, o->eps);
     sb_printf(sb, "{\n");
-    sb_printf(sb, "  \"architectures\": [\"LlamaForCausalLM\"],\n");
-    sb_printf(sb, "  \"model_type\": \"llama\",\n");
+    sb_printf(sb, "  \"architectures\": [\"%s\"],\n", arch[o->family]);
+    sb_printf(sb, "  \"model_type\": \"%s\",\n", family_names[o->family]);
     sb_printf(sb, "  \"hidden_size\": %llu,\n", (unsigned long long)o->hidden);
     sb_printf(sb, "  \"intermediate_size\": %llu,\n", (unsigned long long)o->ffn);
     sb_printf(sb, "  \"num_hidden_layers\": %llu,\n", (unsigned long long)o->layers);
     sb_printf(sb, "  \"num_attention_heads\": %llu,\n", (unsigned long long)o->heads);
     sb_printf(sb, "  \"num_key_value_heads\": %llu,\n", (unsigned long long)o->kv_heads);
-    sb_printf(sb, "  \"head_dim\": %llu,\n", (unsigned long long)o->head_dim);
+    if (!qwen2 || o->heads * o->head_dim != o->hidden)
+        sb_printf(sb, "  \"head_dim\": %llu,\n", (unsigned long long)o->head_dim);
     sb_printf(sb, "  \"hidden_act\": \"silu\",\n");
     sb_printf(sb, "  \"rms_norm_eps\": %s,\n", eps);
     sb_printf(sb, "  \"rope_theta\": %s,\n", theta);
@@ -820,8 +854,17 @@ static void config_json(struct strbuf *sb, const struct options *o)
     sb_printf(sb, "  \"vocab_size\": %llu,\n", (unsigned long long)o->vocab);
     sb_printf(sb, "  \"max_position_embeddings\": %d,\n", MAX_POSITION_EMBEDDINGS);
     sb_printf(sb, "  \"tie_word_embeddings\": %s,\n", o->tie ? "true" : "false");
-    sb_printf(sb, "  \"attention_bias\": false,\n");
-    sb_printf(sb, "  \"mlp_bias\": false,\n");
+    if (llama) {
+        sb_printf(sb, "  \"attention_bias\": false,\n");
+        sb_printf(sb, "  \"mlp_bias\": false,\n");
+    } else {
+        if (!qwen2)
+            sb_printf(sb, "  \"attention_bias\": false,\n");
+        sb_printf(sb, "  \"use_sliding_window\": false,\n");
+        sb_printf(sb, "  \"sliding_window\": %s,\n", qwen2 ? "4096" : "null");
+        sb_printf(sb, "  \"max_window_layers\": %llu,\n", (unsigned long long)o->layers);
+        sb_printf(sb, "  \"attention_dropout\": 0.0,\n");
+    }
     if (o->ffn_list[0]) {
         sb_printf(sb, "  \"block_configs\": [");
         for (uint64_t l = 0; l < o->layers; l++)
