@@ -223,7 +223,58 @@ int ckpt_open_dir(const char *dir, ckpt_source *s)
     return 0;
 }
 
+int64_t ckpt_max_ffn(const ckpt_source *s)
+{
+    int64_t m = 0;
+    for (int l = 0; l < s->cfg.n_layers; l++) if (s->cfg.ffn[l] > m) m = s->cfg.ffn[l];
+    return m;
+}
+
+void ckpt_pad_ffn(ckpt_source *s, int64_t m)
+{
+    for (int i = 0; i < s->nt; i++) {
+        ckpt_tensor *t = &s->t[i];
+        if (t->kind != CK_GATE && t->kind != CK_UP && t->kind != CK_DOWN) continue;
+        if (!t->stored_rows) { t->stored_rows = t->rows; t->stored_cols = t->cols; }
+        if (t->kind == CK_DOWN) t->cols = m;
+        else t->rows = m;
+    }
+    if (!s->stored_ffn) {
+        s->stored_ffn = xmalloc(sizeof(int) * (size_t)s->cfg.n_layers);
+        memcpy(s->stored_ffn, s->cfg.ffn, sizeof(int) * (size_t)s->cfg.n_layers);
+    }
+    for (int l = 0; l < s->cfg.n_layers; l++) s->cfg.ffn[l] = (int)m;
+    s->cfg.ffn_default = (int)m;
+}
+
+int ckpt_stored_ffn(const ckpt_source *s, int l) { return s->stored_ffn ? s->stored_ffn[l] : s->cfg.ffn[l]; }
+
+static int read_stored_rows(ckpt_source *s, const ckpt_tensor *t, int64_t r0, int64_t n, void *buf);
+
 int ckpt_read_rows(ckpt_source *s, const ckpt_tensor *t, int64_t r0, int64_t n, void *buf)
+{
+    if (n <= 0) return 0;
+    if (!t->stored_rows && !t->stored_cols) return read_stored_rows(s, t, r0, n, buf);
+    /* padded (ckpt_pad_ffn): stored rows, zero rows after them; each stored row's columns, zeros after */
+    size_t es = dtype_size(t->dtype), out_row = (size_t)t->cols * es, in_row = (size_t)t->stored_cols * es;
+    int64_t have = t->stored_rows - r0;
+    have = have < 0 ? 0 : have > n ? n : have;
+    memset(buf, 0, (size_t)n * out_row);
+    if (!have) return 0;
+    if (in_row == out_row) return read_stored_rows(s, t, r0, have, buf);
+    ckpt_tensor st = *t;
+    st.rows = t->stored_rows;
+    st.cols = t->stored_cols;
+    st.stored_rows = st.stored_cols = 0;
+    if (!in_row) return 0;
+    char *tmp = xmalloc((size_t)have * in_row);
+    int rc = read_stored_rows(s, &st, r0, have, tmp);
+    for (int64_t r = 0; !rc && r < have; r++) memcpy((char *)buf + (size_t)r * out_row, tmp + (size_t)r * in_row, in_row);
+    free(tmp);
+    return rc;
+}
+
+static int read_stored_rows(ckpt_source *s, const ckpt_tensor *t, int64_t r0, int64_t n, void *buf)
 {
     if (n <= 0) return 0;
     size_t row = (size_t)t->cols * dtype_size(t->dtype);
@@ -262,6 +313,7 @@ void ckpt_close(ckpt_source *s)
     model_config_free(&s->cfg);
     free(s->config_text);
     free(s->t);
+    free(s->stored_ffn);
     memset(s, 0, sizeof *s);
     s->h5 = -1;
 }

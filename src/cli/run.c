@@ -268,6 +268,7 @@ static void load(job *j)
     j->first_unit = first;
     j->nu = last - first;
     cfsp_sync(st_open_dir(o->model, &j->st));
+    cfsp_sync(weights_check_biases(&j->st, &j->cfg));
     cfsp_sync(j->rank == 0 ? prepare_outputs(j) : 0);
     load_tokens(j, !j->from_stats);
     choose_compute(j);

@@ -1,4 +1,5 @@
-/* export_gguf.c — GGUF v3 writer for llama.cpp's `deci` architecture (see export.h).
+/* export_gguf.c — GGUF v3 writer for llama.cpp's `deci` architecture, and for the padded uniform
+ * form its `llama`, `qwen2` and `qwen3` architectures (see export.h).
  *
  * Layout (GGUF spec): "GGUF", version 3, tensor count (u64), key/value count (u64), the key/values,
  * the tensor infos (name, n_dims, ne[] innermost first, ggml type, offset relative to the data
@@ -97,6 +98,9 @@ static int gguf_name(const char *hf, char *out, size_t n)
         { "self_attn.o_proj.weight", "attn_output.weight" }, { "post_attention_layernorm.weight", "ffn_norm.weight" },
         { "mlp.gate_proj.weight", "ffn_gate.weight" },    { "mlp.up_proj.weight", "ffn_up.weight" },
         { "mlp.down_proj.weight", "ffn_down.weight" },  { "mlp.down_proj.bias", "ffn_down.bias" },
+        { "self_attn.q_proj.bias", "attn_q.bias" },       { "self_attn.k_proj.bias", "attn_k.bias" },
+        { "self_attn.v_proj.bias", "attn_v.bias" },       { "self_attn.q_norm.weight", "attn_q_norm.weight" },
+        { "self_attn.k_norm.weight", "attn_k_norm.weight" },
     };
     for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
         if (!strcmp(rest, map[i][0])) { snprintf(out, n, "blk.%d.%s", l, map[i][1]); return 0; }
@@ -155,18 +159,19 @@ static int stream_tensor(ckpt_source *s, const gtensor *g, FILE *f, const char *
     if (g->kind == K_ROPE) return write_all(f, rope, (size_t)g->nbytes, path);
     const ckpt_tensor *t = g->src;
     size_t rowb = (size_t)t->cols * dtype_size(t->dtype);
-    if (g->kind == K_NORM) {
+    int hd = s->cfg.head_dim;
+    if (t->ndim == 1) {                  /* norms and biases: F32; a q/k bias permuted like its rows */
         void *raw = xmalloc((size_t)ckpt_tensor_bytes(t));
-        float *v = xmalloc(sizeof(float) * (size_t)t->rows);
+        float *v = xmalloc(sizeof(float) * (size_t)t->rows), *pv = g->kind == K_PERMUTE ? xmalloc(sizeof(float) * (size_t)t->rows) : NULL;
         int rc = ckpt_read_rows(s, t, 0, t->rows, raw);
         if (!rc) {
             convert_to_f32(t->dtype, raw, v, (size_t)t->rows);
-            rc = write_all(f, v, sizeof(float) * (size_t)t->rows, path);
+            if (pv) permute_rows((const unsigned char *)v, (unsigned char *)pv, t->rows, hd, sizeof(float));
+            rc = write_all(f, pv ? pv : v, sizeof(float) * (size_t)t->rows, path);
         }
-        free(raw); free(v);
+        free(raw); free(v); free(pv);
         return rc;
     }
-    int hd = s->cfg.head_dim;
     int64_t panel = ex_panel_rows(t, g->kind == K_PERMUTE ? hd : 1);
     unsigned char *in = xmalloc((size_t)panel * rowb), *out = g->kind == K_PERMUTE ? xmalloc((size_t)panel * rowb) : NULL;
     int rc = 0;
@@ -188,6 +193,24 @@ int export_gguf(ckpt_source *s, const ex_options *o)
     uint32_t align = o->alignment ? o->alignment : 32;
     if (align & (align - 1)) return FAIL("--alignment %u: must be a power of two", align);
     if (path_exists(o->out) && !o->force) return FAIL("%s: output exists (use --force to overwrite)", o->out);
+    /* the architecture: deci (per-block FFN sizes, LLaMA attention with optional q/k/v biases), or
+     * for the padded form (and an unpruned or one-size qwen3) the model's own uniform one */
+    int uniform = 1;
+    for (int l = 1; l < L; l++) uniform &= c->ffn[l] == c->ffn[0];
+    const char *A = "deci";
+    if (o->padded) A = c->family == FAMILY_QWEN2 ? "qwen2" : c->family == FAMILY_QWEN3 ? "qwen3" : "llama";
+    else if (c->family == FAMILY_QWEN3) {
+        if (!uniform)
+            return FAIL("%s: a qwen3 model with per-block FFN sizes: llama.cpp's deci graph has no q_norm / k_norm and its qwen3 graph one FFN size; "
+                        "export it with --format gguf-padded (every FFN zero-padded to the widest block, %lld channels: exact, saves less)",
+                        s->in_path[0] ? s->in_path : s->src_dir, (long long)ckpt_max_ffn(s));
+        A = "qwen3";
+    }
+    int per_layer = !strcmp(A, "deci");
+    int permute = per_layer || !strcmp(A, "llama");     /* llama.cpp's NORM rope; qwen2/qwen3 are NEOX: as stored */
+    if (s->has_bias && !per_layer)
+        return FAIL("%s: block %d carries mlp.down_proj.bias (flap's bias compensation), which llama.cpp's %s graph does not add; export it with --format gguf (deci)",
+                    s->in_path, s->bias_layer, A);
     ex_vocab voc;
     if (ex_vocab_load(s->src_dir, c, s->config_text, &voc)) return -1;
 
@@ -217,9 +240,9 @@ int export_gguf(ckpt_source *s, const ex_options *o)
             x->type = ggml_type_of(t->dtype);
             n2[t->dtype]++;
             x->kind = K_COPY;
-            if (strstr(t->name, "self_attn.q_proj.")) { x->kind = K_PERMUTE; x->permute_heads = c->n_heads; }
-            if (strstr(t->name, "self_attn.k_proj.")) { x->kind = K_PERMUTE; x->permute_heads = c->n_kv_heads; }
         }
+        if (permute && strstr(t->name, "self_attn.q_proj.")) { x->kind = K_PERMUTE; x->permute_heads = c->n_heads; }
+        if (permute && strstr(t->name, "self_attn.k_proj.")) { x->kind = K_PERMUTE; x->permute_heads = c->n_kv_heads; }
         x->nbytes = (uint64_t)x->ne0 * (uint64_t)x->ne1 * (x->type == GGML_F32 ? 4 : 2);
     }
     uint64_t off = 0;
@@ -230,7 +253,6 @@ int export_gguf(ckpt_source *s, const ex_options *o)
     /* key/values */
     kvs kv = { { 0 }, 0 };
     char key[128];
-    const char *A = "deci";
     kv_string(&kv, "general.architecture", A);
     kv_string(&kv, "general.type", "model");
     const char *base = strrchr(s->src_dir, '/');
@@ -249,14 +271,26 @@ int export_gguf(ckpt_source *s, const ex_options *o)
     kv_u32(&kv, K("%s.block_count"), (uint32_t)L);
     kv_u32(&kv, K("%s.context_length"), (uint32_t)c->max_pos);
     kv_u32(&kv, K("%s.embedding_length"), (uint32_t)c->hidden);
-    int32_t *arr = xmalloc(sizeof(int32_t) * (size_t)L);
-    for (int l = 0; l < L; l++) arr[l] = c->ffn[l];
-    kv_arr_i32(&kv, K("%s.feed_forward_length"), arr, (uint64_t)L);
-    for (int l = 0; l < L; l++) arr[l] = c->n_heads;
-    kv_arr_i32(&kv, K("%s.attention.head_count"), arr, (uint64_t)L);
-    for (int l = 0; l < L; l++) arr[l] = c->n_kv_heads;
-    kv_arr_i32(&kv, K("%s.attention.head_count_kv"), arr, (uint64_t)L);
-    free(arr);
+    if (per_layer) {
+        int32_t *arr = xmalloc(sizeof(int32_t) * (size_t)L);
+        for (int l = 0; l < L; l++) arr[l] = c->ffn[l];
+        kv_arr_i32(&kv, K("%s.feed_forward_length"), arr, (uint64_t)L);
+        for (int l = 0; l < L; l++) arr[l] = c->n_heads;
+        kv_arr_i32(&kv, K("%s.attention.head_count"), arr, (uint64_t)L);
+        for (int l = 0; l < L; l++) arr[l] = c->n_kv_heads;
+        kv_arr_i32(&kv, K("%s.attention.head_count_kv"), arr, (uint64_t)L);
+        free(arr);
+    } else {
+        kv_u32(&kv, K("%s.feed_forward_length"), (uint32_t)c->ffn[0]);
+        kv_u32(&kv, K("%s.attention.head_count"), (uint32_t)c->n_heads);
+        kv_u32(&kv, K("%s.attention.head_count_kv"), (uint32_t)c->n_kv_heads);
+    }
+    if (o->padded) {                          /* what each block really keeps */
+        int32_t *arr = xmalloc(sizeof(int32_t) * (size_t)L);
+        for (int l = 0; l < L; l++) arr[l] = ckpt_stored_ffn(s, l);
+        kv_arr_i32(&kv, "cfsp.kept_feed_forward_length", arr, (uint64_t)L);
+        free(arr);
+    }
     kv_u32(&kv, K("%s.attention.key_length"), (uint32_t)c->head_dim);
     kv_u32(&kv, K("%s.attention.value_length"), (uint32_t)c->head_dim);
     kv_f32(&kv, K("%s.attention.layer_norm_rms_epsilon"), (float)c->eps);
@@ -315,9 +349,10 @@ int export_gguf(ckpt_source *s, const ex_options *o)
         cfsp_tmp_unregister(tmp);
     }
     if (!rc)
-        printf("%s: GGUF v3, architecture deci, %d tensors, %llu key/values, %llu bytes; tokenizer %s (%s, %d tokens); FFN sizes",
-               o->out, nt, (unsigned long long)kv.count, (unsigned long long)(pad_to(h.n, align) + off), voc.model, voc.source, voc.n);
-    for (int l = 0; !rc && l < L; l++) printf(" %d", c->ffn[l]);
+        printf("%s: GGUF v3, architecture %s, %d tensors, %llu key/values, %llu bytes; tokenizer %s (%s, %d tokens); FFN sizes",
+               o->out, A, nt, (unsigned long long)kv.count, (unsigned long long)(pad_to(h.n, align) + off), voc.model, voc.source, voc.n);
+    for (int l = 0; !rc && l < L; l++) printf(" %d", ckpt_stored_ffn(s, l));
+    if (!rc && o->padded) printf(", zero-padded to %d", c->ffn[0]);
     if (!rc) printf("\n");
     free(h.p); free(kv.b.p); free(g); free(rope);
     ex_vocab_free(&voc);

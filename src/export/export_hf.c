@@ -133,17 +133,30 @@ static int write_shard(ckpt_source *s, int first, int last, const char *path, st
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-static char *hf_config(const ckpt_source *s)
+/* the padded form's architecture: the source's own (a DeciLM source with one attention shape is a
+ * LLaMA model) */
+static void own_architecture(const model_config *c, const char **arch, const char **type)
+{
+    if (c->family == FAMILY_QWEN2) { *arch = "Qwen2ForCausalLM"; *type = "qwen2"; }
+    else if (c->family == FAMILY_QWEN3) { *arch = "Qwen3ForCausalLM"; *type = "qwen3"; }
+    else if (!strcmp(c->model_type, "mistral")) { *arch = "MistralForCausalLM"; *type = "mistral"; }
+    else { *arch = "LlamaForCausalLM"; *type = "llama"; }
+}
+
+static char *hf_config(const ckpt_source *s, int padded)
 {
     const model_config *c = &s->cfg;
     cJSON *src = cJSON_Parse(s->config_text);
     if (!src) src = cJSON_CreateObject();
-    const char *drop[] = { "intermediate_sizes", "block_configs", "architectures", "model_type", "cfsp" };
+    const char *drop[] = { "intermediate_sizes", "block_configs", "architectures", "model_type", "cfsp", "intermediate_size" };
     for (size_t i = 0; i < sizeof drop / sizeof drop[0]; i++) cJSON_DeleteItemFromObject(src, drop[i]);
+    const char *an = "DeciLMForCausalLM", *mt = "nemotron-nas";
+    if (padded) own_architecture(c, &an, &mt);
     cJSON *j = cJSON_CreateObject(), *arch = cJSON_CreateArray();
-    cJSON_AddItemToArray(arch, cJSON_CreateString("DeciLMForCausalLM"));
+    cJSON_AddItemToArray(arch, cJSON_CreateString(an));
     cJSON_AddItemToObject(j, "architectures", arch);
-    cJSON_AddStringToObject(j, "model_type", "nemotron-nas");
+    cJSON_AddStringToObject(j, "model_type", mt);
+    if (padded) cJSON_AddNumberToObject(j, "intermediate_size", c->ffn_default);
     while (src->child) {                          /* the other fields, in their order */
         cJSON *it = cJSON_DetachItemViaPointer(src, src->child);
         char *k = xstrdup(it->string);
@@ -151,6 +164,19 @@ static char *hf_config(const ckpt_source *s)
         free(k);
     }
     cJSON_Delete(src);
+    if (padded) {
+        cJSON *p = cJSON_CreateObject();
+        cJSON_AddStringToObject(p, "method", s->method);
+        cJSON_AddNumberToObject(p, "ratio", s->ratio);
+        cJSON_AddStringToObject(p, "source", s->in_path[0] ? s->in_path : s->src_dir);
+        cJSON *ks = cJSON_CreateArray();
+        for (int l = 0; l < c->n_layers; l++) cJSON_AddItemToArray(ks, cJSON_CreateNumber(ckpt_stored_ffn(s, l)));
+        cJSON_AddItemToObject(p, "kept_intermediate_sizes", ks);
+        cJSON_AddItemToObject(j, "cfsp", p);
+        char *out = cJSON_Print(j);
+        cJSON_Delete(j);
+        return out;
+    }
     cJSON *bc = cJSON_CreateArray();
     for (int l = 0; l < c->n_layers; l++) {
         cJSON *b = cJSON_CreateObject(), *a = cJSON_CreateObject(), *ff = cJSON_CreateObject();
@@ -208,8 +234,14 @@ static int remove_old_export(const char *dir)
 int export_hf(ckpt_source *s, const ex_options *o)
 {
     if (s->has_bias)
-        return FAIL("%s: block %d carries mlp.down_proj.bias (flap's bias compensation); the DeciLM / Nemotron-NAS layout has no FFN bias, so the export would change the model",
-                    s->in_path, s->bias_layer);
+        return FAIL("%s: block %d carries mlp.down_proj.bias (flap's bias compensation); the %s layout has no FFN bias, so the export would change the model",
+                    s->in_path, s->bias_layer, o->padded ? "Hugging Face" : "DeciLM / Nemotron-NAS");
+    if (!o->padded && s->cfg.family == FAMILY_QWEN2)
+        return FAIL("%s: a qwen2 model: its q/k/v biases have no place in cfsp-mpi's DeciLM / Nemotron-NAS form; export it with --format hf-padded (Qwen2ForCausalLM, every FFN zero-padded to the widest block) or --format gguf (llama.cpp deci, per-block sizes)",
+                    s->in_path[0] ? s->in_path : s->src_dir);
+    if (!o->padded && s->cfg.family == FAMILY_QWEN3)
+        return FAIL("%s: a qwen3 model: DeciLM / Nemotron-NAS has no q_norm / k_norm; export it with --format hf-padded (Qwen3ForCausalLM, every FFN zero-padded to the widest block)",
+                    s->in_path[0] ? s->in_path : s->src_dir);
     uint64_t limit = o->shard_bytes ? o->shard_bytes : 5000000000ULL;
     if (limit < 1024) return FAIL("--shard-size %llu: at least 1024 bytes", (unsigned long long)limit);
     if (path_exists(o->out) && !o->force) return FAIL("%s: output exists (use --force to overwrite)", o->out);
@@ -277,7 +309,7 @@ int export_hf(ckpt_source *s, const ex_options *o)
         cJSON_Delete(ix);
     }
     if (!rc) {
-        char *cfg = hf_config(s);
+        char *cfg = hf_config(s, o->padded);
         snprintf(p, sizeof p, "%s/config.json", tmpdir);
         rc = write_file(p, cfg, &created);
         free(cfg);
@@ -300,9 +332,12 @@ int export_hf(ckpt_source *s, const ex_options *o)
     }
     if (rc) rmdir(tmpdir);
     if (!rc) {
-        printf("%s: DeciLMForCausalLM / nemotron-nas, %d tensors in %d safetensors file%s (%llu bytes of tensors), %d tokenizer file%s copied; FFN sizes",
-               o->out, nt, nsh, nsh == 1 ? "" : "s", (unsigned long long)total, ncopied, ncopied == 1 ? "" : "s");
-        for (int l = 0; l < s->cfg.n_layers; l++) printf(" %d", s->cfg.ffn[l]);
+        const char *an = "DeciLMForCausalLM", *mt = "nemotron-nas";
+        if (o->padded) own_architecture(&s->cfg, &an, &mt);
+        printf("%s: %s / %s, %d tensors in %d safetensors file%s (%llu bytes of tensors), %d tokenizer file%s copied; FFN sizes",
+               o->out, an, mt, nt, nsh, nsh == 1 ? "" : "s", (unsigned long long)total, ncopied, ncopied == 1 ? "" : "s");
+        for (int l = 0; l < s->cfg.n_layers; l++) printf(" %d", ckpt_stored_ffn(s, l));
+        if (o->padded) printf(", zero-padded to %d", s->cfg.ffn_default);
         printf("\n");
     }
     for (int k = 0; k < nsh; k++) free(shard_name[k]);

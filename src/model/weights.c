@@ -273,3 +273,19 @@ void weights_free(rank_weights *w)
     free(w->final_norm);
     memset(w, 0, sizeof *w);
 }
+
+int weights_check_biases(const st_model *st, const model_config *c)
+{
+    for (int i = 0; i < st->nt; i++) {
+        const char *n = st->t[i].name, *b = strstr(n, ".bias");
+        if (!b || b[5]) continue;
+        int l, k = 0;
+        char rest[64];
+        int used = c->qkv_bias && sscanf(n, "model.layers.%d.self_attn.%63[a-z_].bias%n", &l, rest, &k) == 2 && !n[k] &&
+                   (!strcmp(rest, "q_proj") || !strcmp(rest, "k_proj") || !strcmp(rest, "v_proj"));
+        if (!used)
+            return FAIL("%s: tensor '%s': a bias the %s architecture does not have (its config.json would have to say so)",
+                        st->files[st->t[i].file].path, n, c->model_type);
+    }
+    return 0;
+}

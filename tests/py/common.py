@@ -152,7 +152,7 @@ def model_dir(args, model):
 
 def mkmodel(args, out, hidden, ffn, layers, heads, kv, vocab, dtype="f32", head_dim=None,
             shard_bytes=None, seed=None, tie=None, rope_theta=None, rope_llama3=None,
-            ffn_per_layer=None):
+            ffn_per_layer=None, family=None):
     """Run the C checkpoint generator; returns True on success. ffn_per_layer (list) writes
     block_configs with per-block FFN sizes (generator option --ffn-per-layer)."""
     if not args.mkmodel:
@@ -165,6 +165,7 @@ def mkmodel(args, out, hidden, ffn, layers, heads, kv, vocab, dtype="f32", head_
         cmd += ["--ffn", ffn]
     for flag, val in (("--head-dim", head_dim), ("--shard-bytes", shard_bytes), ("--seed", seed),
                       ("--tie", tie), ("--rope-theta", rope_theta), ("--rope-llama3", rope_llama3),
+                      ("--family", family),
                       ("--ffn-per-layer", ",".join(str(x) for x in ffn_per_layer) if ffn_per_layer else None)):
         if val is not None:
             cmd += [flag, val]

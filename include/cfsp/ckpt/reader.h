@@ -23,6 +23,7 @@ typedef struct {
     int layer;                 /* block index, -1 for embeddings / final norm / lm_head */
     char h5path[160];          /* HDF5 dataset (pruned checkpoint) */
     const st_tensor *st;       /* safetensors tensor (directory) */
+    int64_t stored_rows, stored_cols;   /* after ckpt_pad_ffn: the stored shape (rows/cols: the padded one); else 0 */
 } ckpt_tensor;
 
 typedef struct {
@@ -39,6 +40,7 @@ typedef struct {
     hid_t h5;
     st_model st;
     int st_open;
+    int *stored_ffn;           /* after ckpt_pad_ffn: each block's stored FFN size; else NULL */
 } ckpt_source;
 
 /* Open a pruned HDF5 file; src_dir_override (or NULL) replaces the model directory recorded in its
@@ -49,6 +51,15 @@ int ckpt_open_dir(const char *dir, ckpt_source *s);
 /* Close whatever an open left behind, also after it failed. */
 void ckpt_close(ckpt_source *s);
 const ckpt_tensor *ckpt_find(const ckpt_source *s, const char *name);
+/* Present every block's FFN as m channels (m >= every block's size): gate/up_proj [m, D] with zero
+ * rows, down_proj [D, m] with zero columns beyond the stored ones, cfg.ffn[l] = m. A zero channel
+ * adds exactly nothing (silu(0) * 0 = 0, times a zero column), so this is the pruned model in a
+ * uniform architecture (the exporters' padded forms). Then ckpt_read_rows returns the zeros. */
+void ckpt_pad_ffn(ckpt_source *s, int64_t m);
+/* block l's stored FFN size (before any padding) */
+int ckpt_stored_ffn(const ckpt_source *s, int l);
+/* the widest FFN of s */
+int64_t ckpt_max_ffn(const ckpt_source *s);
 /* rows [r0, r0 + n) of t, raw stored bytes (no conversion), into buf */
 int ckpt_read_rows(ckpt_source *s, const ckpt_tensor *t, int64_t r0, int64_t n, void *buf);
 uint64_t ckpt_tensor_bytes(const ckpt_tensor *t);

@@ -52,6 +52,8 @@ typedef struct {
     uint32_t alignment;        /* GGUF: general.alignment (power of two, default 32) */
     uint64_t shard_bytes;      /* HF: maximum bytes per safetensors file */
     const char *name;          /* general.name (default: the source directory's name) */
+    int padded;                /* the uniform form: the model's own architecture, every FFN zero-padded
+                                * to the widest block (ckpt_pad_ffn; exact) */
 } ex_options;
 
 int export_gguf(ckpt_source *s, const ex_options *o);
