@@ -230,21 +230,46 @@ int64_t ckpt_max_ffn(const ckpt_source *s)
     return m;
 }
 
-void ckpt_pad_ffn(ckpt_source *s, int64_t m)
+/* block l's FFN presented as m[l] >= its stored size channels */
+static void pad_blocks(ckpt_source *s, const int64_t *m)
 {
     for (int i = 0; i < s->nt; i++) {
         ckpt_tensor *t = &s->t[i];
         if (t->kind != CK_GATE && t->kind != CK_UP && t->kind != CK_DOWN) continue;
         if (!t->stored_rows) { t->stored_rows = t->rows; t->stored_cols = t->cols; }
-        if (t->kind == CK_DOWN) t->cols = m;
-        else t->rows = m;
+        if (t->kind == CK_DOWN) t->cols = m[t->layer];
+        else t->rows = m[t->layer];
     }
     if (!s->stored_ffn) {
         s->stored_ffn = xmalloc(sizeof(int) * (size_t)s->cfg.n_layers);
         memcpy(s->stored_ffn, s->cfg.ffn, sizeof(int) * (size_t)s->cfg.n_layers);
     }
-    for (int l = 0; l < s->cfg.n_layers; l++) s->cfg.ffn[l] = (int)m;
-    s->cfg.ffn_default = (int)m;
+    s->cfg.ffn_default = 0;
+    for (int l = 0; l < s->cfg.n_layers; l++) {
+        s->cfg.ffn[l] = (int)m[l];
+        if (s->cfg.ffn[l] > s->cfg.ffn_default) s->cfg.ffn_default = s->cfg.ffn[l];
+    }
+}
+
+void ckpt_pad_ffn(ckpt_source *s, int64_t m)
+{
+    int64_t *v = xmalloc(sizeof(int64_t) * (size_t)s->cfg.n_layers);
+    for (int l = 0; l < s->cfg.n_layers; l++) v[l] = m;
+    pad_blocks(s, v);
+    free(v);
+}
+
+int ckpt_pad_empty_ffn(ckpt_source *s)
+{
+    int n = 0;
+    int64_t *v = xmalloc(sizeof(int64_t) * (size_t)s->cfg.n_layers);
+    for (int l = 0; l < s->cfg.n_layers; l++) {
+        v[l] = s->cfg.ffn[l] > 0 ? s->cfg.ffn[l] : 1;
+        n += s->cfg.ffn[l] == 0;
+    }
+    if (n) pad_blocks(s, v);
+    free(v);
+    return n;
 }
 
 int ckpt_stored_ffn(const ckpt_source *s, int l) { return s->stored_ffn ? s->stored_ffn[l] : s->cfg.ffn[l]; }

@@ -211,6 +211,10 @@ int export_gguf(ckpt_source *s, const ex_options *o)
     if (s->has_bias && !per_layer)
         return FAIL("%s: block %d carries mlp.down_proj.bias (flap's bias compensation), which llama.cpp's %s graph does not add; export it with --format gguf (deci)",
                     s->in_path, s->bias_layer, A);
+    if (per_layer) {
+        int z = ckpt_pad_empty_ffn(s);
+        if (z) fprintf(stderr, "cfsp-mpi: export: %d block%s without FFN channels get one zero channel (llama.cpp's deci graph skips a block with n_ff 0, its attention too)\n", z, z == 1 ? "" : "s");
+    }
     ex_vocab voc;
     if (ex_vocab_load(s->src_dir, c, s->config_text, &voc)) return -1;
 

@@ -137,7 +137,8 @@ static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *
  * LLaMA model) */
 static void own_architecture(const model_config *c, const char **arch, const char **type)
 {
-    if (c->family == FAMILY_QWEN2) { *arch = "Qwen2ForCausalLM"; *type = "qwen2"; }
+    /* a DeciLM model with q/k/v biases (a qwen2 one exported as DeciLM) is a Qwen2 model */
+    if (c->family == FAMILY_QWEN2 || c->qkv_bias) { *arch = "Qwen2ForCausalLM"; *type = "qwen2"; }
     else if (c->family == FAMILY_QWEN3) { *arch = "Qwen3ForCausalLM"; *type = "qwen3"; }
     else if (!strcmp(c->model_type, "mistral")) { *arch = "MistralForCausalLM"; *type = "mistral"; }
     else { *arch = "LlamaForCausalLM"; *type = "llama"; }
@@ -194,6 +195,15 @@ static char *hf_config(const ckpt_source *s, int padded)
         cJSON_AddItemToArray(bc, b);
     }
     cJSON_AddItemToObject(j, "block_configs", bc);
+    /* Qwen2's q/k/v biases (no o_proj bias): vLLM's nemotron_nas.py reads qkv_bias for q/k/v alone
+     * (attention_bias would declare an o_proj bias too); cfsp-mpi's config parser the same */
+    cJSON_DeleteItemFromObject(j, "attention_bias");
+    cJSON_DeleteItemFromObject(j, "qkv_bias");
+    cJSON_AddFalseToObject(j, "attention_bias");
+    if (c->qkv_bias) cJSON_AddTrueToObject(j, "qkv_bias");
+    /* the source family's own fields that a DeciLM config does not read */
+    const char *qwen_only[] = { "use_sliding_window", "sliding_window", "max_window_layers", "layer_types" };
+    for (size_t i = 0; c->family == FAMILY_QWEN2 && i < sizeof qwen_only / sizeof qwen_only[0]; i++) cJSON_DeleteItemFromObject(j, qwen_only[i]);
     cJSON *p = cJSON_CreateObject();
     cJSON_AddStringToObject(p, "method", s->method);
     cJSON_AddNumberToObject(p, "ratio", s->ratio);
@@ -236,9 +246,6 @@ int export_hf(ckpt_source *s, const ex_options *o)
     if (s->has_bias)
         return FAIL("%s: block %d carries mlp.down_proj.bias (flap's bias compensation); the %s layout has no FFN bias, so the export would change the model",
                     s->in_path, s->bias_layer, o->padded ? "Hugging Face" : "DeciLM / Nemotron-NAS");
-    if (!o->padded && s->cfg.family == FAMILY_QWEN2)
-        return FAIL("%s: a qwen2 model: its q/k/v biases have no place in cfsp-mpi's DeciLM / Nemotron-NAS form; export it with --format hf-padded (Qwen2ForCausalLM, every FFN zero-padded to the widest block) or --format gguf (llama.cpp deci, per-block sizes)",
-                    s->in_path[0] ? s->in_path : s->src_dir);
     if (!o->padded && s->cfg.family == FAMILY_QWEN3)
         return FAIL("%s: a qwen3 model: DeciLM / Nemotron-NAS has no q_norm / k_norm; export it with --format hf-padded (Qwen3ForCausalLM, every FFN zero-padded to the widest block)",
                     s->in_path[0] ? s->in_path : s->src_dir);

@@ -21,6 +21,7 @@
 #include "cfsp/tok/tokenizer.h"
 #include "cfsp/util/err.h"
 #include "cfsp/util/util.h"
+#include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,6 +107,27 @@ static size_t enc_spaces(const char *s, size_t n, char *out)
     return k;
 }
 
+/* The Split regex of tokenizer.json's pre_tokenizer (alone or first in a Sequence) when it is
+ * Qwen2's or LLaMA-3's, as llama.cpp's pre-tokenizer type; NULL otherwise. */
+static const char *split_pattern_kind(const char *path)
+{
+    static const char *const qwen2 = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+    static const char *const llama3 = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+    char *text = NULL;
+    size_t len = 0;
+    if (read_whole_file(path, 1u << 30, &text, &len)) { cfsp_clear_error(); return NULL; }
+    cJSON *j = cJSON_ParseWithLength(text, len);
+    free(text);
+    const cJSON *pt = cJSON_GetObjectItemCaseSensitive(j, "pre_tokenizer"), *sp = pt;
+    const cJSON *ty = cJSON_GetObjectItemCaseSensitive(pt, "type");
+    if (cJSON_IsString(ty) && !strcmp(ty->valuestring, "Sequence")) sp = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(pt, "pretokenizers"), 0);
+    const cJSON *re = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(sp, "pattern"), "Regex");
+    const char *kind = NULL;
+    if (cJSON_IsString(re)) kind = !strcmp(re->valuestring, qwen2) ? "qwen2" : !strcmp(re->valuestring, llama3) ? "llama-bpe" : NULL;
+    cJSON_Delete(j);
+    return kind;
+}
+
 /* tokenizer.json: GGUF model "llama" with merge-rank scores, or "gpt2" with the merges */
 static int hf_vocab(const tokenizer *t, const tok_info *ti, const char *path, ex_vocab *v)
 {
@@ -127,9 +149,11 @@ static int hf_vocab(const tokenizer *t, const tok_info *ti, const char *path, ex
         }
         return 0;
     }
-    /* the pre-tokenizer regex llama.cpp should use: GPT-2's for a plain ByteLevel one */
-    snprintf(v->pre, sizeof v->pre, "%s", ti->gpt2_regex ? "gpt-2" : "default");
-    if (!ti->gpt2_regex)
+    /* the pre-tokenizer regex llama.cpp should use: GPT-2's for a plain ByteLevel one, Qwen2's or
+     * LLaMA-3's for their Split patterns (llama.cpp's pre types "qwen2" / "llama-bpe") */
+    const char *split = split_pattern_kind(path);
+    snprintf(v->pre, sizeof v->pre, "%s", ti->gpt2_regex ? "gpt-2" : split ? split : "default");
+    if (!ti->gpt2_regex && !split)
         fprintf(stderr, "cfsp-mpi: export: %s: byte-level pre-tokenizer not recognised; tokenizer.ggml.pre = \"default\"\n", path);
     v->merges = xcalloc((size_t)(ti->nmerges ? ti->nmerges : 1), sizeof(char *));
     for (int r = 0; r < ti->nmerges; r++) {

@@ -35,9 +35,15 @@ static int parse_attention(const cJSON *root, const char *f, model_config *c)
     int ab = 0, mb = 0, sw = 0;
     if (json_get_bool(root, "attention_bias", f, 0, &ab) || json_get_bool(root, "mlp_bias", f, 0, &mb)) return -1;
     if (mb) return FAIL("%s: field 'mlp_bias' = true: biases of gate/up/down_proj are not supported", f);
-    /* Qwen2Attention has q/k/v biases whatever attention_bias says (transformers ignores the field) */
+    /* Qwen2Attention has q/k/v biases whatever attention_bias says (transformers ignores the field);
+     * a Nemotron-NAS / DeciLM config says so with qkv_bias (vLLM's nemotron_nas.py: qkv_bias sets the
+     * q/k/v biases only, attention_bias those and o_proj's) */
+    int qb = 0;
+    if (json_get_bool(root, "qkv_bias", f, 0, &qb)) return -1;
     if (c->family == FAMILY_QWEN2) c->qkv_bias = 1;
-    else if (ab)
+    else if (qb && (!strcmp(c->model_type, "nemotron-nas") || !strcmp(c->model_type, "deci"))) c->qkv_bias = 1;
+    else if (qb) return FAIL("%s: field 'qkv_bias' = true: only qwen2 and nemotron-nas configs have q/k/v biases", f);
+    if (ab && c->family != FAMILY_QWEN2)
         return FAIL("%s: field 'attention_bias' = true: %s blocks with q/k/v/o_proj biases are not supported (the o_proj bias)", f, c->model_type);
     if (c->family == FAMILY_QWEN3) c->qk_norm = 1;
     if (json_get_bool(root, "use_sliding_window", f, 0, &sw)) return -1;

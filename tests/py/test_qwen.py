@@ -34,11 +34,11 @@ from common import (Checker, compare_kept, describe_diff, find_pruned, fresh_dir
 MODELS = [
     ("qwen2_tied_bf16", dict(hidden=72, ffn=100, layers=3, heads=6, kv=2, vocab=301, dtype="bf16", tie=1,
                              rope_theta=1000000, seed=31, family="qwen2")),
-    ("qwen2_untied_f32", dict(hidden=64, ffn=136, layers=2, heads=4, kv=1, vocab=256, tie=0,
+    ("qwen2_untied_f32", dict(hidden=64, ffn=136, layers=2, heads=4, kv=1, vocab=320, tie=0,
                               rope_theta=1000000, seed=32, family="qwen2")),
     ("qwen3_hd16_bf16", dict(hidden=48, ffn=90, layers=3, heads=4, kv=2, head_dim=16, vocab=300, dtype="bf16",
                              tie=1, rope_theta=1000000, seed=33, family="qwen3")),
-    ("qwen3_untied_f16", dict(hidden=40, ffn=77, layers=2, heads=5, kv=1, head_dim=12, vocab=257, dtype="f16",
+    ("qwen3_untied_f16", dict(hidden=40, ffn=77, layers=2, heads=5, kv=1, head_dim=12, vocab=331, dtype="f16",
                               tie=0, seed=34, family="qwen3")),
 ]
 RATIOS = [0.2, 0.5]
@@ -179,8 +179,9 @@ def same_outputs(ck, name, a, b, what):
 def check_reload(ck, args, name, fam, out, evalf):
     """The HF exports of each cfsp model, read back with --model: the pruned perplexity again. The
     padded form (the model's own architecture, FFNs zero-padded to the widest block) for both
-    families; the DeciLM form (no q/k/v biases, no q/k norms) refused with a clear line. And a
-    Qwen2 checkpoint relabelled llama (its biases then read by nothing) is refused by the run."""
+    families; the DeciLM form for qwen2 (nemotron-nas with qkv_bias), refused for qwen3 (no q/k
+    norms) with a clear line. And a Qwen2 checkpoint relabelled llama (its biases then read by
+    nothing) is refused by the run."""
     res = load_results(out)
     for ratio, fmt in [(r, f) for r in RATIOS for f in ("hf-padded", "hf")]:
         e = find_pruned(res, "cfsp", ratio)
@@ -188,10 +189,15 @@ def check_reload(ck, args, name, fam, out, evalf):
         if os.path.exists(hf):
             shutil.rmtree(hf)
         rc, log = run_cmd([args.bin, "export", "--format", fmt, "--force", pruned_file(out, e), hf])
-        if fmt == "hf":
+        if fmt == "hf" and fam == "qwen3":
             ck.check(rc != 0 and "hf-padded" in log and not os.path.exists(hf) and not os.path.exists(hf + ".tmp"),
-                     "%s: export --format hf (DeciLM) of a %s model refused, pointing to hf-padded" % (name, fam), log.strip()[-200:])
+                     "%s: export --format hf (DeciLM) of a qwen3 model refused, pointing to hf-padded" % name, log.strip()[-200:])
             continue
+        if fmt == "hf" and rc == 0:
+            cfg = json.load(open(os.path.join(hf, "config.json")))
+            ck.check(cfg.get("model_type") == "nemotron-nas" and cfg.get("qkv_bias") is True and cfg.get("attention_bias") is False,
+                     "%s: DeciLM r=%g config: qkv_bias true, attention_bias false (vLLM nemotron_nas: q/k/v biases, no o_proj bias)" % (name, ratio),
+                     "%s %s %s" % (cfg.get("model_type"), cfg.get("qkv_bias"), cfg.get("attention_bias")))
         if not ck.check(rc == 0, "%s: export --format %s r=%g" % (name, fmt, ratio), log[-300:]):
             continue
         if fmt == "hf-padded":
@@ -200,7 +206,7 @@ def check_reload(ck, args, name, fam, out, evalf):
             ck.check(cfg.get("model_type") == fam and cfg.get("intermediate_size") == want and "block_configs" not in cfg,
                      "%s: hf-padded r=%g config: model_type %s, intermediate_size = widest kept %d" % (name, ratio, fam, want),
                      "%s %s" % (cfg.get("model_type"), cfg.get("intermediate_size")))
-        if fam == "qwen2" and ratio == RATIOS[0]:
+        if fam == "qwen2" and ratio == RATIOS[0] and fmt == "hf-padded":
             bad = os.path.join(args.workdir, "%s_as_llama" % name)
             if os.path.exists(bad):
                 shutil.rmtree(bad)
@@ -225,6 +231,101 @@ def check_reload(ck, args, name, fam, out, evalf):
                 ck.note("%s r=%g %s export: architectures %s" % (name, ratio, fmt, json.load(fh).get("architectures")))
 
 
+def gguf_f64(g, name):
+    a = g.array(name)
+    if g.type_name(name) == "BF16":
+        return ref.bf16_bits_to_f32(a).astype(np.float64)
+    return a.astype(np.float64)
+
+
+def unpermute(w, n_head):
+    """llama.cpp's interleaved rotary rows (deci / llama) back to Hugging Face's rotate_half order."""
+    rows = w.shape[0]
+    return w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def check_gguf(ck, args, name, fam, model, out):
+    """GGUF exports read back by tests/py/gguf_reader.py (written from the GGUF spec): qwen2 as deci
+    (per-block sizes, q/k/v biases, q/k rows and biases permuted) and as padded qwen2; qwen3 as
+    padded qwen3 (q/k norms, no permutation), its per-block form refused. Every block tensor equals
+    the pruned checkpoint's (padding zeros)."""
+    import gguf_reader
+    res = load_results(out)
+    e = find_pruned(res, "cfsp", RATIOS[-1])
+    h5 = pruned_file(out, e)
+    f = ref.read_pruned_h5(h5, model.L)
+    counts = [int(x) for x in e["keep_counts"]]
+    H, KV = model.H, model.KV
+    for fmt in ("gguf", "gguf-padded"):
+        path = os.path.join(args.workdir, "%s_%s.gguf" % (name, fmt))
+        if os.path.exists(path):
+            os.remove(path)
+        rc, log = run_cmd([args.bin, "export", "--format", fmt, "--force", h5, path])
+        if fam == "qwen3" and fmt == "gguf":
+            ck.check(rc != 0 and "gguf-padded" in log and not os.path.exists(path) and not os.path.exists(path + ".tmp"),
+                     "%s: per-block qwen3 GGUF refused, pointing to gguf-padded" % name, log.strip()[-200:])
+            continue
+        if not ck.check(rc == 0, "%s: export --format %s" % (name, fmt), log[-300:]):
+            continue
+        g = gguf_reader.GGUF(path)
+        arch = g.kv.get("general.architecture")
+        want_arch = "deci" if fmt == "gguf" else fam
+        ck.check(arch == want_arch, "%s: %s architecture %s" % (name, fmt, want_arch), str(arch))
+        ff = g.kv.get("%s.feed_forward_length" % arch)
+        want_ff = counts if fmt == "gguf" else max(counts)
+        ffv = [int(x) for x in ff] if hasattr(ff, "__len__") else int(ff) if ff is not None else None
+        ck.check(ffv == want_ff, "%s: %s feed_forward_length" % (name, fmt),
+                 "%s vs %s" % (ff, want_ff))
+        ck.check(g.kv.get("tokenizer.ggml.model") == "gpt2" and g.kv.get("tokenizer.ggml.pre") == "qwen2",
+                 "%s: %s tokenizer gpt2 with llama.cpp's qwen2 pre-tokenizer" % (name, fmt),
+                 "%s %s" % (g.kv.get("tokenizer.ggml.model"), g.kv.get("tokenizer.ggml.pre")))
+        permute = arch == "deci"
+        bad = []
+        for l, ly in enumerate(model.layers):
+            b = "blk.%d." % l
+            q = gguf_f64(g, b + "attn_q.weight")
+            k = gguf_f64(g, b + "attn_k.weight")
+            if permute:
+                q, k = unpermute(q, H), unpermute(k, KV)
+            if not (np.array_equal(q, ly["q"]) and np.array_equal(k, ly["k"])):
+                bad.append("l=%d q/k weights" % l)
+            if fam == "qwen2":
+                for nm, hn in (("q", H), ("k", KV), ("v", None)):
+                    x = gguf_f64(g, b + "attn_%s.bias" % nm)
+                    if permute and hn:
+                        x = unpermute(x, hn)
+                    if not np.array_equal(x, ly[nm + "_bias"]):
+                        bad.append("l=%d %s bias" % (l, nm))
+            else:
+                for nm in ("q", "k"):
+                    if not np.array_equal(gguf_f64(g, b + "attn_%s_norm.weight" % nm), ly[nm + "_norm"]):
+                        bad.append("l=%d %s_norm" % (l, nm))
+            gate, down = gguf_f64(g, b + "ffn_gate.weight"), gguf_f64(g, b + "ffn_down.weight")
+            kk = counts[l]
+            width = gate.shape[0]
+            if width != (kk if fmt == "gguf" else max(counts)) or not np.array_equal(gate[:kk], f["gate"][l]) or \
+                    np.any(gate[kk:]) or not np.array_equal(down[:, :kk], f["down"][l]) or np.any(down[:, kk:]):
+                bad.append("l=%d ffn (%d rows, kept %d)" % (l, width, kk))
+        ck.check(not bad, "%s: %s block tensors = the pruned checkpoint's (%s)" % (
+            name, fmt, "q/k rows and biases un-permuted" if permute else "as stored, FFN zero-padded"), "; ".join(bad[:4]))
+
+
+def qwen_tokenizer(args, mdir, vocab_size):
+    """A Qwen2-style tokenizer.json (tests/ref/tok_ref.py: byte-level BPE trained on TinyStories with
+    the Qwen2 split regex, <|endoftext|> <|im_start|> <|im_end|>, no BOS) and tokenizer_config.json in
+    the generated checkpoint, so that the GGUF exports carry a real Qwen-style vocabulary."""
+    import tok_ref as R
+    with open(os.path.join(args.shared, "data", "tinystories_val_head.txt"), encoding="utf-8") as fh:
+        corpus = fh.read(200000)
+    n_merges = vocab_size - 256 - len(R.QWEN2_SPECIALS) - 2
+    vocab, merges = R.train_bytelevel(corpus, n_merges, pattern=R.QWEN2_PATTERN)
+    with open(os.path.join(mdir, "tokenizer.json"), "w", encoding="utf-8") as fh:
+        json.dump(R.qwen2_json(vocab, merges), fh, ensure_ascii=False)
+    tc, _ = R.qwen2_config_files(len(vocab))
+    with open(os.path.join(mdir, "tokenizer_config.json"), "w", encoding="utf-8") as fh:
+        json.dump(tc, fh)
+
+
 def main():
     args = parse_args(__doc__)
     ck = Checker("qwen")
@@ -234,6 +335,7 @@ def main():
             continue
         cfg = json.load(open(os.path.join(mdir, "config.json")))
         ck.check(cfg.get("model_type") == spec["family"], "%s: config model_type %s" % (name, spec["family"]))
+        qwen_tokenizer(args, mdir, spec["vocab"])
         model = ref.load_model(mdir)
         calib = os.path.join(args.workdir, name + "_calib.u32")
         evalf = os.path.join(args.workdir, name + "_eval.u32")
@@ -263,6 +365,7 @@ def main():
                     bad += [k for k in ta if k in tb and not np.array_equal(ta[k], tb[k])]
                 ck.check(not bad, "%s: prune --stats: identical tensors" % name, "; ".join(bad[:4]))
             check_reload(ck, args, name, spec["family"], outs[1], evalf)
+            check_gguf(ck, args, name, spec["family"], model, outs[1])
     ck.finish()
 
 

@@ -56,6 +56,9 @@ const ckpt_tensor *ckpt_find(const ckpt_source *s, const char *name);
  * adds exactly nothing (silu(0) * 0 = 0, times a zero column), so this is the pruned model in a
  * uniform architecture (the exporters' padded forms). Then ckpt_read_rows returns the zeros. */
 void ckpt_pad_ffn(ckpt_source *s, int64_t m);
+/* the same for the blocks with no FFN channel only: one zero channel each (llama.cpp's deci graph
+ * skips a block whose n_ff is 0, its attention too); returns how many blocks were padded */
+int ckpt_pad_empty_ffn(ckpt_source *s);
 /* block l's stored FFN size (before any padding) */
 int ckpt_stored_ffn(const ckpt_source *s, int l);
 /* the widest FFN of s */
