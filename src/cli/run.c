@@ -141,10 +141,10 @@ static void load_tokens(job *j, int need_calib)
     j->nsamples = o->nsamples;
     if (j->rank == 0) {
         const char *cname = o->calib_text[0] ? o->calib_text : o->calib_tokens, *ename = o->eval_text[0] ? o->eval_text : o->eval_tokens;
-        if (need_calib) rc = o->calib_text[0] ? tokenize_file_checked(o->model, o->calib_text, j->cfg.vocab, &j->calib.ids, &j->calib.n)
+        if (need_calib) rc = o->calib_text[0] ? tokenize_file_checked(o->model, o->calib_text, j->cfg.vocab, TOK_BOS_AUTO, &j->calib.ids, &j->calib.n)
                                               : tokens_read(o->calib_tokens, j->cfg.vocab, &j->calib);
         if (!rc && ename[0]) {
-            rc = o->eval_text[0] ? tokenize_file_checked(o->model, o->eval_text, j->cfg.vocab, &j->eval.ids, &j->eval.n)
+            rc = o->eval_text[0] ? tokenize_file_checked(o->model, o->eval_text, j->cfg.vocab, TOK_BOS_AUTO, &j->eval.ids, &j->eval.n)
                                  : tokens_read(o->eval_tokens, j->cfg.vocab, &j->eval);
             if (!rc && j->eval.n < o->seqlen)
                 rc = FAIL("%s: %lld tokens, fewer than one evaluation window of seqlen = %d", ename, (long long)j->eval.n, o->seqlen);

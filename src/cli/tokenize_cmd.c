@@ -1,6 +1,7 @@
-/* tokenize_cmd.c — `cfsp-mpi tokenize --model DIR IN.txt OUT.u32.bin [--bos 1|0] [--force]`: the
- * checkpoint's own tokenizer over a text file, written in the token-file format (uint32
- * little-endian ids, one BOS first by default) to OUT.tmp, then renamed. Rank 0 does the work. */
+/* tokenize_cmd.c — `cfsp-mpi tokenize --model DIR IN.txt OUT.u32.bin [--bos auto|1|0] [--force]`:
+ * the checkpoint's own tokenizer over a text file, written in the token-file format (uint32
+ * little-endian ids; one BOS first if the model's Hugging Face tokenizer adds one, by default) to
+ * OUT.tmp, then renamed. Rank 0 does the work. */
 #include "cfsp/cli/commands.h"
 #include "cfsp/tok/tokenizer.h"
 #include "cfsp/util/err.h"
@@ -46,17 +47,20 @@ typedef struct {
 } tok_opts;
 
 #define O(...) OPT(tok_opts, __VA_ARGS__)
+static const char *const bos_names[] = { "auto", "1", "0" };
+static const int bos_values[] = { TOK_BOS_AUTO, 1, 0 };
 static const opt_def tok_table[] = {
     O(OPT_STR, in, "IN.txt", NULL, NULL, "UTF-8 text", .flags = OPT_POSITIONAL | OPT_REQUIRED),
     O(OPT_STR, out, "OUT.u32.bin", NULL, NULL, "the token file written (through OUT.u32.bin.tmp)", .flags = OPT_POSITIONAL | OPT_REQUIRED),
     O(OPT_STR, model, "model", NULL, NULL, "the checkpoint directory: DIR/tokenizer.json, else DIR/tokenizer.model", .flags = OPT_REQUIRED),
-    O(OPT_BOOL, bos, "bos", "1", NULL, "one BOS id first"),
+    O(OPT_ENUM, bos, "bos", "auto", NULL, "one BOS id first: auto = as the model's Hugging Face tokenizer does (tokenizer_config.json add_bos_token, else a TemplateProcessing that starts with BOS, or a sentencepiece BOS piece; Qwen: none), 1 = always (an error if the tokenizer has no BOS), 0 = never",
+      .names = bos_names, .nnames = 3, .values = bos_values),
     O(OPT_BOOL, force, "force", "0", NULL, "overwrite an existing OUT.u32.bin"),
 };
 static const opt_table tok_opt_table = {
-    "tokenize", "cfsp-mpi tokenize", "cfsp-mpi tokenize --model DIR IN.txt OUT.u32.bin [--bos 1|0] [--force]",
+    "tokenize", "cfsp-mpi tokenize", "cfsp-mpi tokenize --model DIR IN.txt OUT.u32.bin [--bos auto|1|0] [--force]",
     "cfsp-mpi tokenize — IN.txt with the checkpoint's own tokenizer (DIR/tokenizer.json, else DIR/tokenizer.model), "
-    "written as uint32 little-endian ids (one BOS first unless --bos 0)", tok_table, sizeof tok_table / sizeof tok_table[0] };
+    "written as uint32 little-endian ids (one BOS first if the model's tokenizer adds one, see --bos)", tok_table, sizeof tok_table / sizeof tok_table[0] };
 
 /* rank 0: 0, 1 after --help, or -1 (FAIL) */
 static int run_tokenize(int argc, char **argv)
@@ -79,12 +83,13 @@ static int run_tokenize(int argc, char **argv)
     int64_t n = 0;
     int rc = tokenizer_encode(t, text, len, bos, pos[0], &ids, &n);
     double t2 = now_seconds();
+    if (bos == TOK_BOS_AUTO) bos = tokenizer_adds_bos(t);
     free(text);
     if (!rc) rc = write_ids(pos[1], ids, n);
     if (!rc) {
         double enc = t2 - t1 > 1e-9 ? t2 - t1 : 1e-9;
-        fprintf(stderr, "cfsp-mpi: tokenized %s (%zu bytes) into %lld tokens with %s (%s): encode %.3f s (%.2f MB/s), load %.3f s\n",
-                pos[0], len, (long long)n, tokenizer_describe(t), model, enc, (double)len / 1e6 / enc, t1 - t0);
+        fprintf(stderr, "cfsp-mpi: tokenized %s (%zu bytes) into %lld tokens, %s, with %s (%s): encode %.3f s (%.2f MB/s), load %.3f s\n",
+                pos[0], len, (long long)n, bos ? "BOS first" : "no BOS", tokenizer_describe(t), model, enc, (double)len / 1e6 / enc, t1 - t0);
     }
     free(ids);
     tokenizer_free(t);

@@ -228,6 +228,7 @@ struct cfsp_tokenizer {
     spm_model spm;
     hf_model hf;
     int bos_id;
+    int adds_bos;              /* tokenizer_adds_bos */
     int vocab_size;
     char source[4096];
     char desc[256];

@@ -1,6 +1,13 @@
 /* tokenizer.c — the public tokenizer API (tokenizer.h): finding and loading a checkpoint's
  * tokenizer file, the BOS id, encoding a text or a whole file; the view of what the file declares
- * (entries, merges, flags) and the reader of tokenizer_config.json / config.json's token ids. */
+ * (entries, merges, flags) and the reader of tokenizer_config.json / config.json's token ids.
+ *
+ * "Adds BOS" (tokenizer_adds_bos, the default of `cfsp-mpi tokenize` and of --calib-text /
+ * --eval-text) is what the Hugging Face tokenizer does on encode(add_special_tokens=True): an
+ * add_bos_token boolean in tokenizer_config.json decides (transformers' LLaMA tokenizers rebuild
+ * their post-processor from it); without one, a tokenizer.json adds what its TemplateProcessing
+ * puts first (LLaMA-2 / LLaMA-3 yes; Qwen2/Qwen3's ByteLevel post-processor no), a sentencepiece
+ * model its BOS piece if it has one (LlamaTokenizer's add_bos_token defaults to true). */
 #include "tok_internal.h"
 #include "cfsp/util/err.h"
 #include "cfsp/util/json_util.h"
@@ -29,6 +36,7 @@ int tokenizer_from_spm(const void *data, size_t len, const char *fname, tokenize
     tokenizer *t = tok_new(TOK_FILE_SPM, fname);
     if (spm_parse(data, len, fname, &t->spm)) { free(t); return -1; }
     t->bos_id = t->spm.bos_id;
+    t->adds_bos = t->bos_id >= 0;
     t->vocab_size = t->spm.npieces;
     snprintf(t->desc, sizeof t->desc, "sentencepiece %s, %d pieces%s", t->spm.model_type == SPM_BPE ? "BPE" : "unigram",
              t->spm.npieces, t->spm.byte_fallback ? ", byte fallback" : "");
@@ -41,7 +49,8 @@ int tokenizer_from_hf_json(const char *json, size_t len, const char *fname, toke
     *out = NULL;
     tokenizer *t = tok_new(TOK_FILE_HF, fname);
     if (hf_parse(json, len, fname, &t->hf)) { free(t); return -1; }
-    t->bos_id = t->hf.bos_id;
+    t->bos_id = t->hf.bos_id;            /* TemplateProcessing's first special token */
+    t->adds_bos = t->bos_id >= 0;
     t->vocab_size = t->hf.vocab_size;
     snprintf(t->desc, sizeof t->desc, "tokenizer.json %sBPE, %d tokens, %zu merges, %d added tokens%s%s",
              t->hf.bytelevel ? "byte-level " : "", t->hf.vocab_size, t->hf.merges.n, t->hf.nadded,
@@ -59,6 +68,7 @@ void tokenizer_free(tokenizer *t)
 }
 
 int tokenizer_vocab_size(const tokenizer *t) { return t->vocab_size; }
+int tokenizer_adds_bos(const tokenizer *t) { return t->adds_bos; }
 const char *tokenizer_describe(const tokenizer *t) { return t->desc; }
 
 static int32_t token_id_of(const tokenizer *t, const char *s)
@@ -79,19 +89,22 @@ int tokenizer_read_file(const char *path, int file, tokenizer **out)
     return rc;
 }
 
-/* BOS when the tokenizer file does not say: tokenizer_config.json's bos_token, then config.json's */
-static int bos_fallback(tokenizer *t, const char *dir)
+/* what tokenizer_config.json / config.json add to the tokenizer file: the BOS when the file does
+ * not say (tokenizer_config.json's bos_token, then config.json's bos_token_id unless bos_token is
+ * null there), and add_bos_token */
+static int apply_config(tokenizer *t, const char *dir)
 {
     tok_config c;
     if (tok_config_read(dir, NULL, &c)) return -1;
     int rc = 0;
-    if (c.token[TOK_BOS]) {
+    if (t->bos_id < 0 && c.token[TOK_BOS]) {
         int32_t id = token_id_of(t, c.token[TOK_BOS]);
         if (id < 0) rc = FAIL("%s/tokenizer_config.json: bos_token: '%.60s' is not a token of the tokenizer", dir, c.token[TOK_BOS]);
         t->bos_id = id;
-    } else if (c.token_id[TOK_BOS] >= 0 && c.token_id[TOK_BOS] <= INT32_MAX) {
+    } else if (t->bos_id < 0 && !c.token_null[TOK_BOS] && c.token_id[TOK_BOS] >= 0 && c.token_id[TOK_BOS] <= INT32_MAX) {
         t->bos_id = (int)c.token_id[TOK_BOS];
     }
+    if (c.add_bos >= 0) t->adds_bos = c.add_bos;
     tok_config_free(&c);
     return rc;
 }
@@ -109,7 +122,7 @@ int tokenizer_load(const char *dir, tokenizer **out)
         file = TOK_FILE_SPM;
     }
     if (tokenizer_read_file(path, file, out)) return -1;
-    if ((*out)->bos_id < 0 && bos_fallback(*out, dir)) { tokenizer_free(*out); *out = NULL; return -1; }
+    if (apply_config(*out, dir)) { tokenizer_free(*out); *out = NULL; return -1; }
     return 0;
 }
 
@@ -118,6 +131,10 @@ int tokenizer_encode(const tokenizer *t, const char *text, size_t len, int add_b
     idvec v = { 0 };
     *ids = NULL;
     *n = 0;
+    if (add_bos == TOK_BOS_AUTO) {
+        add_bos = t->adds_bos;
+        if (add_bos && t->bos_id < 0) return FAIL("%s: tokenizer_config.json says add_bos_token true, but the tokenizer defines no BOS token", t->source);
+    }
     if (add_bos) {
         if (t->bos_id < 0) return FAIL("%s: the tokenizer defines no BOS token (use --bos 0)", t->source);
         idvec_push(&v, (uint32_t)t->bos_id);
@@ -145,7 +162,7 @@ int tokenize_file(const char *model_dir, const char *path, int add_bos, uint32_t
     return rc;
 }
 
-int tokenize_file_checked(const char *model_dir, const char *path, int vocab, uint32_t **ids, int64_t *n)
+int tokenize_file_checked(const char *model_dir, const char *path, int vocab, int add_bos, uint32_t **ids, int64_t *n)
 {
     double t0 = now_seconds();
     tokenizer *t = NULL;
@@ -155,13 +172,15 @@ int tokenize_file_checked(const char *model_dir, const char *path, int vocab, ui
     *n = 0;
     if (tokenizer_load(model_dir, &t)) return -1;
     if (read_whole_file(path, MAX_TEXT_BYTES, &text, &len)) { tokenizer_free(t); return -1; }
-    int rc = tokenizer_encode(t, text, len, 1, path, ids, n);
+    int rc = tokenizer_encode(t, text, len, add_bos, path, ids, n);
+    if (add_bos == TOK_BOS_AUTO) add_bos = t->adds_bos;
     free(text);
     for (int64_t i = 0; rc == 0 && i < *n; i++)
         if ((*ids)[i] >= (uint32_t)vocab)
             rc = FAIL("%s: token %lld has id %u from %s, not below the model's vocab_size %d", path, (long long)i, (*ids)[i], t->source, vocab);
     if (rc) { free(*ids); *ids = NULL; *n = 0; }
-    else fprintf(stderr, "cfsp-mpi: tokenized %s: %zu bytes -> %lld tokens (%s) in %.2f s\n", path, len, (long long)*n, t->desc, now_seconds() - t0);
+    else fprintf(stderr, "cfsp-mpi: tokenized %s: %zu bytes -> %lld tokens, %s (%s) in %.2f s\n", path, len, (long long)*n,
+                 add_bos ? "BOS first" : "no BOS", t->desc, now_seconds() - t0);
     tokenizer_free(t);
     return rc;
 }
@@ -267,6 +286,7 @@ int tok_config_read(const char *dir, const char *config_json, tok_config *c)
         char key[32];
         snprintf(key, sizeof key, "%s_token", kind[k]);
         const cJSON *x = cJSON_GetObjectItemCaseSensitive(j, key);
+        c->token_null[k] = cJSON_IsNull(x);
         if (cJSON_IsObject(x)) x = cJSON_GetObjectItemCaseSensitive(x, "content");
         if (cJSON_IsString(x)) c->token[k] = xstrdup(x->valuestring);
     }

@@ -48,8 +48,9 @@ CHOICES = {
     ("recover", "recompute"): "auto on off",
     ("recover", "global-metric"): "angular cosine mse mae",
     ("recover", "alloc-mode"): "default reference",
-    ("export", "format"): "gguf hf",
+    ("export", "format"): "gguf hf hf-padded gguf-padded",
     ("mkmodel", "dtype"): "f32 f16 bf16",
+    ("tokenize", "bos"): "auto 1 0",
 }
 SUBCOMMANDS = "run prune verify plan export tokenize recover"
 
@@ -179,7 +180,7 @@ def main():
                     ("out of range", ["--beta1", "1"], "recover: --beta1 = '1': expected a number in [0, 0.999999]")],
         "plan": [("bad value", ["--nsamples", "0"], "plan: --nsamples = '0': expected an integer in [1, 1073741824]")],
         "export": [("bad size", ["--shard-size", "2XB"], "export: --shard-size = '2XB': expected a positive size in bytes")],
-        "tokenize": [("bad bool", ["--bos=2"], "tokenize: --bos = '2': expected 1, 0, true or false"),
+        "tokenize": [("bad enum", ["--bos=2"], "tokenize: --bos = '2': expected auto, 1 or 0"),
                      ("extra positional", ["extra"], "tokenize: unexpected argument 'extra' (usage: cfsp-mpi tokenize")],
         "mkmodel": [("bad value", ["--eps", "-1"], "cfsp-mpi-mkmodel: --eps = '-1': expected a number > 0"),
                     ("bad enum", ["--dtype", "f8"], "cfsp-mpi-mkmodel: --dtype = 'f8': expected f32, f16 or bf16")],
@@ -194,7 +195,7 @@ def main():
              "recover": ("save_every", "x", "save_every = 'x': expected an integer in [0, 1000000000]"),
              "plan": ("ranks", -1, "ranks = '-1': expected an integer in [1, 1048576]"),
              "export": ("alignment", 0.5, "alignment = '0.5': expected an integer in [1, 1073741824]"),
-             "tokenize": ("bos", "maybe", "bos = 'maybe': expected 1, 0, true or false"),
+             "tokenize": ("bos", "maybe", "bos = 'maybe': expected auto, 1 or 0"),
              "mkmodel": ("kv-heads", 0, "kv-heads = '0': expected an integer >= 1"),
              "gemm-bench": ("kv_heads", 0, "kv_heads = '0': expected an integer >= 1")}
     for sub in base:

@@ -23,6 +23,14 @@
  6. run: --calib-text / --eval-text give the same perplexities, calibration and pruning as the runs
     with the shared token files (tokenizer.json) and with `cfsp-mpi tokenize` outputs (sentencepiece).
     (Tokenization runs on rank 0 only; there is no parallel tokenizer to compare.)
+ 7. qwen (the BOS rule, --bos auto): a generated Qwen2-style tokenizer.json (ByteLevel post-processor,
+    <|endoftext|> <|im_start|> <|im_end|>, tokenizer_config.json bos_token null, config.json
+    bos_token_id = <|endoftext|>) gives no BOS by default and the reference's ids (chat markup and
+    <|endoftext|> as their added ids); --bos 1 is a one-line error naming the tokenizer (exit 1, no
+    output); LLaMA-3 style (TemplateProcessing) still puts its BOS first; add_bos_token false in
+    tokenizer_config.json removes the BOS of both shared models; a run with --calib-text/--eval-text
+    on a random Qwen2 checkpoint with that tokenizer = the run on token files of the reference's ids
+    (no BOS), and differs from one with <|endoftext|> first.
 
 usage: test_tokenizer.py --bin cfsp-mpi --tok-tool tok_tool --shared DIR --workdir DIR
 """
@@ -215,6 +223,156 @@ def test_generated(args, ck):
     tj = json.load(open(os.path.join(args.shared, "models", "tinystories656K", "tokenizer.json"), encoding="utf-8"))
     sample = [wt[:3000], wt[50000:52000], "Ünïcödé 日本 ☃ x  y\n\nz", "<|start_story|>Once upon a time<|end_story|>"]
     compare(ck, "tinystories656K tokenizer.json: C = Python reference", os.path.join(args.shared, "models", "tinystories656K"), tj, sample, args.workdir)
+
+
+# ------------------------------------------------------------------------------------------------
+QWEN_CHAT = "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nHello, it's 2024!<|im_end|>\n<|endoftext|>"
+
+
+def write_json(path, obj):
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, ensure_ascii=False)
+
+
+def write_u32(path, ids):
+    with open(path, "wb") as f:
+        f.write(struct.pack("<%dI" % len(ids), *ids))
+
+
+def qwen_dir(d, tj, nvocab, config=None):
+    """a Qwen2-style tokenizer directory: tokenizer.json, tokenizer_config.json (bos_token null) and
+    config.json (bos_token_id = <|endoftext|>; merged into `config` if given)"""
+    os.makedirs(d, exist_ok=True)
+    R.dump(tj, os.path.join(d, "tokenizer.json"))
+    tc, cfg = R.qwen2_config_files(nvocab)
+    write_json(os.path.join(d, "tokenizer_config.json"), tc)
+    write_json(os.path.join(d, "config.json"), dict(config or {"model_type": "qwen2"}, **cfg))
+    return cfg
+
+
+def test_qwen(args, ck):
+    """the BOS rule (tokenizer_adds_bos): `cfsp-mpi tokenize` with --bos auto (the default), 1 and 0
+    on Qwen2-style and LLaMA-3-style tokenizers, add_bos_token false on the shared models, and a run
+    with --calib-text / --eval-text on a Qwen2-style tokenizer"""
+    corpus, wt = corpus_for_training(args)
+    vocab, merges = R.train_bytelevel(corpus, 300, R.QWEN2_PATTERN)
+    nv = len(vocab)
+    eot, ims, ime = nv, nv + 1, nv + 2
+    tj = R.qwen2_json(vocab, merges)
+    ref = R.RefTokenizer(tj)
+    d = os.path.join(args.workdir, "qwen2")
+    shutil.rmtree(d, ignore_errors=True)
+    cfg = qwen_dir(d, tj, nv)
+    ck.check(cfg["bos_token_id"] == eot and tj["added_tokens"][0]["content"] == "<|endoftext|>" and tj["post_processor"]["type"] == "ByteLevel",
+             "generated Qwen2-style tokenizer: <|endoftext|> = %d first after the BPE vocab, ByteLevel post-processor, config.json bos_token_id = it" % eot)
+    # the C encoder = the reference, chat markup included
+    texts = test_texts() + [QWEN_CHAT, "<|endoftext|>", "a<|im_start|>b<|im_end|>c", wt[200000:215000]]
+    compare(ck, "generated Qwen2-style tokenizer.json (3 added tokens): C = Python reference", d, tj, texts, args.workdir)
+    chat_ids = ref.encode(QWEN_CHAT)
+    ck.check(chat_ids[0] == ims and chat_ids.count(ims) == 2 and chat_ids.count(ime) == 2 and chat_ids[-1] == eot
+             and ref.encode("<|endoftext|>") == [eot],
+             "reference: <|im_start|> <|im_end|> <|endoftext|> in the text are their added ids %d %d %d" % (ims, ime, eot), str(chat_ids))
+    text = "\n".join(test_texts()) + "\n" + QWEN_CHAT + "\nmore text after <|endoftext|>"
+    txt = os.path.join(args.workdir, "qwen_text.txt")
+    with open(txt, "w", encoding="utf-8") as f:
+        f.write(text)
+    exp = ref.encode(text)
+    out = os.path.join(args.workdir, "qwen_text.u32.bin")
+    if os.path.exists(out):
+        os.remove(out)
+    rc, _, err = run([args.bin, "tokenize", "--model", d, txt, out])
+    got = read_u32(out) if rc == 0 else []
+    ck.check(rc == 0 and got == exp and got[0] != eot and "no BOS" in err,
+             "tokenize (default --bos auto), Qwen2 style: no BOS (not config.json's <|endoftext|>), ids = the reference (%d tokens), log says 'no BOS'" % len(exp),
+             err.strip() if rc else ("first ids %s vs %s" % (got[:4], exp[:4])))
+    rc, _, err = run([args.bin, "tokenize", "--model", d, txt, out, "--force", "--bos", "0"])
+    ck.check(rc == 0 and read_u32(out) == exp, "tokenize --bos 0, Qwen2 style: the same ids", err.strip())
+    os.remove(out)
+    rc, _, err = run([args.bin, "tokenize", "--model", d, txt, out, "--bos", "1"])
+    lines = err.strip().splitlines()
+    ck.check(rc == 1 and len(lines) == 1 and lines[0].startswith("cfsp-mpi: error: ") and os.path.join(d, "tokenizer.json") in lines[0]
+             and "defines no BOS token" in lines[0] and not os.path.exists(out) and not os.path.exists(out + ".tmp"),
+             "tokenize --bos 1, Qwen2 style: exit 1, one line naming the tokenizer, no output", err.strip())
+    # the same tokenizer.json without tokenizer_config.json: still no BOS by default (its post-processor)
+    d2 = os.path.join(args.workdir, "qwen2_bare")
+    shutil.rmtree(d2, ignore_errors=True)
+    os.makedirs(d2)
+    R.dump(tj, os.path.join(d2, "tokenizer.json"))
+    rc, _, err = run([args.bin, "tokenize", "--model", d2, txt, out, "--force"])
+    ck.check(rc == 0 and read_u32(out) == exp, "tokenize, Qwen2-style tokenizer.json alone: no BOS", err.strip())
+
+    # LLaMA-3 style: TemplateProcessing puts <|begin_of_text|> first, with or without a tokenizer_config.json
+    l3 = R.bytelevel_json(vocab, merges, "llama3")
+    d3 = os.path.join(args.workdir, "llama3_cfg")
+    shutil.rmtree(d3, ignore_errors=True)
+    os.makedirs(d3)
+    R.dump(l3, os.path.join(d3, "tokenizer.json"))
+    write_json(os.path.join(d3, "tokenizer_config.json"), {"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>",
+                                                           "tokenizer_class": "PreTrainedTokenizerFast"})
+    write_json(os.path.join(d3, "config.json"), {"model_type": "llama", "bos_token_id": nv, "eos_token_id": nv + 1})
+    exp3 = R.RefTokenizer(l3).encode(text)
+    for bos in (None, "auto", "1"):
+        rc, _, err = run([args.bin, "tokenize", "--model", d3, txt, out, "--force"] + (["--bos", bos] if bos else []))
+        ck.check(rc == 0 and read_u32(out) == [nv] + exp3 and "BOS first" in err,
+                 "tokenize%s, LLaMA-3 style (TemplateProcessing): <|begin_of_text|> first, log says 'BOS first'" % (" --bos " + bos if bos else ""),
+                 err.strip())
+    # add_bos_token false in tokenizer_config.json: no BOS for the shared models (tokenizer.json and sentencepiece)
+    txt_s = os.path.join(args.shared, "data", "tinystories_val_head.txt")
+    for model in common.SHARED_MODELS:
+        src = os.path.join(args.shared, "models", model)
+        dm = os.path.join(args.workdir, "nobos_" + model)
+        shutil.rmtree(dm, ignore_errors=True)
+        os.makedirs(dm)
+        for fn in os.listdir(src):
+            if fn.startswith("tokenizer") and fn != "tokenizer_config.json":
+                shutil.copy(os.path.join(src, fn), dm)
+        tc = json.load(open(os.path.join(src, "tokenizer_config.json"))) if os.path.exists(os.path.join(src, "tokenizer_config.json")) else {}
+        tc["add_bos_token"] = False
+        write_json(os.path.join(dm, "tokenizer_config.json"), tc)
+        shared = read_u32(os.path.join(args.shared, "data", "tokens", model, "tinystories_val_head.u32.bin"))
+        rc, _, err = run([args.bin, "tokenize", "--model", dm, txt_s, out, "--force"])
+        ok0 = rc == 0 and read_u32(out) == shared[1:]
+        rc, _, err1 = run([args.bin, "tokenize", "--model", dm, txt_s, out, "--force", "--bos", "1"])
+        ck.check(ok0 and rc == 0 and read_u32(out) == shared,
+                 "%s with add_bos_token false: no BOS by default, --bos 1 puts it back (= the shared token file)" % model, (err + err1).strip()[-300:])
+
+    # a run: --calib-text / --eval-text on a random Qwen2 checkpoint with this tokenizer = token files of the reference ids
+    mdir = os.path.join(args.workdir, "qwen2_model")
+    vsize = (nv + 3 + 63) // 64 * 64
+    shutil.rmtree(mdir, ignore_errors=True)
+    rc, _, err = run([args.mkmodel or "cfsp-mpi-mkmodel", "--out", mdir, "--hidden", "32", "--ffn", "64", "--layers", "2", "--heads", "4",
+                      "--kv-heads", "2", "--vocab", str(vsize), "--dtype", "f32", "--family", "qwen2"]) if args.mkmodel else (1, "", "no --mkmodel")
+    if rc != 0:
+        ck.check(False, "run, Qwen2 style: cfsp-mpi-mkmodel wrote a Qwen2 checkpoint", err.strip())
+        return
+    mcfg = json.load(open(os.path.join(mdir, "config.json")))
+    qwen_dir(mdir, tj, nv, mcfg)
+    calib_t, eval_t = wt[300000:312000] + "\n" + QWEN_CHAT, QWEN_CHAT + "\n" + wt[400000:412000]
+    paths = []
+    for name, t in (("calib", calib_t), ("eval", eval_t)):
+        p = os.path.join(args.workdir, "qwen_run_%s.txt" % name)
+        with open(p, "w", encoding="utf-8") as f:
+            f.write(t)
+        ids = ref.encode(t)
+        write_u32(p + ".u32.bin", ids)
+        write_u32(p + ".eot.u32.bin", [eot] + ids)
+        paths.append(p)
+    opts = ["--model", mdir, "--nsamples", "4", "--seqlen", "64", "--eval-windows", "4", "--ratios", "0.3", "--save-models", "0", "--force"]
+    a, b, c = (os.path.join(args.workdir, "qwen_run_" + k) for k in ("text", "tokens", "eot"))
+    ra, _, ea = run(["mpiexec", "-n", "2", args.bin] + opts + ["--output-dir", a, "--calib-text", paths[0], "--eval-text", paths[1]])
+    rb, _, eb = run(["mpiexec", "-n", "2", args.bin] + opts + ["--output-dir", b, "--calib-tokens", paths[0] + ".u32.bin",
+                                                            "--eval-tokens", paths[1] + ".u32.bin"])
+    rc_, _, ec = run(["mpiexec", "-n", "2", args.bin] + opts + ["--output-dir", c, "--calib-tokens", paths[0] + ".eot.u32.bin",
+                                                             "--eval-tokens", paths[1] + ".eot.u32.bin"])
+    ok = ra == 0 and rb == 0 and rc_ == 0
+    detail = (ea + eb + ec).strip()[-400:]
+    if ok:
+        ja, jb, jc = (json.load(open(os.path.join(x, "results.json"))) for x in (a, b, c))
+        logged = [l for l in ea.splitlines() if "cfsp-mpi: tokenized" in l]
+        ok = same_run(ja, jb) and len(logged) == 2 and all("no BOS" in l for l in logged) and ja["dense"]["ppl"] != jc["dense"]["ppl"]
+        detail = "dense ppl text %.6f / tokens %.6f / <|endoftext|> first %.6f; log %s" % (ja["dense"]["ppl"], jb["dense"]["ppl"], jc["dense"]["ppl"], logged)
+    ck.check(ok, "run -n 2 Qwen2 style with --calib-text/--eval-text = the run on the reference ids without BOS (ppl, calibration, importances, "
+             "pruned ppl; 'no BOS' logged; <|endoftext|> first would differ)", detail)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -542,7 +700,7 @@ def main():
     ck = common.Checker("test_tokenizer")
     only = os.environ.get("TOK_TEST_ONLY", "")
     for name, fn in (("shared", test_shared), ("split", test_split), ("generated", test_generated),
-                     ("sentencepiece", test_sentencepiece), ("bad", test_bad), ("run", test_run)):
+                     ("sentencepiece", test_sentencepiece), ("bad", test_bad), ("run", test_run), ("qwen", test_qwen)):
         if only and name not in only.split(","):
             continue
         print("== %s" % name, flush=True)

@@ -200,8 +200,13 @@ def added_token(i, content, special=True, normalized=False, lstrip=False, rstrip
             "normalized": normalized, "special": special}
 
 
+QWEN2_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+
+
 def bytelevel_json(vocab, merges, style="llama3", specials=("<|begin_of_text|>", "<|end_of_text|>"),
-                   ignore_merges=True, merges_as_arrays=False, add_prefix_space=False):
+                   ignore_merges=True, merges_as_arrays=False, add_prefix_space=False, template=True):
+    """template=False: the post-processor is ByteLevel alone (Qwen2/Qwen3: nothing put before the
+    text); else ByteLevel then a TemplateProcessing with specials[0] first (LLaMA-3)."""
     v = {t: i for i, t in enumerate(vocab)}
     added = [added_token(len(vocab) + k, s) for k, s in enumerate(specials)]
     if style in ("llama3", "qwen2"):
@@ -214,16 +219,39 @@ def bytelevel_json(vocab, merges, style="llama3", specials=("<|begin_of_text|>",
     post = {"type": "TemplateProcessing",
             "single": [{"SpecialToken": {"id": specials[0], "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
             "pair": [], "special_tokens": {specials[0]: {"id": specials[0], "ids": [len(vocab)], "tokens": [specials[0]]}}}
+    if template:
+        post = {"type": "Sequence", "processors": [{"type": "ByteLevel", "add_prefix_space": True,
+                                                    "trim_offsets": False, "use_regex": True}, post]}
+    else:
+        post = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}
     return {
         "version": "1.0", "truncation": None, "padding": None, "added_tokens": added, "normalizer": None,
         "pre_tokenizer": pre,
-        "post_processor": {"type": "Sequence", "processors": [{"type": "ByteLevel", "add_prefix_space": True,
-                                                               "trim_offsets": False, "use_regex": True}, post]},
+        "post_processor": post,
         "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
         "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
                   "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": ignore_merges,
                   "vocab": v, "merges": [[a, b] if merges_as_arrays else a + " " + b for a, b in merges]},
     }
+
+
+def qwen2_json(vocab, merges):
+    """Qwen2/Qwen3-style tokenizer.json (less the NFC normalizer): the Qwen2 split regex then
+    ByteLevel, a ByteLevel post-processor (no BOS), added tokens <|endoftext|> (the first id after
+    the BPE vocabulary), <|im_start|>, <|im_end|> (special, not normalized), merges not ignored."""
+    return bytelevel_json(vocab, merges, "qwen2", specials=QWEN2_SPECIALS, ignore_merges=False, template=False)
+
+
+def qwen2_config_files(vocab_size):
+    """(tokenizer_config.json, config.json fields) as Qwen2.5 ships them: bos_token null, no
+    add_bos_token; config.json's bos_token_id is <|endoftext|> all the same."""
+    ids = {s: vocab_size + k for k, s in enumerate(QWEN2_SPECIALS)}
+    tc = {"add_prefix_space": False, "bos_token": None, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
+          "unk_token": None, "errors": "replace", "model_max_length": 131072, "split_special_tokens": False,
+          "tokenizer_class": "Qwen2Tokenizer", "clean_up_tokenization_spaces": False,
+          "added_tokens_decoder": {str(i): {"content": s, "lstrip": False, "normalized": False, "rstrip": False,
+                                            "single_word": False, "special": True} for s, i in ids.items()}}
+    return tc, {"bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"]}
 
 
 def metaspace_json(chars_vocab, merges, split=False, prepend_scheme="first", legacy=False):

@@ -22,7 +22,10 @@ typedef struct cfsp_tokenizer tokenizer;
 
 /* DIR/tokenizer.json, else DIR/tokenizer.model. The BOS id comes from the tokenizer itself
  * (sentencepiece bos_id; tokenizer.json's TemplateProcessing), else tokenizer_config.json's
- * bos_token, else config.json's bos_token_id; -1 if none is known. */
+ * bos_token, else config.json's bos_token_id unless tokenizer_config.json says "bos_token": null
+ * (Qwen: config.json's bos_token_id is <|endoftext|>, which its tokenizer never prepends); -1 if
+ * none is known. Whether encoding adds it (tokenizer_adds_bos): tokenizer_config.json's
+ * add_bos_token when it is a boolean, else the files' own rule. */
 int tokenizer_load(const char *model_dir, tokenizer **out);
 /* one file, tokenizer.model (TOK_FILE_SPM) or tokenizer.json (TOK_FILE_HF); BOS only from the file */
 enum { TOK_FILE_SPM = 1, TOK_FILE_HF = 2 };
@@ -35,16 +38,26 @@ void tokenizer_free(tokenizer *t);
 int tokenizer_vocab_size(const tokenizer *t);          /* 1 + the largest id it can produce */
 const char *tokenizer_describe(const tokenizer *t);    /* e.g. "sentencepiece BPE, 512 pieces" */
 
-/* Encode text[0..len). add_bos: one BOS id first (FAIL if none is known). *ids is malloc'ed.
- * `what` names the text in messages (tokenizer.json needs valid UTF-8 and says where it is not). */
+/* Whether the Hugging Face tokenizer puts a BOS first (encode with add_special_tokens=True):
+ * tokenizer_config.json's add_bos_token if it is a boolean (tokenizer_load only); else
+ * tokenizer.json: a TemplateProcessing post-processor (alone or in a Sequence) whose `single`
+ * template starts with a special token (LLaMA-2 / LLaMA-3; Qwen's ByteLevel post-processor: no);
+ * sentencepiece: the model has a BOS (control) piece. 1 or 0. */
+int tokenizer_adds_bos(const tokenizer *t);
+
+/* Encode text[0..len). add_bos: 1 one BOS id first (FAIL if none is known), 0 none, TOK_BOS_AUTO
+ * as tokenizer_adds_bos says. *ids is malloc'ed. `what` names the text in messages (tokenizer.json
+ * needs valid UTF-8 and says where it is not). */
+enum { TOK_BOS_AUTO = -1 };
 int tokenizer_encode(const tokenizer *t, const char *text, size_t len, int add_bos, const char *what,
                      uint32_t **ids, int64_t *n);
 
-/* Load DIR's tokenizer and encode the whole file at `path` (one BOS first if add_bos). */
+/* Load DIR's tokenizer and encode the whole file at `path` (add_bos as for tokenizer_encode). */
 int tokenize_file(const char *model_dir, const char *path, int add_bos, uint32_t **ids, int64_t *n);
-/* The run's --calib-text / --eval-text (rank 0): tokenize_file with one BOS, every id checked to be
- * below the model's vocab_size; prints one line (bytes, tokens, seconds) to stderr. */
-int tokenize_file_checked(const char *model_dir, const char *path, int vocab, uint32_t **ids, int64_t *n);
+/* The run's --calib-text / --eval-text (rank 0): tokenize_file (add_bos as for tokenizer_encode),
+ * every id checked to be below the model's vocab_size; prints one line (bytes, tokens, "BOS first"
+ * or "no BOS", seconds) to stderr. */
+int tokenize_file_checked(const char *model_dir, const char *path, int vocab, int add_bos, uint32_t **ids, int64_t *n);
 
 /* ---- what the file declares (for writers of other formats) ------------------------------------ */
 /* token types: sentencepiece's piece types (llama.cpp's llama_token_type has the same values) */
@@ -93,6 +106,7 @@ enum { TOK_BOS, TOK_EOS, TOK_UNK, TOK_PAD };
 typedef struct { long id; char *content; int special; } tok_decl;
 typedef struct {
     char *token[4];            /* bos_token, eos_token, unk_token, pad_token: "text" or {"content": "text"}; NULL */
+    int token_null[4];         /* 1 where tokenizer_config.json has that key with the value null */
     int add_bos, add_eos;      /* add_bos_token, add_eos_token: booleans, -1 if absent */
     tok_decl *added;           /* added_tokens_decoder entries with a decimal key and a string content, */
     int nadded;                /*   in file order */
