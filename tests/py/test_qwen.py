@@ -13,8 +13,11 @@ before RoPE, head_dim given explicitly) on generated checkpoints of odd shapes (
  5. rank invariance: -n 2 and -n 4 give the same results.json figures, byte-identical logits
     and identical tensors in every pruned file; `prune --stats` on the saved statistics gives
     the same files again;
- 6. re-loading: the HF export of each pruned model (`export --format hf`) read back with
-    --model gives the pruned perplexity (the padded-uniform export is checked in test_export).
+ 6. re-loading: the HF exports of each pruned model (hf-padded: Qwen2/Qwen3ForCausalLM; hf:
+    DeciLM with qkv_bias for qwen2, refused for qwen3) read back with --model give the pruned
+    perplexity; GGUF exports (deci with biases, padded qwen2/qwen3) read back tensor by tensor;
+ 7. config.json fields that cannot be honoured (sliding windows, yarn, MoE, o_proj / MLP biases)
+    refused with one line naming the field.
 
     /usr/bin/python3 tests/py/test_qwen.py --bin build/cfsp-mpi --mkmodel build/cfsp-mpi-mkmodel \
         --shared /work/shared --workdir /tmp/qwen
@@ -326,9 +329,46 @@ def qwen_tokenizer(args, mdir, vocab_size):
         json.dump(tc, fh)
 
 
+# config.json fields the forward pass cannot honour: one line naming the field, exit != 0
+BAD_CONFIGS = [
+    ("use_sliding_window", "qwen2", {"use_sliding_window": True}, "use_sliding_window"),
+    ("layer_types", "qwen3", {"layer_types": ["full_attention", "sliding_attention"]}, "layer_types[1]"),
+    ("yarn", "qwen2", {"rope_scaling": {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}}, "rope_scaling.rope_type"),
+    ("moe", "qwen2", {"model_type": "qwen2_moe"}, "mixture-of-experts"),
+    ("qwen3_attention_bias", "qwen3", {"attention_bias": True}, "attention_bias"),
+    ("llama_qkv_bias", "qwen2", {"model_type": "llama", "qkv_bias": True}, "qkv_bias"),
+    ("mlp_bias", "qwen3", {"mlp_bias": True}, "mlp_bias"),
+]
+
+
+def check_bad_configs(ck, args, mdirs, calib):
+    for case, fam, patch, field in BAD_CONFIGS:
+        src = mdirs.get(fam)
+        if not src:
+            continue
+        d = os.path.join(args.workdir, "bad_" + case)
+        if os.path.exists(d):
+            shutil.rmtree(d)
+        shutil.copytree(src, d)
+        cfg = json.load(open(os.path.join(d, "config.json")))
+        cfg.update(patch)
+        json.dump(cfg, open(os.path.join(d, "config.json"), "w"))
+        rc, log = run_cmd([args.bin, "plan", "--model", d, "--ranks", "2"])
+        err = [x for x in log.splitlines() if "error:" in x]
+        ck.check(rc != 0 and len(err) == 1 and field in err[0] and "config.json" in err[0],
+                 "bad config %s: plan refuses with one line naming '%s'" % (case, field), err[0][:200] if err else log[-200:])
+        if case == "use_sliding_window":
+            out = fresh_dir(os.path.join(args.workdir, "bad_%s_out" % case))
+            rc, log = run_cfsp(args, ["--model", d, "--calib-tokens", calib, "--nsamples", 2, "--seqlen", SEQLEN,
+                                      "--output-dir", out], np_ranks=2)
+            ck.check(rc != 0 and field in log and not os.listdir(out), "bad config %s: run -n 2 refuses, nothing written" % case,
+                     log.strip()[-200:])
+
+
 def main():
     args = parse_args(__doc__)
     ck = Checker("qwen")
+    mdirs = {}
     for i, (name, spec) in enumerate(MODELS):
         mdir = os.path.join(args.workdir, "model_" + name)
         if not ck.check(mkmodel(args, mdir, **spec), "%s: generate" % name):
@@ -337,6 +377,7 @@ def main():
         ck.check(cfg.get("model_type") == spec["family"], "%s: config model_type %s" % (name, spec["family"]))
         qwen_tokenizer(args, mdir, spec["vocab"])
         model = ref.load_model(mdir)
+        mdirs.setdefault(spec["family"], mdir)
         calib = os.path.join(args.workdir, name + "_calib.u32")
         evalf = os.path.join(args.workdir, name + "_eval.u32")
         write_tokens(calib, 4096, spec["vocab"], 100 + i)
@@ -366,6 +407,7 @@ def main():
                 ck.check(not bad, "%s: prune --stats: identical tensors" % name, "; ".join(bad[:4]))
             check_reload(ck, args, name, spec["family"], outs[1], evalf)
             check_gguf(ck, args, name, spec["family"], model, outs[1])
+    check_bad_configs(ck, args, mdirs, calib)
     ck.finish()
 
 
