@@ -150,7 +150,7 @@ static char *hf_config(const ckpt_source *s, int padded)
     cJSON *src = cJSON_Parse(s->config_text);
     if (!src) src = cJSON_CreateObject();
     const char *drop[] = { "intermediate_sizes", "block_configs", "architectures", "model_type", "cfsp", "intermediate_size" };
-    for (size_t i = 0; i < sizeof drop / sizeof drop[0]; i++) cJSON_DeleteItemFromObject(src, drop[i]);
+    for (size_t i = 0; i < sizeof drop / sizeof drop[0] - (padded ? 0 : 1); i++) cJSON_DeleteItemFromObject(src, drop[i]);
     const char *an = "DeciLMForCausalLM", *mt = "nemotron-nas";
     if (padded) own_architecture(c, &an, &mt);
     cJSON *j = cJSON_CreateObject(), *arch = cJSON_CreateArray();
@@ -197,10 +197,12 @@ static char *hf_config(const ckpt_source *s, int padded)
     cJSON_AddItemToObject(j, "block_configs", bc);
     /* Qwen2's q/k/v biases (no o_proj bias): vLLM's nemotron_nas.py reads qkv_bias for q/k/v alone
      * (attention_bias would declare an o_proj bias too); cfsp-mpi's config parser the same */
-    cJSON_DeleteItemFromObject(j, "attention_bias");
-    cJSON_DeleteItemFromObject(j, "qkv_bias");
-    cJSON_AddFalseToObject(j, "attention_bias");
-    if (c->qkv_bias) cJSON_AddTrueToObject(j, "qkv_bias");
+    if (c->qkv_bias) {
+        cJSON_DeleteItemFromObject(j, "attention_bias");
+        cJSON_DeleteItemFromObject(j, "qkv_bias");
+        cJSON_AddFalseToObject(j, "attention_bias");
+        cJSON_AddTrueToObject(j, "qkv_bias");
+    }
     /* the source family's own fields that a DeciLM config does not read */
     const char *qwen_only[] = { "use_sliding_window", "sliding_window", "max_window_layers", "layer_types" };
     for (size_t i = 0; c->family == FAMILY_QWEN2 && i < sizeof qwen_only / sizeof qwen_only[0]; i++) cJSON_DeleteItemFromObject(j, qwen_only[i]);

@@ -687,7 +687,7 @@ def bad_cases(ck, args, work):
     ok2, _ = export(args, "hf", hfx, h5, "--force", "--shard-size", "100KB")
     ck.check(ok1 and ok2 and len([f for f in os.listdir(hfx) if f.endswith(".safetensors")]) > 1 and
              not [f for f in os.listdir(hfx) if f == "model.safetensors"], "hf --force replaces a previous export (no stale shard)")
-    expect("unknown format", "onnx", os.path.join(work, "x7"), [h5], "--format = 'onnx': expected hf or gguf")
+    expect("unknown format", "onnx", os.path.join(work, "x7"), [h5], "--format = 'onnx': expected hf, gguf, hf-padded or gguf-padded")
     expect("alignment not a power of two", "gguf", os.path.join(work, "x8.gguf"), [h5, "--alignment", "48"], "power of two")
     expect("bad shard size", "hf", os.path.join(work, "x9"), [h5, "--shard-size", "12parsecs"], "--shard-size")
     expect("one path without --model", "gguf", os.path.join(work, "x10.gguf"), [], "--model DIR")
