@@ -19,7 +19,7 @@ static const int sampling_values[] = { 1, 0 };          /* calib_random */
 static const char *const write_io_names[] = { "direct", "buffered", "mpiio" };
 static const int write_io_values[] = { WRITE_IO_DIRECT, WRITE_IO_BUFFERED, WRITE_IO_MPIIO };
 static const opt_def table[] = {
-    O(OPT_STR, model, "model", "", NULL, "Hugging Face LLaMA directory (config.json + safetensors)", .flags = OPT_REQUIRED),
+    O(OPT_STR, model, "model", "", NULL, "Hugging Face model directory (config.json + safetensors): LLaMA, Mistral, DeciLM, Qwen2, Qwen3", .flags = OPT_REQUIRED),
     O(OPT_STR, calib_tokens, "calib-tokens", "", NULL, "calibration token ids (uint32 little-endian file; FILE@START:END takes a slice)"),
     O(OPT_STR, eval_tokens, "eval-tokens", "", NULL, "held-out token ids for perplexity (FILE@START:END takes a slice; empty: no evaluation)"),
     O(OPT_STR, calib_text, "calib-text", "", NULL, "calibration text (UTF-8), tokenized on rank 0 with the model's own tokenizer, one BOS first if that tokenizer adds one, as tokenize --bos auto: LLaMA yes, Qwen no (instead of --calib-tokens)"),

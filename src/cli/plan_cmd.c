@@ -419,7 +419,7 @@ static int train_plan(const char *model, model_config *c, const st_model *stp, l
 
 #define O(...) OPT(plan_opts, __VA_ARGS__)
 static const opt_def plan_table[] = {
-    O(OPT_STR, model, "model", NULL, NULL, "Hugging Face LLaMA directory (config.json)", .flags = OPT_REQUIRED),
+    O(OPT_STR, model, "model", NULL, NULL, "Hugging Face model directory (config.json): LLaMA, Mistral, DeciLM, Qwen2, Qwen3", .flags = OPT_REQUIRED),
     O(OPT_INT, ranks, "ranks", NULL, "[1, 1048576]", "pipeline stages P (MPI ranks)", .flags = OPT_REQUIRED),
     O(OPT_INT, nsamples, "nsamples", "128", "[1, 1073741824]", "calibration sequences N"),
     O(OPT_INT, seqlen, "seqlen", "1024", "[2, 16777216]", "tokens per sequence T"),
