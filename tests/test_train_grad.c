@@ -216,38 +216,44 @@ int main(void)
         head_loss(&c.p, c.x, tgt, N, 1, dx, c.xn, c.rstd, c.logits, &cnt);
         check("head dx", head_l, &c, c.x, N * D, dx);
     }
-    { /* a whole block: GQA attention, SwiGLU FFN, LoRA on all 7 projections (different ranks), bias */
+    /* a whole block: GQA attention, SwiGLU FFN, LoRA on all 7 projections (different ranks), bias;
+     * then with Qwen2's q/k/v biases, then with Qwen3's per-head q/k norms */
+    for (int fam = 0; fam < 3; fam++) {
+        static const char *const fam_name[3] = { "", "qwen2 ", "qwen3 " };
         blk_ctx c;
         memset(&c, 0, sizeof c);
         blk_params *p = &c.p;
         p->D = D; p->H = H; p->K = K; p->hd = HD; p->m = M; p->eps = 1e-5;
         p->ln1 = rnd(D, 1); p->ln2 = rnd(D, 1); p->bias = rnd(D, 0.3);
+        if (fam == 1) { p->qb = rnd(H * HD, 0.5); p->kb = rnd(K * HD, 0.5); p->vb = rnd(K * HD, 0.5); }
+        if (fam == 2) { p->qn = rnd(HD, 1); p->kn = rnd(HD, 1); }
         int outs[OP_NLIN] = { H * HD, K * HD, K * HD, D, M, M, D }, ins[OP_NLIN] = { D, D, D, H * HD, D, D, M };
         for (int i = 0; i < OP_NLIN; i++) {
             int r = 1 + i % 3, o = outs[i], in = ins[i];
             p->lin[i] = (lora_lin){ rnd(o * in, 0.5), o, in, r, 0.5 + 0.1 * i, rnd(r * in, 0.4), rnd(o * r, 0.4), zeros(r * in), zeros(o * r) };
         }
-        int64_t as[14 + OP_NLIN], ss[10];
+        int64_t as[BLK_NACT], ss[BLK_NSCRATCH];
         blk_act_sizes(p, N, as);
         blk_scratch_sizes(p, N, 3, ss);
         real **ap = (real **)&c.a;
-        for (int i = 0; i < 14 + OP_NLIN; i++) ap[i] = zeros(as[i]);
+        for (int i = 0; i < BLK_NACT; i++) ap[i] = zeros(as[i]);
         blk_scratch s;
         real **sp = (real **)&s;
-        for (int i = 0; i < 10; i++) sp[i] = zeros(ss[i]);
+        for (int i = 0; i < BLK_NSCRATCH; i++) sp[i] = zeros(ss[i]);
         c.x = rnd(N * D, 1); c.y = zeros(N * D); c.R = rnd(N * D, 1); c.cs = cs; c.sn = sn;
         blk_loss(&c);
         double *dx = track(malloc(sizeof(double) * N * D));
         memcpy(dx, c.R, sizeof(double) * N * D);
         blk_backward(p, &c.a, dx, N, cs, sn, &s);
-        check("block dx_in", blk_loss, &c, c.x, N * D, dx);
+        char w[64];
+        snprintf(w, sizeof w, "%sblock dx_in", fam_name[fam]);
+        check(w, blk_loss, &c, c.x, N * D, dx);
         static const char *nm[OP_NLIN] = { "q", "k", "v", "o", "gate", "up", "down" };
         for (int i = 0; i < OP_NLIN; i++) {
-            char w[64];
             lora_lin *m = &p->lin[i];
-            snprintf(w, sizeof w, "block %s dA (r=%d)", nm[i], m->r);
+            snprintf(w, sizeof w, "%sblock %s dA (r=%d)", fam_name[fam], nm[i], m->r);
             check(w, blk_loss, &c, (double *)m->A, (int64_t)m->r * m->in, m->dA);
-            snprintf(w, sizeof w, "block %s dB", nm[i]);
+            snprintf(w, sizeof w, "%sblock %s dB", fam_name[fam], nm[i]);
             check(w, blk_loss, &c, (double *)m->B, (int64_t)m->out * m->r, m->dB);
         }
     }

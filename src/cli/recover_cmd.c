@@ -192,9 +192,6 @@ int recover_command(int argc, char **argv)
     const model_config *c = &m.cfg;
     int L = c->n_layers, target[LORA_NMOD];
     rc = lora_parse_targets(o.targets, target);
-    if (!rc && (c->family != FAMILY_LLAMA || c->qkv_bias || c->qk_norm))   /* the training ops (train_block.c) are LLaMA blocks only */
-        rc = FAIL("%s: model_type '%s': recover trains LLaMA-family blocks only (no q/k/v biases, no q/k norms); prune, evaluate and export work",
-                  o.model, c->model_type);
     double *imp = xcalloc((size_t)L, sizeof(double)), temp = 1;
     int adaptive = o.adaptive;
     if (!rc && adaptive == LORA_ADAPTIVE) {

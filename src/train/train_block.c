@@ -1,4 +1,5 @@
-/* train_block.c — a LLaMA block and the head composed from the training ops (train_ops.h), forward
+/* train_block.c — a LLaMA block (with Qwen2's q/k/v biases or Qwen3's q/k norms) and the head
+ * composed from the training ops (train_ops.h), forward
  * keeping activations and the backward in reverse order. Compiled for float (the program) and for
  * double (the gradient check). */
 #include "cfsp/train/train_ops.h"
@@ -10,13 +11,26 @@ void blk_act_sizes(const blk_params *p, int n, int64_t *s)
     int64_t v[] = { n * D, n, n * D, n * Q, n * KV, n * KV, (int64_t)p->H * n * n, n * Q, n * D, n, n * D, n * m, n * m, n * m };
     for (int i = 0; i < 14; i++) s[i] = v[i];
     for (int i = 0; i < OP_NLIN; i++) s[14 + i] = (int64_t)n * p->lin[i].r;
+    int qn = p->qn != NULL;
+    s[14 + OP_NLIN] = qn ? n * Q : 0;
+    s[15 + OP_NLIN] = qn ? n * KV : 0;
+    s[16 + OP_NLIN] = qn ? (int64_t)n * p->H : 0;
+    s[17 + OP_NLIN] = qn ? (int64_t)n * p->K : 0;
 }
 
 void blk_scratch_sizes(const blk_params *p, int n, int rmax, int64_t *s)
 {
     int64_t D = p->D, Q = (int64_t)p->H * p->hd, KV = (int64_t)p->K * p->hd, m = p->m;
-    int64_t v[] = { n * D, n * Q, n * KV, n * KV, n * Q, (int64_t)n * n, n * m, n * m, n * m, (int64_t)n * (rmax > 0 ? rmax : 1) };
-    for (int i = 0; i < 10; i++) s[i] = v[i];
+    int qn = p->qn != NULL;
+    int64_t v[] = { n * D, n * Q, n * KV, n * KV, n * Q, (int64_t)n * n, n * m, n * m, n * m, (int64_t)n * (rmax > 0 ? rmax : 1),
+                    qn ? n * Q : 0, qn ? n * KV : 0 };
+    for (int i = 0; i < BLK_NSCRATCH; i++) s[i] = v[i];
+}
+
+/* x[t, :] += b for t < n, x [n, w] */
+static void add_rows(real *x, const real *b, int n, int w)
+{
+    for (int t = 0; t < n; t++) op_add(x + (size_t)t * w, b, w);
 }
 
 void blk_forward(const blk_params *p, blk_act *a, const real *x_in, real *x_out, int n, const real *cos, const real *sin)
@@ -25,9 +39,20 @@ void blk_forward(const blk_params *p, blk_act *a, const real *x_in, real *x_out,
     int64_t nd = (int64_t)n * D, nm = (int64_t)n * p->m;
     memcpy(a->x0, x_in, sizeof(real) * (size_t)nd);
     op_rmsnorm_fwd(a->xn1, a->rstd1, a->x0, p->ln1, n, D, p->eps);
-    op_linear_fwd(a->q, a->xa[OP_Q], &p->lin[OP_Q], a->xn1, n);
-    op_linear_fwd(a->k, a->xa[OP_K], &p->lin[OP_K], a->xn1, n);
+    int Q = p->H * p->hd, KV = p->K * p->hd;
+    real *q = p->qn ? a->qr : a->q, *k = p->qn ? a->kr : a->k;   /* Qwen3: the projections, normed below */
+    op_linear_fwd(q, a->xa[OP_Q], &p->lin[OP_Q], a->xn1, n);
+    op_linear_fwd(k, a->xa[OP_K], &p->lin[OP_K], a->xn1, n);
     op_linear_fwd(a->v, a->xa[OP_V], &p->lin[OP_V], a->xn1, n);
+    if (p->qb) {
+        add_rows(q, p->qb, n, Q);
+        add_rows(k, p->kb, n, KV);
+        add_rows(a->v, p->vb, n, KV);
+    }
+    if (p->qn) {
+        op_rmsnorm_fwd(a->q, a->rq, q, p->qn, n * p->H, p->hd, p->eps);
+        op_rmsnorm_fwd(a->k, a->rk, k, p->kn, n * p->K, p->hd, p->eps);
+    }
     op_rope_fwd(a->q, n, p->H, p->hd, cos, sin);
     op_rope_fwd(a->k, n, p->K, p->hd, cos, sin);
     op_attn_fwd(a->att, a->P, a->q, a->k, a->v, n, p->H, p->K, p->hd);
@@ -57,8 +82,17 @@ void blk_backward(const blk_params *p, const blk_act *a, real *dx, int n, const 
     op_attn_bwd(s->dq, s->dk, s->dv, s->dS, s->datt, a->P, a->q, a->k, a->v, n, p->H, p->K, p->hd);
     op_rope_bwd(s->dq, n, p->H, p->hd, cos, sin);
     op_rope_bwd(s->dk, n, p->K, p->hd, cos, sin);
-    op_linear_bwd(s->dxn, 0, s->dxa, &p->lin[OP_Q], s->dq, a->xn1, a->xa[OP_Q], n);
-    op_linear_bwd(s->dxn, 1, s->dxa, &p->lin[OP_K], s->dk, a->xn1, a->xa[OP_K], n);
+    real *dq = s->dq, *dk = s->dk;
+    if (p->qn) {                                    /* through the per-head norms (the biases: no gradient) */
+        memset(s->dqr, 0, sizeof(real) * (size_t)n * p->H * p->hd);
+        memset(s->dkr, 0, sizeof(real) * (size_t)n * p->K * p->hd);
+        op_rmsnorm_bwd(s->dqr, s->dq, a->qr, p->qn, a->rq, n * p->H, p->hd);
+        op_rmsnorm_bwd(s->dkr, s->dk, a->kr, p->kn, a->rk, n * p->K, p->hd);
+        dq = s->dqr;
+        dk = s->dkr;
+    }
+    op_linear_bwd(s->dxn, 0, s->dxa, &p->lin[OP_Q], dq, a->xn1, a->xa[OP_Q], n);
+    op_linear_bwd(s->dxn, 1, s->dxa, &p->lin[OP_K], dk, a->xn1, a->xa[OP_K], n);
     op_linear_bwd(s->dxn, 1, s->dxa, &p->lin[OP_V], s->dv, a->xn1, a->xa[OP_V], n);
     op_rmsnorm_bwd(dx, s->dxn, a->x0, p->ln1, a->rstd1, n, D);
 }

@@ -75,6 +75,10 @@ int train_model_load_range(const char *path, int b0, int b1, int embed, int head
     m->ln1 = xcalloc((size_t)L, sizeof(float *));
     m->ln2 = xcalloc((size_t)L, sizeof(float *));
     m->bias = xcalloc((size_t)L, sizeof(float *));
+    for (int i = 0; i < 5; i++) m->extra[i] = xcalloc((size_t)L, sizeof(float *));
+    static const char *const xnames[5] = { "q_proj.bias", "k_proj.bias", "v_proj.bias", "q_norm.weight", "k_norm.weight" };
+    int Q = m->cfg.n_heads * m->cfg.head_dim, KV = m->cfg.n_kv_heads * m->cfg.head_dim;
+    const int xlen[5] = { Q, KV, KV, m->cfg.head_dim, m->cfg.head_dim };
     char n[192];
     rc = 0;
     for (int l = b0; !rc && l < b1; l++) {
@@ -88,6 +92,11 @@ int train_model_load_range(const char *path, int b0, int b1, int embed, int head
         if (!rc) rc = read_vec_f32(&s, n, D, &m->ln2[l]);
         snprintf(n, sizeof n, "model.layers.%d.mlp.down_proj.bias", l);
         if (!rc && ckpt_find(&s, n)) rc = read_vec_f32(&s, n, D, &m->bias[l]);
+        for (int i = 0; !rc && i < 5; i++) {
+            if (!(i < 3 ? m->cfg.qkv_bias : m->cfg.qk_norm)) continue;
+            snprintf(n, sizeof n, "model.layers.%d.self_attn.%s", l, xnames[i]);
+            rc = read_vec_f32(&s, n, xlen[i], &m->extra[i][l]);
+        }
     }
     int tied = !ckpt_find(&s, "lm_head.weight");
     if (!rc && (embed || (head && tied))) rc = read_tensor(&s, "model.embed_tokens.weight", &m->embed);
@@ -107,8 +116,10 @@ void train_model_free(train_model *m)
     for (int l = 0; m->w && l < L; l++) {
         for (int t = 0; t < LORA_NMOD; t++) free(m->w[l][t].owned);
         free(m->ln1[l]); free(m->ln2[l]); free(m->bias[l]);
+        for (int i = 0; i < 5; i++) if (m->extra[i]) free(m->extra[i][l]);
     }
     free(m->w); free(m->ln1); free(m->ln2); free(m->bias);
+    for (int i = 0; i < 5; i++) free(m->extra[i]);
     free(m->embed.owned); free(m->head.owned); free(m->final_norm);
     model_config_free(&m->cfg);
     memset(m, 0, sizeof *m);

@@ -141,7 +141,7 @@ void trainer_init(trainer *tr, const train_model *m, const lora_plan *plan, int 
     tr->bp = xcalloc((size_t)L, sizeof(blk_params));
     tr->act = xcalloc((size_t)L, sizeof(blk_act));
     tr->act_win = xmalloc(sizeof(int) * (size_t)L);
-    int64_t smax[10] = { 0 };
+    int64_t smax[BLK_NSCRATCH] = { 0 };
     int need_conv = 0;
     for (int l = b0; l < b1; l++) {
         tr->act_win[l] = -1;
@@ -149,6 +149,8 @@ void trainer_init(trainer *tr, const train_model *m, const lora_plan *plan, int 
         p->D = D; p->H = c->n_heads; p->K = c->n_kv_heads; p->hd = c->head_dim; p->m = c->ffn[l];
         p->eps = (float)c->eps;
         p->ln1 = m->ln1[l]; p->ln2 = m->ln2[l]; p->bias = m->bias[l];
+        p->qb = m->extra[0][l]; p->kb = m->extra[1][l]; p->vb = m->extra[2][l];
+        p->qn = m->extra[3][l]; p->kn = m->extra[4][l];
         for (int t = 0; t < LORA_NMOD; t++) {
             lora_lin *q = &p->lin[t];
             const wmat *w = &m->w[l][t];
@@ -165,18 +167,18 @@ void trainer_init(trainer *tr, const train_model *m, const lora_plan *plan, int 
                 q->dB = tr->grad + (tr->offB[l][t] - tr->pbase);
             }
         }
-        int64_t ss[10];
+        int64_t ss[BLK_NSCRATCH];
         blk_scratch_sizes(p, T, tr->rmax, ss);
-        for (int i = 0; i < 10; i++) if (ss[i] > smax[i]) smax[i] = ss[i];
+        for (int i = 0; i < BLK_NSCRATCH; i++) if (ss[i] > smax[i]) smax[i] = ss[i];
     }
     float **sp = (float **)&tr->sc;
-    for (int i = 0; i < 10; i++) sp[i] = xcalloc((size_t)(smax[i] > 0 ? smax[i] : 1), sizeof(float));
+    for (int i = 0; i < BLK_NSCRATCH; i++) sp[i] = xcalloc((size_t)(smax[i] > 0 ? smax[i] : 1), sizeof(float));
     /* activations: one set per block held, or (pipeline, kept) one per block and window in flight */
     double per_window = 0, wbytes = 0;
     for (int l = b0; l < b1; l++) {
-        int64_t as[14 + OP_NLIN];
+        int64_t as[BLK_NACT];
         blk_act_sizes(&tr->bp[l], T, as);
-        for (int i = 0; i < 14 + OP_NLIN; i++) per_window += 4.0 * (double)as[i];
+        for (int i = 0; i < BLK_NACT; i++) per_window += 4.0 * (double)as[i];
         for (int t = 0; t < LORA_NMOD; t++) wbytes += (double)(m->w[l][t].rows * m->w[l][t].cols) * (double)dtype_size(m->w[l][t].dtype);
     }
     if (kind == TRAINER_PIPELINE && stage >= 0) {
@@ -188,10 +190,10 @@ void trainer_init(trainer *tr, const train_model *m, const lora_plan *plan, int 
     if (tr->store_act) tr->acts = xcalloc((size_t)(nsets * nb > 0 ? nsets * nb : 1), sizeof(blk_act));
     for (int k = 0; k < nsets; k++)
         for (int l = b0; l < b1; l++) {
-            int64_t as[14 + OP_NLIN];
+            int64_t as[BLK_NACT];
             blk_act_sizes(&tr->bp[l], T, as);
             float **ap = (float **)(tr->store_act ? &tr->acts[(size_t)k * (size_t)nb + (size_t)(l - b0)] : &tr->act[l]);
-            for (int i = 0; i < 14 + OP_NLIN; i++) ap[i] = xcalloc((size_t)(as[i] > 0 ? as[i] : 1), sizeof(float));
+            for (int i = 0; i < BLK_NACT; i++) ap[i] = xcalloc((size_t)(as[i] > 0 ? as[i] : 1), sizeof(float));
         }
     /* 16-bit weights (and every weight in the bf16 mode): used a panel of rows at a time (train_ops.h);
      * the panel's size depends on the model only (its largest projection), so every rank sums alike */
@@ -259,11 +261,11 @@ void trainer_free(trainer *tr)
     for (int k = 0; k < nsets; k++)
         for (int l = tr->b0; tr->act && l < tr->b1; l++) {
             float **ap = (float **)(tr->store_act ? &tr->acts[(size_t)k * (size_t)nb + (size_t)(l - tr->b0)] : &tr->act[l]);
-            for (int i = 0; i < 14 + OP_NLIN; i++) free(ap[i]);
+            for (int i = 0; i < BLK_NACT; i++) free(ap[i]);
         }
     free(tr->acts);
     float **sp = (float **)&tr->sc;
-    for (int i = 0; i < 10; i++) free(sp[i]);
+    for (int i = 0; i < BLK_NSCRATCH; i++) free(sp[i]);
     free(tr->act); free(tr->bp); free(tr->act_win); free(tr->first);
     free(tr->param); free(tr->grad); free(tr->adam_m); free(tr->adam_v); free(tr->gacc);
     free(tr->offA); free(tr->offB);

@@ -16,7 +16,9 @@ before RoPE, head_dim given explicitly) on generated checkpoints of odd shapes (
  6. re-loading: the HF exports of each pruned model (hf-padded: Qwen2/Qwen3ForCausalLM; hf:
     DeciLM with qkv_bias for qwen2, refused for qwen3) read back with --model give the pruned
     perplexity; GGUF exports (deci with biases, padded qwen2/qwen3) read back tensor by tensor;
- 7. config.json fields that cannot be honoured (sliding windows, yarn, MoE, o_proj / MLP biases)
+ 7. recover (LoRA) on pruned qwen2 and qwen3 models: losses = NumPy, pipelined = data-parallel
+    bitwise, merged.h5 verified with its extras;
+ 8. config.json fields that cannot be honoured (sliding windows, yarn, MoE, o_proj / MLP biases)
     refused with one line naming the field.
 
     /usr/bin/python3 tests/py/test_qwen.py --bin build/cfsp-mpi --mkmodel build/cfsp-mpi-mkmodel \
@@ -365,6 +367,45 @@ def check_bad_configs(ck, args, mdirs, calib):
                      log.strip()[-200:])
 
 
+def check_recover(ck, args, name, fam, out, tokf):
+    """LoRA recovery of a pruned Qwen model (q/k/v biases or q/k norms frozen in the blocks): the
+    losses of steps 1 and 2 equal NumPy's (tests/ref/cfsp_ref.py on W + s B A from the checkpoints),
+    the pipelined trainer (-n 3 stages) gives bitwise the data-parallel trainer's adapters, and the
+    merged file passes verify and keeps the extras."""
+    import h5py
+    import test_recover as TR
+    e = find_pruned(load_results(out), "cfsp", RATIOS[-1])
+    h5 = pruned_file(out, e)
+    base = ["--model", h5, "--train-tokens", tokf, "--seqlen", 32, "--batch", 4, "--lr", 1e-2, "--warmup", 0,
+            "--min-lr-ratio", 1, "--rank", 4, "--alpha", 8, "--seed", 1]
+    dirs = {}
+    for key, steps, n, trn in (("s1", 1, 2, "data"), ("s2", 2, 2, "data"), ("p2", 2, 3, "pipeline")):
+        d = fresh_dir(os.path.join(args.workdir, "%s_recover_%s" % (name, key)))
+        rc, log = run_cfsp(args, base + ["--steps", steps, "--trainer", trn, "--output-dir", d] + (["--merge"] if key == "s2" else []),
+                           np_ranks=n, sub="recover")
+        if not ck.check(rc == 0, "%s: recover %s (%d steps, -n %d, %s)" % (name, key, steps, n, trn), log.strip()[-300:]):
+            return
+        dirs[key] = d
+    cfg, t = TR.load_h5_tensors(h5)
+    lg = json.load(open(os.path.join(dirs["s2"], "recover.json")))["log"]
+    ad1, _, _ = TR.read_ckpt(os.path.join(dirs["s1"], "checkpoint.h5"))
+    toks = ref.read_tokens(tokf)
+    n1 = TR.batch_loss(ref.model_from_tensors(cfg, t), toks, lg[0]["offsets"], T=32)
+    n2 = TR.batch_loss(TR.adapted_model(cfg, t, ad1), toks, lg[1]["offsets"], T=32)
+    ck.check(abs(n1 - lg[0]["loss"]) / n1 < 2e-5 and abs(n2 - lg[1]["loss"]) / n2 < 2e-5,
+             "%s: recover losses of steps 1 and 2 = NumPy" % name, "C %.7f %.7f NumPy %.7f %.7f" % (lg[0]["loss"], lg[1]["loss"], n1, n2))
+    pa = h5py.File(os.path.join(dirs["s2"], "checkpoint.h5"), "r")["state/param"][()]
+    pb = h5py.File(os.path.join(dirs["p2"], "checkpoint.h5"), "r")["state/param"][()]
+    ck.check(np.array_equal(pa, pb), "%s: pipelined trainer (3 stages) = data-parallel, adapters bitwise" % name)
+    merged = os.path.join(dirs["s2"], "merged.h5")
+    rc, log = run_cmd([args.bin, "verify", merged])
+    mt = h5_tensors(merged)
+    st = h5_tensors(h5)
+    keys = [k for k in st if any(k.endswith(x.replace(".", "/")) for x in EXTRAS[fam])]
+    ck.check(rc == 0 and keys and all(np.array_equal(mt[k], st[k]) for k in keys),
+             "%s: merged.h5 passes verify and keeps the %d %s extras" % (name, len(keys), fam), log.strip()[-200:])
+
+
 def main():
     args = parse_args(__doc__)
     ck = Checker("qwen")
@@ -407,6 +448,8 @@ def main():
                 ck.check(not bad, "%s: prune --stats: identical tensors" % name, "; ".join(bad[:4]))
             check_reload(ck, args, name, spec["family"], outs[1], evalf)
             check_gguf(ck, args, name, spec["family"], model, outs[1])
+            if i in (0, 2):      # one qwen2 and one qwen3 (bf16) model
+                check_recover(ck, args, name, spec["family"], outs[1], calib)
     check_bad_configs(ck, args, mdirs, calib)
     ck.finish()
 

@@ -52,6 +52,7 @@ typedef struct {
     char src_dir[4096];          /* the source checkpoint (tokenizer, provenance) */
     wmat (*w)[LORA_NMOD];        /* [L][7] frozen projections, stored dtype, owned */
     float **ln1, **ln2, **bias;  /* [L] fp32 copies of the norms; bias NULL unless flap */
+    float **extra[5];            /* [L] fp32 q/k/v_proj biases (Qwen2) and q/k norms (Qwen3), NULL where the family has none */
     wmat embed;                  /* [V, D] */
     wmat head;                   /* lm_head (or the tied embedding) [V, D], stored dtype; owned
                                   * unless it is the loaded embedding itself (tied) */

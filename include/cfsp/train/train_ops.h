@@ -73,28 +73,35 @@ double op_xent(real *dlogits, const real *logits, const int32_t *tgt, int n, int
 /* y += x */
 void op_add(real *y, const real *x, int64_t n);
 
-/* ---- a block: x_out = x1 + down(swiglu(gate, up)(norm2(x1))) (+ bias), x1 = x + o(attn(rope(q,k), v)(norm1(x))) */
+/* ---- a block: x_out = x1 + down(swiglu(gate, up)(norm2(x1))) (+ bias), x1 = x + o(attn(rope(q,k), v)(norm1(x)));
+ * q, k, v with Qwen2's biases, q and k with Qwen3's per-head norms before rope */
 enum { OP_Q = 0, OP_K, OP_V, OP_O, OP_GATE, OP_UP, OP_DOWN, OP_NLIN };
 typedef struct {
     int D, H, K, hd, m;
     real eps;
     const real *ln1, *ln2;       /* [D] */
     const real *bias;            /* down_proj bias [D] (flap) or NULL */
+    const real *qb, *kb, *vb;    /* Qwen2: q/k/v_proj biases [H*hd], [K*hd], [K*hd] (frozen) or NULL */
+    const real *qn, *kn;         /* Qwen3: q_norm / k_norm [hd], RMSNorm of every head before RoPE, or NULL */
     lora_lin lin[OP_NLIN];
 } blk_params;
 
 typedef struct {                 /* the activations one block keeps for the backward (n tokens) */
     real *x0, *rstd1, *xn1, *q, *k, *v, *P, *att, *x1, *rstd2, *xn2, *g, *u, *h;
     real *xa[OP_NLIN];           /* [n, r] each */
+    real *qr, *kr, *rq, *rk;     /* Qwen3: q and k before their norms, the norms' rstd [n*H], [n*K] (else 0 elements) */
 } blk_act;
+#define BLK_NACT (14 + OP_NLIN + 4)
 
 typedef struct {                 /* backward scratch (n tokens) */
     real *dxn, *dq, *dk, *dv, *datt, *dS, *dg, *du, *dh, *dxa;
+    real *dqr, *dkr;             /* Qwen3: d(q), d(k) before the norms (else 0 elements) */
 } blk_scratch;
+#define BLK_NSCRATCH 12
 
 /* element counts of the buffers above (for the caller's allocation); rmax = largest rank */
-void blk_act_sizes(const blk_params *p, int n, int64_t *sizes /* [14 + OP_NLIN] in struct order */);
-void blk_scratch_sizes(const blk_params *p, int n, int rmax, int64_t *sizes /* [10] in struct order */);
+void blk_act_sizes(const blk_params *p, int n, int64_t *sizes /* [BLK_NACT] in struct order */);
+void blk_scratch_sizes(const blk_params *p, int n, int rmax, int64_t *sizes /* [BLK_NSCRATCH] in struct order */);
 
 void blk_forward(const blk_params *p, blk_act *a, const real *x_in, real *x_out, int n, const real *cos, const real *sin);
 /* dx: in d(x_out), out d(x_in) (in place); adapter gradients accumulate */
