@@ -206,6 +206,10 @@ int export_gguf(ckpt_source *s, const ex_options *o)
                         s->in_path[0] ? s->in_path : s->src_dir, (long long)ckpt_max_ffn(s));
         A = "qwen3";
     }
+    if (c->rope_yarn && (!c->yarn_default_attn || c->yarn_beta_fast != 32 || c->yarn_beta_slow != 1 || !c->yarn_truncate))
+        return FAIL("%s: rope_scaling yarn with attention_factor / mscale / beta_fast / beta_slow / truncate other than the defaults: "
+                    "the GGUF export writes only llama.cpp's yarn factor and original context length",
+                    s->in_path[0] ? s->in_path : s->src_dir);
     int per_layer = !strcmp(A, "deci");
     int permute = per_layer || !strcmp(A, "llama");     /* llama.cpp's NORM rope; qwen2/qwen3 are NEOX: as stored */
     if (s->has_bias && !per_layer)
@@ -300,6 +304,11 @@ int export_gguf(ckpt_source *s, const ex_options *o)
     kv_f32(&kv, K("%s.attention.layer_norm_rms_epsilon"), (float)c->eps);
     kv_u32(&kv, K("%s.rope.dimension_count"), (uint32_t)c->head_dim);
     kv_f32(&kv, K("%s.rope.freq_base"), (float)c->rope_theta);
+    if (c->rope_yarn) {       /* llama.cpp: corr dims floor/ceil at n_ctx_orig, ext_factor 1, mscale 0.1 ln(factor) + 1 */
+        kv_string(&kv, K("%s.rope.scaling.type"), "yarn");
+        kv_f32(&kv, K("%s.rope.scaling.factor"), (float)c->yarn_factor);
+        kv_u32(&kv, K("%s.rope.scaling.original_context_length"), (uint32_t)c->yarn_orig_max_pos);
+    }
     kv_u32(&kv, K("%s.vocab_size"), (uint32_t)c->vocab);
 #undef K
     kv_string(&kv, "tokenizer.ggml.model", voc.model);

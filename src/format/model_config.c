@@ -4,6 +4,7 @@
 #include "cfsp/util/err.h"
 #include "cfsp/util/json_util.h"
 #include "cfsp/util/util.h"
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,6 +75,34 @@ static int parse_attention(const cJSON *root, const char *f, model_config *c)
     return 0;
 }
 
+static double yarn_mscale(double s, double m) { return s <= 1 ? 1.0 : 0.1 * m * log(s) + 1.0; }
+
+/* YaRN as transformers' _compute_yarn_parameters: factor (required), original_max_position_embeddings
+ * (default max_position_embeddings), beta_fast 32, beta_slow 1, truncate true, attention_factor or
+ * mscale / mscale_all_dim (default 0.1 ln(factor) + 1) */
+static int parse_yarn(const cJSON *rs, const char *f, model_config *c)
+{
+    int64_t om = c->max_pos;
+    double ms = 0, msa = 0, af = 0;
+    int tr = 1;
+    c->yarn_beta_fast = 32;
+    c->yarn_beta_slow = 1;
+    if (json_get_double(rs, "factor", f, 1, 1.0, 1e6, &c->yarn_factor) ||
+        json_get_int(rs, "original_max_position_embeddings", f, 0, 1, BIG, &om) ||
+        json_get_double(rs, "beta_fast", f, 0, 1e-6, 1e6, &c->yarn_beta_fast) ||
+        json_get_double(rs, "beta_slow", f, 0, 1e-6, 1e6, &c->yarn_beta_slow) ||
+        json_get_double(rs, "mscale", f, 0, 0, 1e6, &ms) || json_get_double(rs, "mscale_all_dim", f, 0, 0, 1e6, &msa) ||
+        json_get_double(rs, "attention_factor", f, 0, 1e-6, 1e6, &af) || json_get_bool(rs, "truncate", f, 0, &tr))
+        return -1;
+    c->rope_yarn = 1;
+    c->yarn_orig_max_pos = (int)om;
+    c->yarn_truncate = tr;
+    c->yarn_default_attn = !af && !(ms && msa);
+    c->yarn_attn_factor = af ? af : (ms && msa) ? yarn_mscale(c->yarn_factor, ms) / yarn_mscale(c->yarn_factor, msa)
+                                                : yarn_mscale(c->yarn_factor, 1.0);
+    return 0;
+}
+
 static int parse_rope_scaling(const cJSON *root, const char *f, model_config *c)
 {
     const cJSON *rs = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
@@ -84,8 +113,9 @@ static int parse_rope_scaling(const cJSON *root, const char *f, model_config *c)
     if (!type && json_get_string(rs, "type", f, 0, &type)) return -1;
     if (!type) return FAIL("%s: field 'rope_scaling.rope_type' is missing", f);
     if (strcmp(type, "default") == 0) return 0;
+    if (strcmp(type, "yarn") == 0) return parse_yarn(rs, f, c);
     if (strcmp(type, "llama3") != 0)
-        return FAIL("%s: field 'rope_scaling.rope_type' = \"%s\": only \"llama3\" (or null) is supported", f, type);
+        return FAIL("%s: field 'rope_scaling.rope_type' = \"%s\": only \"llama3\", \"yarn\" (or null) are supported", f, type);
     c->rope_llama3 = 1;
     c->rope_low_freq = 1.0;
     c->rope_high_freq = 4.0;

@@ -1,5 +1,5 @@
 /* forward.c — LLaMA layer ops: embedding, RMSNorm, linear, RoPE (HF rotate_half, optional llama3
- * frequency scaling), grouped-query causal attention (with Qwen2's q/k/v biases and Qwen3's per-head
+ * or yarn frequency scaling), grouped-query causal attention (with Qwen2's q/k/v biases and Qwen3's per-head
  * q/k RMSNorm), SwiGLU, block, head; fp32 but for the
  * matrix products, which the matmul backend does (matmul.c: fp32 sgemm or bf16 oneDNN). */
 #include "cfsp/model/forward.h"
@@ -34,11 +34,28 @@ static void rope_tables(fwd_ws *ws, const model_config *c)
             inv[i] = f;
         }
     }
+    double mscale = 1.0;
+    if (c->rope_yarn) {   /* transformers' _compute_yarn_parameters: interpolation blended in by a ramp over the dims */
+        double dim = c->head_dim, base = c->rope_theta, om = c->yarn_orig_max_pos;
+        double lo = dim * log(om / (c->yarn_beta_fast * 2.0 * M_PI)) / (2.0 * log(base));
+        double hi = dim * log(om / (c->yarn_beta_slow * 2.0 * M_PI)) / (2.0 * log(base));
+        if (c->yarn_truncate) { lo = floor(lo); hi = ceil(hi); }
+        if (lo < 0) lo = 0;
+        if (hi > dim - 1) hi = dim - 1;
+        if (lo == hi) hi += 0.001;
+        for (int i = 0; i < half; i++) {
+            double ramp = (i - lo) / (hi - lo);
+            ramp = ramp < 0 ? 0 : ramp > 1 ? 1 : ramp;
+            double extra = 1.0 - ramp, pos = pow(base, (2.0 * i) / dim);
+            inv[i] = 1.0 / (c->yarn_factor * pos) * (1.0 - extra) + 1.0 / pos * extra;
+        }
+        mscale = c->yarn_attn_factor;     /* multiplies cos and sin */
+    }
     for (int p = 0; p < ws->ctx; p++)
         for (int i = 0; i < half; i++) {
             double a = (double)p * inv[i];
-            ws->rope_cos[(size_t)p * half + i] = (float)cos(a);
-            ws->rope_sin[(size_t)p * half + i] = (float)sin(a);
+            ws->rope_cos[(size_t)p * half + i] = (float)(cos(a) * mscale);
+            ws->rope_sin[(size_t)p * half + i] = (float)(sin(a) * mscale);
         }
     free(inv);
 }

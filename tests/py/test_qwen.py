@@ -1,7 +1,8 @@
 """test_qwen.py — Qwen2 / Qwen2.5 and Qwen3 checkpoints end to end (issue 16), against the NumPy
 reference tests/ref/cfsp_ref.py (Qwen2: q/k/v_proj biases; Qwen3: per-head RMSNorm of q and k
 before RoPE, head_dim given explicitly) on generated checkpoints of odd shapes (cfsp-mpi-mkmodel
---family qwen2|qwen3: bf16/f16/f32, tied and untied, heads x head_dim != hidden, GQA):
+--family qwen2|qwen3: bf16/f16/f32, tied and untied, heads x head_dim != hidden, GQA; one with
+yarn rope scaling, the reference's formula written from transformers' _compute_yarn_parameters):
 
  1. dense logits (--dump-logits) within common.logit_tolerance, dense perplexity within 1e-4;
  2. calibration statistics (stats.h5): importance and channel sum_sq within 1e-5 relative;
@@ -18,7 +19,7 @@ before RoPE, head_dim given explicitly) on generated checkpoints of odd shapes (
     perplexity; GGUF exports (deci with biases, padded qwen2/qwen3) read back tensor by tensor;
  7. recover (LoRA) on pruned qwen2 and qwen3 models: losses = NumPy, pipelined = data-parallel
     bitwise, merged.h5 verified with its extras;
- 8. config.json fields that cannot be honoured (sliding windows, yarn, MoE, o_proj / MLP biases)
+ 8. config.json fields that cannot be honoured (sliding windows, longrope, MoE, o_proj / MLP biases)
     refused with one line naming the field.
 
     /usr/bin/python3 tests/py/test_qwen.py --bin build/cfsp-mpi --mkmodel build/cfsp-mpi-mkmodel \
@@ -45,6 +46,9 @@ MODELS = [
                              tie=1, rope_theta=1000000, seed=33, family="qwen3")),
     ("qwen3_untied_f16", dict(hidden=40, ffn=77, layers=2, heads=5, kv=1, head_dim=12, vocab=331, dtype="f16",
                               tie=0, seed=34, family="qwen3")),
+    # yarn rope scaling (Qwen's long-context setting), patched into the generated config.json
+    ("qwen2_yarn", dict(hidden=48, ffn=70, layers=2, heads=4, kv=2, vocab=300, tie=1, rope_theta=10000, seed=35,
+                        family="qwen2"), {"rope_scaling": {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16}}),
 ]
 RATIOS = [0.2, 0.5]
 NSAMPLES, SEQLEN, WINDOWS = 4, 64, 2
@@ -284,6 +288,11 @@ def check_gguf(ck, args, name, fam, model, out):
         ck.check(g.kv.get("tokenizer.ggml.model") == "gpt2" and g.kv.get("tokenizer.ggml.pre") == "qwen2",
                  "%s: %s tokenizer gpt2 with llama.cpp's qwen2 pre-tokenizer" % (name, fmt),
                  "%s %s" % (g.kv.get("tokenizer.ggml.model"), g.kv.get("tokenizer.ggml.pre")))
+        rs = model.cfg.get("rope_scaling") or {}
+        if rs.get("type", rs.get("rope_type")) == "yarn":
+            ck.check(g.kv.get(arch + ".rope.scaling.type") == "yarn" and abs(g.kv.get(arch + ".rope.scaling.factor", 0) - rs["factor"]) < 1e-6
+                     and g.kv.get(arch + ".rope.scaling.original_context_length") == rs["original_max_position_embeddings"],
+                     "%s: %s yarn rope scaling keys" % (name, fmt))
         permute = arch == "deci"
         bad = []
         for l, ly in enumerate(model.layers):
@@ -335,7 +344,9 @@ def qwen_tokenizer(args, mdir, vocab_size):
 BAD_CONFIGS = [
     ("use_sliding_window", "qwen2", {"use_sliding_window": True}, "use_sliding_window"),
     ("layer_types", "qwen3", {"layer_types": ["full_attention", "sliding_attention"]}, "layer_types[1]"),
-    ("yarn", "qwen2", {"rope_scaling": {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}}, "rope_scaling.rope_type"),
+    ("longrope", "qwen2", {"rope_scaling": {"rope_type": "longrope", "factor": 4.0, "short_factor": [1.0], "long_factor": [1.0]}},
+     "rope_scaling.rope_type"),
+    ("yarn_no_factor", "qwen2", {"rope_scaling": {"type": "yarn", "original_max_position_embeddings": 32768}}, "factor"),
     ("moe", "qwen2", {"model_type": "qwen2_moe"}, "mixture-of-experts"),
     ("qwen3_attention_bias", "qwen3", {"attention_bias": True}, "attention_bias"),
     ("llama_qkv_bias", "qwen2", {"model_type": "llama", "qkv_bias": True}, "qkv_bias"),
@@ -410,11 +421,15 @@ def main():
     args = parse_args(__doc__)
     ck = Checker("qwen")
     mdirs = {}
-    for i, (name, spec) in enumerate(MODELS):
+    for i, entry in enumerate(MODELS):
+        name, spec, patch = entry if len(entry) == 3 else entry + ({},)
         mdir = os.path.join(args.workdir, "model_" + name)
         if not ck.check(mkmodel(args, mdir, **spec), "%s: generate" % name):
             continue
         cfg = json.load(open(os.path.join(mdir, "config.json")))
+        if patch:
+            cfg.update(patch)
+            json.dump(cfg, open(os.path.join(mdir, "config.json"), "w"), indent=1)
         ck.check(cfg.get("model_type") == spec["family"], "%s: config model_type %s" % (name, spec["family"]))
         qwen_tokenizer(args, mdir, spec["vocab"])
         model = ref.load_model(mdir)

@@ -155,12 +155,39 @@ def llama3_inv_freq(inv_freq, rs):
     return np.where(medium, smoothed, out)
 
 
+def yarn_inv_freq(dim, base, rs, max_pos):
+    """transformers' _compute_yarn_parameters: (inv_freq, attention_factor); the attention factor
+    multiplies cos and sin."""
+    factor = float(rs["factor"])
+    orig = float(rs.get("original_max_position_embeddings") or max_pos)
+    beta_fast, beta_slow = float(rs.get("beta_fast") or 32), float(rs.get("beta_slow") or 1)
+
+    def get_mscale(s, m=1.0):
+        return 1.0 if s <= 1 else 0.1 * m * math.log(s) + 1.0
+    ms, msa = rs.get("mscale"), rs.get("mscale_all_dim")
+    att = rs.get("attention_factor") or (get_mscale(factor, ms) / get_mscale(factor, msa) if ms and msa else get_mscale(factor))
+
+    def corr(r):
+        return dim * math.log(orig / (r * 2 * math.pi)) / (2 * math.log(base))
+    low, high = corr(beta_fast), corr(beta_slow)
+    if rs.get("truncate", True):
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, dim - 1)
+    if low == high:
+        high += 0.001
+    ramp = np.clip((np.arange(dim // 2, dtype=np.float64) - low) / (high - low), 0, 1)
+    pos = base ** (np.arange(0, dim, 2, dtype=np.float64) / dim)
+    extra = 1 - ramp
+    return (1 / (factor * pos)) * (1 - extra) + (1 / pos) * extra, float(att)
+
+
 class Model:
     """Plain container: config values + float64 weights (layers: list of dicts)."""
 
     def __init__(self):
         self.cfg = {}
         self.layers = []
+        self.rope_mscale = 1.0      # yarn's attention factor (on cos and sin)
 
     def copy(self):
         m = Model()
@@ -190,6 +217,8 @@ def model_from_tensors(cfg, t):
         rtype = rs.get("rope_type", rs.get("type"))
         if rtype == "llama3":
             inv = llama3_inv_freq(inv, rs)
+        elif rtype == "yarn":
+            inv, m.rope_mscale = yarn_inv_freq(m.hd, m.theta, rs, int(cfg.get("max_position_embeddings", 2048)))
         elif rtype not in (None, "default"):
             raise ValueError("unsupported rope_scaling %r" % rtype)
     m.inv_freq = inv
@@ -337,6 +366,7 @@ def forward(model, tokens, hook=None, logits=True):
     tokens = np.asarray(tokens, dtype=np.int64)
     T = len(tokens)
     cos, sin = rope_tables(model.inv_freq, T)
+    cos, sin = cos * model.rope_mscale, sin * model.rope_mscale
     h = model.embed[tokens]
     for l, ly in enumerate(model.layers):
         h_in = h

@@ -29,6 +29,10 @@ typedef struct {
     int rope_llama3;       /* rope_scaling.rope_type == "llama3" */
     double rope_factor, rope_low_freq, rope_high_freq;
     int rope_orig_max_pos;
+    int rope_yarn;         /* rope_scaling.rope_type == "yarn" (transformers' _compute_yarn_parameters) */
+    double yarn_factor, yarn_beta_fast, yarn_beta_slow, yarn_attn_factor;
+    int yarn_orig_max_pos, yarn_truncate;
+    int yarn_default_attn; /* yarn_attn_factor is 0.1 ln(factor) + 1 (no attention_factor / mscale given) */
     int tie_embeddings;
     int max_pos;
     int bos_id, eos_id;
