@@ -25,8 +25,20 @@
 #      for stories260K also its F16 and BF16 variants with an untied lm_head and llama3 rope scaling
 #      (tests/py/make_variant.py: 16-bit tensor types, output.weight, rope_freqs.weight), unpruned,
 #      against cfsp-mpi on the variant's HF directory, first 120 windows,
+#   5. (issue 16) for --qwen-of M (default tinystories656K) its Qwen2 and Qwen3 variants
+#      (tests/py/make_variant.py qwen2|qwen3 --seed 0: the trained weights plus q/k/v biases or q/k
+#      norms), pruned with cfsp like the others (--ratio, the same calibration tokens): `qwen2 deci`
+#      (export --format gguf: arch deci, blk.N.attn_{q,k,v}.bias, per-block FFN sizes), `qwen2 padded`
+#      and `qwen3 padded` (--format gguf-padded: arch qwen2 / qwen3, every FFN zero-padded to the
+#      widest block), each against cfsp-mpi on the pruned model's `export --format hf-padded`
+#      directory (Qwen2ForCausalLM / Qwen3ForCausalLM read back with --model); `qwen3 dense` (the
+#      unpruned variant, --format gguf: uniform sizes, so arch qwen3) against the variant's own HF
+#      directory; all windows. Also: `export --format gguf` of the pruned qwen3 must be refused
+#      (exit != 0, one line naming gguf-padded),
 # and writes OUT/llamacpp.json and OUT/README.md (commands, llama.cpp commit, the perplexities side
-# by side, relative differences; fails when one exceeds --tol, default 1%).
+# by side, relative differences, the architecture llama.cpp loaded, the cfsp-mpi commit; fails when
+# one exceeds --tol, default 1%, or llama.cpp loaded another architecture than expected; the verdict
+# also says whether every Qwen row is within 1e-4 relative, issue 16's bound).
 #
 # Evaluation text: TinyStories validation lines EVAL_FROM.. of ../shared/data/tinystories_val_head.txt
 # (written to the work directory), unless --text FILE is given.
@@ -50,6 +62,9 @@
 #                        llama.cpp source SRC into LLAMA_BUILD_DIR (-DGGML_NATIVE=ON -DLLAMA_CURL=OFF)
 #   --build-cfsp         first build cfsp-mpi (mpi_scripts/setup.sh)
 #   --variants-of M      the model whose F16 / BF16 variants are checked (default stories260K; "" = none)
+#   --qwen-of M          the model whose Qwen2 / Qwen3 variants are checked (default tinystories656K;
+#                        "" = none; M need not be in --models: then only its Qwen rows are made)
+#   --cfsp-commit SHA    recorded cfsp-mpi commit (default: git rev-parse HEAD of this checkout)
 # Environment: CFSP_BIN, CFSP_SHARED (default ../shared), NP (cfsp-mpi ranks, default 2), PYTHON.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -59,7 +74,7 @@ case "$1" in -h|--help) usage 0 ;; esac
 LB="$1"; shift
 OUT="$ROOT/results/export"; WORK=/tmp/cfsp-llamacpp-check; MODELS="stories260K tinystories656K"
 RATIO=0.3; CTX=256; CHUNKS=-1; TEXT=""; KVF32=0; THREADS=2; TOL=0.01; COMMIT=""; REPO=""; BUILD_LLAMA=""; BUILD_CFSP=0
-EVAL_FROM=5001; CALIB=80000; EXTRA_CHUNKS=120; VARIANTS_OF=stories260K
+EVAL_FROM=5001; CALIB=80000; EXTRA_CHUNKS=120; VARIANTS_OF=stories260K; QWEN_OF=tinystories656K; CFSP_COMMIT=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) OUT="$2"; shift 2 ;;
@@ -77,6 +92,8 @@ while [ $# -gt 0 ]; do
     --build-llama) BUILD_LLAMA="$2"; shift 2 ;;
     --build-cfsp) BUILD_CFSP=1; shift ;;
     --variants-of) VARIANTS_OF="$2"; shift 2 ;;
+    --qwen-of) QWEN_OF="$2"; shift 2 ;;
+    --cfsp-commit) CFSP_COMMIT="$2"; shift 2 ;;
     -h|--help) usage 0 ;;
     *) echo "llamacpp_check: unknown option '$1' (--help)" >&2; exit 2 ;;
   esac
@@ -106,6 +123,9 @@ src="$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$LB/CMakeCache.txt" 2>/dev
 [ -n "$COMMIT" ] || COMMIT="$(git -C "${src:-/nonexistent}" rev-parse HEAD 2>/dev/null || echo unknown)"
 [ -n "$REPO" ] || REPO="$(git -C "${src:-/nonexistent}" remote get-url origin 2>/dev/null || echo unknown)"
 LLAMA_VERSION="$("$PPL_BIN" --version 2>&1 | grep -m1 '^version' || true)"
+[ -n "$CFSP_COMMIT" ] || CFSP_COMMIT="$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)"
+# tracked sources with uncommitted changes when the check ran (the binary may include them)
+CFSP_DIRTY="$(git -C "$ROOT" status --porcelain -uno -- src include CMakeLists.txt 2>/dev/null | awk '{print $2}' | tr '\n' ' ' || true)"
 
 mkdir -p "$WORK" "$OUT"; : > "$WORK/removed.txt"
 if [ -z "$TEXT" ]; then
@@ -128,8 +148,14 @@ perplexity() {   # llama-perplexity. Its log is written by a logging thread whos
   grep -q "Final estimate: PPL" "$LOG" || { sed -i '$d' "$CMDS"; run "$PPL_BIN" "$@"; }
 }
 CASES=()
-for m in $MODELS; do
+: > "$WORK/qwen_checks.txt"
+ALL="$MODELS"
+case " $MODELS " in *" $QWEN_OF "*) ;; *) [ -z "$QWEN_OF" ] || ALL="$MODELS $QWEN_OF" ;; esac
+for m in $ALL; do
   src="$SHARED/models/$m"; w="$WORK/$m"; mkdir -p "$w"
+  kinds=""
+  case " $MODELS " in *" $m "*) ;; *) kinds=none ;; esac
+  if [ "$kinds" != none ]; then
   echo "llamacpp_check: $m: prune (cfsp, ratio $RATIO), export"
   LOG="$w/prune.log"
   run mpirun -n "$NP" "$CFSP_BIN" --model "$src" --calib-tokens "$SHARED/data/tokens/$m/tinystories_val_head.u32.bin@0:$CALIB" \
@@ -152,11 +178,44 @@ for m in $MODELS; do
       kinds="$kinds $dt"
     done
   fi
+  else kinds=""; fi
+  if [ "$m" = "$QWEN_OF" ]; then   # issue 16: Qwen2 (q/k/v biases) and Qwen3 (q/k norms) forms of the trained model
+    for q in qwen2 qwen3; do
+      echo "llamacpp_check: $m: $q variant, prune (cfsp, ratio $RATIO), export"
+      LOG="$w/variant_$q.log"
+      run "$PY" "$ROOT/tests/py/make_variant.py" "$src" "$w/variant_$q" "$q" --seed 0
+      LOG="$w/prune_$q.log"
+      run mpirun -n "$NP" "$CFSP_BIN" --model "$w/variant_$q" --calib-tokens "$SHARED/data/tokens/$m/tinystories_val_head.u32.bin@0:$CALIB" \
+          --nsamples 32 --seqlen 256 --ratios "$RATIO" --method cfsp --save-stats 0 --output-dir "$w/prune_$q" --force
+      qh5="$w/prune_$q/cfsp_r$RATIO.h5"
+      [ -f "$qh5" ] || qh5="$(ls "$w"/prune_$q/cfsp_r*.h5 | head -1)"
+      LOG="$w/export_$q.log"
+      run "$CFSP_BIN" export --format hf-padded --force "$qh5" "$w/${q}_hf"
+      run "$CFSP_BIN" export --format gguf-padded --force "$qh5" "$w/${q}_padded.gguf"
+      if [ "$q" = qwen2 ]; then
+        run "$CFSP_BIN" export --format gguf --force "$qh5" "$w/qwen2_deci.gguf"
+        kinds="$kinds qwen2_deci qwen2_padded"
+      else
+        # the per-block GGUF form of a pruned qwen3 has no llama.cpp architecture (deci has no q/k norms): refused
+        rm -f "$w/qwen3_deci.gguf"
+        echo "$CFSP_BIN export --format gguf --force $qh5 $w/qwen3_deci.gguf   # must be refused" | \
+          sed "s#$WORK#\$WORK#g; s#$CFSP_BIN#cfsp-mpi#g" >> "$CMDS"
+        rc=0; "$CFSP_BIN" export --format gguf --force "$qh5" "$w/qwen3_deci.gguf" > "$w/qwen3_refusal.log" 2>&1 || rc=$?
+        nl="$(grep -c . "$w/qwen3_refusal.log" || true)"
+        ok=0; { [ "$rc" != 0 ] && [ "$nl" = 1 ] && grep -q 'gguf-padded' "$w/qwen3_refusal.log" && [ ! -e "$w/qwen3_deci.gguf" ]; } && ok=1
+        printf 'qwen3_gguf_refused\t%s\t%s\t%s\t%s\n' "$ok" "$rc" "$nl" "$(sed -n 1p "$w/qwen3_refusal.log" | sed "s#$WORK#\$WORK#g")" >> "$WORK/qwen_checks.txt"
+        echo "llamacpp_check: $m: export --format gguf of the pruned qwen3: exit $rc, $nl line(s): $(head -1 "$w/qwen3_refusal.log")"
+        run "$CFSP_BIN" export --format gguf --force --model "$w/variant_qwen3" "$w/qwen3_dense.gguf"
+        kinds="$kinds qwen3_padded qwen3_dense"
+      fi
+    done
+  fi
+  kinds="${kinds# }"; first="${kinds%% *}"
   # llama.cpp's sentencepiece-style tokenizer spells a character that is not a token as <0xXX> byte
   # tokens and aborts when the vocabulary has none (tinystories656K: 78 single characters, no byte
   # tokens; Hugging Face gives <unk>). For such a vocabulary the model's text is the evaluation text
   # without the characters that are not tokens (counted in the results).
-  mtext="$("$PY" - "$w/dense.gguf" "$TEXT" "$w/text.txt" <<'PY'
+  mtext="$("$PY" - "$w/$first.gguf" "$TEXT" "$w/text.txt" <<'PY'
 import os, re, sys; sys.path.insert(0, os.path.join(os.environ["ROOT"], "tests", "py"))
 from gguf_reader import GGUF
 kv = GGUF(sys.argv[1]).kv
@@ -187,9 +246,12 @@ PY
       dense) ref=(--model "$src") ;;
       pruned) ref=(--model "$w/pruned_hf") ;;
       flap) ref=(--h5 "$h5f") ;;
+      qwen2_deci|qwen2_padded) ref=(--model "$w/qwen2_hf") ;;
+      qwen3_padded) ref=(--model "$w/qwen3_hf") ;;
+      qwen3_dense) ref=(--model "$w/variant_qwen3") ;;
       *) ref=(--model "$w/variant_$kind") ;;
     esac
-    case "$kind" in dense|pruned) ;; *) { [ "$chn" -ge 0 ] && [ "$chn" -lt "$EXTRA_CHUNKS" ]; } || chn="$EXTRA_CHUNKS" ;; esac
+    case "$kind" in dense|pruned|qwen*) ;; *) { [ "$chn" -ge 0 ] && [ "$chn" -lt "$EXTRA_CHUNKS" ]; } || chn="$EXTRA_CHUNKS" ;; esac
     kch=(); [ "$chn" -ge 0 ] && kch=(--chunks "$chn")
     bos="$("$PY" - "$g" <<'PY'
 import os, sys; sys.path.insert(0, os.path.join(os.environ["ROOT"], "tests", "py"))
@@ -234,25 +296,43 @@ PY
   done
 done
 
-"$PY" - "$OUT" "$CMDS" "$REPO $COMMIT" "$LLAMA_VERSION" "$TEXT_DESC" "$CTX" "$RATIO" "$TOL" "$KVF32" "$EXTRA_CHUNKS" "${CASES[@]}" <<'PY'
+"$PY" - "$OUT" "$CMDS" "$REPO $COMMIT" "$LLAMA_VERSION" "$TEXT_DESC" "$CTX" "$RATIO" "$TOL" "$KVF32" "$EXTRA_CHUNKS" "$CFSP_COMMIT" "$CFSP_DIRTY" "${CASES[@]}" <<'PY'
 import json, os, re, sys
-out, cmds, commit, version, text, ctx, ratio, tol, kvf32, extra_chunks = sys.argv[1:11]
-cases = sys.argv[11:]
+sys.path.insert(0, os.path.join(os.environ["ROOT"], "tests", "py"))
+from gguf_reader import GGUF
+out, cmds, commit, version, text, ctx, ratio, tol, kvf32, extra_chunks, cfsp_commit, cfsp_dirty = sys.argv[1:13]
+cases = sys.argv[13:]
 tol = float(tol)
-rows, fail = [], []
-removed = dict(l.split() for l in open(os.path.join(os.path.dirname(cmds), "removed.txt")) if l.strip())
+QWEN_TOL = 1e-4                                   # issue 16's bound for the Qwen rows
+EXPECT = {"qwen2_padded": "qwen2", "qwen3_padded": "qwen3", "qwen3_dense": "qwen3"}   # the rest: deci
+SOURCE = {"dense": "cfsp-mpi, original HF checkpoint", "pruned": "cfsp-mpi, HF DeciLM export",
+          "flap": "NumPy reference (tests/ref/cfsp_ref.py, float64) on the HDF5 file",
+          "qwen2_deci": "cfsp-mpi, HF Qwen2ForCausalLM export (hf-padded)", "qwen2_padded": "cfsp-mpi, HF Qwen2ForCausalLM export (hf-padded)",
+          "qwen3_padded": "cfsp-mpi, HF Qwen3ForCausalLM export (hf-padded)", "qwen3_dense": "cfsp-mpi, the qwen3 variant's HF directory"}
+rows, fail, qwen_over = [], [], []
+wd = os.path.dirname(cmds)
+removed = dict(l.split() for l in open(os.path.join(wd, "removed.txt")) if l.strip())
+checks = []
+for l in open(os.path.join(wd, "qwen_checks.txt")):
+    if l.strip():
+        name, ok, rc, nl, msg = (l.rstrip("\n").split("\t") + [""] * 5)[:5]
+        checks.append({"check": name, "ok": ok == "1", "exit_status": int(rc), "lines": int(nl), "message": msg})
+        if ok != "1": fail.append(name)
 for c in cases:
     m, kind, w = c.split(":", 2)
     j = json.load(open(os.path.join(w, kind + ".compare.json")))
     log = open(os.path.join(w, kind + ".perplexity.log"), errors="replace").read()
-    loaded = re.search(r"print_info: arch\s+= deci", log) is not None
+    arch = re.search(r"print_info: arch\s+= (\S+)", log)
+    arch = arch.group(1) if arch else None
+    garch = GGUF(os.path.join(w, kind + ".gguf")).kv.get("general.architecture")
+    expect = EXPECT.get(kind, "deci")
+    loaded = arch == expect and garch == expect
     nff = re.search(r"print_info: n_ff\s+= \[?([0-9, ]*)\]?\n", log)      # the FFN sizes llama.cpp read (one number if all equal)
     nl = re.search(r"print_info: n_layer\s+= (\d+)", log)
     nff = [int(x) for x in nff.group(1).split(",")] if nff else None
     if nff and len(nff) == 1 and nl: nff = nff * int(nl.group(1))
-    r = {"model": m, "kind": kind, "source": {"dense": "cfsp-mpi, original HF checkpoint", "pruned": "cfsp-mpi, HF DeciLM export",
-                "flap": "NumPy reference (tests/ref/cfsp_ref.py, float64) on the HDF5 file"}.get(kind, "cfsp-mpi, the variant's HF directory"),
-         "llama_cpp_loaded_as_deci": loaded, "llama_cpp_n_ff": nff,
+    r = {"model": m, "kind": kind.replace("_", " "), "source": SOURCE.get(kind, "cfsp-mpi, the variant's HF directory"),
+         "gguf_architecture": garch, "llama_cpp_arch": arch, "expected_arch": expect, "llama_cpp_loaded_as_expected": loaded, "llama_cpp_n_ff": nff,
          "llama_cpp_ppl": j.get("llama_cpp_ppl"), "llama_cpp_ppl_stderr": j.get("llama_cpp_ppl_stderr"), "llama_cpp_ppl_from": j.get("llama_cpp_ppl_from"), "cfsp_mpi_ppl": j["ppl"],
          "rel_diff": j.get("rel_diff"), "running_ppl_max_rel_diff": j.get("running_ppl_max_rel_diff"),
          "chunks": j["chunks"], "scored_tokens": j["scored_tokens"], "llama_cpp_tokens": j["llama_cpp_tokens"],
@@ -264,16 +344,24 @@ for c in cases:
         r["rel_diff_kv_f32"] = j["rel_diff_kv_f32"]
     rows.append(r)
     if not loaded or r["rel_diff"] is None or r["rel_diff"] > tol:
-        fail.append("%s %s" % (m, kind))
+        fail.append("%s %s" % (m, r["kind"]))
+    if kind.startswith("qwen") and (r["rel_diff"] is None or r["rel_diff"] > QWEN_TOL):
+        qwen_over.append("%s %s" % (m, r["kind"]))
 commands = [l.rstrip("\n") for l in open(cmds)]
 repo, commit = commit.split(" ", 1)
-res = {"llama_cpp_repository": repo, "llama_cpp_commit": commit, "llama_cpp_version": version, "text": text, "n_ctx": int(ctx), "ratio": float(ratio),
-       "tolerance": tol, "ok": not fail, "cases": rows, "commands": commands}
+qrows = [r for r in rows if r["kind"].startswith("qwen")]
+res = {"llama_cpp_repository": repo, "llama_cpp_commit": commit, "llama_cpp_version": version,
+       "cfsp_mpi_commit": cfsp_commit, "cfsp_mpi_uncommitted_sources": cfsp_dirty.split(),
+       "text": text, "n_ctx": int(ctx), "ratio": float(ratio),
+       "tolerance": tol, "ok": not fail, "qwen_tolerance": QWEN_TOL, "qwen_rows_within_qwen_tolerance": (not qwen_over) if qrows else None,
+       "qwen_max_rel_diff": max((r["rel_diff"] or 0) for r in qrows) if qrows else None,
+       "qwen_checks": checks, "cases": rows, "commands": commands}
 tmp = os.path.join(out, "llamacpp.json.tmp")
 json.dump(res, open(tmp, "w"), indent=1)
 os.replace(tmp, os.path.join(out, "llamacpp.json"))
 L = ["# llama.cpp loads the GGUF export and agrees with cfsp-mpi", "",
      "Written by `mpi_scripts/llamacpp_check.sh` (README \"Exporting\"). llama.cpp: %s, commit `%s`, built with CMake (%s)." % (repo, commit, version or "no version line"),
+     "cfsp-mpi: commit `%s`%s." % (cfsp_commit, " (with uncommitted changes to %s in the work tree it was built from)" % ", ".join(cfsp_dirty.split()) if cfsp_dirty.split() else ""),
      "Text: %s. llama-perplexity `-c %s`: llama.cpp tokenizes the text, cuts n_tokens / %s windows, puts BOS first in each and" % (text, ctx, ctx),
      "scores the second half of every window; cfsp-mpi's figure is computed on exactly those token ids and positions",
      "(tests/py/llama_ppl_compare.py with cfsp-mpi's own logits). `dense`: the unpruned GGUF export (ratio 0) in llama.cpp vs",
@@ -281,25 +369,41 @@ L = ["# llama.cpp loads the GGUF export and agrees with cfsp-mpi", "",
      "`flap`: flap at ratio %s (down_proj bias as blk.N.ffn_down.bias; no HF form), GGUF in llama.cpp vs the NumPy reference" % ratio,
      "(tests/ref/cfsp_ref.py, float64) on the HDF5 file, first %s windows; `f16` / `bf16`: the unpruned model stored as F16 / BF16" % extra_chunks,
      "with an untied lm_head and llama3 rope scaling (tests/py/make_variant.py; 16-bit GGUF tensors, output.weight, rope_freqs.weight),",
-     "GGUF in llama.cpp vs cfsp-mpi on that HF directory, first %s windows (the untrained rope scaling raises the perplexity)." % extra_chunks, "",
-     "| model | kind | FFN sizes (llama.cpp's n_ff) | loaded as deci | windows | scored tokens | llama.cpp PPL | cfsp-mpi PPL (flap: NumPy reference) | relative difference | max rel. diff. of running PPL |%s" %
+     "GGUF in llama.cpp vs cfsp-mpi on that HF directory, first %s windows (the untrained rope scaling raises the perplexity)." % extra_chunks,
+     "`qwen2 ...` / `qwen3 ...` (issue 16): the model as Qwen2 (q/k/v biases) / Qwen3 (q/k norms) (tests/py/make_variant.py --seed 0;",
+     "the added tensors are untrained), pruned with cfsp at ratio %s with the same calibration: `qwen2 deci` is `export --format gguf`" % ratio,
+     "(arch deci, blk.N.attn_{q,k,v}.bias, per-block FFN sizes), `qwen2 padded` / `qwen3 padded` `--format gguf-padded` (arch qwen2 / qwen3,",
+     "every FFN zero-padded to the widest block; llama.cpp's n_ff is the padded width), each vs cfsp-mpi on the pruned model's",
+     "`--format hf-padded` directory; `qwen3 dense`: the unpruned qwen3 variant, `--format gguf` (uniform sizes: arch qwen3), vs that",
+     "variant's HF directory; all windows.", "",
+     "| model | kind | FFN sizes (llama.cpp's n_ff) | arch llama.cpp loaded (expected) | windows | scored tokens | llama.cpp PPL | cfsp-mpi PPL (flap: NumPy reference) | relative difference | max rel. diff. of running PPL |%s" %
      (" llama.cpp PPL, F32 KV cache | rel. diff. |" if kvf32 == "1" else ""),
      "|---|---|---|---|---|---|---|---|---|---|%s" % ("---|---|" if kvf32 == "1" else "")]
 for r in rows:
     L.append("| %s | %s | %s | %s | %d | %d | %s | %.4f | %.2e | %.2e |%s" % (
-        r["model"], r["kind"], " ".join(map(str, r["llama_cpp_n_ff"] or [])), "yes" if r["llama_cpp_loaded_as_deci"] else "NO", r["chunks"],
+        r["model"], r["kind"], " ".join(map(str, r["llama_cpp_n_ff"] or [])),
+        r["llama_cpp_arch"] if r["llama_cpp_loaded_as_expected"] else "%s, GGUF %s: NOT %s" % (r["llama_cpp_arch"], r["gguf_architecture"], r["expected_arch"]), r["chunks"],
         r["scored_tokens"], "%.4f +/- %.4f" % (r["llama_cpp_ppl"], r["llama_cpp_ppl_stderr"]) if r["llama_cpp_ppl_stderr"] is not None
         else "%.4f (after the last window)" % r["llama_cpp_ppl"], r["cfsp_mpi_ppl"], r["rel_diff"], r["running_ppl_max_rel_diff"] or 0,
         (" %.4f | %.2e |" % (r["llama_cpp_ppl_kv_f32"], r["rel_diff_kv_f32"])) if "llama_cpp_ppl_kv_f32" in r else ""))
 L += ["", "Tokenization: llama.cpp's ids vs cfsp-mpi's own tokenizer (`cfsp-mpi tokenize`) on the",
       "same text (the comparison above uses llama.cpp's ids for both, so it does not depend on this):", ""]
+seen = {r["model"] for r in rows if r["kind"] == "dense"}
 for r in rows:
-    if r["kind"] == "dense":
+    if r["kind"] == "dense" or (r["model"] not in seen and not seen.add(r["model"])):   # a model without LLaMA rows: its first row
         L.append("- %s: %d vs %d ids, %s%s" % (r["model"], r["llama_cpp_tokens"], r["cfsp_tokenizer_tokens"] or 0,
                  "identical" if r["tokens_equal"] else "first difference at id %s" % r["first_token_difference"],
                  "; the vocabulary has no <0xXX> byte tokens, so llama.cpp aborts on a character that is not a token: the %d such"
                  " characters were removed from this model's copy of the text" % r["characters_removed_from_text"] if r["characters_removed_from_text"] else ""))
-L += ["", "Verdict: %s (tolerance %.0e relative)." % ("all agree" if not fail else "DISAGREE: " + ", ".join(fail), tol), "",
+for c in checks:
+    if c["check"] == "qwen3_gguf_refused":
+        L += ["", "`export --format gguf` of the pruned qwen3 (no per-block llama.cpp form: deci has no q/k norms): %s (exit %d, %d line: `%s`)." % (
+              "refused as required" if c["ok"] else "NOT REFUSED AS REQUIRED", c["exit_status"], c["lines"], c["message"])]
+verdict = "Verdict: %s (tolerance %.0e relative)." % ("all agree" if not fail else "DISAGREE: " + ", ".join(fail), tol)
+if qrows:
+    verdict += " Qwen rows (issue 16, bound %.0e relative): %s (largest relative difference %.2e)." % (
+        QWEN_TOL, "every one within it" if not qwen_over else "NOT all within it: " + ", ".join(qwen_over), res["qwen_max_rel_diff"])
+L += ["", verdict, "",
       "## Commands", "", "`$WORK` is the scratch directory, `$SHARED` ../shared, `$LLAMA_BUILD` the llama.cpp build directory.", "", "```sh"]
 L += commands + ["```", ""]
 tmp = os.path.join(out, "README.md.tmp")
