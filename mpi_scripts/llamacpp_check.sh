@@ -350,7 +350,17 @@ for c in cases:
 commands = [l.rstrip("\n") for l in open(cmds)]
 repo, commit = commit.split(" ", 1)
 qrows = [r for r in rows if r["kind"].startswith("qwen")]
-res = {"llama_cpp_repository": repo, "llama_cpp_commit": commit, "llama_cpp_version": version,
+cpu, flags = "unknown", []
+try:
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name") and cpu == "unknown":
+            cpu = line.split(":", 1)[1].strip()
+        if line.startswith("flags") and not flags:
+            have = set(line.split(":", 1)[1].split())
+            flags = [f for f in ("avx2", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16") if f in have]
+except OSError:
+    pass
+res = {"cpu": cpu, "cpu_flags": flags, "llama_cpp_repository": repo, "llama_cpp_commit": commit, "llama_cpp_version": version,
        "cfsp_mpi_commit": cfsp_commit, "cfsp_mpi_uncommitted_sources": cfsp_dirty.split(),
        "text": text, "n_ctx": int(ctx), "ratio": float(ratio),
        "tolerance": tol, "ok": not fail, "qwen_tolerance": QWEN_TOL, "qwen_rows_within_qwen_tolerance": (not qwen_over) if qrows else None,
@@ -361,6 +371,7 @@ json.dump(res, open(tmp, "w"), indent=1)
 os.replace(tmp, os.path.join(out, "llamacpp.json"))
 L = ["# llama.cpp loads the GGUF export and agrees with cfsp-mpi", "",
      "Written by `mpi_scripts/llamacpp_check.sh` (README \"Exporting\"). llama.cpp: %s, commit `%s`, built with CMake (%s)." % (repo, commit, version or "no version line"),
+     "CPU: %s (%s); llama.cpp's own figures depend on its CPU kernels (F16 matrix products and KV cache), so they move with the machine by up to a few 1e-4 on stories260K's 16-bit rows, cfsp-mpi's do not." % (cpu, " ".join(flags)),
      "cfsp-mpi: commit `%s`%s." % (cfsp_commit, " (with uncommitted changes to %s in the work tree it was built from)" % ", ".join(cfsp_dirty.split()) if cfsp_dirty.split() else ""),
      "Text: %s. llama-perplexity `-c %s`: llama.cpp tokenizes the text, cuts n_tokens / %s windows, puts BOS first in each and" % (text, ctx, ctx),
      "scores the second half of every window; cfsp-mpi's figure is computed on exactly those token ids and positions",

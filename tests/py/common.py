@@ -290,6 +290,18 @@ def ratios_arg(ratios):
     return ",".join("%g" % r for r in ratios)
 
 
+def h5_datasets(path):
+    """{dataset path: array as stored} of every dataset of an HDF5 file."""
+    import h5py
+    out = {}
+    with h5py.File(path, "r") as f:
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset):
+                out[name] = obj[()]
+        f.visititems(visit)
+    return out
+
+
 def h5_model_tensors(path):
     """(config, tensors) of a cfsp-mpi pruned HDF5 file: every weight as float64 under its HF name
     (bf16/f16 widened exactly), block_configs from the stored FFN sizes; kept_channels left out."""

@@ -33,7 +33,7 @@ import shutil
 
 import numpy as np
 
-from common import (Checker, compare_kept, describe_diff, find_pruned, fresh_dir, load_results,
+from common import (Checker, compare_kept, describe_diff, find_pruned, fresh_dir, h5_datasets, load_results,
                     logit_tolerance, mkmodel, parse_args, pruned_file, ref, rel, run_cfsp, run_cmd,
                     stats_scale_error, boundary, write_tokens)
 
@@ -54,18 +54,6 @@ RATIOS = [0.2, 0.5]
 NSAMPLES, SEQLEN, WINDOWS = 4, 64, 2
 EXTRAS = {"qwen2": ["self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"],
           "qwen3": ["self_attn.q_norm.weight", "self_attn.k_norm.weight"]}
-
-
-def h5_tensors(path):
-    """{dataset path: raw array} of every dataset of a pruned file (raw stored values)."""
-    import h5py
-    out = {}
-    with h5py.File(path, "r") as f:
-        def visit(name, obj):
-            if isinstance(obj, h5py.Dataset):
-                out[name] = obj[()]
-        f.visititems(visit)
-    return out
 
 
 def raw_source(mdir):
@@ -131,7 +119,7 @@ def check_reference(ck, args, name, model, fam, mdir, out, calib, evalf):
         p2, _, _ = ref.perplexity(pm, ev, SEQLEN, windows=WINDOWS)
         ck.check(abs(float(e["ppl"]) - p2) <= 1e-4 * p2, "%s: cfsp r=%g pruned ppl" % (name, ratio), "C %s ref %.6f" % (e["ppl"], p2))
         # 4. the file's tensors: extras bit for bit, FFN sliced from the source
-        t = h5_tensors(pruned_file(out, e))
+        t = h5_datasets(pruned_file(out, e))
         diffs = []
         for l in range(model.L):
             for x in EXTRAS[fam]:
@@ -177,7 +165,7 @@ def same_outputs(ck, name, a, b, what):
                  "%s: %s: logits byte-identical" % (name, what))
     bad = []
     for e in ra["pruned"]:
-        ta, tb = h5_tensors(pruned_file(a, e)), h5_tensors(pruned_file(b, e))
+        ta, tb = h5_datasets(pruned_file(a, e)), h5_datasets(pruned_file(b, e))
         if ta.keys() != tb.keys():
             bad.append("%s: datasets differ" % e["file"])
             continue
@@ -410,8 +398,8 @@ def check_recover(ck, args, name, fam, out, tokf):
     ck.check(np.array_equal(pa, pb), "%s: pipelined trainer (3 stages) = data-parallel, adapters bitwise" % name)
     merged = os.path.join(dirs["s2"], "merged.h5")
     rc, log = run_cmd([args.bin, "verify", merged])
-    mt = h5_tensors(merged)
-    st = h5_tensors(h5)
+    mt = h5_datasets(merged)
+    st = h5_datasets(h5)
     keys = [k for k in st if any(k.endswith(x.replace(".", "/")) for x in EXTRAS[fam])]
     ck.check(rc == 0 and keys and all(np.array_equal(mt[k], st[k]) for k in keys),
              "%s: merged.h5 passes verify and keeps the %d %s extras" % (name, len(keys), fam), log.strip()[-200:])
@@ -458,7 +446,7 @@ def main():
                          "%s: prune --stats: same counts and perplexities" % name)
                 bad = []
                 for e in r1["pruned"]:
-                    ta, tb = h5_tensors(pruned_file(outs[1], e)), h5_tensors(pruned_file(o3, e))
+                    ta, tb = h5_datasets(pruned_file(outs[1], e)), h5_datasets(pruned_file(o3, e))
                     bad += [k for k in ta if k in tb and not np.array_equal(ta[k], tb[k])]
                 ck.check(not bad, "%s: prune --stats: identical tensors" % name, "; ".join(bad[:4]))
             check_reload(ck, args, name, spec["family"], outs[1], evalf)

@@ -46,13 +46,7 @@ FFN = [67, 90, 31, 120, 55, 77]
 
 
 def h5_all(path):
-    out = {}
-    with h5py.File(path, "r") as f:
-        def visit(name, obj):
-            if isinstance(obj, h5py.Dataset):
-                out[name] = obj[()]
-        f.visititems(visit)
-    return out
+    return common.h5_datasets(path)
 
 
 def same_arrays(a, b):
