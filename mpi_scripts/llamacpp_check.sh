@@ -33,7 +33,9 @@
 #      widest block), each against cfsp-mpi on the pruned model's `export --format hf-padded`
 #      directory (Qwen2ForCausalLM / Qwen3ForCausalLM read back with --model); `qwen3 dense` (the
 #      unpruned variant, --format gguf: uniform sizes, so arch qwen3) against the variant's own HF
-#      directory; all windows. Also: `export --format gguf` of the pruned qwen3 must be refused
+#      directory; `qwen2 yarn` (the unpruned qwen2 variant with rope_scaling yarn, factor 4 over an
+#      original context of 64: --format gguf, arch deci with llama.cpp's rope.scaling keys) against
+#      that directory; all windows. Also: `export --format gguf` of the pruned qwen3 must be refused
 #      (exit != 0, one line naming gguf-padded),
 # and writes OUT/llamacpp.json and OUT/README.md (commands, llama.cpp commit, the perplexities side
 # by side, relative differences, the architecture llama.cpp loaded, the cfsp-mpi commit; fails when
@@ -209,6 +211,20 @@ for m in $ALL; do
         kinds="$kinds qwen3_padded qwen3_dense"
       fi
     done
+    # yarn rope scaling (Qwen's long-context setting) on the unpruned qwen2 variant: factor 4 over an
+    # original context of 64 positions, so that the 256-token windows reach beyond it
+    echo "llamacpp_check: $m: qwen2 variant with yarn rope scaling, export"
+    rm -rf "$w/variant_qwen2_yarn"; cp -r "$w/variant_qwen2" "$w/variant_qwen2_yarn"
+    "$PY" - "$w/variant_qwen2_yarn/config.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["rope_scaling"] = {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64}
+json.dump(c, open(sys.argv[1], "w"), indent=1)
+PY
+    echo "# \$WORK/$m/variant_qwen2_yarn = variant_qwen2 with rope_scaling {type: yarn, factor: 4, original_max_position_embeddings: 64}" >> "$CMDS"
+    LOG="$w/export_qwen2_yarn.log"
+    run "$CFSP_BIN" export --format gguf --force --model "$w/variant_qwen2_yarn" "$w/qwen2_yarn.gguf"
+    kinds="$kinds qwen2_yarn"
   fi
   kinds="${kinds# }"; first="${kinds%% *}"
   # llama.cpp's sentencepiece-style tokenizer spells a character that is not a token as <0xXX> byte
@@ -249,6 +265,7 @@ PY
       qwen2_deci|qwen2_padded) ref=(--model "$w/qwen2_hf") ;;
       qwen3_padded) ref=(--model "$w/qwen3_hf") ;;
       qwen3_dense) ref=(--model "$w/variant_qwen3") ;;
+      qwen2_yarn) ref=(--model "$w/variant_qwen2_yarn") ;;
       *) ref=(--model "$w/variant_$kind") ;;
     esac
     case "$kind" in dense|pruned|qwen*) ;; *) { [ "$chn" -ge 0 ] && [ "$chn" -lt "$EXTRA_CHUNKS" ]; } || chn="$EXTRA_CHUNKS" ;; esac
@@ -308,7 +325,8 @@ EXPECT = {"qwen2_padded": "qwen2", "qwen3_padded": "qwen3", "qwen3_dense": "qwen
 SOURCE = {"dense": "cfsp-mpi, original HF checkpoint", "pruned": "cfsp-mpi, HF DeciLM export",
           "flap": "NumPy reference (tests/ref/cfsp_ref.py, float64) on the HDF5 file",
           "qwen2_deci": "cfsp-mpi, HF Qwen2ForCausalLM export (hf-padded)", "qwen2_padded": "cfsp-mpi, HF Qwen2ForCausalLM export (hf-padded)",
-          "qwen3_padded": "cfsp-mpi, HF Qwen3ForCausalLM export (hf-padded)", "qwen3_dense": "cfsp-mpi, the qwen3 variant's HF directory"}
+          "qwen3_padded": "cfsp-mpi, HF Qwen3ForCausalLM export (hf-padded)", "qwen3_dense": "cfsp-mpi, the qwen3 variant's HF directory",
+          "qwen2_yarn": "cfsp-mpi, the qwen2 variant's HF directory with yarn rope scaling"}
 rows, fail, qwen_over = [], [], []
 wd = os.path.dirname(cmds)
 removed = dict(l.split() for l in open(os.path.join(wd, "removed.txt")) if l.strip())
@@ -385,7 +403,8 @@ L = ["# llama.cpp loads the GGUF export and agrees with cfsp-mpi", "",
      "the added tensors are untrained), pruned with cfsp at ratio %s with the same calibration: `qwen2 deci` is `export --format gguf`" % ratio,
      "(arch deci, blk.N.attn_{q,k,v}.bias, per-block FFN sizes), `qwen2 padded` / `qwen3 padded` `--format gguf-padded` (arch qwen2 / qwen3,",
      "every FFN zero-padded to the widest block; llama.cpp's n_ff is the padded width), each vs cfsp-mpi on the pruned model's",
-     "`--format hf-padded` directory; `qwen3 dense`: the unpruned qwen3 variant, `--format gguf` (uniform sizes: arch qwen3), vs that",
+     "`--format hf-padded` directory; `qwen3 dense`: the unpruned qwen3 variant, `--format gguf` (uniform sizes: arch qwen3), vs that;",
+     "`qwen2 yarn`: the unpruned qwen2 variant with rope_scaling yarn (factor 4, original context 64), `--format gguf` (deci with llama.cpp's yarn keys), vs that",
      "variant's HF directory; all windows.", "",
      "| model | kind | FFN sizes (llama.cpp's n_ff) | arch llama.cpp loaded (expected) | windows | scored tokens | llama.cpp PPL | cfsp-mpi PPL (flap: NumPy reference) | relative difference | max rel. diff. of running PPL |%s" %
      (" llama.cpp PPL, F32 KV cache | rel. diff. |" if kvf32 == "1" else ""),
