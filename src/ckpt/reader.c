@@ -216,8 +216,9 @@ int ckpt_open_dir(const char *dir, ckpt_source *s)
         t->st = st;
     }
     for (int i = 0; i < s->st.nt; i++)
-        if (strstr(s->st.t[i].name, ".bias") && !ckpt_find(s, s->st.t[i].name))
-            return FAIL("%s: tensor '%s': a bias the %s architecture does not have", s->st.files[s->st.t[i].file].path,
+        if ((strstr(s->st.t[i].name, ".bias") || strstr(s->st.t[i].name, "_norm.weight")) && !strstr(s->st.t[i].name, "layernorm") &&
+            strcmp(s->st.t[i].name, "model.norm.weight") && !ckpt_find(s, s->st.t[i].name))
+            return FAIL("%s: tensor '%s': a bias or norm the %s architecture does not have", s->st.files[s->st.t[i].file].path,
                         s->st.t[i].name, s->cfg.model_type);
     s->bias_layer = -1;
     return 0;
@@ -233,10 +234,11 @@ int64_t ckpt_max_ffn(const ckpt_source *s)
 /* block l's FFN presented as m[l] >= its stored size channels */
 static void pad_blocks(ckpt_source *s, const int64_t *m)
 {
+    int first = !s->stored_ffn;             /* the stored shapes: recorded on the first padding */
     for (int i = 0; i < s->nt; i++) {
         ckpt_tensor *t = &s->t[i];
         if (t->kind != CK_GATE && t->kind != CK_UP && t->kind != CK_DOWN) continue;
-        if (!t->stored_rows) { t->stored_rows = t->rows; t->stored_cols = t->cols; }
+        if (first) { t->stored_rows = t->rows; t->stored_cols = t->cols; }
         if (t->kind == CK_DOWN) t->cols = m[t->layer];
         else t->rows = m[t->layer];
     }

@@ -359,8 +359,10 @@ static int train_plan(const char *model, model_config *c, const st_model *stp, l
                 lora += (double)r * (o + in);
             }
             w += 2 * D * 4;                                        /* the two norms, fp32 */
+            w += ((c->qkv_bias ? Q + 2 * KV : 0) + (c->qk_norm ? 2.0 * c->head_dim : 0)) * 4;   /* Qwen extras, fp32 */
             act += T * (4 * D + 2 * Q + 2 * KV + 3 * m + 2) + H * T * T + OP_NLIN * (double)T * r;
-            double sc = T * (D + 2 * Q + 2 * KV + 3 * m + r) + (double)T * T;
+            if (c->qk_norm) act += T * (Q + KV + H + c->n_kv_heads);   /* q, k before their norms, the norms' rstd */
+            double sc = T * (D + 2 * Q + 2 * KV + 3 * m + r) + (double)T * T + (c->qk_norm ? T * (Q + KV) : 0);
             if (sc > scr) scr = sc;
         }
         int first = s2 == 0, last = s2 == S - 1;

@@ -192,6 +192,9 @@ int recover_command(int argc, char **argv)
     const model_config *c = &m.cfg;
     int L = c->n_layers, target[LORA_NMOD];
     rc = lora_parse_targets(o.targets, target);
+    if (!rc && c->sliding_window > 0 && o.h.seqlen > c->sliding_window)   /* as run: full attention within one window only */
+        rc = FAIL("%s: config 'sliding_window' = %d: --seqlen %d is longer (sliding-window attention is not supported)", o.model,
+                  c->sliding_window, o.h.seqlen);
     double *imp = xcalloc((size_t)L, sizeof(double)), temp = 1;
     int adaptive = o.adaptive;
     if (!rc && adaptive == LORA_ADAPTIVE) {

@@ -210,6 +210,12 @@ int export_gguf(ckpt_source *s, const ex_options *o)
         return FAIL("%s: rope_scaling yarn with attention_factor / mscale / beta_fast / beta_slow / truncate other than the defaults: "
                     "the GGUF export writes only llama.cpp's yarn factor and original context length",
                     s->in_path[0] ? s->in_path : s->src_dir);
+    if (c->rope_llama3 && (!strcmp(A, "qwen2") || !strcmp(A, "qwen3")))
+        return FAIL("%s: llama3 rope scaling on a %s model: llama.cpp's %s graph has no rope_freqs tensor", s->in_path[0] ? s->in_path : s->src_dir,
+                    c->model_type, A);
+    if (c->qkv_bias && (long long)c->n_heads * c->head_dim != c->hidden && !strcmp(A, "deci"))
+        return FAIL("%s: q/k/v biases with heads x head_dim = %lld != hidden_size %d: llama.cpp's deci graph takes biases of hidden_size elements",
+                    s->in_path[0] ? s->in_path : s->src_dir, (long long)c->n_heads * c->head_dim, c->hidden);
     int per_layer = !strcmp(A, "deci");
     int permute = per_layer || !strcmp(A, "llama");     /* llama.cpp's NORM rope; qwen2/qwen3 are NEOX: as stored */
     if (s->has_bias && !per_layer)

@@ -278,6 +278,12 @@ int weights_check_biases(const st_model *st, const model_config *c)
 {
     for (int i = 0; i < st->nt; i++) {
         const char *n = st->t[i].name, *b = strstr(n, ".bias");
+        int l0, k0 = 0;
+        char nm[16];
+        if (!c->qk_norm && sscanf(n, "model.layers.%d.self_attn.%15[qk_norm].weight%n", &l0, nm, &k0) == 2 && !n[k0] &&
+            (!strcmp(nm, "q_norm") || !strcmp(nm, "k_norm")))
+            return FAIL("%s: tensor '%s': q/k norms the %s architecture does not have (a qwen3 checkpoint has model_type qwen3)",
+                        st->files[st->t[i].file].path, n, c->model_type);
         if (!b || b[5]) continue;
         int l, k = 0;
         char rest[64];

@@ -48,8 +48,8 @@ typedef struct {
 int weights_load(st_model *st, model_config *cfg, const unit_plan *plan, int first, int last,
                  int has_embed, int has_head, rank_weights *w);
 void weights_free(rank_weights *w);
-/* FAIL naming the first '*.bias' tensor of the checkpoint that model c does not use (a bias read by
- * nothing would silently change the model: e.g. Qwen2 biases under a LLaMA config) */
+/* FAIL naming the first '*.bias' or self_attn q/k norm tensor of the checkpoint that model c does not
+ * use (read by nothing, it would silently change the model: e.g. Qwen2 biases under a LLaMA config) */
 int weights_check_biases(const st_model *st, const model_config *c);
 void unit_weights_free_owned(unit_weights *u);
 /* Drop the resident pages of a view into the mmap (whole pages inside it) from this process: the
