@@ -43,6 +43,10 @@ def main():
         hdr, ds = read_st(os.path.join(models, m, "model.safetensors"))
         out["fuzz_safetensors"][f"real_{m}"] = st_input(ds, hdr)
         out["fuzz_config"][f"real_{m}"] = open(os.path.join(models, m, "config.json"), "rb").read()
+    # real Qwen configs (issue 16): qwen2 with q/k/v biases and sliding-window fields, qwen3 with head_dim
+    here = os.path.dirname(os.path.abspath(__file__))
+    for m in ("qwen2.5-72b", "qwen3-32b"):
+        out["fuzz_config"][f"real_{m}"] = open(os.path.join(here, "..", "..", "configs", "models", m, "config.json"), "rb").read()
 
     tmp = tempfile.mkdtemp()
     try:
