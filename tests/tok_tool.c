@@ -5,6 +5,9 @@
  *   tok_tool split PATTERN TEXTS    the pre-tokenizer regex alone: PATTERN is a file holding a split
  *                                   pattern as written in tokenizer.json; prints, per text, the byte
  *                                   lengths of the pieces (matches and the gaps between them)
+ *   tok_tool norm nfc|nfd TEXTS     tokenizer.json's NFC / NFD normalizer alone (uni_normalize):
+ *                                   prints, per text, the normalized UTF-8 bytes in hex (one line;
+ *                                   "error" for a text that is not valid UTF-8)
  *   tok_tool load DIR...            loads each DIR's tokenizer; prints per DIR one JSON object:
  *                                   {"ok": DESCRIPTION} or {"error": "its one-line message"}
  *                                   (the malformed-file test: many files in one process)
@@ -15,7 +18,7 @@
 #include "cfsp/tok/tokenizer.h"
 #include "cfsp/util/err.h"
 #include "cfsp/util/util.h"
-#include "tok_internal.h"          /* src/tok: rx_compile, hf_regex_match (the split test) */
+#include "tok_internal.h"          /* src/tok: rx_compile, hf_regex_match (the split test), uni_normalize */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -102,6 +105,30 @@ static int split_many(const char *pattern_file, const char *path)
     return 0;
 }
 
+static int norm_many(const char *form, const char *path)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    if (read_whole_file(path, (size_t)1 << 32, &buf, &len)) return -1;
+    bytevec out = { NULL, 0, 0 };
+    size_t a = 0;
+    while (a < len) {
+        size_t b = a, bad = 0;
+        while (b < len && buf[b]) b++;
+        if (!utf8_valid(buf + a, b - a, &bad)) {
+            printf("error\n");
+        } else {
+            uni_normalize(buf + a, b - a, !strcmp(form, "nfc"), &out);
+            for (size_t i = 0; i < out.n; i++) printf("%02x", (unsigned char)out.v[i]);
+            putchar('\n');
+        }
+        a = b + 1;
+    }
+    free(out.v);
+    free(buf);
+    return 0;
+}
+
 static void load_many(int ndir, char **dirs)
 {
     for (int i = 0; i < ndir; i++) {
@@ -163,8 +190,12 @@ int main(int argc, char **argv)
         load_many(argc - 2, argv + 2);
         return 0;
     }
+    if (argc == 4 && !strcmp(argv[1], "norm") && (!strcmp(argv[2], "nfc") || !strcmp(argv[2], "nfd"))) {
+        if (norm_many(argv[2], argv[3])) { fprintf(stderr, "%s\n", cfsp_last_error()); return 1; }
+        return 0;
+    }
     if (argc < 4 || (strcmp(argv[1], "encode") && strcmp(argv[1], "bench") && strcmp(argv[1], "split"))) {
-        fprintf(stderr, "usage: tok_tool encode DIR TEXTS | split PATTERN TEXTS | load DIR... | bench DIR TEXT [R] [EXPECTED.u32.bin]\n");
+        fprintf(stderr, "usage: tok_tool encode DIR TEXTS | split PATTERN TEXTS | norm nfc|nfd TEXTS | load DIR... | bench DIR TEXT [R] [EXPECTED.u32.bin]\n");
         return 2;
     }
     if (!strcmp(argv[1], "split")) {

@@ -135,8 +135,10 @@ static int parse_normalizer(const cJSON *j, const char *type, const char *fname,
         nm.a = dupn(ps->valuestring, nm.alen);
         nm.blen = strlen(c);
         nm.b = dupn(c, nm.blen);
+    } else if (!strcmp(type, "NFC") || !strcmp(type, "NFD")) {
+        nm.type = type[2] == 'C' ? HN_NFC : HN_NFD;       /* tokenizers' Unicode 9.0.0 (tok_util.c) */
     } else {
-        return FAIL("%s: %s.type: normalizer '%s' is not supported (supported: Sequence, Prepend, Replace)", fname, path, type);
+        return FAIL("%s: %s.type: normalizer '%s' is not supported (supported: Sequence, Prepend, Replace, NFC, NFD)", fname, path, type);
     }
     m->norm = xrealloc(m->norm, sizeof *m->norm * (size_t)(m->nnorm + 1));
     m->norm[m->nnorm++] = nm;
@@ -618,6 +620,8 @@ static void normalize(const hf_model *m, const char *s, size_t n, bytevec *out, 
             tmp->n = 0;
             bytevec_append(tmp, nm->a, nm->alen);
             bytevec_append(tmp, out->v, out->n);
+        } else if (nm->type == HN_NFC || nm->type == HN_NFD) {
+            uni_normalize(out->v, out->n, nm->type == HN_NFC, tmp);   /* the text was validated */
         } else {
             tmp->n = 0;
             size_t i = 0;

@@ -75,6 +75,9 @@ int uni_is_letter(int32_t cp);      /* general category L* */
 int uni_is_number(int32_t cp);      /* general category N* */
 int uni_is_space(int32_t cp);       /* White_Space (what \s matches in Oniguruma / Rust is_whitespace) */
 int utf8_valid(const char *s, size_t n, size_t *bad_at);
+/* out = s[0..n) (valid UTF-8) in NFC (compose 1) or NFD (compose 0), exactly as Hugging Face
+ * tokenizers' NFC / NFD normalizers (Unicode 9.0.0 data, unicode_tables.h); out is overwritten */
+void uni_normalize(const char *s, size_t n, int compose, bytevec *out);
 
 /* ---- the pair-crossing table: bit (a << 8 | b) set if bytes a, b are adjacent in some vocab
  * string. A boundary whose bytes are not is never crossed by any merge (see bpe.c). ---- */
@@ -160,7 +163,7 @@ void spm_free(spm_model *m);
 int spm_encode(const spm_model *m, const char *text, size_t len, const char *what, idvec *out);
 
 /* ---- Hugging Face tokenizer.json ---- */
-enum { HN_PREPEND = 1, HN_REPLACE };
+enum { HN_PREPEND = 1, HN_REPLACE, HN_NFC, HN_NFD };
 typedef struct { int type; char *a, *b; size_t alen, blen; } hf_norm;
 enum { HP_BYTELEVEL = 1, HP_SPLIT, HP_METASPACE };
 enum { SB_REMOVED = 0, SB_ISOLATED, SB_MERGED_PREV, SB_MERGED_NEXT, SB_CONTIGUOUS };

@@ -5,7 +5,8 @@
             stories260K tokenizer.model;
   fuzz_hf:  small tokenizer.json files (< 8 KB each, the harness's -max_len) in every supported
             shape: LLaMA-3 / Qwen2 (Split regex + ByteLevel, ignore_merges, specials,
-            TemplateProcessing), GPT-2 (ByteLevel use_regex, add_prefix_space), LLaMA-2 Metaspace
+            TemplateProcessing; Qwen's NFC normalizer, a Sequence with NFD and NFC), GPT-2
+            (ByteLevel use_regex, add_prefix_space), LLaMA-2 Metaspace
             (prepend first / legacy, byte fallback, fuse_unk), the tinystories656K shape
             (Prepend + Replace normalizers, no pre-tokenizer, normalized specials, unk), added
             tokens with lstrip / rstrip / single_word / normalized, a String Split with every
@@ -51,6 +52,9 @@ def main():
     write(d, "llama3.json", R.bytelevel_json(vocab, merges, "llama3"))
     write(d, "qwen2_merges_arrays.json", R.bytelevel_json(vocab, merges, "qwen2", ignore_merges=False, merges_as_arrays=True))
     write(d, "gpt2_prefix_space.json", R.bytelevel_json(vocab, merges, "gpt2", ignore_merges=False, add_prefix_space=True))
+    write(d, "qwen2_nfc.json", R.qwen2_json(vocab, merges, nfc=True))
+    write(d, "qwen2_seq_nfd_replace_nfc.json", dict(R.qwen2_json(vocab, merges), normalizer={"type": "Sequence", "normalizers": [
+        {"type": "NFD"}, {"type": "Replace", "pattern": {"String": "\u0301"}, "content": ""}, {"type": "NFC"}]}))
     mvocab, mmerges = R.train_metaspace(text, 40)
     write(d, "metaspace_first.json", R.metaspace_json(mvocab, mmerges))
     write(d, "metaspace_legacy_split.json", R.metaspace_json(mvocab, mmerges, split=True, legacy=True))

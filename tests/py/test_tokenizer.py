@@ -30,7 +30,17 @@
     output); LLaMA-3 style (TemplateProcessing) still puts its BOS first; add_bos_token false in
     tokenizer_config.json removes the BOS of both shared models; a run with --calib-text/--eval-text
     on a random Qwen2 checkpoint with that tokenizer = the run on token files of the reference's ids
-    (no BOS), and differs from one with <|endoftext|> first.
+    (no BOS), and differs from one with <|endoftext|> first; with Qwen's {"type": "NFC"} normalizer
+    (the files Qwen2/2.5/3 ship): the reference's ids with NFC applied first, on the test texts, their
+    NFD forms and decomposed inputs (= the ids of the precomposed text), through tok_tool and
+    `cfsp-mpi tokenize`; invalid UTF-8 still reported at its byte offset in the raw text;
+ 8. nfc: the NFC / NFD normalizers alone (tok_tool norm) against Python's unicodedata.normalize
+    restricted to Unicode 9.0.0 as tokenizers has it (tok_ref.hf_normalize): every scalar value
+    alone, after "a" and before U+0301, between U+0345 and U+0334; every canonical decomposition
+    (Hangul syllables included) decomposed; random strings of tricky code points (marks of many
+    classes in random order, Hangul jamo L/V/T and syllables, singletons, composition exclusions,
+    non-starter decompositions, Vietnamese stacked diacritics, starter + starter compositions,
+    astral compositions, the code points Unicode added after 9.0.0, long mark runs).
 
 usage: test_tokenizer.py --bin cfsp-mpi --tok-tool tok_tool --shared DIR --workdir DIR
 """
@@ -42,6 +52,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import unicodedata
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -300,6 +311,7 @@ def test_qwen(args, ck):
     R.dump(tj, os.path.join(d2, "tokenizer.json"))
     rc, _, err = run([args.bin, "tokenize", "--model", d2, txt, out, "--force"])
     ck.check(rc == 0 and read_u32(out) == exp, "tokenize, Qwen2-style tokenizer.json alone: no BOS", err.strip())
+    qwen_nfc(args, ck, vocab, merges, wt)
 
     # LLaMA-3 style: TemplateProcessing puts <|begin_of_text|> first, with or without a tokenizer_config.json
     l3 = R.bytelevel_json(vocab, merges, "llama3")
@@ -373,6 +385,162 @@ def test_qwen(args, ck):
         detail = "dense ppl text %.6f / tokens %.6f / <|endoftext|> first %.6f; log %s" % (ja["dense"]["ppl"], jb["dense"]["ppl"], jc["dense"]["ppl"], logged)
     ck.check(ok, "run -n 2 Qwen2 style with --calib-text/--eval-text = the run on the reference ids without BOS (ppl, calibration, importances, "
              "pruned ppl; 'no BOS' logged; <|endoftext|> first would differ)", detail)
+
+
+def qwen_nfc(args, ck, vocab, merges, wt):
+    """the Qwen2-style tokenizer with the normalizer Qwen's files declare, {"type": "NFC"}: the
+    reference with NFC first; decomposed text gives the ids of the precomposed text (and not the
+    ids without NFC); NFC in a Sequence and NFD; `cfsp-mpi tokenize`; invalid UTF-8"""
+    tj = R.qwen2_json(vocab, merges, nfc=True)
+    d = os.path.join(args.workdir, "qwen2_nfc")
+    shutil.rmtree(d, ignore_errors=True)
+    qwen_dir(d, tj, len(vocab))
+    decomposed = ["e\u0301", "\u1100\u1161\u11a8", "caf\u0065\u0301 na\u0131\u0308ve \u212b \u2126 \u0958",
+                  "Tie\u0302\u0301ng Vie\u0323\u0302t: ho\u031b\u0323c sinh, ng\u01b0\u0300\u01a1i",
+                  "\u1112\u1161\u11ab\u1100\u1173\u11af \u1112\u1161\u11ab\u1100\u1173\u11af\u11a8 \uac00\u11a8 \uac00\u11a7",
+                  "<|im_start|>user\ne\u0301\u0301<|im_end|>\n<|im_start|>assistant\na\u0323\u0302<|im_end|>",
+                  "mark first: \u0301a, \u0301\u0301"]
+    nfd_texts = [unicodedata.normalize("NFD", t) for t in test_texts()]
+    texts = test_texts() + decomposed + nfd_texts + [QWEN_CHAT, unicodedata.normalize("NFD", wt[200000:215000])] + norm_random_texts(4, 300)
+    compare(ck, "Qwen2-style tokenizer.json with Qwen's NFC normalizer: C = Python reference (NFC first; test texts, their NFD "
+            "forms, decomposed inputs, random tricky strings)", d, tj, texts, args.workdir)
+    plain = R.RefTokenizer(R.qwen2_json(vocab, merges))
+    got, err = tool_encode(d, decomposed, args.workdir)
+    want = [plain.encode(unicodedata.normalize("NFC", t)) for t in decomposed]
+    ck.check(got == want and all(plain.encode(t) != w for t, w in zip(decomposed, want) if unicodedata.normalize("NFC", t) != t),
+             "NFC tokenizer: decomposed text gives the ids of the precomposed text without NFC (and not those of the decomposed text)",
+             err or ("" if got == want else "%s vs %s" % (got, want)))
+    # NFC inside a Sequence, and NFD: an accent-stripping chain and a decomposing one
+    for name, norm in (("Sequence[NFD, Replace U+0301, NFC]", {"type": "Sequence", "normalizers": [
+                            {"type": "NFD"}, {"type": "Replace", "pattern": {"String": "\u0301"}, "content": ""}, {"type": "NFC"}]}),
+                       ("NFD", {"type": "NFD"})):
+        tj2 = dict(tj, normalizer=norm)
+        d2 = os.path.join(args.workdir, "qwen2_norm_" + name.split("[")[0].lower())
+        shutil.rmtree(d2, ignore_errors=True)
+        qwen_dir(d2, tj2, len(vocab))
+        compare(ck, "Qwen2-style tokenizer.json, normalizer %s: C = Python reference" % name, d2, tj2, test_texts() + decomposed, args.workdir)
+    # cfsp-mpi tokenize on NFD text = the reference
+    text = unicodedata.normalize("NFD", "\n".join(test_texts())) + "\n" + "\n".join(decomposed) + "\n" + wt[:20000]
+    txt = os.path.join(args.workdir, "qwen_nfc_text.txt")
+    with open(txt, "w", encoding="utf-8") as f:
+        f.write(text)
+    out = os.path.join(args.workdir, "qwen_nfc_text.u32.bin")
+    rc, _, err = run([args.bin, "tokenize", "--model", d, txt, out, "--force"])
+    exp = R.RefTokenizer(tj).encode(text)
+    got = read_u32(out) if rc == 0 else []
+    ck.check(rc == 0 and got == exp, "tokenize, Qwen2 style with NFC, NFD text: ids = the reference (%d tokens)" % len(exp),
+             err.strip() if rc else ("first difference at %d" % first_diff(got, exp) if got != exp else ""))
+    # invalid UTF-8: the byte offset in the raw text (checked before normalizing)
+    with open(txt, "wb") as f:
+        f.write("e\u0301e\u0301 ok ".encode("utf-8") + b"\xff rest")
+    rc, _, err = run([args.bin, "tokenize", "--model", d, txt, out, "--force"])
+    ck.check(rc == 1 and "invalid UTF-8 at byte 10" in err and len(err.strip().splitlines()) == 1,
+             "tokenize, NFC tokenizer: invalid UTF-8 after decomposed text is reported at its raw byte offset", err.strip())
+
+
+# ------------------------------------------------------------------------------------------------
+NORM_MARKS = list(
+    # combining marks of many classes (230 above, 220 below, 202 attached below, 216 horn, 1 overlay,
+    # 240 ypogegrammeni, 10/107/8/7/9/129/130/132 Hebrew / Thai / kana voicing / nukta / virama /
+    # Tibetan vowels, musical 216/226), the singletons U+0340 U+0341 U+0343, the non-starter
+    # decompositions U+0344 U+0F73 U+0F75 U+0F81
+    "\u0300\u0301\u0302\u0303\u0306\u0308\u0309\u030a\u030c\u0313\u0314\u0342\u0316\u0323\u0327\u0328"
+         "\u031b\u0334\u0338\u0345\u05b0\u05bc\u0e48\u3099\u309a\u093c\u094d\u0f71\u0f72\u0f74\u0f80"
+         "\U0001d165\U0001d16e\u0340\u0341\u0343\u0344\u0f73\u0f75\u0f81\u0952\u1dc0")
+NORM_POOL = (
+    NORM_MARKS +
+    # starters that compose, ASCII and others
+    list("aeiouyAEOUncsCSzZ ωαηιΩΑυρиеИгкуЗ\u05d0\u05e9\u0915\u0b47\u0b3e\u0b57\u0cc6\u0cd5\u0dd9\u0dcf\u1025\u102e"
+         "\u1b05\u1b35\u0627\u0653\u0654\u0655x1 \n") +
+    # precomposed, with more marks to come: é ồ ệ ẫ Ǻ ǖ ḱ Ḉ ᾂ Å ḋ ḍ ǭ ὧ
+    list("\u00e9\u1ed3\u1ec7\u1eab\u01fa\u01d6\u1e31\u1e08\u1f82\u00c5\u1e0b\u1e0d\u01ed\u1f67") +
+    # singletons (ANGSTROM SIGN, OHM, KELVIN, EN QUAD, GREEK QUESTION MARK, ANO TELEIA, CJK
+    # compatibility) and composition exclusions (Devanagari QA, Hebrew, forking, musical)
+    list("\u212b\u2126\u212a\u2000\u2001\u0374\u037e\u0387\u1fee\uf900\ufa10\U0002f800"
+         "\u0958\u095f\u09dc\u0a33\u0f43\ufb1d\ufb2a\ufb4e\u2adc\U0001d15e\U0001d1bb") +
+    # astral compositions (Kaithi, Chakma, Grantha, Tirhuta, Siddham) and their parts
+    list("\U00011099\U000110ba\U0001109a\U00011131\U00011127\U0001112e\U00011347\U0001133e\U00011357"
+         "\U0001134b\U000114b9\U000114ba\U000114b0\U000114bd\U000115b8\U000115af\U000115ba") +
+    # Hangul: L V T jamo (T_BASE U+11A7 and old jamo beyond the composing ranges too), LV and LVT
+    # syllables, the last syllable, compatibility jamo
+    list("\u1100\u1101\u1112\u1113\u1161\u1175\u1176\u11a7\u11a8\u11c2\u11c3\uac00\uac01\uac1c\ud7a3\ud788\u3131") +
+    # code points Unicode added after 9.0.0 (marks, and the Dives Akuru pair U+11935 U+11930): to
+    # tokenizers unassigned
+    list("\u1ac1\u1acb\u0898\u08ca\u1dfa\u1df6\u0d3b\u0c3c\U00011935\U00011930\U00011938\U00016ff0\U0001e2ec") +
+    # Vietnamese stacked diacritics, decomposed in both orders
+    ["e\u0302\u0301", "e\u0301\u0302", "o\u031b\u0323", "o\u0323\u031b", "u\u031b\u0309", "a\u0306\u0303",
+     "A\u0323\u0302", "Vie\u0323\u0302t", "Tie\u0302\u0301ng"])
+
+
+def norm_random_texts(seed, n):
+    rnd = random.Random(seed)
+    out = ["".join(rnd.choice(NORM_POOL) for _ in range(rnd.randint(0, 20))) for _ in range(n)]
+    for k in (63, 64, 65, 200, 1000):              # long runs of marks (the sort of a long run)
+        out.append("a" + "".join(rnd.choice(NORM_MARKS) for _ in range(k)) + "b\u0301")
+    return out
+
+
+def tool_norm(form, texts, work):
+    path = os.path.join(work, "norm_texts.bin")
+    write_texts(path, texts)
+    rc, out, err = run([TOK_TOOL, "norm", form.lower(), path])
+    if rc != 0:
+        return None, err.strip()
+    return [bytes.fromhex(l).decode("utf-8") if l != "error" else None for l in out.splitlines()], ""
+
+
+def check_norm(ck, form, what, texts, work, sep=None):
+    """C's normalizer = tok_ref.hf_normalize on each text; sep: the texts join independent pieces
+    (located by splitting on sep for the message)"""
+    got, err = tool_norm(form, texts, work)
+    if got is None:
+        ck.check(False, "%s: %s" % (form, what), err)
+        return
+    bad = [i for i in range(len(texts)) if got[i] != R.hf_normalize(form, texts[i])]
+    detail = ""
+    if bad:
+        t, g, w = texts[bad[0]], got[bad[0]], R.hf_normalize(form, texts[bad[0]])
+        if sep and g is not None:
+            parts, gp, wp = t.split(sep), g.split(sep), w.split(sep)
+            k = next((k for k in range(len(wp)) if k >= len(gp) or gp[k] != wp[k]), 0)
+            t, g, w = parts[k] if k < len(parts) else "", gp[k] if k < len(gp) else None, wp[k]
+        u = lambda x: " ".join("%04X" % ord(c) for c in x) if x is not None else "None"
+        detail = "%d texts differ, first: input %s: C %s vs reference %s" % (len(bad), u(t), u(g), u(w))
+    n = sum(len(t.split(sep)) for t in texts) if sep else len(texts)
+    ck.check(not bad, "%s: %s (%d cases)" % (form, what, n), detail)
+
+
+def test_nfc(args, ck):
+    """tok_tool norm (uni_normalize) against Python's unicodedata as tokenizers has it (Unicode 9.0.0)"""
+    ck.note("reference: Python unicodedata %s, restricted to Unicode 9.0.0 (tokenizers' unicode-normalization-alignments 0.1.12): "
+            "%d later code points treated as unassigned" % (unicodedata.unidata_version, len(R.POST_HF_NORM)))
+    scalars = [c for c in range(1, 0x110000) if not 0xD800 <= c <= 0xDFFF]      # (U+0000 ends a text)
+
+    def chunked(fmt, cps):
+        return ["\n".join(fmt(chr(c)) for c in cps[i:i + 8192]) for i in range(0, len(cps), 8192)]
+    # "\n" is a starter that composes with nothing: the pieces are normalized independently
+    for form in ("NFC", "NFD"):
+        check_norm(ck, form, "every scalar value alone", chunked(lambda c: c, scalars), args.workdir, "\n")
+        check_norm(ck, form, "every scalar value after 'a', before U+0301", chunked(lambda c: "a" + c + "\u0301", scalars), args.workdir, "\n")
+        check_norm(ck, form, "every scalar value between U+0345 (class 240) and U+0334 (class 1)",
+                   chunked(lambda c: "\u0345" + c + "\u0334", scalars), args.workdir, "\n")
+    decomposable = [c for c in scalars if c not in R.POST_HF_NORM and unicodedata.normalize("NFD", chr(c)) != chr(c)]
+    check_norm(ck, "NFC", "every canonical decomposition decomposed (%d code points, Hangul syllables included)" % len(decomposable),
+               chunked(lambda c: unicodedata.normalize("NFD", c), decomposable), args.workdir, "\n")
+    texts = norm_random_texts(3, 6000)
+    for form in ("NFC", "NFD"):
+        check_norm(ck, form, "random strings of tricky code points", texts, args.workdir)
+    fixed = [("e\u0301", "\u00e9"), ("\u1100\u1161\u11a8", "\uac01"), ("\uac00\u11a7", "\uac00\u11a7"), ("\u212b", "\u00c5"),
+             ("\u0958", "\u0915\u093c"), ("\u0344", "\u0308\u0301"), ("a\u0323\u0302", "\u1ead"), ("a\u0302\u0323", "\u1ead"),
+             ("\u1e0b\u0323", "\u1e0d\u0307"), ("\u0b47\u0b3e", "\u0b4b"), ("\U00011099\U000110ba", "\U0001109a"),
+             ("a\u1ac1\u0301", "a\u1ac1\u0301"), ("\U00011935\U00011930", "\U00011935\U00011930"), ("", "")]
+    got, err = tool_norm("NFC", [a for a, _ in fixed], args.workdir)
+    ck.check(got == [b for _, b in fixed], "NFC: fixed cases (e+acute, Hangul L V T, LV + T_BASE, ANGSTROM SIGN, U+0958, U+0344, "
+             "a + dot below + circumflex in both orders, reordering, Oriya starter pair, Kaithi astral pair, post-9.0 marks not "
+             "reordered, the Dives Akuru pair not composed)", err or ("" if got == [b for _, b in fixed] else
+                                                                     str([(a, g) for (a, b), g in zip(fixed, got or []) if g != b])))
+    got, err = tool_norm("NFC", [b"a\xcc", "ok"], args.workdir)
+    ck.check(got == [None, "ok"], "tok_tool norm: a text that is not UTF-8 is reported, not normalized", err)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -584,7 +752,8 @@ def bad_cases():
         ("json_dropout", "tokenizer.json", hf_json(model_dropout=0.1), ["model.dropout"]),
         ("json_suffix", "tokenizer.json", hf_json(model_end_of_word_suffix="</w>"), ["model.end_of_word_suffix"]),
         ("json_nfkc", "tokenizer.json", hf_json(normalizer={"type": "NFKC"}), ["normalizer.type", "NFKC"]),
-        ("json_seq_nfc", "tokenizer.json", hf_json(normalizer={"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "x"}, {"type": "NFC"}]}), ["normalizer.normalizers[1].type", "NFC"]),
+        ("json_seq_nfkd", "tokenizer.json", hf_json(normalizer={"type": "Sequence", "normalizers": [{"type": "NFC"}, {"type": "NFKD"}]}),
+         ["normalizer.normalizers[1].type", "NFKD", "supported: Sequence, Prepend, Replace, NFC, NFD"]),
         ("json_replace_regex", "tokenizer.json", hf_json(normalizer={"type": "Replace", "pattern": {"Regex": " +"}, "content": " "}), ["normalizer.pattern", "Regex"]),
         ("json_pretok_bert", "tokenizer.json", hf_json(pre_tokenizer={"type": "BertPreTokenizer"}), ["pre_tokenizer.type", "BertPreTokenizer"]),
         ("json_regex_unknown", "tokenizer.json", hf_json(pre_tokenizer={"type": "Split", "pattern": {"Regex": "\\p{Lu}+|\\s+"}, "behavior": "Isolated", "invert": False}),
@@ -700,7 +869,8 @@ def main():
     ck = common.Checker("test_tokenizer")
     only = os.environ.get("TOK_TEST_ONLY", "")
     for name, fn in (("shared", test_shared), ("split", test_split), ("generated", test_generated),
-                     ("sentencepiece", test_sentencepiece), ("bad", test_bad), ("run", test_run), ("qwen", test_qwen)):
+                     ("sentencepiece", test_sentencepiece), ("bad", test_bad), ("run", test_run), ("qwen", test_qwen),
+                     ("nfc", test_nfc)):
         if only and name not in only.split(","):
             continue
         print("== %s" % name, flush=True)

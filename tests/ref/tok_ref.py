@@ -9,12 +9,16 @@ Independent of the C code on purpose:
   - merges follow the classic GPT-2 loop (lowest-rank pair, all its occurrences left to right),
     not the C heap (equivalent when every token has one merge, which the trainer below ensures);
   - added tokens, ignore_merges, ByteLevel add_prefix_space, Metaspace (prepend scheme, split),
-    byte fallback and unk follow the tokenizers library's documented behaviour.
+    byte fallback and unk follow the tokenizers library's documented behaviour;
+  - the NFC / NFD normalizers are Python's unicodedata.normalize (the C code has its own tables and
+    algorithm), restricted to Unicode 9.0.0 as tokenizers has it (see hf_normalize).
 Only the standard library (Debian's /usr/bin/python3 has no `regex` module).
 """
 
 import collections
+import importlib.util
 import json
+import os
 import re
 import unicodedata
 
@@ -193,6 +197,36 @@ def train_metaspace(corpus, n_merges):
 
 
 # ------------------------------------------------------------------------------------------------
+# NFC / NFD as Hugging Face tokenizers does them
+
+def _gen_tables():
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "src", "tok", "gen_unicode_tables.py")
+    spec = importlib.util.spec_from_file_location("gen_unicode_tables", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+# tokenizers' normalizers use Unicode 9.0.0 (the crate unicode-normalization-alignments 0.1.12);
+# the code points assigned later that carry normalization data in Python's unicodedata (the list
+# src/tok/gen_unicode_tables.py keeps out of the C tables) are unassigned to it
+POST_HF_NORM = frozenset(cp for a, b in _gen_tables().POST_HF_NORM for cp in range(a, b + 1))
+
+
+def hf_normalize(form, s):
+    """tokenizers' NFC / NFD of s: Python's unicodedata.normalize, with each POST_HF_NORM code point
+    as tokenizers sees it — class 0, no decomposition, in no composition — so it cuts the text into
+    pieces normalized apart (nothing reorders or composes across such a code point)"""
+    out, start = [], 0
+    for i, ch in enumerate(s):
+        if ord(ch) in POST_HF_NORM:
+            out += [unicodedata.normalize(form, s[start:i]), ch]
+            start = i + 1
+    out.append(unicodedata.normalize(form, s[start:]))
+    return "".join(out)
+
+
+# ------------------------------------------------------------------------------------------------
 # tokenizer.json writers
 
 def added_token(i, content, special=True, normalized=False, lstrip=False, rstrip=False, single_word=False):
@@ -235,11 +269,15 @@ def bytelevel_json(vocab, merges, style="llama3", specials=("<|begin_of_text|>",
     }
 
 
-def qwen2_json(vocab, merges):
-    """Qwen2/Qwen3-style tokenizer.json (less the NFC normalizer): the Qwen2 split regex then
-    ByteLevel, a ByteLevel post-processor (no BOS), added tokens <|endoftext|> (the first id after
-    the BPE vocabulary), <|im_start|>, <|im_end|> (special, not normalized), merges not ignored."""
-    return bytelevel_json(vocab, merges, "qwen2", specials=QWEN2_SPECIALS, ignore_merges=False, template=False)
+def qwen2_json(vocab, merges, nfc=False):
+    """Qwen2/Qwen3-style tokenizer.json: the Qwen2 split regex then ByteLevel, a ByteLevel
+    post-processor (no BOS), added tokens <|endoftext|> (the first id after the BPE vocabulary),
+    <|im_start|>, <|im_end|> (special, not normalized), merges not ignored; nfc: the normalizer
+    {"type": "NFC"} that Qwen's own files declare (else none)."""
+    tj = bytelevel_json(vocab, merges, "qwen2", specials=QWEN2_SPECIALS, ignore_merges=False, template=False)
+    if nfc:
+        tj["normalizer"] = {"type": "NFC"}
+    return tj
 
 
 def qwen2_config_files(vocab_size):
@@ -346,6 +384,8 @@ class RefTokenizer:
                     s = n["prepend"] + s
             elif n["type"] == "Replace":
                 s = s.replace(n["pattern"]["String"], n["content"])
+            elif n["type"] in ("NFC", "NFD"):
+                s = hf_normalize(n["type"], s)
             else:
                 raise ValueError(n["type"])
         return s
