@@ -140,6 +140,14 @@ static void test_config_parser(void)
     model_config c;
     EXPECT(parse_cfg("", &c) == 0 && c.head_dim == 8 && c.ffn[4] == 172 && c.n_kv_heads == 4, "good config: %s", cfsp_last_error());
     model_config_free(&c);
+    EXPECT(parse_cfg(",\"model_type\":\"qwen2\",\"rope_scaling\":{\"type\":\"yarn\",\"factor\":4.0,\"original_max_position_embeddings\":32768}", &c) == 0 &&
+           c.rope_yarn && c.qkv_bias && !c.qk_norm && c.family == FAMILY_QWEN2 && c.yarn_orig_max_pos == 32768 &&
+           fabs(c.yarn_attn_factor - (0.1 * log(4.0) + 1.0)) < 1e-15 && c.yarn_beta_fast == 32 && c.yarn_beta_slow == 1 && c.yarn_truncate,
+           "qwen2 + yarn rope (defaults: betas 32 / 1, attention factor 0.1 ln(factor) + 1, truncate)");
+    model_config_free(&c);
+    EXPECT(parse_cfg(",\"model_type\":\"qwen3\",\"head_dim\":16,\"bos_token_id\":null", &c) == 0 && c.qk_norm && !c.qkv_bias &&
+           c.head_dim == 16 && c.bos_id == -1, "qwen3: q/k norms, explicit head_dim, bos_token_id null = no BOS");
+    model_config_free(&c);
     EXPECT(parse_cfg(",\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":8.0,\"low_freq_factor\":1.0,\"high_freq_factor\":4.0,\"original_max_position_embeddings\":8192}", &c) == 0 && c.rope_llama3, "llama3 rope");
     model_config_free(&c);
     EXPECT(parse_cfg(",\"block_configs\":[{\"ffn\":{\"intermediate_size\":10}},{\"ffn\":{\"intermediate_size\":20}},{\"ffn\":{\"intermediate_size\":30}},{\"ffn\":{\"intermediate_size\":40}},{\"ffn\":{\"intermediate_size\":50}}]", &c) == 0 && c.ffn[3] == 40, "block_configs: %s", cfsp_last_error());
@@ -153,7 +161,11 @@ static void test_config_parser(void)
         { "{\"hidden_size\":1e300,\"intermediate_size\":1,\"num_hidden_layers\":1,\"num_attention_heads\":8,\"vocab_size\":4}", "hidden_size" },
         { "{\"hidden_size\":64,\"intermediate_size\":0,\"num_hidden_layers\":1,\"num_attention_heads\":8,\"vocab_size\":4}", "intermediate_size" },
         { "{\"hidden_size\":64,\"intermediate_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":8,\"vocab_size\":4,\"torch_dtype\":\"int8\"}", "torch_dtype" },
-        { "{\"hidden_size\":64,\"intermediate_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":8,\"vocab_size\":4,\"rope_scaling\":{\"rope_type\":\"yarn\"}}", "rope_type" },
+        { "{\"hidden_size\":64,\"intermediate_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":8,\"vocab_size\":4,\"rope_scaling\":{\"rope_type\":\"longrope\"}}", "rope_type" },
+        { "{\"hidden_size\":64,\"intermediate_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":8,\"vocab_size\":4,\"rope_scaling\":{\"rope_type\":\"yarn\"}}", "rope_scaling.factor" },
+        { "{\"hidden_size\":64,\"intermediate_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":8,\"vocab_size\":4,\"model_type\":\"qwen3\",\"attention_bias\":true}", "attention_bias" },
+        { "{\"hidden_size\":64,\"intermediate_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":8,\"vocab_size\":4,\"model_type\":\"qwen2\",\"use_sliding_window\":true}", "use_sliding_window" },
+        { "{\"hidden_size\":64,\"intermediate_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":8,\"vocab_size\":4,\"model_type\":\"gemma\"}", "model_type" },
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         cfsp_clear_error();

@@ -87,6 +87,8 @@ static int parse_yarn(const cJSON *rs, const char *f, model_config *c)
     int tr = 1;
     c->yarn_beta_fast = 32;
     c->yarn_beta_slow = 1;
+    const cJSON *fa = cJSON_GetObjectItemCaseSensitive(rs, "factor");
+    if (!fa || cJSON_IsNull(fa)) return FAIL("%s: field 'rope_scaling.factor' is missing (yarn needs its scaling factor)", f);
     if (json_get_double(rs, "factor", f, 1, 1.0, 1e6, &c->yarn_factor) ||
         json_get_int(rs, "original_max_position_embeddings", f, 0, 1, BIG, &om) ||
         json_get_double(rs, "beta_fast", f, 0, 1e-6, 1e6, &c->yarn_beta_fast) ||

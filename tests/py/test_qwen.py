@@ -334,7 +334,7 @@ BAD_CONFIGS = [
     ("layer_types", "qwen3", {"layer_types": ["full_attention", "sliding_attention"]}, "layer_types[1]"),
     ("longrope", "qwen2", {"rope_scaling": {"rope_type": "longrope", "factor": 4.0, "short_factor": [1.0], "long_factor": [1.0]}},
      "rope_scaling.rope_type"),
-    ("yarn_no_factor", "qwen2", {"rope_scaling": {"type": "yarn", "original_max_position_embeddings": 32768}}, "factor"),
+    ("yarn_no_factor", "qwen2", {"rope_scaling": {"type": "yarn", "original_max_position_embeddings": 32768}}, "rope_scaling.factor"),
     ("moe", "qwen2", {"model_type": "qwen2_moe"}, "mixture-of-experts"),
     ("qwen3_attention_bias", "qwen3", {"attention_bias": True}, "attention_bias"),
     ("llama_qkv_bias", "qwen2", {"model_type": "llama", "qkv_bias": True}, "qkv_bias"),
