@@ -278,12 +278,12 @@ uint64_t model_h5_write(const char *path, const model_out *mo, double *seconds, 
      * ckpt_kind order); dsi[l * CK_NBLOCK + kind] is the dataset of block l's tensor kind (-1: none) */
     int *dsi = xmalloc(sizeof(int) * (size_t)L * CK_NBLOCK);
     for (int l = 0; l < L; l++) {
-        dtype_t ln = src_dtype(mo->st, CK_LN1, l), at = src_dtype(mo->st, CK_Q, l), ff = src_dtype(mo->st, CK_GATE, l);
         for (ckpt_kind kd = CK_LN1; kd < CK_NBLOCK; kd++) {
             int *slot = &dsi[(size_t)l * CK_NBLOCK + kd];
             *slot = -1;
             if (kd == CK_BIAS ? !mo->bias : !ckpt_kind_in_block(c, kd)) continue;
-            dtype_t dt = kd <= CK_LN2 ? ln : kd <= CK_O ? at : kd == CK_BIAS ? DT_F32 : kd >= CK_QB ? src_dtype(mo->st, kd, l) : ff;
+            /* every tensor in its own stored dtype (checkpoints mix them: f32 norms beside bf16 matrices) */
+            dtype_t dt = kd == CK_BIAS || kd == CK_KEPT ? DT_F32 : src_dtype(mo->st, kd, l);
             *slot = add_tensor(&wr, c, kd, l, mo->counts[l], dt);
         }
     }

@@ -197,7 +197,7 @@ static int load_unit(st_model *st, model_config *c, const stage_unit *su, unit_w
     wmat *views[3] = { &u->gate, &u->up, &u->down };
     for (int i = 0; i < 3; i++)
         if ((uintptr_t)full[i].data % dtype_size(full[i].dtype) != 0) compact_copy(views[i]);
-    u->bytes = 3 * (uint64_t)D * (uint64_t)u->k * dtype_size(full[0].dtype);
+    u->bytes = (uint64_t)D * (uint64_t)u->k * (dtype_size(full[0].dtype) + dtype_size(full[1].dtype) + dtype_size(full[2].dtype));
     if (su->slice == 0) u->bytes += (uint64_t)D * dtype_size(u->ln_dtype);
     return 0;
 }

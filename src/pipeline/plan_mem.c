@@ -48,10 +48,13 @@ static int unit_stored(const model_config *c, const st_model *st, const stage_un
         }
         return 0;
     }
-    /* gate/up rows [c0, c1) and down columns [c0, c1), all in the gate's dtype (load_unit) */
-    snprintf(n, sizeof n, "model.layers.%d.mlp.gate_proj.weight", su->layer);
-    if (stored_dtype(c, st, n, &dt)) return -1;
-    *bytes = 3 * D * (uint64_t)(su->c1 - su->c0) * dtype_size(dt);
+    /* gate/up rows [c0, c1) and down columns [c0, c1), each in its stored dtype (load_unit) */
+    static const char *const ffn_names[3] = { "gate_proj", "up_proj", "down_proj" };
+    for (int i = 0; i < 3; i++) {
+        snprintf(n, sizeof n, "model.layers.%d.mlp.%s.weight", su->layer, ffn_names[i]);
+        if (stored_dtype(c, st, n, &dt)) return -1;
+        *bytes += D * (uint64_t)(su->c1 - su->c0) * dtype_size(dt);
+    }
     if (su->slice == 0) {
         snprintf(n, sizeof n, "model.layers.%d.post_attention_layernorm.weight", su->layer);
         if (stored_dtype(c, st, n, &dt)) return -1;
