@@ -14,8 +14,8 @@ typedef struct {
     uint64_t shard, align;
 } export_opts;
 
-static const char *const format_names[] = { "hf", "gguf", "hf-padded", "gguf-padded" };
-enum { F_HF, F_GGUF, F_HF_PADDED, F_GGUF_PADDED };
+static const char *const format_names[] = { "hf", "gguf", "hf-padded", "gguf-padded", "hf-llama" };
+enum { F_HF, F_GGUF, F_HF_PADDED, F_GGUF_PADDED, F_HF_LLAMA };
 #define O(...) OPT(export_opts, __VA_ARGS__)
 static const opt_def export_table[] = {
     O(OPT_STR, in, "IN.h5", NULL, NULL, "a pruned checkpoint of cfsp-mpi (with one path, OUT: the unpruned --model DIR is exported, ratio 0)", .flags = OPT_POSITIONAL),
@@ -23,9 +23,10 @@ static const opt_def export_table[] = {
       "included); hf: a directory (DeciLMForCausalLM / nemotron-nas config.json with block_configs, safetensors shards + "
       "model.safetensors.index.json, the tokenizer files); hf-padded / gguf-padded: the same in the model's own architecture "
       "(llama, mistral, qwen2, qwen3) with every block's FFN zero-padded to the widest kept block: exactly the pruned model, "
-      "smaller only by what the widest block saves", .flags = OPT_POSITIONAL),
+      "smaller only by what the widest block saves; hf-llama: hf-padded of a LLaMA-family model (llama, mistral, DeciLM without "
+      "biases: LlamaForCausalLM / MistralForCausalLM, loaded by stock transformers and vLLM), refused for qwen2 / qwen3", .flags = OPT_POSITIONAL),
     O(OPT_ENUM, format, "format", NULL, NULL, "the output format: GGUF (llama.cpp) or Hugging Face safetensors, per-block sizes or padded uniform (a qwen3 model: padded only, unless its blocks are one size)",
-      .flags = OPT_REQUIRED, .names = format_names, .nnames = 4),
+      .flags = OPT_REQUIRED, .names = format_names, .nnames = 5),
     O(OPT_STR, model, "model", NULL, NULL, "the source checkpoint: tokenizer files (not given: the model path recorded in IN.h5)", .flags = OPT_NONEMPTY),
     O(OPT_SIZE, shard, "shard-size", "5GB", NULL, "hf: largest safetensors file in bytes (suffix KB/MB/GB = 1e3/1e6/1e9, KiB/MiB/GiB)"),
     O(OPT_I64, align, "alignment", "32", "[1, 1073741824]", "gguf: general.alignment, a power of two"),
@@ -34,8 +35,8 @@ static const opt_def export_table[] = {
 };
 static const opt_table export_opt_table = {
     "export", "cfsp-mpi export",
-    "cfsp-mpi export --format gguf|hf|gguf-padded|hf-padded [options] IN.h5 OUT      a pruned checkpoint of cfsp-mpi\n"
-    "       cfsp-mpi export --format gguf|hf|gguf-padded|hf-padded --model DIR [options] OUT  the unpruned model (ratio 0)",
+    "cfsp-mpi export --format gguf|hf|gguf-padded|hf-padded|hf-llama [options] IN.h5 OUT      a pruned checkpoint of cfsp-mpi\n"
+    "       cfsp-mpi export --format gguf|hf|gguf-padded|hf-padded|hf-llama --model DIR [options] OUT  the unpruned model (ratio 0)",
     "cfsp-mpi export — a checkpoint as GGUF (llama.cpp) or as a Hugging Face directory", export_table,
     sizeof export_table / sizeof export_table[0] };
 
@@ -58,6 +59,14 @@ int export_main(int argc, char **argv)
     if (!o.force && path_exists(out)) return FAIL("%s: output exists (use --force to overwrite)", out);
     ckpt_source s;
     int rc = in ? ckpt_open(in, model, &s) : ckpt_open_dir(model, &s);
+    /* hf-llama: the padded HF form of a LLaMA-family model, by that name; a Qwen model's padded
+     * form is Qwen2/Qwen3ForCausalLM (biases, q/k norms), not a LlamaForCausalLM */
+    if (!rc && o.format == F_HF_LLAMA && (s.cfg.family == FAMILY_QWEN2 || s.cfg.family == FAMILY_QWEN3 || s.cfg.qkv_bias)) {
+        rc = FAIL("%s: --format hf-llama: a %s model is no LlamaForCausalLM (%s); use --format hf-padded, which writes %s",
+                  in ? in : model, s.cfg.family == FAMILY_QWEN3 ? "qwen3" : "qwen2", s.cfg.family == FAMILY_QWEN3 ? "q/k norms" : "q/k/v biases",
+                  s.cfg.family == FAMILY_QWEN3 ? "Qwen3ForCausalLM" : "Qwen2ForCausalLM");
+    }
+    if (o.format == F_HF_LLAMA) o.format = F_HF_PADDED;
     int padded = o.format == F_HF_PADDED || o.format == F_GGUF_PADDED;
     ex_options eo = { .out = out, .force = o.force, .alignment = (uint32_t)o.align, .shard_bytes = o.shard, .name = name, .padded = padded };
     if (!rc && padded) ckpt_pad_ffn(&s, ckpt_max_ffn(&s));

@@ -3,11 +3,36 @@
  * OUTDIR/config.json: the source config with architectures ["DeciLMForCausalLM"], model_type
  *   "nemotron-nas" and one block_configs entry per block in Nemotron-NAS's format
  *   ({"attention": {"n_heads_in_group", "no_op", "replace_with_linear", "sparsify"},
- *     "ffn": {"ffn_mult", "no_op", "replace_with_linear", "sparsify"}}) plus
- *   ffn.intermediate_size = the block's exact (pruned) FFN size. NVIDIA's own modelling code
- *   derives the size from ffn_mult rounded up to a multiple of 256, which cannot express
- *   arbitrary pruned sizes; ffn_mult is written as 3*m/(2*hidden) (6 decimals) for information,
- *   intermediate_size is what cfsp-mpi's loader (model_config.c) reads.
+ *     "ffn": {"ffn_mult" | "intermediate_size", "no_op", "replace_with_linear", "sparsify"}}):
+ *   - every block's size a multiple of 256: ffn.ffn_mult alone, a value checked here (per block,
+ *     before anything is written) to give exactly the block's size by the runtimes' rule
+ *     (nas_ffn_mult_size, model_config.h), with and without their rounding to 6 decimals;
+ *   - otherwise ffn.intermediate_size alone (no ffn_mult can express such a size), and one line
+ *     on stderr says which runtimes read that (see below) and that `run --align 256` avoids it.
+ *   cfsp-mpi's own loader (model_config.c) reads either. A block left with no FFN channel gets
+ *   one zero channel (exact: silu(0) * 0), as in the GGUF export.
+ *
+ * The runtimes' rule, read in their sources (facts only; not run here):
+ *   - vLLM, vllm/model_executor/models/nemotron_nas.py, DeciLMDecoderLayer.__init__ with
+ *     _ffn_mult_to_intermediate_size / _find_multiple: size = int(2 * ffn_mult * hidden_size / 3)
+ *     rounded up to a multiple of 256 when the ffn config object has an ffn_mult attribute, else
+ *     block_config.ffn.intermediate_size (the only runtime with a fallback).
+ *   - sglang, python/sglang/srt/models/nemotron_nas.py, DeciLMDecoderLayer.__init__: the same
+ *     rule from ffn_mult, unconditionally (no intermediate_size).
+ *   - TensorRT-LLM, tensorrt_llm/_torch/models/modeling_nemotron_nas.py,
+ *     NemotronNASDecoderLayer.__init__ (GatedMLP size), and tensorrt_llm/models/nemotron_nas/
+ *     convert.py, hf_block_config_to_layer_config (ffn["ffn_mult"]): the same rule, ffn_mult only.
+ *   - mlx-lm, mlx_lm/models/nemotron-nas.py, FFNConfig / MLP.__init__: the same rule; FFNConfig is a
+ *     dataclass of no_op, replace_with_linear, sparsify, ffn_mult only (an intermediate_size key is
+ *     an unexpected keyword there, hence never written beside ffn_mult), ffn_mult required for an
+ *     active FFN and rounded to 6 decimals in __post_init__.
+ *   - NVIDIA's remote code (modeling_decilm.py of the Nemotron checkpoints on the Hub,
+ *     _ffn_mult_to_intermediate_size; its block_config.py FFNConfig / BlockConfig.__post_init__):
+ *     the same rule; ffn_mult asserted present for an active FFN and rounded to 6 decimals,
+ *     keys other than its fields (intermediate_size) removed with a warning. vLLM takes its
+ *     config object from this code (trust_remote_code), whose FFNConfig always has ffn_mult.
+ *   - llama.cpp, convert_hf_to_gguf.py, DeciModel._ffn_mult_to_intermediate_size: the same rule.
+ *   TensorRT-LLM's Python notes name NVIDIA's modeling_decilm.py as the rule's origin.
  * OUTDIR/model.safetensors or model-0000i-of-0000N.safetensors: at most shard_bytes per file
  *   (8-byte length + header + data; a tensor larger than that gets a file of its own), tensors in
  *   their stored dtype, bit for bit; OUTDIR/model.safetensors.index.json (always written).
@@ -144,6 +169,34 @@ static void own_architecture(const model_config *c, const char **arch, const cha
     else { *arch = "LlamaForCausalLM"; *type = "llama"; }
 }
 
+/* ffn_mult for a block of m channels (a multiple of 256) that gives exactly m by every runtime's
+ * rule, raw and rounded to 6 decimals; 0, or -1 when there is none (then the export fails) */
+static int exact_ffn_mult(int64_t m, int hidden, double *out)
+{
+    /* the plain 3m/(2 hidden), then the middle of the interval that rounds up to m */
+    double want[2] = { 1.5 * (double)m / hidden, 1.5 * ((double)m - 128) / hidden };
+    for (int i = 0; i < 2; i++) {
+        char b[64];
+        snprintf(b, sizeof b, "%.6f", want[i]);
+        double x = strtod(b, NULL);
+        /* the number as config.json will hold it (cJSON prints 15 significant digits, or 17 when
+         * 15 do not read back the same double) */
+        char j[64];
+        snprintf(j, sizeof j, "%1.15g", x);
+        if (strtod(j, NULL) != x) snprintf(j, sizeof j, "%1.17g", x);
+        double y = strtod(j, NULL);
+        if (nas_ffn_mult_size(y, hidden, 0) == m && nas_ffn_mult_size(y, hidden, 1) == m) { *out = y; return 0; }
+    }
+    return -1;
+}
+
+/* do the blocks' sizes all have an exact ffn_mult? */
+static int all_ffn_mult(const model_config *c)
+{
+    for (int l = 0; l < c->n_layers; l++) if (c->ffn[l] <= 0 || c->ffn[l] % 256) return 0;
+    return 1;
+}
+
 static char *hf_config(const ckpt_source *s, int padded)
 {
     const model_config *c = &s->cfg;
@@ -178,6 +231,7 @@ static char *hf_config(const ckpt_source *s, int padded)
         cJSON_Delete(j);
         return out;
     }
+    int use_mult = all_ffn_mult(c);
     cJSON *bc = cJSON_CreateArray();
     for (int l = 0; l < c->n_layers; l++) {
         cJSON *b = cJSON_CreateObject(), *a = cJSON_CreateObject(), *ff = cJSON_CreateObject();
@@ -185,11 +239,19 @@ static char *hf_config(const ckpt_source *s, int padded)
         cJSON_AddFalseToObject(a, "no_op");
         cJSON_AddFalseToObject(a, "replace_with_linear");
         cJSON_AddNullToObject(a, "sparsify");
-        cJSON_AddNumberToObject(ff, "ffn_mult", round(1.5 * c->ffn[l] / c->hidden * 1e6) / 1e6);
+        double mult = 0;
+        if (use_mult && exact_ffn_mult(c->ffn[l], c->hidden, &mult)) {
+            FAIL("%s: block %d: no ffn_mult gives FFN size %d with hidden_size %d by the Nemotron-NAS rule (internal error)",
+                 s->in_path[0] ? s->in_path : s->src_dir, l, c->ffn[l], c->hidden);
+            cJSON_Delete(bc);
+            cJSON_Delete(j);
+            return NULL;
+        }
+        if (use_mult) cJSON_AddNumberToObject(ff, "ffn_mult", mult);
+        else cJSON_AddNumberToObject(ff, "intermediate_size", c->ffn[l]);
         cJSON_AddFalseToObject(ff, "no_op");
         cJSON_AddFalseToObject(ff, "replace_with_linear");
         cJSON_AddNullToObject(ff, "sparsify");
-        cJSON_AddNumberToObject(ff, "intermediate_size", c->ffn[l]);
         cJSON_AddItemToObject(b, "attention", a);
         cJSON_AddItemToObject(b, "ffn", ff);
         cJSON_AddItemToArray(bc, b);
@@ -254,9 +316,23 @@ int export_hf(ckpt_source *s, const ex_options *o)
     uint64_t limit = o->shard_bytes ? o->shard_bytes : 5000000000ULL;
     if (limit < 1024) return FAIL("--shard-size %llu: at least 1024 bytes", (unsigned long long)limit);
     if (path_exists(o->out) && !o->force) return FAIL("%s: output exists (use --force to overwrite)", o->out);
+    if (!o->padded) {
+        int z = ckpt_pad_empty_ffn(s);
+        if (z) fprintf(stderr, "cfsp-mpi: export: %d block%s without FFN channels get one zero channel (exact; Nemotron-NAS has no FFN of size 0)\n", z, z == 1 ? "" : "s");
+    }
+    char *cfg_text = hf_config(s, o->padded);         /* before anything is written: it can fail */
+    if (!cfg_text) return -1;
+    if (!o->padded && !all_ffn_mult(&s->cfg)) {
+        int l = 0;
+        while (l < s->cfg.n_layers && s->cfg.ffn[l] % 256 == 0) l++;
+        fprintf(stderr, "cfsp-mpi: export: block %d keeps %d FFN channels, no multiple of 256: config.json gives block_configs[i].ffn.intermediate_size "
+                "without ffn_mult, which of the Nemotron-NAS runtimes only vLLM's nemotron_nas.py reads (its fallback when the ffn config has no ffn_mult; sglang, TensorRT-LLM, mlx-lm, "
+                "NVIDIA's modeling_decilm.py and llama.cpp's converter derive every size from ffn_mult); prune with `run --align 256` for "
+                "sizes every runtime loads, or export --format hf-padded\n", l, s->cfg.ffn[l]);
+    }
     char tmpdir[4200];
     snprintf(tmpdir, sizeof tmpdir, "%s.tmp.%d", o->out, (int)getpid());
-    if (mkdir_p(tmpdir)) return -1;
+    if (mkdir_p(tmpdir)) { free(cfg_text); return -1; }
     strlist created = { 0 };
     int rc = 0;
 
@@ -318,11 +394,10 @@ int export_hf(ckpt_source *s, const ex_options *o)
         cJSON_Delete(ix);
     }
     if (!rc) {
-        char *cfg = hf_config(s, o->padded);
         snprintf(p, sizeof p, "%s/config.json", tmpdir);
-        rc = write_file(p, cfg, &created);
-        free(cfg);
+        rc = write_file(p, cfg_text, &created);
     }
+    free(cfg_text);
     int ncopied = 0;
     for (size_t i = 0; i < NTOKF && !rc; i++) {
         char from[8400];

@@ -133,6 +133,22 @@ static int parse_rope_scaling(const cJSON *root, const char *f, model_config *c)
     return 0;
 }
 
+int64_t nas_ffn_mult_size(double ffn_mult, int hidden, int round6)
+{
+    volatile double x = ffn_mult, t;
+    if (round6) {                          /* Python's round(x, 6): correctly rounded, as printf's */
+        char b[512];
+        snprintf(b, sizeof b, "%.6f", ffn_mult);
+        x = strtod(b, NULL);
+    }
+    t = 2.0 * x;                           /* 2 * ffn_mult * n_embd / 3, evaluated left to right */
+    t = t * (double)hidden;
+    t = t / 3.0;
+    if (!(t >= 0) || t > 4e18) return -1;
+    int64_t n = (int64_t)t;                /* int(): truncation */
+    return n % 256 == 0 ? n : n + 256 - n % 256;
+}
+
 static int parse_block_configs(const cJSON *root, const char *f, model_config *c)
 {
     const cJSON *bc = cJSON_GetObjectItemCaseSensitive(root, "block_configs");
@@ -149,7 +165,17 @@ static int parse_block_configs(const cJSON *root, const char *f, model_config *c
         const cJSON *ffn = cJSON_GetObjectItemCaseSensitive(b, "ffn");
         if (!cJSON_IsObject(ffn)) return FAIL("%s: field 'ffn': expected an object", where);
         int64_t m = 0;
-        if (json_get_int(ffn, "intermediate_size", where, 1, 1, BIG, &m)) return -1;
+        /* intermediate_size (cfsp-mpi's exports with sizes of no multiple of 256), else the size the
+         * Nemotron-NAS runtimes derive from ffn_mult (NVIDIA's checkpoints, cfsp-mpi's exports with
+         * every size a multiple of 256) */
+        if (cJSON_GetObjectItemCaseSensitive(ffn, "intermediate_size") || !cJSON_GetObjectItemCaseSensitive(ffn, "ffn_mult")) {
+            if (json_get_int(ffn, "intermediate_size", where, 1, 1, BIG, &m)) return -1;
+        } else {
+            double mult = 0;
+            if (json_get_double(ffn, "ffn_mult", where, 1, 1e-9, 1e9, &mult)) return -1;
+            m = nas_ffn_mult_size(mult, c->hidden, 1);
+            if (m < 1 || m > BIG) return FAIL("%s: field 'ffn.ffn_mult' = %g gives FFN size %lld (hidden_size %d)", where, mult, (long long)m, c->hidden);
+        }
         const cJSON *att = cJSON_GetObjectItemCaseSensitive(b, "attention");
         if (att && cJSON_IsObject(att)) {
             int64_t g = c->n_heads / c->n_kv_heads;

@@ -28,6 +28,7 @@ import numpy as np  # noqa: E402
 import common as C  # noqa: E402
 import st_raw  # noqa: E402
 from gguf_reader import GGUF  # noqa: E402
+import hf_runtimes  # noqa: E402
 
 GGML_NAME = {"F32": "F32", "F16": "F16", "BF16": "BF16"}
 TOK_NORMAL, TOK_UNKNOWN, TOK_CONTROL, TOK_USER, TOK_UNUSED, TOK_BYTE = 1, 2, 3, 4, 5, 6
@@ -437,13 +438,21 @@ def check_hf(ck, label, outdir, model, src_dir, shard_bytes):
     L, H, K = src["num_hidden_layers"], src["num_attention_heads"], src.get("num_key_value_heads", src["num_attention_heads"])
     bc = cfg.get("block_configs", [])
     ok = cfg.get("architectures") == ["DeciLMForCausalLM"] and cfg.get("model_type") == "nemotron-nas" and len(bc) == L
-    ok = ok and all(b["ffn"]["intermediate_size"] == model.ffn[l] and b["ffn"]["no_op"] is False and b["ffn"]["replace_with_linear"] is False and
-                    abs(b["ffn"]["ffn_mult"] - 1.5 * model.ffn[l] / src["hidden_size"]) < 1e-6 and
+    # every size a multiple of 256: ffn_mult alone, giving the size by the Nemotron-NAS rule; else
+    # intermediate_size alone (tests/py/test_hf_runtimes.py checks the runtimes' rules in detail)
+    mult = all(m > 0 and m % 256 == 0 for m in model.ffn)
+
+    def ffn_ok(f, m):
+        if mult:
+            n = int(2 * round(f.get("ffn_mult", 0), 6) * src["hidden_size"] / 3)
+            return "intermediate_size" not in f and (n if n % 256 == 0 else n + 256 - n % 256) == m
+        return "ffn_mult" not in f and f.get("intermediate_size") == m
+    ok = ok and all(ffn_ok(b["ffn"], model.ffn[l]) and b["ffn"]["no_op"] is False and b["ffn"]["replace_with_linear"] is False and
                     b["attention"]["n_heads_in_group"] == H // K and b["attention"]["no_op"] is False and
                     b["attention"]["replace_with_linear"] is False for l, b in enumerate(bc))
     keep = {k: v for k, v in src.items() if k not in ("architectures", "model_type", "intermediate_sizes", "block_configs")}
     ok = ok and all(cfg.get(k) == v for k, v in keep.items()) and "intermediate_sizes" not in cfg
-    ck.check(ok, "%s: config.json DeciLMForCausalLM / nemotron-nas, block_configs %s, other fields kept" % (label, [b["ffn"]["intermediate_size"] for b in bc]))
+    ck.check(ok, "%s: config.json DeciLMForCausalLM / nemotron-nas, block_configs %s, other fields kept" % (label, [b["ffn"].get("intermediate_size", b["ffn"].get("ffn_mult")) for b in bc]))
     idx = json.load(open(os.path.join(outdir, "model.safetensors.index.json")))
     files = sorted(set(idx["weight_map"].values()))
     sizes = [os.path.getsize(os.path.join(outdir, f)) for f in files]
@@ -687,7 +696,7 @@ def bad_cases(ck, args, work):
     ok2, _ = export(args, "hf", hfx, h5, "--force", "--shard-size", "100KB")
     ck.check(ok1 and ok2 and len([f for f in os.listdir(hfx) if f.endswith(".safetensors")]) > 1 and
              not [f for f in os.listdir(hfx) if f == "model.safetensors"], "hf --force replaces a previous export (no stale shard)")
-    expect("unknown format", "onnx", os.path.join(work, "x7"), [h5], "--format = 'onnx': expected hf, gguf, hf-padded or gguf-padded")
+    expect("unknown format", "onnx", os.path.join(work, "x7"), [h5], "--format = 'onnx': expected hf, gguf, hf-padded, gguf-padded or hf-llama")
     expect("alignment not a power of two", "gguf", os.path.join(work, "x8.gguf"), [h5, "--alignment", "48"], "power of two")
     expect("bad shard size", "hf", os.path.join(work, "x9"), [h5, "--shard-size", "12parsecs"], "--shard-size")
     expect("one path without --model", "gguf", os.path.join(work, "x10.gguf"), [], "--model DIR")
@@ -727,6 +736,8 @@ def main():
     dtype_case(ck, args, work, "f16", tie=True, llama3=False)
     gpt2_case(ck, args, work)
     bad_cases(ck, args, work)
+    # issue 17: the HF export as vLLM / sglang / TensorRT-LLM / mlx-lm / NVIDIA's code read it
+    hf_runtimes.run(ck, args, os.path.join(work, "hf_runtimes"))
     ck.finish()
 
 

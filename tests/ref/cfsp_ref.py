@@ -196,6 +196,15 @@ class Model:
         return m
 
 
+def bc_ffn_size(ffn, hidden):
+    """a block_configs[i].ffn's size: intermediate_size, else Nemotron-NAS's rule from ffn_mult
+    (int(2 * ffn_mult * hidden / 3) rounded up to a multiple of 256; ffn_mult to 6 decimals)."""
+    if "intermediate_size" in ffn or "ffn_mult" not in ffn:
+        return int(ffn["intermediate_size"])
+    n = int(2 * round(ffn["ffn_mult"], 6) * hidden / 3)
+    return n if n % 256 == 0 else n + 256 - n % 256
+
+
 def model_from_tensors(cfg, t):
     """Build a Model from a config dict and {HF name: float64 array}."""
     m = Model()
@@ -251,7 +260,7 @@ def model_from_tensors(cfg, t):
         if mt == "qwen3" and (ly["q_norm"] is None or ly["k_norm"] is None):
             raise ValueError("layer %d: a qwen3 block without q_norm/k_norm" % l)
         mff = ly["gate"].shape[0]
-        want = int(bc[l]["ffn"]["intermediate_size"]) if bc else int(cfg["intermediate_size"])
+        want = (bc_ffn_size(bc[l]["ffn"], m.D) if bc else int(cfg["intermediate_size"]))
         if mff != want or ly["up"].shape != (mff, m.D) or ly["down"].shape != (m.D, mff):
             raise ValueError("layer %d: FFN shapes %s/%s/%s do not match size %d" % (
                 l, ly["gate"].shape, ly["up"].shape, ly["down"].shape, want))

@@ -51,4 +51,9 @@ int model_config_load(const char *model_dir, model_config *c);
 void model_config_free(model_config *c);
 /* parameters of block l (weights only), used for stage balancing and memory estimates */
 int64_t model_block_params(const model_config *c, int l);
+/* Nemotron-NAS / DeciLM: the FFN size the runtimes derive from block_configs[i].ffn.ffn_mult and
+ * hidden_size: int(2 * ffn_mult * hidden / 3) (double arithmetic, left to right, truncated), rounded
+ * up to a multiple of 256; with round6, ffn_mult is first rounded to 6 decimals as NVIDIA's
+ * block_config.py and mlx-lm's FFNConfig do. -1 when out of range. */
+int64_t nas_ffn_mult_size(double ffn_mult, int hidden, int round6);
 #endif
