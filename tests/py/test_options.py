@@ -48,7 +48,7 @@ CHOICES = {
     ("recover", "recompute"): "auto on off",
     ("recover", "global-metric"): "angular cosine mse mae",
     ("recover", "alloc-mode"): "default reference",
-    ("export", "format"): "gguf hf hf-padded gguf-padded",
+    ("export", "format"): "gguf hf hf-padded gguf-padded hf-llama",
     ("mkmodel", "dtype"): "f32 f16 bf16",
     ("tokenize", "bos"): "auto 1 0",
 }
