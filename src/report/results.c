@@ -93,19 +93,25 @@ static char *svg_plot(const cJSON *r)
 #undef APP
 }
 
-int results_write(const cJSON *r, const char *json_path, const char *md_path, const char *svg_path)
+int results_write(const char *dir, const cJSON *r)
 {
+    char path[4200];
     char *json = cJSON_Print(r);
-    int rc = write_text_file(json_path, json);
+    snprintf(path, sizeof path, "%s/results.json", dir);
+    int rc = write_text_atomic(path, json);
     free(json);
     if (rc) return -1;
     char *md = markdown(r);
-    rc = write_text_file(md_path, md);
+    snprintf(path, sizeof path, "%s/results.md", dir);
+    rc = write_text_atomic(path, md);
     free(md);
-    if (rc || !svg_path) return rc;
-    char *svg = svg_plot(r);
-    rc = write_text_file(svg_path, svg);
-    free(svg);
+    if (rc) return -1;
+    if (cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(r, "pruned")) > 0) {
+        char *svg = svg_plot(r);
+        snprintf(path, sizeof path, "%s/ppl_vs_ratio.svg", dir);
+        rc = write_text_atomic(path, svg);
+        free(svg);
+    }
     return rc;
 }
 
