@@ -3,6 +3,7 @@
 #include "cfsp/ckpt/rawio.h"
 #include "cfsp/cli/commands.h"
 #include "cfsp/cli/options.h"
+#include "cfsp/format/safetensors.h"
 #include "cfsp/util/blas_env.h"
 #include "cfsp/util/err.h"
 #include <mpi.h>
@@ -49,7 +50,14 @@ int main(int argc, char **argv)
     cfsp_sync(rc);
     if (o.help) cfsp_exit_all(0);                      /* rank 0 printed the table */
     if (o.command[0] == 'v') {
-        rc = rank == 0 ? model_h5_verify(o.verify_file) : 0;
+        if (rank == 0 && o.model[0]) {                 /* NaN / Inf in a safetensors checkpoint */
+            st_model st;
+            rc = st_open_dir(o.model, &st);
+            if (!rc) {
+                rc = st_scan_finite(&st, o.model);
+                st_close(&st);
+            }
+        } else rc = rank == 0 ? model_h5_verify(o.verify_file) : 0;
         cfsp_sync(rc);
         cfsp_exit_all(0);
     }

@@ -59,25 +59,27 @@ static const opt_table run_table = {
     "run", "cfsp-mpi",  /* prog: replaced by the command (run | prune) */
     "mpirun -n P cfsp-mpi [run] [--config RUN.json] [options]\n"
     "       mpirun -n P cfsp-mpi prune --stats STATS.h5 [options]\n"
-    "       cfsp-mpi verify FILE.h5",
+    "       cfsp-mpi verify FILE.h5 | --model DIR",
     ABOUT, table, sizeof table / sizeof table[0] };
 /* `cfsp-mpi --help` (no command named): the run table after the list of commands */
 static const char top_about[] = ABOUT "\n\n"
     "commands (cfsp-mpi COMMAND --help prints each one's options):\n"
     "  run       calibrate, prune by every --method and --ratios, evaluate, write (the default command)\n"
     "  prune     the same from the statistics file of an earlier run (--stats), without the forward pass\n"
-    "  verify    recompute every tensor checksum of a pruned checkpoint (FILE.h5)\n"
+    "  verify    recompute every tensor checksum of a pruned checkpoint (FILE.h5), or find NaN / Inf in a model (--model DIR)\n"
     "  plan      the pipeline simulator: stage map, per-rank memory and time (--json for the scripts)\n"
     "  export    a pruned checkpoint (or the dense model) to GGUF or Hugging Face safetensors\n"
     "  tokenize  a UTF-8 text file to token ids with the model's own tokenizer\n"
     "  recover   LoRA recovery fine-tuning of a pruned checkpoint";
 
 static const opt_def verify_def[] = {
-    O(OPT_STR, verify_file, "FILE.h5", NULL, NULL, "a pruned checkpoint of cfsp-mpi", .flags = OPT_POSITIONAL | OPT_REQUIRED),
+    O(OPT_STR, verify_file, "FILE.h5", NULL, NULL, "a pruned checkpoint of cfsp-mpi", .flags = OPT_POSITIONAL),
+    O(OPT_STR, model, "model", "", NULL, "instead of FILE.h5: a Hugging Face model directory (safetensors) whose every value is tested for NaN / Inf"),
 };
 static const opt_table verify_table = {
-    "verify", "cfsp-mpi verify", "cfsp-mpi verify FILE.h5",
-    "cfsp-mpi verify — recomputes every tensor checksum of FILE.h5 and compares it with the stored one",
+    "verify", "cfsp-mpi verify", "cfsp-mpi verify FILE.h5\n       cfsp-mpi verify --model DIR",
+    "cfsp-mpi verify — recomputes every tensor checksum of FILE.h5 and compares it with the stored one; with --model DIR, "
+    "scans every tensor of a safetensors checkpoint (BF16, F16, F32) and names each one holding a NaN or Inf, with the first one's element index",
     verify_def, sizeof verify_def / sizeof verify_def[0] };
 
 int options_parse(int argc, char **argv, options *o)
@@ -98,7 +100,11 @@ int options_parse(int argc, char **argv, options *o)
     opt_result res;
     int rc = opts_parse(&t, argc, argv, first, o, &res);
     if (rc) { o->help = rc == 1; return rc < 0 ? -1 : 0; }
-    if (verify) return 0;
+    if (verify) {
+        if (!o->verify_file[0] == !o->model[0])
+            return FAIL("verify: give FILE.h5 (a pruned checkpoint) or --model DIR (a safetensors checkpoint), one of them (usage: cfsp-mpi verify FILE.h5 | --model DIR)");
+        return 0;
+    }
     if (res.nconfig) snprintf(o->config_file, sizeof o->config_file, "%s", res.config[res.nconfig - 1]);
     /* cross-field checks, naming where the value came from */
     char w[4200];

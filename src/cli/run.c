@@ -386,6 +386,15 @@ static void calibrate(job *j)
     double wall = cj->seconds;       /* the phase ends when the last stage finishes */
     MPI_CHECK(MPI_Allreduce(&wall, &cj->seconds, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD));
     cj->rank_seconds = wall;
+    /* non-finite activations (a NaN / Inf weight, an overflow) would give meaningless masks: each
+     * rank checks the sums of its own units, in block order, so the lowest failing rank names the
+     * first affected block */
+    int bad = 0;
+    for (int i = 0; i < j->nu && !bad; i++) {
+        const unit_weights *u = &j->w.units[i];
+        if (u->slice >= 0) bad = stats_check_finite(&j->stats[u->layer], u->c0, u->c1, u->slice == u->nslices - 1);
+    }
+    cfsp_sync(bad);
     for (int l = 0; l < j->L; l++) j->stats[l].ntok = (int64_t)o->nsamples * o->seqlen;
     prune_stats_move(&j->plan, &j->map, j->stats, 1);
 }

@@ -1,5 +1,6 @@
 /* stats.c — the statistics hook: per-token block distances and per-channel activation sums. */
 #include "cfsp/prune/stats.h"
+#include "cfsp/util/err.h"
 #include "cfsp/util/util.h"
 #include <math.h>
 #include <stdlib.h>
@@ -70,3 +71,19 @@ static void hook_block(void *ctx, int layer, const float *hin, const float *hout
 }
 
 fwd_hook stats_hook(block_stats *all) { return (fwd_hook){ hook_channels, hook_block, all }; }
+
+#define NONFINITE_HINT "a NaN or Inf in the checkpoint's weights (cfsp-mpi verify --model DIR names the first non-finite tensor) or an overflow in the forward pass"
+
+int stats_check_finite(const block_stats *s, int c0, int c1, int block)
+{
+    for (int j = c0; j < c1; j++)
+        if (!isfinite(s->sum_sq[j]) || !isfinite(s->sum[j]))
+            return FAIL("block %d: the down_proj input channel statistics are not finite (channel %d: sum of squares %g, sum %g) on rank %d: " NONFINITE_HINT,
+                        s->layer, j, s->sum_sq[j], s->sum[j], cfsp_rank());
+    if (block)
+        for (int g = 0; g < GM_COUNT; g++)
+            if (!isfinite(s->imp[g]))
+                return FAIL("block %d: the block output is not finite (its %s distance sum is %g) on rank %d: " NONFINITE_HINT,
+                            s->layer, global_metric_names[g], s->imp[g], cfsp_rank());
+    return 0;
+}

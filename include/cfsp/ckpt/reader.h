@@ -24,6 +24,8 @@ typedef struct {
     char h5path[160];          /* HDF5 dataset (pruned checkpoint) */
     const st_tensor *st;       /* safetensors tensor (directory) */
     int64_t stored_rows, stored_cols;   /* after ckpt_pad_ffn: the stored shape (rows/cols: the padded one); else 0 */
+    int ck_has;                /* a pruned checkpoint of CKPT_FORMAT: ck_want is the dataset's "checksum" */
+    uint64_t ck_want;
 } ckpt_tensor;
 
 typedef struct {
@@ -41,6 +43,9 @@ typedef struct {
     st_model st;
     int st_open;
     int *stored_ffn;           /* after ckpt_pad_ffn: each block's stored FFN size; else NULL */
+    uint64_t *ck_sum;          /* [nt] checksum of the stored rows read so far, in order (lazy) */
+    int64_t *ck_next;          /* [nt] the next stored row expected; -1: not in order (or done) */
+    int ck_verify;             /* CKPT_FORMAT (not V1): the reads verify the tensor checksums */
 } ckpt_source;
 
 /* Open a pruned HDF5 file; src_dir_override (or NULL) replaces the model directory recorded in its
@@ -63,7 +68,12 @@ int ckpt_pad_empty_ffn(ckpt_source *s);
 int ckpt_stored_ffn(const ckpt_source *s, int l);
 /* the widest FFN of s */
 int64_t ckpt_max_ffn(const ckpt_source *s);
-/* rows [r0, r0 + n) of t, raw stored bytes (no conversion), into buf */
+/* rows [r0, r0 + n) of t, raw stored bytes (no conversion), into buf. For a pruned checkpoint of
+ * CKPT_FORMAT the reads also verify the data: the tensor checksum (model_h5.h, position-keyed, so
+ * panels add up) of the stored rows is accumulated while a tensor is read in order from row 0, and
+ * compared with the dataset's "checksum" attribute once its last stored row has been read (FAIL
+ * naming the file and the dataset on a mismatch). Padding (ckpt_pad_ffn) is not hashed; reads out
+ * of order are not verified; CKPT_FORMAT_V1 files (another checksum function) are read unverified. */
 int ckpt_read_rows(ckpt_source *s, const ckpt_tensor *t, int64_t r0, int64_t n, void *buf);
 uint64_t ckpt_tensor_bytes(const ckpt_tensor *t);
 #endif
