@@ -27,6 +27,7 @@ struct ckpt_merge {
 
 static int copy_file(const char *src, const char *dst)
 {
+    if (input_check(src, NULL)) return -1;
     FILE *in = fopen(src, "rb");
     if (!in) return FAIL("%s: cannot open", src);
     FILE *out = fopen(dst, "wb");

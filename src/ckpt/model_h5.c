@@ -450,6 +450,7 @@ static herr_t verify_one(hid_t loc, const char *name, const H5O_info_t *info, vo
 int model_h5_verify(const char *path)
 {
     h5_quiet();
+    if (input_check(path, NULL)) return -1;
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (f < 0) return FAIL("%s: not an HDF5 file (or unreadable)", path);
     int64_t ntens = -1;

@@ -81,7 +81,7 @@ static int run_tokenize(int argc, char **argv)
     double t1 = now_seconds();
     uint32_t *ids = NULL;
     int64_t n = 0;
-    int rc = tokenizer_encode(t, text, len, bos, pos[0], &ids, &n);
+    int rc = tokenizer_check_text(pos[0], text, len) ? -1 : tokenizer_encode(t, text, len, bos, pos[0], &ids, &n);
     double t2 = now_seconds();
     if (bos == TOK_BOS_AUTO) bos = tokenizer_adds_bos(t);
     free(text);

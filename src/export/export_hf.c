@@ -84,6 +84,7 @@ static int write_file(const char *path, const char *text, strlist *created)
 
 static int copy_file(const char *from, const char *to, strlist *created)
 {
+    if (input_check(from, NULL)) return -1;
     FILE *in = fopen(from, "rb");
     if (!in) return FAIL("%s: cannot open: %s", from, strerror(errno));
     FILE *out = fopen(to, "wb");

@@ -69,15 +69,24 @@ static int cmp_begin(const void *a, const void *b)
 int st_parse_header(const char *json, size_t len, uint64_t data_size, const char *fname, int file_idx, st_model *m)
 {
     cJSON *root = NULL;
-    if (json_parse(json, len, fname, &root)) return -1;
+    if (json_parse_padded(json, len, fname, 1, &root)) return -1;
     int rc = -1, first = m->nt;
     if (!cJSON_IsObject(root)) { FAIL("%s: safetensors header: expected a JSON object", fname); goto out; }
+    /* the format: the header MUST begin with '{' and MAY be padded at its end with spaces (0x20),
+     * which json_parse_padded allows and nothing else after the object */
+    if (json[0] != '{') { FAIL("%s: safetensors header: must begin with '{' (byte 0 is 0x%02x)", fname, (unsigned char)json[0]); goto out; }
     const cJSON *e;
     cJSON_ArrayForEach(e, root) {
         const char *name = e->string;
         if (!name) { FAIL("%s: safetensors header: entry without a name", fname); goto out; }
         if (!strcmp(name, "__metadata__")) {
             if (!cJSON_IsObject(e)) { FAIL("%s: '__metadata__': expected an object", fname); goto out; }
+            const cJSON *mv;
+            cJSON_ArrayForEach(mv, e)
+                if (!cJSON_IsString(mv)) {   /* the format: a string-to-string map */
+                    FAIL("%s: '__metadata__' entry '%.200s': expected a string (the format allows only string values)", fname, mv->string ? mv->string : "?");
+                    goto out;
+                }
             continue;
         }
         if (!cJSON_IsObject(e)) { FAIL("%s: tensor '%s': expected an object", fname, name); goto out; }
@@ -163,6 +172,28 @@ int st_parse_header(const char *json, size_t len, uint64_t data_size, const char
         }
         if (!reach || order[i]->end > reach->end) reach = order[i];
     }
+    /* the format: "the byte buffer needs to be entirely indexed, and cannot contain holes" (as
+     * safetensors' own validate(): sorted by offsets, each tensor begins where the one before it
+     * ends and the last ends at the end of the file). Bytes no tensor owns are where data of
+     * another reader's idea of the file would hide. */
+    uint64_t cursor = 0;
+    const st_tensor *prev = NULL;
+    for (int i = 0; i < n; i++) {
+        if (order[i]->begin > cursor && !m->holes) {
+            char msg[1600];
+            snprintf(msg, sizeof msg, "%s: data buffer bytes %llu..%llu belong to no tensor (between %s%s%s and '%s'; the format allows no holes)", fname,
+                     (unsigned long long)cursor, (unsigned long long)order[i]->begin, prev ? "'" : "", prev ? prev->name : "the start", prev ? "'" : "",
+                     order[i]->name);
+            m->holes = xstrdup(msg);
+        }
+        if (order[i]->end > cursor) { cursor = order[i]->end; prev = order[i]; }
+    }
+    if (cursor < data_size && !m->holes) {
+        char msg[1600];
+        snprintf(msg, sizeof msg, "%s: the data buffer has %llu bytes after the last tensor%s%s%s (the format allows no holes)", fname,
+                 (unsigned long long)(data_size - cursor), prev ? " '" : "", prev ? prev->name : "", prev ? "'" : "");
+        m->holes = xstrdup(msg);
+    }
     free(order);
     rc = 0;
 out:
@@ -207,8 +238,8 @@ static int open_file(st_model *m, const char *dir, const char *name)
 {
     char path[4096];
     if (snprintf(path, sizeof path, "%s/%s", dir, name) >= (int)sizeof path) return FAIL("%s: path too long", dir);
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return FAIL("%s: cannot open safetensors file: %s", path, strerror(errno));
+    int fd = input_open(path, "safetensors file");
+    if (fd < 0) return -1;
     struct stat st;
     if (fstat(fd, &st) != 0) { close(fd); return FAIL("%s: cannot stat: %s", path, strerror(errno)); }
     uint64_t size = (uint64_t)st.st_size;
@@ -303,6 +334,7 @@ void st_close(st_model *m)
     free(m->files);
     free(m->t);
     free(m->hash);
+    free(m->holes);
     memset(m, 0, sizeof *m);
 }
 
@@ -323,101 +355,6 @@ int st_fingerprint(const st_model *m, const char *text, unsigned long long *out)
         }
     }
     *out = h;
-    return 0;
-}
-
-/* the element index of the first non-finite value of n es-byte values at p, or -1; *count += how many */
-static int64_t first_nonfinite(const unsigned char *p, size_t n, dtype_t dt, uint64_t *count)
-{
-    int64_t first = -1;
-    for (size_t i = 0; i < n; i++) {
-        int bad;
-        if (dt == DT_F32) {
-            uint32_t v;
-            memcpy(&v, p + 4 * i, 4);
-            bad = (v & 0x7f800000u) == 0x7f800000u;
-        } else {
-            uint16_t v;
-            memcpy(&v, p + 2 * i, 2);
-            bad = dt == DT_BF16 ? (v & 0x7f80u) == 0x7f80u : (v & 0x7c00u) == 0x7c00u;
-        }
-        if (bad) {
-            if (first < 0) first = (int64_t)i;
-            (*count)++;
-        }
-    }
-    return first;
-}
-
-static const char *nonfinite_kind(const unsigned char *p, dtype_t dt)
-{
-    uint32_t v = 0;
-    memcpy(&v, p, dtype_size(dt));
-    uint32_t mant = dt == DT_F32 ? v & 0x7fffffu : dt == DT_BF16 ? v & 0x7fu : v & 0x3ffu;
-    int neg = dt == DT_F32 ? (int)(v >> 31) : (int)((v >> 15) & 1);
-    return mant ? "NaN" : neg ? "-Inf" : "+Inf";
-}
-
-static int cmp_data_order(const void *a, const void *b, void *m_)
-{
-    const st_model *m = m_;
-    const st_tensor *x = &m->t[*(const int *)a], *y = &m->t[*(const int *)b];
-    if (x->file != y->file) return x->file < y->file ? -1 : 1;
-    return x->begin < y->begin ? -1 : x->begin > y->begin;
-}
-
-int st_scan_finite(const st_model *m, const char *dir)
-{
-    int *order = xmalloc(sizeof(int) * (size_t)(m->nt ? m->nt : 1));
-    for (int i = 0; i < m->nt; i++) order[i] = i;
-    qsort_r(order, (size_t)m->nt, sizeof(int), cmp_data_order, (void *)m);
-    size_t cap = 8u << 20;
-    unsigned char *buf = xmalloc(cap);
-    int nbad = 0, rc = 0, first_t = -1;
-    int64_t first_e = -1;
-    char first_kind[8] = "";
-    uint64_t values = 0;
-    for (int k = 0; k < m->nt && !rc; k++) {
-        const st_tensor *t = &m->t[order[k]];
-        const st_file *f = &m->files[t->file];
-        size_t es = dtype_size(t->dtype);
-        uint64_t n = (t->end - t->begin) / es, done = 0, count = 0;
-        int64_t first = -1;
-        char kind[8] = "";
-        while (done < n) {
-            uint64_t take = n - done < cap / es ? n - done : cap / es, got = 0;
-            while (got < take * es) {
-                ssize_t r = pread(f->fd, buf + got, (size_t)(take * es - got), (off_t)(f->data_start + t->begin + done * es + got));
-                if (r < 0 && errno == EINTR) continue;
-                if (r <= 0) { rc = FAIL("%s: tensor '%s': read failed: %s", f->path, t->name, r < 0 ? strerror(errno) : "unexpected end of file"); break; }
-                got += (uint64_t)r;
-            }
-            if (rc) break;
-            int64_t i = first_nonfinite(buf, (size_t)take, t->dtype, &count);
-            if (i >= 0 && first < 0) {
-                first = (int64_t)done + i;
-                snprintf(kind, sizeof kind, "%s", nonfinite_kind(buf + (size_t)i * es, t->dtype));
-            }
-            done += take;
-        }
-        values += n;
-        if (rc || first < 0) continue;
-        char idx[96];
-        if (t->ndim == 2) snprintf(idx, sizeof idx, "[%lld, %lld]", (long long)(first / t->shape[1]), (long long)(first % t->shape[1]));
-        else snprintf(idx, sizeof idx, "[%lld]", (long long)first);
-        printf("%s: tensor '%s' (%s): %llu non-finite values, the first %s at element %s (flat index %lld)\n", f->path, t->name,
-               dtype_name(t->dtype), (unsigned long long)count, kind, idx, (long long)first);
-        if (nbad++ == 0) { first_t = order[k]; first_e = first; snprintf(first_kind, sizeof first_kind, "%s", kind); }
-    }
-    free(buf);
-    free(order);
-    if (rc) return rc;
-    if (nbad) {
-        const st_tensor *t = &m->t[first_t];
-        return FAIL("%s: %d of %d tensors hold non-finite values; the first: tensor '%s', element %lld (%s) of %s", dir, nbad, m->nt, t->name,
-                    (long long)first_e, first_kind, m->files[t->file].path);
-    }
-    printf("%s: OK, %d tensors, %llu values, all finite\n", dir, m->nt, (unsigned long long)values);
     return 0;
 }
 

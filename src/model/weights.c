@@ -274,6 +274,7 @@ void weights_free(rank_weights *w)
     memset(w, 0, sizeof *w);
 }
 
+int weights_check_unused(const st_model *st, const model_config *c);
 int weights_check_biases(const st_model *st, const model_config *c)
 {
     for (int i = 0; i < st->nt; i++) {
@@ -293,5 +294,74 @@ int weights_check_biases(const st_model *st, const model_config *c)
             return FAIL("%s: tensor '%s': a bias the %s architecture does not have (its config.json would have to say so)",
                         st->files[st->t[i].file].path, n, c->model_type);
     }
+    return weights_check_unused(st, c);
+}
+
+/* the tensor names of one block that the forward pass reads (the checkpoint's own spelling) */
+static int block_name_used(const char *rest, const model_config *c)
+{
+    static const char *const always[] = {
+        "input_layernorm.weight", "post_attention_layernorm.weight", "self_attn.q_proj.weight", "self_attn.k_proj.weight",
+        "self_attn.v_proj.weight", "self_attn.o_proj.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight" };
+    static const char *const bias[] = { "self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias" };
+    static const char *const norm[] = { "self_attn.q_norm.weight", "self_attn.k_norm.weight" };
+    for (size_t i = 0; i < sizeof always / sizeof always[0]; i++) if (!strcmp(rest, always[i])) return 1;
+    for (size_t i = 0; c->qkv_bias && i < 3; i++) if (!strcmp(rest, bias[i])) return 1;
+    for (size_t i = 0; c->qk_norm && i < 2; i++) if (!strcmp(rest, norm[i])) return 1;
+    return 0;
+}
+
+int weights_check_unused(const st_model *st, const model_config *c)
+{
+    /* every tensor the model reads is there (as weights_load would find, but for every rank's units) */
+    char nm[256];
+    static const char *const top[] = { "model.embed_tokens.weight", "model.norm.weight", "lm_head.weight" };
+    for (int i = 0; i < (c->tie_embeddings ? 2 : 3); i++)
+        if (!st_find(st, top[i]))
+            return FAIL("%s: tensor '%s' is missing%s", st->files[0].path, top[i], i == 2 ? " (and tie_word_embeddings is false)" : "");
+    static const char *const blk[] = {
+        "input_layernorm.weight", "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+        "self_attn.o_proj.weight", "self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias",
+        "self_attn.q_norm.weight", "self_attn.k_norm.weight", "post_attention_layernorm.weight", "mlp.gate_proj.weight",
+        "mlp.up_proj.weight", "mlp.down_proj.weight" };
+    for (int l = 0; l < c->n_layers; l++)
+        for (size_t i = 0; i < sizeof blk / sizeof blk[0]; i++) {
+            if (!block_name_used(blk[i], c)) continue;
+            snprintf(nm, sizeof nm, "model.layers.%d.%s", l, blk[i]);
+            if (!st_find(st, nm)) return FAIL("%s: tensor '%s' is missing", st->files[0].path, nm);
+        }
+    int nwarn = 0;
+    char warn[600] = "";
+    for (int i = 0; i < st->nt; i++) {
+        const char *n = st->t[i].name, *path = st->files[st->t[i].file].path;
+        if (!strncmp(n, "model.layers.", 13)) {
+            const char *p = n + 13;
+            long l = 0;
+            int digits = 0;
+            while (*p >= '0' && *p <= '9' && digits < 9) { l = l * 10 + (*p++ - '0'); digits++; }
+            if (!digits || *p != '.' || (digits > 1 && n[13] == '0'))
+                return FAIL("%s: tensor '%s': not a tensor of the %s architecture (model.layers.N.* with N a layer number)", path, n, c->model_type);
+            if (l >= c->n_layers)
+                return FAIL("%s: tensor '%s': layer %ld, but config.json says num_hidden_layers = %d (a checkpoint with more layers than its config?)",
+                            path, n, l, c->n_layers);
+            if (block_name_used(p + 1, c)) continue;
+            if (strcmp(p + 1, "self_attn.rotary_emb.inv_freq") != 0)   /* a weight this forward pass has no place for */
+                return FAIL("%s: tensor '%s': a tensor of layer %ld the %s architecture does not use (another architecture, or a quantized checkpoint?)",
+                            path, n, l, c->model_type);
+        } else if (!strcmp(n, "model.embed_tokens.weight") || !strcmp(n, "model.norm.weight") ||
+                   (!strcmp(n, "lm_head.weight") && !c->tie_embeddings)) {
+            continue;
+        }
+        /* read by nothing, but changing nothing either: old LLaMA checkpoints' rotary inv_freq buffers
+         * (recomputed from rope_theta, as transformers does), a tied model's copy of the head
+         * (tie_word_embeddings: the head is embed_tokens), or other extras */
+        if (nwarn < 3) snprintf(warn + strlen(warn), sizeof warn - strlen(warn), "%s'%.120s'", nwarn ? ", " : "", n);
+        nwarn++;
+    }
+    if (st->holes) return FAIL("%s", st->holes);
+    if (nwarn && cfsp_rank() <= 0)
+        fprintf(stderr, "cfsp-mpi: warning: %s: %d tensor%s the model does not read, ignored: %s%s%s\n", st->files[0].path, nwarn,
+                nwarn == 1 ? "" : "s", warn, nwarn > 3 ? ", ..." : "",
+                c->tie_embeddings && st_find(st, "lm_head.weight") ? " (tie_word_embeddings is true: the head is model.embed_tokens.weight)" : "");
     return 0;
 }

@@ -147,6 +147,14 @@ int tokenizer_encode(const tokenizer *t, const char *text, size_t len, int add_b
     return 0;
 }
 
+int tokenizer_check_text(const char *what, const char *text, size_t len)
+{
+    size_t bad = 0;
+    if (!utf8_valid(text, len, &bad))
+        return FAIL("%s: invalid UTF-8 at byte %zu (text files are read as UTF-8)", what, bad);
+    return 0;
+}
+
 int tokenize_file(const char *model_dir, const char *path, int add_bos, uint32_t **ids, int64_t *n)
 {
     tokenizer *t = NULL;
@@ -156,7 +164,7 @@ int tokenize_file(const char *model_dir, const char *path, int add_bos, uint32_t
     *n = 0;
     if (tokenizer_load(model_dir, &t)) return -1;
     if (read_whole_file(path, MAX_TEXT_BYTES, &text, &len)) { tokenizer_free(t); return -1; }
-    int rc = tokenizer_encode(t, text, len, add_bos, path, ids, n);
+    int rc = tokenizer_check_text(path, text, len) ? -1 : tokenizer_encode(t, text, len, add_bos, path, ids, n);
     free(text);
     tokenizer_free(t);
     return rc;
@@ -172,7 +180,7 @@ int tokenize_file_checked(const char *model_dir, const char *path, int vocab, in
     *n = 0;
     if (tokenizer_load(model_dir, &t)) return -1;
     if (read_whole_file(path, MAX_TEXT_BYTES, &text, &len)) { tokenizer_free(t); return -1; }
-    int rc = tokenizer_encode(t, text, len, add_bos, path, ids, n);
+    int rc = tokenizer_check_text(path, text, len) ? -1 : tokenizer_encode(t, text, len, add_bos, path, ids, n);
     if (add_bos == TOK_BOS_AUTO) add_bos = t->adds_bos;
     free(text);
     for (int64_t i = 0; rc == 0 && i < *n; i++)

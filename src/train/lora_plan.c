@@ -171,6 +171,7 @@ int lora_read_pruned_fraction(const char *path, int L, double *frac)
 {
     h5_quiet();
     if (!path_exists(path)) return FAIL("%s: no such file", path);
+    if (input_check(path, NULL)) return -1;
     if (H5Fis_hdf5(path) <= 0) return FAIL("%s: not an HDF5 file (--plan pruned needs a pruned checkpoint)", path);
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (f < 0) return FAIL("%s: not an HDF5 file", path);
@@ -194,6 +195,7 @@ int lora_read_importance(const char *path, int L, const char *metric, int refere
 {
     h5_quiet();
     if (!path_exists(path)) return FAIL("%s: no such file", path);
+    if (input_check(path, NULL)) return -1;
     if (H5Fis_hdf5(path) <= 0) return FAIL("%s: not an HDF5 file", path);
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (f < 0) return FAIL("%s: not an HDF5 file", path);

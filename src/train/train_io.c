@@ -265,6 +265,7 @@ static int read_part(hid_t f, const char *file, const char *path, float *v, int6
 int train_ckpt_read(trainer *tr, const char *path)
 {
     h5_quiet();
+    if (path_exists(path) && input_check(path, NULL)) return -1;
     if (!path_exists(path) || H5Fis_hdf5(path) <= 0) return FAIL("%s: no such checkpoint (or not HDF5)", path);
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (f < 0) return FAIL("%s: cannot open", path);

@@ -78,13 +78,48 @@ uint64_t fnv1a64(uint64_t h, const void *data, size_t n)
     return h;
 }
 
+const char *file_kind(unsigned mode)
+{
+    if (S_ISREG(mode)) return "a regular file";
+    if (S_ISFIFO(mode)) return "a FIFO";
+    if (S_ISDIR(mode)) return "a directory";
+    if (S_ISCHR(mode)) return "a character device";
+    if (S_ISBLK(mode)) return "a block device";
+    if (S_ISSOCK(mode)) return "a socket";
+    return "not a file";
+}
+
+/* stat (following symlinks), never open: opening a FIFO for reading blocks until a writer comes */
+int input_check(const char *path, const char *what)
+{
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return FAIL("%s: cannot open%s%s: %s", path, what ? " " : "", what ? what : "", strerror(errno));
+    if (!S_ISREG(st.st_mode)) return FAIL("%s: not a regular file (%s)", path, file_kind(st.st_mode));
+    return 0;
+}
+
+int input_open(const char *path, const char *what)
+{
+    if (input_check(path, what)) return -1;
+    /* O_NONBLOCK: should the path become a FIFO between the stat and the open, the open still
+     * returns at once (and the fstat below refuses it); on a regular file it changes nothing */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return FAIL("%s: cannot open%s%s: %s", path, what ? " " : "", what ? what : "", strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) { int e = errno; close(fd); return FAIL("%s: cannot stat: %s", path, strerror(e)); }
+    if (!S_ISREG(st.st_mode)) { close(fd); return FAIL("%s: not a regular file (%s)", path, file_kind(st.st_mode)); }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0) (void)fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    return fd;
+}
+
 int read_whole_file(const char *path, size_t max_bytes, char **out, size_t *len)
 {
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return FAIL("%s: cannot open: %s", path, strerror(errno));
+    int fd = input_open(path, NULL);
+    if (fd < 0) return -1;
     struct stat st;
     if (fstat(fd, &st) != 0) { close(fd); return FAIL("%s: cannot stat: %s", path, strerror(errno)); }
-    if (!S_ISREG(st.st_mode)) { close(fd); return FAIL("%s: not a regular file", path); }
     if ((uint64_t)st.st_size > max_bytes) {
         close(fd);
         return FAIL("%s: file is %lld bytes, more than the %zu allowed", path, (long long)st.st_size, max_bytes);

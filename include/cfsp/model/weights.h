@@ -51,6 +51,11 @@ void weights_free(rank_weights *w);
 /* FAIL naming the first '*.bias' or self_attn q/k norm tensor of the checkpoint that model c does not
  * use (read by nothing, it would silently change the model: e.g. Qwen2 biases under a LLaMA config) */
 int weights_check_biases(const st_model *st, const model_config *c);
+/* Then every other tensor against the names the model reads (weights_check_unused): a tensor of a
+ * layer >= num_hidden_layers, or an unknown tensor inside a block (a weight this forward pass has
+ * no place for), is refused; the rest (rotary inv_freq buffers, a tied model's lm_head.weight,
+ * other top-level extras) changes nothing and gets one warning line (rank 0) naming them. */
+int weights_check_unused(const st_model *st, const model_config *c);
 void unit_weights_free_owned(unit_weights *u);
 /* Drop the resident pages of a view into the mmap (whole pages inside it) from this process: the
  * data stays valid and is faulted back in from the page cache or the file if read again. Used

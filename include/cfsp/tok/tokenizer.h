@@ -52,6 +52,9 @@ enum { TOK_BOS_AUTO = -1 };
 int tokenizer_encode(const tokenizer *t, const char *text, size_t len, int add_bos, const char *what,
                      uint32_t **ids, int64_t *n);
 
+/* FAIL("WHAT: invalid UTF-8 at byte N") unless text is UTF-8 (shortest forms, no surrogates):
+ * every text file (--calib-text, --eval-text, `cfsp-mpi tokenize`) is checked before encoding */
+int tokenizer_check_text(const char *what, const char *text, size_t len);
 /* Load DIR's tokenizer and encode the whole file at `path` (add_bos as for tokenizer_encode). */
 int tokenize_file(const char *model_dir, const char *path, int add_bos, uint32_t **ids, int64_t *n);
 /* The run's --calib-text / --eval-text (rank 0): tokenize_file (add_bos as for tokenizer_encode),

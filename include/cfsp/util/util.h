@@ -18,6 +18,13 @@ int64_t vm_hwm_bytes(void);              /* peak resident set of this process (/
 uint64_t fnv1a64(uint64_t h, const void *data, size_t n);
 #define FNV1A64_INIT 0xcbf29ce484222325ULL
 
+/* Every input file goes through these (untrusted paths): stat() -- symlinks followed, the path
+ * never opened -- must show a regular file, else FAIL("PATH: not a regular file (a FIFO)"; a
+ * directory, a character/block device, a socket). A missing file: "PATH: cannot open[ WHAT]: ...".
+ * input_open then opens it read-only (O_NONBLOCK, re-checked with fstat): the fd, or -1. */
+int input_check(const char *path, const char *what);
+int input_open(const char *path, const char *what);
+const char *file_kind(unsigned mode);    /* "a FIFO", "a directory", ... of a stat st_mode */
 /* read a whole file (at most max_bytes) into a NUL-terminated buffer; FAIL on error */
 int read_whole_file(const char *path, size_t max_bytes, char **out, size_t *len);
 int path_exists(const char *path);
