@@ -3,6 +3,7 @@
  * read row panel by row panel as raw stored bytes. Every read of the file FAILs naming it and the
  * field; closes of handles that opened are checked (H5_CHECK). */
 #include "cfsp/ckpt/reader.h"
+#include "cfsp/ckpt/model_h5.h"
 #include "cfsp/format/h5util.h"
 #include "cfsp/util/err.h"
 #include "cfsp/util/util.h"
@@ -99,6 +100,14 @@ static int check_dataset(ckpt_source *s, ckpt_tensor *t)
         else
             rc = FAIL("%s: dataset '%s' has shape [%llu], expected [%lld]", f, t->h5path, (unsigned long long)dims[0], (long long)t->rows);
     }
+    if (!rc && s->ck_verify) {           /* CKPT_FORMAT: every tensor carries its checksum */
+        char where[4400];
+        snprintf(where, sizeof where, "%s: dataset '%s'", f, t->h5path);
+        if (H5Aexists(ds, CKPT_A_CHECKSUM) <= 0)
+            rc = FAIL("%s: no '" CKPT_A_CHECKSUM "' attribute (every tensor of a " CKPT_FORMAT " file carries one): damaged or not a cfsp-mpi output", where);
+        else if (h5_attr_read_num(ds, where, CKPT_A_CHECKSUM, H5T_NATIVE_UINT64, &t->ck_want)) rc = -1;
+        else t->ck_has = 1;
+    }
     if (ty >= 0) H5_CHECK(H5Tclose(ty));
     if (sp >= 0) H5_CHECK(H5Sclose(sp));
     H5_CHECK(H5Dclose(ds));
@@ -124,6 +133,8 @@ int ckpt_open(const char *path, const char *src_override, ckpt_source *s)
         free(fmt);
         return rc;
     }
+    /* /1 hashed with another function: its tensors are read unverified (`cfsp-mpi verify` of /2 only) */
+    s->ck_verify = !strcmp(fmt, CKPT_FORMAT);
     free(fmt);
     if (H5Aexists(s->h5, CKPT_A_NUM_TENSORS) <= 0)
         return FAIL("%s: no '" CKPT_A_NUM_TENSORS "' attribute: not a complete cfsp-mpi output", path);
@@ -279,17 +290,52 @@ int ckpt_stored_ffn(const ckpt_source *s, int l) { return s->stored_ffn ? s->sto
 
 static int read_stored_rows(ckpt_source *s, const ckpt_tensor *t, int64_t r0, int64_t n, void *buf);
 
+/* The streaming checksum (reader.h): n stored rows of t from stored row r0, their bytes at data
+ * (scols elements each), of a tensor with srows stored rows. Being a sum of per-position terms,
+ * the panels' checksums add up to the whole tensor's; a read from row 0 starts the sum afresh. */
+static int ck_account(ckpt_source *s, const ckpt_tensor *t, int64_t r0, int64_t n, const void *data, int64_t srows, int64_t scols)
+{
+    if (!t->ck_has || n <= 0) return 0;
+    int i = -1;
+    for (int k = 0; k < s->nt && i < 0; k++) if (&s->t[k] == t) i = k;
+    if (i < 0) {                                /* a copy: find the listed tensor */
+        const ckpt_tensor *f = ckpt_find(s, t->name);
+        if (!f) return 0;
+        i = (int)(f - s->t);
+    }
+    if (!s->ck_sum) {
+        s->ck_sum = xcalloc((size_t)s->nt, sizeof(uint64_t));
+        s->ck_next = xcalloc((size_t)s->nt, sizeof(int64_t));
+    }
+    if (r0 == 0) { s->ck_sum[i] = 0; s->ck_next[i] = 0; }
+    if (s->ck_next[i] != r0) { s->ck_next[i] = -1; return 0; }   /* out of order: not verified */
+    s->ck_sum[i] += tensor_checksum(data, dtype_size(t->dtype), n, scols, r0, 0, scols);
+    s->ck_next[i] += n;
+    if (s->ck_next[i] < srows) return 0;
+    s->ck_next[i] = -1;                        /* done: a later read from row 0 verifies again */
+    if (s->ck_sum[i] != t->ck_want)
+        return FAIL("%s: dataset '%s': checksum mismatch (stored %016llx, data %016llx): the file is damaged (cfsp-mpi verify %s checks every tensor)",
+                    s->in_path, t->h5path, (unsigned long long)t->ck_want, (unsigned long long)s->ck_sum[i], s->in_path);
+    return 0;
+}
+
 int ckpt_read_rows(ckpt_source *s, const ckpt_tensor *t, int64_t r0, int64_t n, void *buf)
 {
     if (n <= 0) return 0;
-    if (!t->stored_rows && !t->stored_cols) return read_stored_rows(s, t, r0, n, buf);
+    if (!t->stored_rows && !t->stored_cols) {
+        int rc = read_stored_rows(s, t, r0, n, buf);
+        return rc ? rc : ck_account(s, t, r0, n, buf, t->rows, t->cols);
+    }
     /* padded (ckpt_pad_ffn): stored rows, zero rows after them; each stored row's columns, zeros after */
     size_t es = dtype_size(t->dtype), out_row = (size_t)t->cols * es, in_row = (size_t)t->stored_cols * es;
     int64_t have = t->stored_rows - r0;
     have = have < 0 ? 0 : have > n ? n : have;
     memset(buf, 0, (size_t)n * out_row);
     if (!have) return 0;
-    if (in_row == out_row) return read_stored_rows(s, t, r0, have, buf);
+    if (in_row == out_row) {
+        int rc = read_stored_rows(s, t, r0, have, buf);
+        return rc ? rc : ck_account(s, t, r0, have, buf, t->stored_rows, t->stored_cols);
+    }
     ckpt_tensor st = *t;
     st.rows = t->stored_rows;
     st.cols = t->stored_cols;
@@ -297,6 +343,7 @@ int ckpt_read_rows(ckpt_source *s, const ckpt_tensor *t, int64_t r0, int64_t n, 
     if (!in_row) return 0;
     char *tmp = xmalloc((size_t)have * in_row);
     int rc = read_stored_rows(s, &st, r0, have, tmp);
+    if (!rc) rc = ck_account(s, t, r0, have, tmp, t->stored_rows, t->stored_cols);
     for (int64_t r = 0; !rc && r < have; r++) memcpy((char *)buf + (size_t)r * out_row, tmp + (size_t)r * in_row, in_row);
     free(tmp);
     return rc;
@@ -342,6 +389,8 @@ void ckpt_close(ckpt_source *s)
     free(s->config_text);
     free(s->t);
     free(s->stored_ffn);
+    free(s->ck_sum);
+    free(s->ck_next);
     memset(s, 0, sizeof *s);
     s->h5 = -1;
 }

@@ -358,6 +358,101 @@ int st_fingerprint(const st_model *m, const char *text, unsigned long long *out)
     return 0;
 }
 
+/* the element index of the first non-finite value of n es-byte values at p, or -1; *count += how many */
+static int64_t first_nonfinite(const unsigned char *p, size_t n, dtype_t dt, uint64_t *count)
+{
+    int64_t first = -1;
+    for (size_t i = 0; i < n; i++) {
+        int bad;
+        if (dt == DT_F32) {
+            uint32_t v;
+            memcpy(&v, p + 4 * i, 4);
+            bad = (v & 0x7f800000u) == 0x7f800000u;
+        } else {
+            uint16_t v;
+            memcpy(&v, p + 2 * i, 2);
+            bad = dt == DT_BF16 ? (v & 0x7f80u) == 0x7f80u : (v & 0x7c00u) == 0x7c00u;
+        }
+        if (bad) {
+            if (first < 0) first = (int64_t)i;
+            (*count)++;
+        }
+    }
+    return first;
+}
+
+static const char *nonfinite_kind(const unsigned char *p, dtype_t dt)
+{
+    uint32_t v = 0;
+    memcpy(&v, p, dtype_size(dt));
+    uint32_t mant = dt == DT_F32 ? v & 0x7fffffu : dt == DT_BF16 ? v & 0x7fu : v & 0x3ffu;
+    int neg = dt == DT_F32 ? (int)(v >> 31) : (int)((v >> 15) & 1);
+    return mant ? "NaN" : neg ? "-Inf" : "+Inf";
+}
+
+static int cmp_data_order(const void *a, const void *b, void *m_)
+{
+    const st_model *m = m_;
+    const st_tensor *x = &m->t[*(const int *)a], *y = &m->t[*(const int *)b];
+    if (x->file != y->file) return x->file < y->file ? -1 : 1;
+    return x->begin < y->begin ? -1 : x->begin > y->begin;
+}
+
+int st_scan_finite(const st_model *m, const char *dir)
+{
+    int *order = xmalloc(sizeof(int) * (size_t)(m->nt ? m->nt : 1));
+    for (int i = 0; i < m->nt; i++) order[i] = i;
+    qsort_r(order, (size_t)m->nt, sizeof(int), cmp_data_order, (void *)m);
+    size_t cap = 8u << 20;
+    unsigned char *buf = xmalloc(cap);
+    int nbad = 0, rc = 0, first_t = -1;
+    int64_t first_e = -1;
+    char first_kind[8] = "";
+    uint64_t values = 0;
+    for (int k = 0; k < m->nt && !rc; k++) {
+        const st_tensor *t = &m->t[order[k]];
+        const st_file *f = &m->files[t->file];
+        size_t es = dtype_size(t->dtype);
+        uint64_t n = (t->end - t->begin) / es, done = 0, count = 0;
+        int64_t first = -1;
+        char kind[8] = "";
+        while (done < n) {
+            uint64_t take = n - done < cap / es ? n - done : cap / es, got = 0;
+            while (got < take * es) {
+                ssize_t r = pread(f->fd, buf + got, (size_t)(take * es - got), (off_t)(f->data_start + t->begin + done * es + got));
+                if (r < 0 && errno == EINTR) continue;
+                if (r <= 0) { rc = FAIL("%s: tensor '%s': read failed: %s", f->path, t->name, r < 0 ? strerror(errno) : "unexpected end of file"); break; }
+                got += (uint64_t)r;
+            }
+            if (rc) break;
+            int64_t i = first_nonfinite(buf, (size_t)take, t->dtype, &count);
+            if (i >= 0 && first < 0) {
+                first = (int64_t)done + i;
+                snprintf(kind, sizeof kind, "%s", nonfinite_kind(buf + (size_t)i * es, t->dtype));
+            }
+            done += take;
+        }
+        values += n;
+        if (rc || first < 0) continue;
+        char idx[96];
+        if (t->ndim == 2) snprintf(idx, sizeof idx, "[%lld, %lld]", (long long)(first / t->shape[1]), (long long)(first % t->shape[1]));
+        else snprintf(idx, sizeof idx, "[%lld]", (long long)first);
+        printf("%s: tensor '%s' (%s): %llu non-finite values, the first %s at element %s (flat index %lld)\n", f->path, t->name,
+               dtype_name(t->dtype), (unsigned long long)count, kind, idx, (long long)first);
+        if (nbad++ == 0) { first_t = order[k]; first_e = first; snprintf(first_kind, sizeof first_kind, "%s", kind); }
+    }
+    free(buf);
+    free(order);
+    if (rc) return rc;
+    if (nbad) {
+        const st_tensor *t = &m->t[first_t];
+        return FAIL("%s: %d of %d tensors hold non-finite values; the first: tensor '%s', element %lld (%s) of %s", dir, nbad, m->nt, t->name,
+                    (long long)first_e, first_kind, m->files[t->file].path);
+    }
+    printf("%s: OK, %d tensors, %llu values, all finite\n", dir, m->nt, (unsigned long long)values);
+    return 0;
+}
+
 /* Resident bytes of this process's mappings of the model's safetensors files (the Rss of every
  * /proc/self/smaps entry whose device and inode are one of the files'): the weight pages this
  * rank has touched so far (plus the kernel's fault-around neighbours within each tensor's

@@ -65,6 +65,11 @@ uint64_t st_nbytes(const st_tensor *t);
 /* A fingerprint of the checkpoint: every header, the given text (config.json), and up to 4 KiB
  * at the start, middle and end of every tensor's data (read with pread, not mapped). */
 int st_fingerprint(const st_model *m, const char *text, unsigned long long *out);
+/* `cfsp-mpi verify --model DIR`: read every tensor's data (pread, in panels of a few MiB) and test
+ * each element's exponent bits for NaN / Inf (bf16, f16, f32). Prints one line per tensor holding
+ * any (its name, count and the first one's element index), in file and data order; 0 if every
+ * value is finite (prints a summary), else FAIL naming the first such tensor and element. */
+int st_scan_finite(const st_model *m, const char *dir);
 /* Resident bytes of this process's mappings of the model's files (the Rss of their
  * /proc/self/smaps entries, matched by device and inode); 0 if smaps cannot be read. */
 uint64_t st_resident_bytes(const st_model *st);
