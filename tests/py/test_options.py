@@ -231,7 +231,7 @@ def main():
                 ck.check(ok, "%s %s%s: exit 1, one error line, no output" % (sub, label, " -n %d" % n if n else ""),
                          "rc %d, %s, left %s" % (rc, errs if errs else log[-300:], left))
     # verify: one positional FILE.h5 through the same parser
-    for label, args, want in [("no file", [], "verify: missing FILE.h5 (usage: cfsp-mpi verify FILE.h5)"),
+    for label, args, want in [("no file", [], "verify: give FILE.h5 (a pruned checkpoint) or --model DIR (a safetensors checkpoint), one of them"),
                               ("two files", ["a.h5", "b.h5"], "verify: unexpected argument 'b.h5' (usage: cfsp-mpi verify FILE.h5)"),
                               ("unknown option", ["a.h5", "--frobnicate"], "verify: unknown option '--frobnicate' (see cfsp-mpi verify --help)")]:
         rc, log = C.run_cmd(cmd("verify", args), timeout=60)
