@@ -346,7 +346,10 @@ uint64_t model_h5_write(const char *path, const model_out *mo, double *seconds, 
         if (i_head >= 0) write_wmat(&wr, i_head, &w->lm_head);
     }
     char mode[200] = "mpiio";
-    if (wr.raw) raw_close(wr.raw, mode, sizeof mode);   /* every raw byte written and on the device */
+    /* every raw byte written and on the device; a write error (disk full, EIO) on any rank ends the
+     * job on every rank with the lowest failing rank's one line (cfsp_sync; the caller's temporary
+     * files are removed) before any collective HDF5 call could wait for a failed rank */
+    cfsp_sync(wr.raw ? raw_close(wr.raw, mode, sizeof mode) : 0);
     if (io_mode) snprintf(io_mode, io_mode_cap, "%s", mode);
     if (rank == 0) {
         int64_t *m = xmalloc(sizeof(int64_t) * (size_t)L);

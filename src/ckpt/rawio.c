@@ -109,10 +109,10 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
-static _Noreturn void die_io(raw_writer *w)
+static int fail_io(raw_writer *w)
 {
-    DIE("%s: writing %zu bytes at offset %llu failed: %s", w->path, w->err_len, (unsigned long long)w->err_off,
-        strerror(w->err_no));
+    return FAIL("%s: writing %zu bytes at offset %llu failed: %s", w->path, w->err_len, (unsigned long long)w->err_off,
+                strerror(w->err_no));
 }
 
 raw_writer *raw_open(const char *path, int direct)
@@ -152,7 +152,7 @@ static int take_buffer(raw_writer *w)
 {
     pthread_mutex_lock(&w->mu);
     for (;;) {
-        if (w->err_no) { pthread_mutex_unlock(&w->mu); die_io(w); }
+        if (w->err_no) { pthread_mutex_unlock(&w->mu); return -1; }   /* reported by raw_close */
         for (int i = 0; i < NBUF; i++)
             if (w->buf_free[i]) { w->buf_free[i] = 0; pthread_mutex_unlock(&w->mu); return i; }
         pthread_cond_wait(&w->cv_free, &w->mu);
@@ -176,7 +176,6 @@ static void write_buffered(raw_writer *w, uint64_t off, const void *src, size_t 
         pthread_mutex_lock(&w->mu);
         note_error(w, e, off, n);
         pthread_mutex_unlock(&w->mu);
-        die_io(w);
     }
 }
 
@@ -186,7 +185,7 @@ void raw_write(raw_writer *w, uint64_t off, const void *src, size_t n)
     pthread_mutex_lock(&w->mu);
     int direct = w->fd_direct >= 0, failed = w->err_no != 0;
     pthread_mutex_unlock(&w->mu);
-    if (failed) die_io(w);
+    if (failed) return;                       /* the first error is reported by raw_close */
     uint64_t al = w->align, a = (off + al - 1) / al * al, z = (off + n) / al * al;
     if (!direct) { a = off; z = off + n; }    /* all through the queue, unaligned is fine */
     if (z <= a || n < SMALL_BYTES) { write_buffered(w, off, s, n); return; }
@@ -194,13 +193,14 @@ void raw_write(raw_writer *w, uint64_t off, const void *src, size_t n)
     for (uint64_t p = a; p < z; p += BUF_BYTES) {
         size_t len = z - p < BUF_BYTES ? (size_t)(z - p) : BUF_BYTES;
         int b = take_buffer(w);
+        if (b < 0) return;
         memcpy(w->buf[b], s + (p - off), len);
         queue_job(w, b, p, len);
     }
     if (off + n > z) write_buffered(w, z, s + (z - off), (size_t)(off + n - z));
 }
 
-void raw_close(raw_writer *w, char *mode, size_t mode_cap)
+int raw_close(raw_writer *w, char *mode, size_t mode_cap)
 {
     if (w->threaded) {
         pthread_mutex_lock(&w->mu);
@@ -210,11 +210,11 @@ void raw_close(raw_writer *w, char *mode, size_t mode_cap)
         int e = pthread_join(w->thread, NULL);
         if (e) DIE("%s: joining the writer thread: %s", w->path, strerror(e));
     }
-    if (w->err_no) die_io(w);
-    if (w->fd_direct >= 0 && fdatasync(w->fd_direct) != 0) DIE("%s: fdatasync: %s", w->path, strerror(errno));
-    if (fdatasync(w->fd_buffered) != 0) DIE("%s: fdatasync: %s", w->path, strerror(errno));
-    if (w->fd_direct >= 0 && close(w->fd_direct) != 0) DIE("%s: close: %s", w->path, strerror(errno));
-    if (close(w->fd_buffered) != 0) DIE("%s: close: %s", w->path, strerror(errno));
+    int rc = w->err_no ? fail_io(w) : 0;
+    if (!rc && w->fd_direct >= 0 && fdatasync(w->fd_direct) != 0) rc = FAIL("%s: fdatasync: %s", w->path, strerror(errno));
+    if (!rc && fdatasync(w->fd_buffered) != 0) rc = FAIL("%s: fdatasync: %s", w->path, strerror(errno));
+    if (w->fd_direct >= 0 && close(w->fd_direct) != 0 && !rc) rc = FAIL("%s: close: %s", w->path, strerror(errno));
+    if (close(w->fd_buffered) != 0 && !rc) rc = FAIL("%s: close: %s", w->path, strerror(errno));
     if (mode) {
         if (!w->asked_direct) snprintf(mode, mode_cap, "buffered");
         else if (w->refused[0]) snprintf(mode, mode_cap, "buffered (%s)", w->refused);
@@ -225,4 +225,5 @@ void raw_close(raw_writer *w, char *mode, size_t mode_cap)
     pthread_cond_destroy(&w->cv_job);
     pthread_cond_destroy(&w->cv_free);
     free(w);
+    return rc;
 }

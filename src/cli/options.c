@@ -82,6 +82,15 @@ static const opt_table verify_table = {
     "scans every tensor of a safetensors checkpoint (BF16, F16, F32) and names each one holding a NaN or Inf, with the first one's element index",
     verify_def, sizeof verify_def / sizeof verify_def[0] };
 
+/* the shortest decimal that reads back as v (as the user most likely wrote it) */
+static void shortest(double v, char *out, size_t n)
+{
+    for (int p = 1; p <= 17; p++) {
+        snprintf(out, n, "%.*g", p, v);
+        if (strtod(out, NULL) == v) return;
+    }
+}
+
 int options_parse(int argc, char **argv, options *o)
 {
     memset(o, 0, sizeof *o);
@@ -115,6 +124,25 @@ int options_parse(int argc, char **argv, options *o)
     if (o->eval_tokens[0] && o->eval_text[0]) return FAIL("%s: --eval-tokens and --eval-text: give one of them", t.prog);
     if (o->chunk == 0) o->chunk = o->seqlen;
     if (o->seqlen % o->chunk) return FAIL("%s = '%d': expected a divisor of seqlen = %d", WHERE("chunk"), o->chunk, o->seqlen);
+    /* one output file per (method, ratio), named with %g (run.c): two ratios that print the same
+     * (the same value twice, or 0.3 and 0.30000001) would name one file; refused, never merged
+     * (a method given twice the option parser refuses) */
+    for (int a = 0; a < o->nratios; a++)
+        for (int b = a + 1; b < o->nratios; b++) {
+            char ra[64], rb[64];
+            snprintf(ra, sizeof ra, "%g", o->ratios[a]);
+            snprintf(rb, sizeof rb, "%g", o->ratios[b]);
+            if (strcmp(ra, rb)) continue;
+            char va[64], vb[64];
+            shortest(o->ratios[a], va, sizeof va);
+            shortest(o->ratios[b], vb, sizeof vb);
+            if (o->ratios[a] == o->ratios[b])
+                return FAIL("%s: the ratio %s is given twice (items %d and %d), both would write %s_r%s.h5 (give each ratio once)",
+                            WHERE("ratios"), ra, a + 1, b + 1, prune_method_names[o->methods[0]], ra);
+            return FAIL("%s: the ratios %s and %s (items %d and %d) print the same, both would write %s_r%s.h5 (ratios must "
+                        "differ in their first 6 significant digits)", WHERE("ratios"), va, vb, a + 1, b + 1,
+                        prune_method_names[o->methods[0]], ra);
+        }
 #undef WHERE
     return 0;
 }

@@ -176,7 +176,7 @@ int recover_command(int argc, char **argv)
     static const char *const outs[] = { "adapter_config.json", "recover.json", "checkpoint.h5", "merged.h5", "adapter_model.safetensors" };
     int rc = 0;
     if (rank == 0) {
-        if (mkdir_p(o.out)) rc = -1;
+        if (mkdir_p(o.out) || output_dir_lock(o.out)) rc = -1;     /* one job per output directory */
         for (size_t i = 0; !rc && i < sizeof outs / sizeof outs[0]; i++) {
             char p[4200];
             out_path(&o, outs[i], p, sizeof p);
@@ -215,6 +215,7 @@ int recover_command(int argc, char **argv)
     }
     cfsp_sync(rc);
     if (o.plan_only) {
+        if (rank == 0) output_dir_unlock();
         lora_plan_free(&plan);
         train_model_free(&m);
         free(imp);
@@ -417,6 +418,7 @@ int recover_command(int argc, char **argv)
         free(txt);
     }
     cfsp_sync(rc);
+    if (rank == 0) output_dir_unlock();
     cJSON_Delete(res);
     trainer_free(&tr);
     train_stages_free(&st);

@@ -7,7 +7,8 @@
  *   sweep      per method: scores on the owners, gathered at the root (prune/driver.h); per ratio:
  *              the root's selection broadcast, the owners slice their units, all write the HDF5
  *              checkpoint in parallel, the pruned model is evaluated through the same pipeline
- *   commit     every output is renamed into place at once; the root writes results.json last */
+ *   commit     the reports written under their temporary names, every output checked, then all
+ *              renamed into place, results.json last; any failure removes what the job created */
 #include "cfsp/ckpt/model_h5.h"
 #include "cfsp/cli/commands.h"
 #include "cfsp/format/tokens.h"
@@ -29,7 +30,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+typedef struct {
+    char tmp[4200], final[4200];
+    int owner;                     /* the rank that checks and renames it */
+} pending_file;
 
 typedef struct {
     const options *o;
@@ -51,37 +58,103 @@ typedef struct {
     uint64_t resident;             /* weight bytes resident after the statistics phase (st_resident_bytes) */
     double t_start, t_setup, dense_secs, sweep_secs, score_secs;
     cJSON *res;                    /* root: results */
-    char (*pending)[2][4200];      /* outputs written under temporary names: {tmp, final} */
+    pending_file **pending;        /* outputs written under temporary names (each entry its own
+                                    * allocation: the names handed out stay valid as the list grows) */
     int npending;
 } job;
 
 /* Every output of a run is written under NAME.tmp and renamed only when the whole job has
- * succeeded (commit_outputs), so a failed or killed job leaves no file with a final name and the
- * same command can simply be run again. Every rank keeps the list (all take part in writing). */
-static const char *pending_output(job *j, const char *final)
+ * succeeded and every temporary file is there (commit_outputs), so a failed or killed job leaves no
+ * file with a final name and the same command can simply be run again. Every rank keeps the list
+ * and registers every temporary name (any rank's failure removes them all: all take part in
+ * writing); the owner of an entry (rank 0; the last rank for the --dump-logits file it wrote)
+ * checks and renames it. */
+static const char *pending_output(job *j, const char *final, int owner)
 {
     j->pending = xrealloc(j->pending, sizeof *j->pending * (size_t)(j->npending + 1));
-    snprintf(j->pending[j->npending][1], 4200, "%s", final);
-    snprintf(j->pending[j->npending][0], 4200, "%s.tmp", final);
-    cfsp_tmp_register(j->pending[j->npending][0]);
-    return j->pending[j->npending++][0];
+    pending_file *e = j->pending[j->npending++] = xmalloc(sizeof *e);
+    snprintf(e->final, sizeof e->final, "%s", final);
+    snprintf(e->tmp, sizeof e->tmp, "%s.tmp", final);
+    e->owner = owner;
+    cfsp_tmp_register(e->tmp);
+    return e->tmp;
 }
 
-static int commit_outputs(job *j)
+/* a final name: absent, or (with --force) a file to replace; never a directory */
+static int check_final_name(const char *p, int force)
 {
-    int rc = 0;
-    if (j->rank == 0) {
-        for (int i = 0; i < j->npending && !rc; i++)
-            if (rename(j->pending[i][0], j->pending[i][1]) != 0)
-                rc = FAIL("cannot rename %s to %s", j->pending[i][0], j->pending[i][1]);
-        if (!rc && j->npending) {         /* the renames themselves durable */
-            int fd = open(j->o->output_dir, O_RDONLY | O_DIRECTORY);
-            if (fd < 0 || fsync(fd) != 0) rc = FAIL("%s: cannot fsync the output directory", j->o->output_dir);
-            if (fd >= 0 && close(fd) != 0 && !rc) rc = FAIL("%s: cannot close the output directory", j->o->output_dir);
-        }
+    struct stat st;
+    if (lstat(p, &st) != 0) return 0;
+    if (S_ISDIR(st.st_mode)) return FAIL("%s: a directory is in the way of this output (remove or rename it)", p);
+    if (!force) return FAIL("%s: output exists (use --force to overwrite)", p);
+    return 0;
+}
+
+/* before any rename: every temporary file this rank owns is there, complete (a regular file), and
+ * its final name is still free (nothing appeared there during the job) */
+static int commit_check(const job *j)
+{
+    for (int i = 0; i < j->npending; i++) {
+        const pending_file *e = j->pending[i];
+        if (e->owner != j->rank) continue;
+        struct stat st;
+        if (lstat(e->tmp, &st) != 0) return FAIL("%s: the temporary output is missing: %s", e->tmp, strerror(errno));
+        if (!S_ISREG(st.st_mode)) return FAIL("%s: the temporary output is not a regular file", e->tmp);
+        if (check_final_name(e->final, j->o->force)) return -1;
     }
-    for (int i = 0; i < j->npending; i++) cfsp_tmp_unregister(j->pending[i][0]);
-    return rc;
+    return 0;
+}
+
+/* the directory of a path (for its fsync) */
+static void dir_of(const char *path, char *out, size_t n)
+{
+    snprintf(out, n, "%s", path);
+    char *s = strrchr(out, '/');
+    if (!s) snprintf(out, n, ".");
+    else if (s == out) s[1] = 0;
+    else *s = 0;
+}
+
+/* Collective. Every entry renamed by its owner, the last one (results.json) only after all others
+ * are in place on every rank and their directories synced; if a rename or a sync fails on any
+ * rank, every rank removes the final names it created (the rest go as temporary files) and the
+ * job fails: no output under a final name. Test hook (err.h): CFSP_FAULT=erename:R:commit makes
+ * rank R's second rename fail with EIO. */
+static void commit_outputs(job *j)
+{
+    int n = j->npending, rc = 0, failed = 0, calls = 0;
+    char *renamed = xcalloc((size_t)(n ? n : 1), 1), dir[4200], d2[4200];
+    for (int stage = 0; stage < 2 && !failed; stage++) {
+        int lo = stage ? n - 1 : 0, hi = stage ? n : n - 1;
+        for (int i = lo; i < hi && !rc; i++) {
+            pending_file *e = j->pending[i];
+            if (e->owner != j->rank) continue;
+            int e_no = 0;
+            if (++calls == 2 && cfsp_fault("erename", "commit")) e_no = EIO;
+            else if (rename(e->tmp, e->final) != 0) e_no = errno;
+            if (e_no) rc = FAIL("cannot rename %s to %s: %s", e->tmp, e->final, strerror(e_no));
+            else renamed[i] = 1;
+        }
+        /* the renames durable: each owner syncs every directory it renamed into (once) */
+        for (int i = lo; i < hi && !rc; i++) {
+            if (!renamed[i]) continue;
+            dir_of(j->pending[i]->final, dir, sizeof dir);
+            int seen = 0;
+            for (int k = lo; k < i && !seen; k++) {
+                dir_of(j->pending[k]->final, d2, sizeof d2);
+                seen = renamed[k] && !strcmp(dir, d2);
+            }
+            if (!seen) rc = fsync_dir(dir);
+        }
+        int mine = rc != 0;
+        MPI_CHECK(MPI_Allreduce(&mine, &failed, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
+    }
+    for (int i = 0; i < n; i++) {
+        if (failed && renamed[i]) unlink(j->pending[i]->final);     /* roll back */
+        if (!failed) cfsp_tmp_unregister(j->pending[i]->tmp);
+    }
+    free(renamed);
+    cfsp_sync(rc);
 }
 
 static void model_file_name(const job *j, int method, double ratio, char *out, size_t n)
@@ -89,26 +162,38 @@ static void model_file_name(const job *j, int method, double ratio, char *out, s
     snprintf(out, n, "%s/%s_r%g.h5", j->o->output_dir, prune_method_names[method], ratio);
 }
 
-/* root: create the output directory and refuse to overwrite without --force */
+/* root: create the output directory, take its job lock, and refuse before any work: an output
+ * that exists (without --force), a directory in the way of an output, two outputs of one name */
 static int prepare_outputs(job *j)
 {
     const options *o = j->o;
     if (mkdir_p(o->output_dir)) return -1;
-    char p[4200];
-    const char *fixed[] = { "results.json", "stats.h5" };
-    for (int i = 0; i < 2; i++) {
-        if (i == 1 && (!o->save_stats || o->stats[0])) continue;
-        snprintf(p, sizeof p, "%s/%s", o->output_dir, fixed[i]);
-        if (path_exists(p) && !o->force) return FAIL("%s: output exists (use --force to overwrite)", p);
+    if (output_dir_lock(o->output_dir)) return -1;
+    int n = 0, rc = 0;
+    char (*name)[4200] = xmalloc(sizeof *name * (size_t)(5 + o->nmethods * o->nratios));
+    const char *fixed[] = { "results.json", "results.md", "ppl_vs_ratio.svg", "stats.h5" };
+    for (int i = 0; i < 4; i++) {
+        if (i == 2 && !(o->nratios > 0 && o->nmethods > 0)) continue;
+        if (i == 3 && (!o->save_stats || o->stats[0])) continue;
+        snprintf(name[n++], 4200, "%s/%s", o->output_dir, fixed[i]);
     }
     if (o->save_models)
         for (int m = 0; m < o->nmethods; m++)
-            for (int r = 0; r < o->nratios; r++) {
-                model_file_name(j, o->methods[m], o->ratios[r], p, sizeof p);
-                if (path_exists(p) && !o->force) return FAIL("%s: output exists (use --force to overwrite)", p);
-            }
-    if (o->dump_logits[0] && path_exists(o->dump_logits) && !o->force)
-        return FAIL("%s: output exists (use --force to overwrite)", o->dump_logits);
+            for (int r = 0; r < o->nratios; r++) model_file_name(j, o->methods[m], o->ratios[r], name[n++], 4200);
+    if (o->dump_logits[0]) {
+        snprintf(name[n++], 4200, "%s", o->dump_logits);
+        char d[4200];
+        struct stat st;
+        dir_of(o->dump_logits, d, sizeof d);
+        if (stat(d, &st) != 0 || !S_ISDIR(st.st_mode)) rc = FAIL("%s: --dump-logits: the directory %s does not exist", o->dump_logits, d);
+    }
+    for (int i = 0; i < n && !rc; i++) {
+        rc = check_final_name(name[i], o->force);
+        for (int k = 0; k < i && !rc; k++)
+            if (!strcmp(name[i], name[k])) rc = FAIL("%s: --dump-logits names another output of the job", name[i]);
+    }
+    free(name);
+    if (rc) return -1;
     /* enough disk for the pruned checkpoints? (each at most the dense model's size) */
     if (o->save_models && o->nratios) {
         uint64_t total = 0;
@@ -329,20 +414,21 @@ static void evaluate_dense(job *j)
     const options *o = j->o;
     if (!(o->eval_tokens[0] || o->eval_text[0]) || !o->eval_dense) return;
     FILE *dump = NULL;
-    char dtmp[4200];
-    if (o->dump_logits[0] && j->rank == j->P - 1) {
-        snprintf(dtmp, sizeof dtmp, "%s.tmp", o->dump_logits);
-        cfsp_tmp_register(dtmp);
-        dump = fopen(dtmp, "wb");
-        if (!dump) DIE("%s: cannot create", dtmp);
+    int rc = 0;
+    if (o->dump_logits[0]) {              /* written by the last stage, renamed at the commit */
+        const char *dtmp = pending_output(j, o->dump_logits, j->P - 1);
+        if (j->rank == j->P - 1 && !(dump = fopen(dtmp, "wb"))) rc = FAIL("%s: cannot create the logits dump: %s", dtmp, strerror(errno));
     }
+    cfsp_sync(rc);
     eval_result e = run_eval(j, j->w.units, "eval dense", dump);
     j->dense_secs = e.seconds;
     if (dump) {
-        if (fflush(dump) != 0 || fsync(fileno(dump)) != 0 || fclose(dump) != 0 || rename(dtmp, o->dump_logits) != 0)
-            DIE("%s: cannot write the logits dump: %s", o->dump_logits, strerror(errno));
-        cfsp_tmp_unregister(dtmp);
+        errno = 0;
+        int ok = !ferror(dump) && fflush(dump) == 0 && fsync(fileno(dump)) == 0, e_no = errno;
+        if (fclose(dump) != 0 && ok) { ok = 0; e_no = errno; }
+        if (!ok) rc = FAIL("%s: cannot write the logits dump: %s", o->dump_logits, e_no ? strerror(e_no) : "write error");
     }
+    cfsp_sync(rc);
     if (j->rank == 0) {
         fprintf(stderr, "cfsp-mpi: dense perplexity %.4f over %lld tokens (%d windows of %d)\n", e.ppl, (long long)e.ntok, j->nwin, o->seqlen);
         cJSON *d = cJSON_AddObjectToObject(j->res, "dense");
@@ -406,8 +492,13 @@ static void save_stats(job *j)
     if (j->o->save_stats) {
         char p[4200];
         snprintf(p, sizeof p, "%s/stats.h5", j->o->output_dir);
-        const char *tmp = pending_output(j, p);
+        const char *tmp = pending_output(j, p, 0);
         if (j->rank == 0) rc = stats_h5_write(tmp, &j->cfg, j->stats, j->o->nsamples, j->o->seqlen, j->fingerprint);
+        if (j->rank == 0 && !rc) {        /* on the device before it can be renamed into place */
+            int fd = open(tmp, O_RDONLY | O_CLOEXEC);
+            if (fd < 0 || fsync(fd) != 0) rc = FAIL("%s: cannot fsync the statistics file: %s", tmp, strerror(errno));
+            if (fd >= 0 && close(fd) != 0 && !rc) rc = FAIL("%s: cannot close the statistics file: %s", tmp, strerror(errno));
+        }
     }
     cfsp_sync(rc);
 }
@@ -470,7 +561,7 @@ static void write_model(job *j, const prune_cut *cut, written *wr)
     char *ojs = cJSON_PrintUnformatted(oj);
     model_out mo = { &j->cfg, &j->st, &j->w, cut->units, cut->counts, cut->kofs, cut->kept, cut->bias, imp, cut->keep,
                      cut->ratio, prune_method_names[cut->method], ojs, o->write_io };
-    uint64_t bytes = model_h5_write(pending_output(j, wr->path), &mo, &wr->seconds, wr->io, sizeof wr->io);
+    uint64_t bytes = model_h5_write(pending_output(j, wr->path, 0), &mo, &wr->seconds, wr->io, sizeof wr->io);
     MPI_CHECK(MPI_Reduce(&bytes, &wr->bytes, 1, MPI_UINT64_T, MPI_SUM, 0, MPI_COMM_WORLD));
     int fell_back = !strncmp(wr->io, "buffered (", 10);
     if (fell_back && !warned_io) fprintf(stderr, "cfsp-mpi: rank %d: output written %s\n", j->rank, wr->io);
@@ -590,16 +681,27 @@ static void commit(job *j)
         cJSON_AddNumberToObject(t, "sweep_seconds_excluding_eval_and_output", j->sweep_secs);
         cJSON_AddNumberToObject(t, "score_seconds", j->score_secs);            /* all methods */
         cJSON_AddNumberToObject(t, "total_seconds", now_seconds() - j->t_start);
-        rc = commit_outputs(j);
-        if (!rc) rc = results_write(j->o->output_dir, j->res);
         free(allr);
-    } else commit_outputs(j);
+    }
+    /* the reports under their temporary names (results.json the last entry: renamed last) */
+    const options *o = j->o;
+    char pmd[4200], psvg[4200], pjs[4200];
+    snprintf(pmd, sizeof pmd, "%s/results.md", o->output_dir);
+    snprintf(psvg, sizeof psvg, "%s/ppl_vs_ratio.svg", o->output_dir);
+    snprintf(pjs, sizeof pjs, "%s/results.json", o->output_dir);
+    const char *tmd = pending_output(j, pmd, 0);
+    const char *tsvg = o->nratios > 0 && o->nmethods > 0 ? pending_output(j, psvg, 0) : NULL;
+    const char *tjs = pending_output(j, pjs, 0);
+    if (j->rank == 0) rc = results_write(j->res, tjs, tmd, tsvg);
     cfsp_sync(rc);
+    cfsp_sync(commit_check(j));
+    commit_outputs(j);
 }
 
 static void job_free(job *j)
 {
     cJSON_Delete(j->res);
+    for (int i = 0; i < j->npending; i++) free(j->pending[i]);
     free(j->pending);
     pipeline_free(&j->pl);
     for (int l = 0; l < j->L; l++) if (j->stats[l].sum) stats_free(&j->stats[l]);
@@ -632,6 +734,7 @@ int cfsp_run(const options *o)
     if (j->rank == 0) record_stats(j);
     sweep(j);
     commit(j);
+    if (j->rank == 0) output_dir_unlock();
     job_free(j);
     return 0;
 }

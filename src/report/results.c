@@ -93,25 +93,19 @@ static char *svg_plot(const cJSON *r)
 #undef APP
 }
 
-int results_write(const char *dir, const cJSON *r)
+int results_write(const cJSON *r, const char *json_path, const char *md_path, const char *svg_path)
 {
-    char path[4200];
     char *json = cJSON_Print(r);
-    snprintf(path, sizeof path, "%s/results.json", dir);
-    int rc = write_text_atomic(path, json);
+    int rc = write_text_file(json_path, json);
     free(json);
     if (rc) return -1;
     char *md = markdown(r);
-    snprintf(path, sizeof path, "%s/results.md", dir);
-    rc = write_text_atomic(path, md);
+    rc = write_text_file(md_path, md);
     free(md);
-    if (rc) return -1;
-    if (cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(r, "pruned")) > 0) {
-        char *svg = svg_plot(r);
-        snprintf(path, sizeof path, "%s/ppl_vs_ratio.svg", dir);
-        rc = write_text_atomic(path, svg);
-        free(svg);
-    }
+    if (rc || !svg_path) return rc;
+    char *svg = svg_plot(r);
+    rc = write_text_file(svg_path, svg);
+    free(svg);
     return rc;
 }
 

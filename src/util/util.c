@@ -223,17 +223,101 @@ uint16_t f32_to_f16(float f)
     return (uint16_t)(sign | h);
 }
 
+int write_text_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    if (!f) return FAIL("%s: cannot create: %s", path, strerror(errno));
+    size_t n = strlen(text);
+    errno = 0;
+    int ok = fwrite(text, 1, n, f) == n;
+    ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0;   /* on the device before a rename publishes it */
+    int e = errno;
+    if (fclose(f) != 0 && ok) { ok = 0; e = errno; }
+    if (!ok) { unlink(path); return FAIL("%s: write failed: %s", path, e ? strerror(e) : "short write"); }
+    return 0;
+}
+
 int write_text_atomic(const char *path, const char *text)
 {
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f) return FAIL("%s: cannot create", tmp);
-    size_t n = strlen(text);
-    int ok = fwrite(text, 1, n, f) == n;
-    ok &= fflush(f) == 0 && fsync(fileno(f)) == 0;   /* on the device before the rename publishes it */
-    ok &= fclose(f) == 0;
-    if (!ok) { unlink(tmp); return FAIL("%s: write failed (disk full?)", tmp); }
-    if (rename(tmp, path) != 0) { unlink(tmp); return FAIL("cannot rename %s to %s", tmp, path); }
+    if (write_text_file(tmp, text)) return -1;
+    if (rename(tmp, path) != 0) { int e = errno; unlink(tmp); return FAIL("cannot rename %s to %s: %s", tmp, path, strerror(e)); }
     return 0;
+}
+
+int fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return FAIL("%s: cannot open the directory to sync it: %s", dir, strerror(errno));
+    int rc = fsync(fd) != 0 ? FAIL("%s: cannot fsync the directory: %s", dir, strerror(errno)) : 0;
+    if (close(fd) != 0 && !rc) rc = FAIL("%s: cannot close the directory: %s", dir, strerror(errno));
+    return rc;
+}
+
+/* The job lock (see util.h). The descriptor stays open until the process ends: closing any
+ * descriptor of the file would drop an fcntl lock, so the file is opened once only. */
+static int g_lock_fd = -1;
+static char g_lock_path[4200];
+
+static void lock_holder(int fd, char *out, size_t n)
+{
+    char buf[512];
+    ssize_t k = pread(fd, buf, sizeof buf - 1, 0);
+    buf[k > 0 ? k : 0] = 0;
+    buf[strcspn(buf, "\r\n")] = 0;
+    snprintf(out, n, "%s", buf[0] ? buf : "host and pid not recorded");
+}
+
+int output_dir_lock(const char *dir)
+{
+    char host[256] = "";
+    if (gethostname(host, sizeof host - 1) != 0 || !host[0]) snprintf(host, sizeof host, "unknown");
+    snprintf(g_lock_path, sizeof g_lock_path, "%s/" CFSP_LOCK_NAME, dir);
+    for (int attempt = 0; attempt < 20; attempt++) {
+        int fd = open(g_lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        if (fd < 0) return FAIL("%s: cannot create the lock file: %s", g_lock_path, strerror(errno));
+        struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0 };
+        char who[512];
+        if (fcntl(fd, F_SETLK, &fl) != 0) {
+            int e = errno;
+            lock_holder(fd, who, sizeof who);
+            close(fd);
+            if (e == EAGAIN || e == EACCES)
+                return FAIL("%s: another cfsp-mpi job is using this output directory (%s; it holds %s): wait for it to end or "
+                            "use another --output-dir", dir, who, g_lock_path);
+            return FAIL("%s: cannot lock: %s", g_lock_path, strerror(e));
+        }
+        /* the job that held it may have removed the file between our open and our lock: then the
+         * lock is on a name no other job sees; open the new file */
+        struct stat a, b;
+        if (fstat(fd, &a) != 0 || stat(g_lock_path, &b) != 0 || a.st_ino != b.st_ino || a.st_dev != b.st_dev) {
+            close(fd);
+            continue;
+        }
+        if (a.st_size > 0) {
+            lock_holder(fd, who, sizeof who);
+            fprintf(stderr, "cfsp-mpi: note: %s: taking over the stale lock of a job that is no longer running (%s)\n", g_lock_path, who);
+        }
+        char me[400];
+        int n = snprintf(me, sizeof me, "host %s pid %ld\n", host, (long)getpid());
+        if (ftruncate(fd, 0) != 0 || pwrite(fd, me, (size_t)n, 0) != n || fsync(fd) != 0) {
+            int e = errno;
+            close(fd);
+            return FAIL("%s: cannot write the lock file: %s", g_lock_path, strerror(e));
+        }
+        g_lock_fd = fd;
+        cfsp_tmp_register(g_lock_path);      /* removed on every failure path too */
+        return 0;
+    }
+    return FAIL("%s: cannot take the lock (the file keeps being replaced)", g_lock_path);
+}
+
+void output_dir_unlock(void)
+{
+    if (g_lock_fd < 0) return;
+    cfsp_tmp_unregister(g_lock_path);
+    unlink(g_lock_path);                     /* before the close: no other job can hold it yet */
+    close(g_lock_fd);
+    g_lock_fd = -1;
 }

@@ -1,6 +1,7 @@
 """A rank killed (SIGKILL) in the middle of writing the pruned checkpoints: the job ends on every
 rank within seconds, no output file with a final name exists (outputs are committed together only
-when the whole job has succeeded), and running the same command again succeeds and verifies.
+when the whole job has succeeded; a job lock left by a killed rank 0 is taken over), and running the
+same command again succeeds and verifies.
 Fault injection: CFSP_FAULT=kill:RANK:write (cfsp_fault, err.h)."""
 import glob
 import os
@@ -33,11 +34,16 @@ def main():
         dt = time.time() - t0
         ck.check(rc not in (0, -999) and dt < 60, "-n %d, rank %d killed while writing: the job ends (exit %d, %.1f s)" % (np_ranks, victim, rc, dt),
                  log[-300:] if rc in (0, -999) else "")
-        finals = [f for f in os.listdir(out) if not f.endswith(".tmp")]
+        # the job lock of a SIGKILLed rank 0 stays (it is no output): the rerun takes it over
+        finals = [f for f in os.listdir(out) if not f.endswith(".tmp") and f != ".cfsp-mpi.lock"]
+        stale = os.path.exists(os.path.join(out, ".cfsp-mpi.lock"))
         ck.check(not finals, "-n %d: no file with a final name exists" % np_ranks, " ".join(finals))
         ck.note("left as temporary files: %s" % " ".join(sorted(os.listdir(out))))
         rc, log = C.run_cfsp(args, opts, np_ranks=np_ranks)
         ck.check(rc == 0, "-n %d: the same command run again succeeds" % np_ranks)
+        if stale:
+            ck.check("taking over the stale lock" in log and not os.path.exists(os.path.join(out, ".cfsp-mpi.lock")),
+                     "-n %d: the rerun takes over the killed job's stale lock (and removes it at its end)" % np_ranks)
         files = sorted(glob.glob(os.path.join(out, "*.h5")))
         ok = len(files) == 5 and all(C.run_cmd([args.bin, "verify", f])[0] == 0 for f in files if "stats" not in f)
         ck.check(ok and not glob.glob(os.path.join(out, "*.tmp")), "-n %d: rerun outputs complete and verified, no temporary file left" % np_ranks,

@@ -27,9 +27,11 @@ void raw_set_threaded(int ok);
 /* Open path (already created by HDF5) for writing. direct: try O_DIRECT, else buffered. */
 raw_writer *raw_open(const char *path, int direct);
 /* Write n bytes of src at byte offset off of the file. Returns once src may be reused (the bytes
- * were copied into the writer's aligned buffers or written). DIE on an earlier write error. */
+ * were copied into the writer's aligned buffers or written). After a write error it writes nothing
+ * more (raw_close reports the first error). */
 void raw_write(raw_writer *w, uint64_t off, const void *src, size_t n);
-/* Wait for every queued write, fdatasync, close; DIE on any write error. Frees w. If mode is not
- * NULL it receives how the bytes went: "direct", "buffered", or "buffered (O_DIRECT refused: ...)". */
-void raw_close(raw_writer *w, char *mode, size_t mode_cap);
+/* Wait for every queued write, fdatasync, close; FAIL (-1) naming the file, offset and errno text of
+ * the first write error, or a failed fdatasync / close. Frees w. If mode is not NULL it receives how
+ * the bytes went: "direct", "buffered", or "buffered (O_DIRECT refused: ...)". */
+int raw_close(raw_writer *w, char *mode, size_t mode_cap);
 #endif

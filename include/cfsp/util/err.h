@@ -39,7 +39,8 @@ _Noreturn void cfsp_exit_all(int status);
  * raw writer's device writes fail (eio:R:rawio), its O_DIRECT open be refused (nodirect:R:rawio) or
  * its O_DIRECT writes fail with EINVAL (einval:R:rawio), or
  * it write without its thread, as when MPI grants no MPI_THREAD_FUNNELED (nothread:R:rawio), or
- * kill a rank in the middle of training step K of the pipelined trainer (kill:R:stepK, train_pipe.c). */
+ * kill a rank in the middle of training step K of the pipelined trainer (kill:R:stepK, train_pipe.c), or
+ * make rank R's second rename of the commit fail with EIO (erename:R:commit, run.c). */
 int cfsp_fault(const char *action, const char *where);
 
 /* Temporary outputs: registered paths (any number of them) are unlinked on any failure path (also

@@ -32,6 +32,19 @@ int64_t free_disk_bytes(const char *dir);
 int mkdir_p(const char *path);
 /* text to path through path.tmp and a rename; FAIL on any write, close or rename error */
 int write_text_atomic(const char *path, const char *text);
+/* text to path itself (a caller's temporary name): every write checked, fsync, close; FAIL (and
+ * the file removed) on any error */
+int write_text_file(const char *path, const char *text);
+/* fsync a directory (renames in it durable); FAIL on error */
+int fsync_dir(const char *dir);
+/* The job lock of an output directory: an advisory fcntl write lock on DIR/.cfsp-mpi.lock, which
+ * holds "host H pid P" of the job. FAIL naming the other job's host and pid if a live job holds it;
+ * a lock file left by a job that no longer runs (lock not held) is taken over with a note naming
+ * its host and pid. Held until output_dir_unlock or the process ends (the file is removed on every
+ * failure path, as a temporary file is). One lock per process. */
+#define CFSP_LOCK_NAME ".cfsp-mpi.lock"
+int output_dir_lock(const char *dir);
+void output_dir_unlock(void);
 
 /* float conversions (round to nearest even) */
 float bf16_to_f32(uint16_t h);
