@@ -50,6 +50,8 @@ static const opt_def table[] = {
     O(OPT_BOOL, save_stats, "save-stats", "1", NULL, "write the calibration statistics (stats.h5)"),
     O(OPT_BOOL, eval_dense, "eval-dense", "1", NULL, "evaluate the dense model"),
     O(OPT_BOOL, eval_pruned, "eval-pruned", "1", NULL, "evaluate every pruned model"),
+    O(OPT_BOOL, kl, "kl", "1", NULL, "compare every evaluated pruned model with the dense one on the same positions: KL(dense || pruned) mean / median / 99th percentile / max, top-1 agreement, perplexity ratio (needs --eval-dense; the last rank keeps the dense logits in a scratch file: windows x (seqlen-1) x vocab x 4 bytes)"),
+    O(OPT_STR, kl_dir, "kl-dir", "", NULL, "directory of the last rank's scratch file of dense logits for --kl (default: --output-dir; a node-local disk is best); the file is unlinked at creation"),
     O(OPT_STR, dump_logits, "dump-logits", "", NULL, "write the dense evaluation logits (float32 [windows, T, vocab]) here"),
     O(OPT_STR, stats, "stats", "", NULL, "prune: statistics file of an earlier run (no forward pass)"),
     O(OPT_DBL, max_rank_memory_gb, "max-rank-memory", "0", ">= 0", "refuse to start if a rank needs more GB than this (0 = MemAvailable / ranks)"),

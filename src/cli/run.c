@@ -58,6 +58,9 @@ typedef struct {
     uint64_t resident;             /* weight bytes resident after the statistics phase (st_resident_bytes) */
     double t_start, t_setup, dense_secs, sweep_secs, score_secs;
     cJSON *res;                    /* root: results */
+    eval_ref ref;                  /* last rank: the dense reference of the KL divergence (have_ref) */
+    int have_ref;                  /* every rank: the dense pass was recorded (--kl) */
+    double dense_ppl;
     pending_file **pending;        /* outputs written under temporary names (each entry its own
                                     * allocation: the names handed out stay valid as the list grows) */
     int npending;
@@ -280,10 +283,14 @@ static int check_memory(job *j)
     return 0;
 }
 
-typedef struct { double ppl, nll, seconds; int64_t ntok; } eval_result;
+typedef struct { double ppl, nll, seconds; int64_t ntok; kl_summary kl; } eval_result;
 
-static eval_result run_eval(job *j, const unit_weights *units, const char *label, FILE *dump)
+/* one evaluation pass; ref_mode 0: none, 1: record the dense reference, 2: compare with it (the
+ * figures in .kl on every rank) */
+static eval_result run_eval(job *j, const unit_weights *units, const char *label, FILE *dump, int ref_mode)
 {
+    int last = j->rank == j->P - 1;
+    if (ref_mode && last) eval_ref_begin(&j->ref, ref_mode == 2);
     pipe_job pj = { 0 };
     pj.tokens = j->eval.ids;
     pj.offsets = j->eval_off;
@@ -292,9 +299,24 @@ static eval_result run_eval(job *j, const unit_weights *units, const char *label
     pj.chunk = j->o->chunk;
     pj.eval = 1;
     pj.dump_logits = dump;
+    pj.ref = ref_mode && last ? &j->ref : NULL;
     pj.label = label;
     pipeline_run(&j->pl, units, &pj);
-    return (eval_result){ exp(pj.nll_sum / (double)pj.ntok), pj.nll_sum, pj.seconds, pj.ntok };
+    eval_result e = { exp(pj.nll_sum / (double)pj.ntok), pj.nll_sum, pj.seconds, pj.ntok, { NAN, NAN, NAN, NAN, NAN, 0 } };
+    if (ref_mode) {
+        cfsp_sync(last ? eval_ref_end(&j->ref) : 0);
+        if (ref_mode == 2) {
+            double b[6] = { 0 };
+            if (last) {
+                kl_summary k = eval_ref_summary(&j->ref);
+                double v[6] = { k.mean, k.median, k.p99, k.max, k.top1, (double)k.n };
+                memcpy(b, v, sizeof b);
+            }
+            MPI_CHECK(MPI_Bcast(b, 6, MPI_DOUBLE, j->P - 1, MPI_COMM_WORLD));
+            e.kl = (kl_summary){ b[0], b[1], b[2], b[3], b[4], (int64_t)b[5] };
+        }
+    }
+    return e;
 }
 
 static cJSON *doubles(const double *v, int n)
@@ -419,8 +441,13 @@ static void evaluate_dense(job *j)
         const char *dtmp = pending_output(j, o->dump_logits, j->P - 1);
         if (j->rank == j->P - 1 && !(dump = fopen(dtmp, "wb"))) rc = FAIL("%s: cannot create the logits dump: %s", dtmp, strerror(errno));
     }
+    /* the dense reference of the KL divergence: only when pruned models will be compared with it */
+    int ref = o->kl && o->eval_pruned && o->nratios > 0 && o->nmethods > 0 && j->nwin > 0;
+    if (!rc && ref && j->rank == j->P - 1)
+        rc = eval_ref_open(&j->ref, o->kl_dir[0] ? o->kl_dir : o->output_dir, j->cfg.vocab, (int64_t)j->nwin * (o->seqlen - 1));
     cfsp_sync(rc);
-    eval_result e = run_eval(j, j->w.units, "eval dense", dump);
+    j->have_ref = ref;
+    eval_result e = run_eval(j, j->w.units, "eval dense", dump, ref);
     j->dense_secs = e.seconds;
     if (dump) {
         errno = 0;
@@ -429,6 +456,7 @@ static void evaluate_dense(job *j)
         if (!ok) rc = FAIL("%s: cannot write the logits dump: %s", o->dump_logits, e_no ? strerror(e_no) : "write error");
     }
     cfsp_sync(rc);
+    j->dense_ppl = e.ppl;
     if (j->rank == 0) {
         fprintf(stderr, "cfsp-mpi: dense perplexity %.4f over %lld tokens (%d windows of %d)\n", e.ppl, (long long)e.ntok, j->nwin, o->seqlen);
         cJSON *d = cJSON_AddObjectToObject(j->res, "dense");
@@ -579,7 +607,9 @@ static void record_pruned(const job *j, const prune_cut *cut, const written *wr,
     int L = j->L;
     fprintf(stderr, "cfsp-mpi: %s ratio %g: FFN channels kept per block [", prune_method_names[cut->method], cut->ratio);
     for (int l = 0; l < L; l++) fprintf(stderr, "%s%d", l ? " " : "", cut->counts[l]);
-    if (isfinite(ev->ppl)) fprintf(stderr, "], perplexity %.4f\n", ev->ppl);
+    if (isfinite(ev->ppl) && ev->kl.n > 0)
+        fprintf(stderr, "], perplexity %.4f, KL mean %.5f, top-1 agreement %.4f\n", ev->ppl, ev->kl.mean, ev->kl.top1);
+    else if (isfinite(ev->ppl)) fprintf(stderr, "], perplexity %.4f\n", ev->ppl);
     else fprintf(stderr, "] (not evaluated: no --eval-tokens / --eval-text)\n");
     cJSON *e = cJSON_CreateObject();
     cJSON_AddNumberToObject(e, "ratio", cut->ratio);
@@ -593,6 +623,16 @@ static void record_pruned(const job *j, const prune_cut *cut, const written *wr,
         cJSON_AddNumberToObject(e, "nll_sum", ev->nll);
         cJSON_AddNumberToObject(e, "ntokens", (double)ev->ntok);
     } else cJSON_AddNullToObject(e, "ppl");
+    if (ev->kl.n > 0) {                  /* against the dense model, on the same positions */
+        cJSON *k = cJSON_AddObjectToObject(e, "vs_dense");
+        cJSON_AddNumberToObject(k, "kl_mean", ev->kl.mean);
+        cJSON_AddNumberToObject(k, "kl_median", ev->kl.median);
+        cJSON_AddNumberToObject(k, "kl_p99", ev->kl.p99);
+        cJSON_AddNumberToObject(k, "kl_max", ev->kl.max);
+        cJSON_AddNumberToObject(k, "top1_agreement", ev->kl.top1);
+        cJSON_AddNumberToObject(k, "ppl_ratio", ev->ppl / j->dense_ppl);
+        cJSON_AddNumberToObject(k, "positions", (double)ev->kl.n);
+    } else cJSON_AddNullToObject(e, "vs_dense");
     cJSON_AddStringToObject(e, "file", wr->path);
     cJSON_AddNumberToObject(e, "select_seconds", select_secs);          /* selection + slicing, split below */
     cJSON_AddNumberToObject(e, "selection_seconds", cut->select_seconds);
@@ -631,11 +671,11 @@ static void sweep(job *j)
             j->sweep_secs += select_secs;
             written wr = { "", 0, "", 0, 0 };
             if (o->save_models) write_model(j, &cut, &wr);
-            eval_result ev = { NAN, NAN, 0, 0 };
+            eval_result ev = { NAN, NAN, 0, 0, { NAN, NAN, NAN, NAN, NAN, 0 } };
             if (o->eval_pruned && j->nwin > 0) {
                 char label[64];
                 snprintf(label, sizeof label, "eval %s r=%g", prune_method_names[method], o->ratios[r]);
-                ev = run_eval(j, cut.units, label, NULL);
+                ev = run_eval(j, cut.units, label, NULL, j->have_ref ? 2 : 0);
             }
             if (j->rank == 0) record_pruned(j, &cut, &wr, &ev, select_secs, px.total, pruned);
             prune_cut_free(&px, &cut);
@@ -703,6 +743,7 @@ static void job_free(job *j)
     cJSON_Delete(j->res);
     for (int i = 0; i < j->npending; i++) free(j->pending[i]);
     free(j->pending);
+    if (j->have_ref && j->rank == j->P - 1) eval_ref_close(&j->ref);
     pipeline_free(&j->pl);
     for (int l = 0; l < j->L; l++) if (j->stats[l].sum) stats_free(&j->stats[l]);
     free(j->stats);

@@ -269,7 +269,7 @@ void ffn_unit(const unit_weights *u, float *x, float *acc, const float *hin, int
 }
 
 void head_nll(const rank_weights *w, const float *x, int n, const int32_t *targets, double *nll,
-              int64_t *count, float *logits_out, fwd_ws *ws)
+              int64_t *count, float *logits_out, eval_ref *ref, fwd_ws *ws)
 {
     const model_config *c = w->cfg;
     int D = c->hidden, V = c->vocab;
@@ -286,8 +286,10 @@ void head_nll(const rank_weights *w, const float *x, int n, const int32_t *targe
             for (int j = 1; j < V; j++) if (row[j] > mx) mx = row[j];
             double s = 0.0;
             for (int j = 0; j < V; j++) s += exp((double)row[j] - mx);
-            *nll += (double)mx + log(s) - (double)row[tgt];
+            double lse = (double)mx + log(s);
+            *nll += lse - (double)row[tgt];
             (*count)++;
+            if (ref) eval_ref_row(ref, row, lse);
         }
     }
 }

@@ -98,7 +98,7 @@ void pipeline_run(pipeline *p, const unit_weights *units, pipe_job *job)
         if (last_stage && job->eval) {
             for (int t = 0; t < chunk; t++)
                 targets[t] = pos0 + t + 1 < job->seqlen ? (int32_t)ids[t + 1] : -1;
-            head_nll(p->w, x, chunk, targets, &job->nll_sum, &job->ntok, dumpbuf, &p->ws);
+            head_nll(p->w, x, chunk, targets, &job->nll_sum, &job->ntok, dumpbuf, job->ref, &p->ws);
             if (dumpbuf && fwrite(dumpbuf, sizeof(float), (size_t)chunk * c->vocab, job->dump_logits) != (size_t)chunk * c->vocab)
                 DIE("cannot write the logits dump");
         }

@@ -13,6 +13,7 @@ typedef struct {
     char model[4096], calib_tokens[4096], eval_tokens[4096], output_dir[4096], dump_logits[4096];
     char calib_text[4096], eval_text[4096];   /* text, tokenized by the model's own tokenizer */
     char stats[4096];            /* prune --stats FILE */
+    char kl_dir[4096];           /* --kl-dir: the dense logits' scratch file (default: output_dir) */
     char verify_file[4096];      /* verify FILE.h5 */
     int nsamples, seqlen, chunk, eval_windows, calib_random, ffn_slice;
     long long seed;
@@ -22,7 +23,7 @@ typedef struct {
     int nmethods;
     int global_metric, local_metric;
     double a, b, c;
-    int alloc_reference, align, force, save_models, save_stats, eval_pruned, eval_dense;
+    int alloc_reference, align, force, save_models, save_stats, eval_pruned, eval_dense, kl;
     double max_rank_memory_gb;
     int write_io;                /* WRITE_IO_* of ckpt/model_h5.h (options.c maps the names) */
     int compute;                 /* compute_mode of model/matmul.h: auto | fp32 | bf16 */

@@ -4,6 +4,7 @@
  * buffer), or oneDNN with bf16-rounded operands in bf16; everything else is fp32. */
 #ifndef CFSP_FORWARD_H
 #define CFSP_FORWARD_H
+#include "cfsp/model/evalref.h"
 #include "cfsp/model/matmul.h"
 #include "cfsp/model/weights.h"
 
@@ -56,7 +57,8 @@ void ffn_unit(const unit_weights *u, float *x, float *acc, const float *hin, int
               const fwd_hook *hook, const model_config *c, fwd_ws *ws);
 
 /* Final norm + lm_head over n positions; adds -log p(target) for positions with target >= 0 to
- * *nll (double) and counts them. If logits_out is non-NULL, the logits [n, V] are copied there. */
+ * *nll (double) and counts them. If logits_out is non-NULL, the logits [n, V] are copied there; if
+ * ref is non-NULL, each position with a target is passed to it (evalref.h: recorded or compared). */
 void head_nll(const rank_weights *w, const float *x, int n, const int32_t *targets, double *nll,
-              int64_t *count, float *logits_out, fwd_ws *ws);
+              int64_t *count, float *logits_out, eval_ref *ref, fwd_ws *ws);
 #endif

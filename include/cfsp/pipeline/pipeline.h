@@ -30,6 +30,7 @@ typedef struct {
     const fwd_hook *hook;      /* the statistics hook (calibration), or NULL */
     int eval;                  /* last stage computes the loss */
     FILE *dump_logits;         /* last stage: raw float32 logits of every position, or NULL */
+    eval_ref *ref;             /* last stage: the dense reference (records or compares), or NULL */
     const char *label;         /* for progress lines */
     /* results (eval: valid on every rank after the run) */
     double nll_sum;
