@@ -7,6 +7,7 @@
 #include "cfsp/util/err.h"
 #include "cfsp/util/opts.h"
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 
 #define O(...) OPT(options, __VA_ARGS__)
 static const char *const alloc_names[] = { "default", "reference" };
+static const char *const a_select_names[] = { "kl", "ppl" };
 static const char *const sampling_names[] = { "random", "consecutive" };
 static const int sampling_values[] = { 1, 0 };          /* calib_random */
 static const char *const write_io_names[] = { "direct", "buffered", "mpiio" };
@@ -39,7 +41,12 @@ static const opt_def table[] = {
       .names = prune_method_names, .nnames = PM_COUNT, .count_off = offsetof(options, nmethods)),
     O(OPT_ENUM, global_metric, "global-metric", "angular", NULL, "coarse block importance", .names = global_metric_names, .nnames = GM_COUNT),
     O(OPT_ENUM, local_metric, "local-metric", "three_w_one_wa", NULL, "fine channel score", .names = local_metric_names, .nnames = LM_COUNT),
-    O(OPT_DBL, a, "a", "1", "> 0", "sigmoid temperature of the block allocation"),
+    O(OPT_DBL, a, "a", "1", "> 0", "sigmoid temperature of the block allocation (cfsp); auto: chosen per ratio from --a-grid by --a-select on held-out selection windows", .flags = OPT_AUTO),
+    O(OPT_DBL_LIST, a_grid, "a-grid", "0,0.25,0.5,1,2,4,8", ">= 0", "--a auto: the candidate temperatures (0 = uniform); the default mode's 1 and the reference's effective value (its a = 1 in this --alloc-mode's units) are always added",
+      .count_off = offsetof(options, na_grid)),
+    O(OPT_ENUM, a_select, "a-select", "kl", NULL, "--a auto: the candidate with the lowest mean KL(dense || pruned) or the lowest perplexity on the selection windows wins (ties: the smaller temperature)", .names = a_select_names, .nnames = 2),
+    O(OPT_STR, select_tokens, "select-tokens", "", NULL, "--a auto: token ids of the selection windows (FILE@START:END takes a slice; keep it disjoint from the evaluation tokens); default (run only): windows of the calibration tokens that no calibration sequence overlaps"),
+    O(OPT_INT, select_windows, "select-windows", "8", ">= 1", "--a auto: selection windows of seqlen tokens (at most this many)"),
     O(OPT_DBL, b, "b", "1", NULL, "activation exponent inside the weight term"),
     O(OPT_DBL, c, "c", "1", NULL, "activation exponent of the channel score"),
     O(OPT_ENUM, alloc_reference, "alloc-mode", "default", NULL, "block allocation: default scales the temperature by 131072/(N*T) and keeps exact counts, reference has the reference's constants and quirks", .names = alloc_names, .nnames = 2),
@@ -125,6 +132,15 @@ int options_parse(int argc, char **argv, options *o)
     if (o->calib_tokens[0] && o->calib_text[0]) return FAIL("%s: --calib-tokens and --calib-text: give one of them", t.prog);
     if (o->eval_tokens[0] && o->eval_text[0]) return FAIL("%s: --eval-tokens and --eval-text: give one of them", t.prog);
     if (o->chunk == 0) o->chunk = o->seqlen;
+    o->a_auto = isnan(o->a);
+    if (o->a_auto) {
+        int cfsp = 0;
+        for (int m = 0; m < o->nmethods; m++) cfsp |= o->methods[m] == PM_CFSP;
+        if (!cfsp) return FAIL("%s = 'auto': only the cfsp method allocates by a temperature (--method has no cfsp)", WHERE("a"));
+        if (o->stats[0] && !o->select_tokens[0])
+            return FAIL("%s = 'auto' with prune --stats: give --select-tokens (the calibration windows of the statistics are not known here)", WHERE("a"));
+        if (o->na_grid == 0) return FAIL("%s: no candidate temperature (give at least one value >= 0)", WHERE("a-grid"));
+    }
     if (o->seqlen % o->chunk) return FAIL("%s = '%d': expected a divisor of seqlen = %d", WHERE("chunk"), o->chunk, o->seqlen);
     /* one output file per (method, ratio), named with %g (run.c): two ratios that print the same
      * (the same value twice, or 0.3 and 0.30000001) would name one file; refused, never merged
@@ -173,10 +189,18 @@ cJSON *options_to_json(const options *o)
     for (int i = 0; i < o->nmethods; i++) cJSON_AddItemToArray(m, cJSON_CreateString(prune_method_names[o->methods[i]]));
     cJSON_AddStringToObject(j, "global_metric", global_metric_names[o->global_metric]);
     cJSON_AddStringToObject(j, "local_metric", local_metric_names[o->local_metric]);
-    cJSON_AddNumberToObject(j, "a", o->a);
+    if (o->a_auto) {
+        cJSON_AddStringToObject(j, "a", "auto");
+        cJSON *g = cJSON_AddArrayToObject(j, "a_grid");
+        for (int i = 0; i < o->na_grid; i++) cJSON_AddItemToArray(g, cJSON_CreateNumber(o->a_grid[i]));
+        cJSON_AddStringToObject(j, "a_select", a_select_names[o->a_select]);
+        cJSON_AddStringToObject(j, "select_tokens", o->select_tokens);
+        cJSON_AddNumberToObject(j, "select_windows", o->select_windows);
+    } else cJSON_AddNumberToObject(j, "a", o->a);
     cJSON_AddNumberToObject(j, "b", o->b);
     cJSON_AddNumberToObject(j, "c", o->c);
     cJSON_AddStringToObject(j, "alloc_mode", o->alloc_reference ? "reference" : "default");
     cJSON_AddNumberToObject(j, "align", o->align);
+    cJSON_AddBoolToObject(j, "kl", o->kl);
     return j;
 }

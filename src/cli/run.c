@@ -59,6 +59,14 @@ typedef struct {
     double t_start, t_setup, dense_secs, sweep_secs, score_secs;
     cJSON *res;                    /* root: results */
     eval_ref ref;                  /* last rank: the dense reference of the KL divergence (have_ref) */
+    /* --a auto: the selection windows (held out from the statistics and from the evaluation) */
+    token_file sel;                /* their token stream: --select-tokens, or the calibration's */
+    int64_t *sel_off;
+    int sel_nwin, have_sel_ref;
+    const char *sel_source;        /* "--select-tokens" | "calibration" */
+    int sel_owned;                 /* sel holds its own copy (--select-tokens), else it is calib */
+    double cur_a;                  /* the temperature of the cut being written (cfsp) */
+    eval_ref sel_ref;              /* last rank: the dense reference on them (--a-select kl) */
     int have_ref;                  /* every rank: the dense pass was recorded (--kl) */
     double dense_ppl;
     pending_file **pending;        /* outputs written under temporary names (each entry its own
@@ -287,36 +295,47 @@ typedef struct { double ppl, nll, seconds; int64_t ntok; kl_summary kl; } eval_r
 
 /* one evaluation pass; ref_mode 0: none, 1: record the dense reference, 2: compare with it (the
  * figures in .kl on every rank) */
-static eval_result run_eval(job *j, const unit_weights *units, const char *label, FILE *dump, int ref_mode)
+static eval_result run_eval_on(job *j, const unit_weights *units, const char *label, FILE *dump, int ref_mode,
+                               const token_file *tok, const int64_t *off, int nwin, eval_ref *ref)
 {
     int last = j->rank == j->P - 1;
-    if (ref_mode && last) eval_ref_begin(&j->ref, ref_mode == 2);
+    if (ref_mode && last) eval_ref_begin(ref, ref_mode == 2);
     pipe_job pj = { 0 };
-    pj.tokens = j->eval.ids;
-    pj.offsets = j->eval_off;
-    pj.nseq = j->nwin;
+    pj.tokens = tok->ids;
+    pj.offsets = off;
+    pj.nseq = nwin;
     pj.seqlen = j->o->seqlen;
     pj.chunk = j->o->chunk;
     pj.eval = 1;
     pj.dump_logits = dump;
-    pj.ref = ref_mode && last ? &j->ref : NULL;
+    pj.ref = ref_mode && last ? ref : NULL;
     pj.label = label;
     pipeline_run(&j->pl, units, &pj);
-    eval_result e = { exp(pj.nll_sum / (double)pj.ntok), pj.nll_sum, pj.seconds, pj.ntok, { NAN, NAN, NAN, NAN, NAN, 0 } };
+    eval_result e = { exp(pj.nll_sum / (double)pj.ntok), pj.nll_sum, pj.seconds, pj.ntok, { NAN, NAN, NAN, NAN, NAN, 0, 0, NULL } };
     if (ref_mode) {
-        cfsp_sync(last ? eval_ref_end(&j->ref) : 0);
-        if (ref_mode == 2) {
-            double b[6] = { 0 };
+        cfsp_sync(last ? eval_ref_end(ref) : 0);
+        if (ref_mode == 2) {                 /* the figures and the per-window means, on every rank */
+            double b[7] = { 0 };
+            kl_summary k = { 0 };
             if (last) {
-                kl_summary k = eval_ref_summary(&j->ref);
-                double v[6] = { k.mean, k.median, k.p99, k.max, k.top1, (double)k.n };
+                k = eval_ref_summary(ref);
+                double v[7] = { k.mean, k.median, k.p99, k.max, k.top1, (double)k.n, (double)k.nwin };
                 memcpy(b, v, sizeof b);
             }
-            MPI_CHECK(MPI_Bcast(b, 6, MPI_DOUBLE, j->P - 1, MPI_COMM_WORLD));
-            e.kl = (kl_summary){ b[0], b[1], b[2], b[3], b[4], (int64_t)b[5] };
+            MPI_CHECK(MPI_Bcast(b, 7, MPI_DOUBLE, j->P - 1, MPI_COMM_WORLD));
+            int nw = (int)b[6];
+            double *win = last ? k.win : xcalloc((size_t)(nw ? nw : 1), sizeof(double));
+            MPI_CHECK(MPI_Bcast(win, nw, MPI_DOUBLE, j->P - 1, MPI_COMM_WORLD));
+            e.kl = (kl_summary){ b[0], b[1], b[2], b[3], b[4], (int64_t)b[5], nw, win };
         }
     }
     return e;
+}
+
+/* on the evaluation windows */
+static eval_result run_eval(job *j, const unit_weights *units, const char *label, FILE *dump, int ref_mode)
+{
+    return run_eval_on(j, units, label, dump, ref_mode, &j->eval, j->eval_off, j->nwin, &j->ref);
 }
 
 static cJSON *doubles(const double *v, int n)
@@ -444,7 +463,7 @@ static void evaluate_dense(job *j)
     /* the dense reference of the KL divergence: only when pruned models will be compared with it */
     int ref = o->kl && o->eval_pruned && o->nratios > 0 && o->nmethods > 0 && j->nwin > 0;
     if (!rc && ref && j->rank == j->P - 1)
-        rc = eval_ref_open(&j->ref, o->kl_dir[0] ? o->kl_dir : o->output_dir, j->cfg.vocab, (int64_t)j->nwin * (o->seqlen - 1));
+        rc = eval_ref_open(&j->ref, o->kl_dir[0] ? o->kl_dir : o->output_dir, j->cfg.vocab, (int64_t)j->nwin * (o->seqlen - 1), o->seqlen - 1);
     cfsp_sync(rc);
     j->have_ref = ref;
     eval_result e = run_eval(j, j->w.units, "eval dense", dump, ref);
@@ -466,6 +485,67 @@ static void evaluate_dense(job *j)
         cJSON_AddNumberToObject(d, "windows", j->nwin);
         cJSON_AddNumberToObject(d, "seconds", e.seconds);
         cJSON_AddNumberToObject(d, "tokens_per_second", (double)j->nwin * o->seqlen / e.seconds);
+    }
+}
+
+/* --a auto: the selection windows, the same list on every rank. From --select-tokens: its first
+ * --select-windows windows of seqlen. Otherwise the windows of the calibration tokens, on the seqlen
+ * grid from the start, that overlap no calibration sequence, --select-windows of them spread evenly
+ * over those: text the statistics did not see. */
+static void setup_selection(job *j)
+{
+    const options *o = j->o;
+    if (!o->a_auto) return;
+    int T = o->seqlen, K = o->select_windows, rc = 0;
+    if (o->select_tokens[0]) {
+        if (j->rank == 0) {
+            rc = tokens_read(o->select_tokens, j->cfg.vocab, &j->sel);
+            if (!rc && j->sel.n < T)
+                rc = FAIL("%s: %lld tokens, fewer than one selection window of seqlen = %d", o->select_tokens, (long long)j->sel.n, T);
+        }
+        cfsp_sync(rc);
+        bcast_tokens(&j->sel);
+        j->sel_owned = 1;
+        j->sel_source = "--select-tokens";
+        j->sel_nwin = j->sel.n / T < K ? (int)(j->sel.n / T) : K;
+        j->sel_off = xmalloc(sizeof(int64_t) * (size_t)j->sel_nwin);
+        for (int i = 0; i < j->sel_nwin; i++) j->sel_off[i] = (int64_t)i * T;
+    } else {
+        int64_t nw = j->calib.n / T, nfree = 0;
+        int64_t *fw = xmalloc(sizeof(int64_t) * (size_t)(nw ? nw : 1));
+        for (int64_t w = 0; w < nw; w++) {
+            int64_t p = w * T, hit = 0;
+            for (int i = 0; i < j->nsamples && !hit; i++) hit = j->calib_off[i] < p + T && j->calib_off[i] + j->seqlen > p;
+            if (!hit) fw[nfree++] = p;
+        }
+        if (nfree == 0)
+            rc = FAIL("%s: --a auto: no window of %d tokens of the calibration tokens overlaps no calibration sequence (give --select-tokens)",
+                      o->calib_text[0] ? o->calib_text : o->calib_tokens, T);
+        cfsp_sync(rc);
+        j->sel = j->calib;
+        j->sel_source = "calibration";
+        j->sel_nwin = nfree < K ? (int)nfree : K;
+        j->sel_off = xmalloc(sizeof(int64_t) * (size_t)j->sel_nwin);
+        for (int i = 0; i < j->sel_nwin; i++) j->sel_off[i] = fw[(int64_t)i * nfree / j->sel_nwin];
+        free(fw);
+    }
+    /* the dense reference on them (--a-select kl) and the dense perplexity there */
+    if (o->a_select == 0 && j->rank == j->P - 1)
+        rc = eval_ref_open(&j->sel_ref, o->kl_dir[0] ? o->kl_dir : o->output_dir, j->cfg.vocab, (int64_t)j->sel_nwin * (T - 1), T - 1);
+    cfsp_sync(rc);
+    j->have_sel_ref = o->a_select == 0;
+    eval_result e = run_eval_on(j, j->w.units, "select dense", NULL, j->have_sel_ref, &j->sel, j->sel_off, j->sel_nwin, &j->sel_ref);
+    if (j->rank == 0) {
+        fprintf(stderr, "cfsp-mpi: --a auto: %d selection windows of %d tokens from %s, dense perplexity there %.4f\n",
+                j->sel_nwin, T, j->sel_source, e.ppl);
+        cJSON *d = cJSON_AddObjectToObject(j->res, "selection");
+        cJSON_AddStringToObject(d, "source", j->sel_source);
+        cJSON_AddStringToObject(d, "metric", o->a_select ? "ppl" : "kl");
+        cJSON_AddNumberToObject(d, "windows", j->sel_nwin);
+        cJSON *offs = cJSON_AddArrayToObject(d, "offsets");
+        for (int i = 0; i < j->sel_nwin; i++) cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)j->sel_off[i]));
+        cJSON_AddNumberToObject(d, "dense_ppl", e.ppl);
+        cJSON_AddNumberToObject(d, "dense_seconds", e.seconds);
     }
 }
 
@@ -586,6 +666,10 @@ static void write_model(job *j, const prune_cut *cut, written *wr)
     double *imp = xmalloc(sizeof(double) * (size_t)j->L);
     for (int l = 0; l < j->L; l++) imp[l] = j->rank == 0 ? j->stats[l].imp[o->global_metric] : 0;
     cJSON *oj = options_to_json(o);
+    if (o->a_auto && cut->method == PM_CFSP) {          /* the temperature this file was cut with */
+        cJSON_ReplaceItemInObject(oj, "a", cJSON_CreateNumber(j->cur_a));
+        cJSON_AddBoolToObject(oj, "a_auto", 1);
+    }
     char *ojs = cJSON_PrintUnformatted(oj);
     model_out mo = { &j->cfg, &j->st, &j->w, cut->units, cut->counts, cut->kofs, cut->kept, cut->bias, imp, cut->keep,
                      cut->ratio, prune_method_names[cut->method], ojs, o->write_io };
@@ -601,8 +685,8 @@ static void write_model(job *j, const prune_cut *cut, written *wr)
 }
 
 /* root: one (method, ratio) in the log and the results */
-static void record_pruned(const job *j, const prune_cut *cut, const written *wr, const eval_result *ev, double select_secs,
-                          int64_t ffn_total, cJSON *list)
+static cJSON *record_pruned(const job *j, const prune_cut *cut, const written *wr, const eval_result *ev, double select_secs,
+                            int64_t ffn_total, cJSON *list)
 {
     int L = j->L;
     fprintf(stderr, "cfsp-mpi: %s ratio %g: FFN channels kept per block [", prune_method_names[cut->method], cut->ratio);
@@ -632,6 +716,13 @@ static void record_pruned(const job *j, const prune_cut *cut, const written *wr,
         cJSON_AddNumberToObject(k, "top1_agreement", ev->kl.top1);
         cJSON_AddNumberToObject(k, "ppl_ratio", ev->ppl / j->dense_ppl);
         cJSON_AddNumberToObject(k, "positions", (double)ev->kl.n);
+        /* the windows' mean KL, for paired comparisons of two pruned models (the noise of a difference) */
+        double m = 0, v = 0;
+        for (int w = 0; w < ev->kl.nwin; w++) m += ev->kl.win[w];
+        m /= ev->kl.nwin > 0 ? ev->kl.nwin : 1;
+        for (int w = 0; w < ev->kl.nwin; w++) v += (ev->kl.win[w] - m) * (ev->kl.win[w] - m);
+        cJSON_AddNumberToObject(k, "kl_window_stderr", ev->kl.nwin > 1 ? sqrt(v / (ev->kl.nwin - 1) / ev->kl.nwin) : 0.0);
+        cJSON_AddItemToObject(k, "kl_per_window", doubles(ev->kl.win, ev->kl.nwin));
     } else cJSON_AddNullToObject(e, "vs_dense");
     cJSON_AddStringToObject(e, "file", wr->path);
     cJSON_AddNumberToObject(e, "select_seconds", select_secs);          /* selection + slicing, split below */
@@ -645,10 +736,93 @@ static void record_pruned(const job *j, const prune_cut *cut, const written *wr,
     }
     cJSON_AddNumberToObject(e, "eval_seconds", ev->seconds);
     cJSON_AddItemToArray(list, e);
+    return e;
+}
+
+static int cmp_dbl(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* --a auto: the candidate temperatures, ascending, each once: --a-grid, this --alloc-mode's default
+ * 1, and the other mode's a = 1 in this mode's units (the default mode scales the sigmoid's argument
+ * by 131072 / (N*T), the reference mode does not: the reference's a = 1 is N*T / 131072 here) */
+static int temperature_candidates(const job *j, double *cand)
+{
+    const options *o = j->o;
+    double nt = (double)j->nsamples * j->seqlen;
+    int n = 0;
+    for (int i = 0; i < o->na_grid; i++) cand[n++] = o->a_grid[i];
+    cand[n++] = 1.0;
+    cand[n++] = o->alloc_reference ? 131072.0 / nt : nt / 131072.0;
+    qsort(cand, (size_t)n, sizeof *cand, cmp_dbl);
+    int k = 0;
+    for (int i = 0; i < n; i++) if (!k || cand[i] != cand[k - 1]) cand[k++] = cand[i];
+    return k;
+}
+
+/* --a auto, one ratio: every candidate's cut evaluated on the selection windows (a cut with the same
+ * per-block counts as an earlier candidate keeps the same channels: its value is reused, not
+ * evaluated again); the lowest mean KL (or perplexity) wins, ties to the smaller temperature. Every
+ * rank returns the winner; the root gets the record of the choice in *info. */
+static double choose_temperature(job *j, prune_ctx *px, const double *scores, double ratio, const double *cand, int nc,
+                                 cJSON **info, double *secs)
+{
+    const options *o = j->o;
+    int L = j->L, bi = 0;
+    double *val = xmalloc(sizeof(double) * (size_t)nc), best = INFINITY, t0 = now_seconds();
+    int *same = xmalloc(sizeof(int) * (size_t)nc), *counts = xmalloc(sizeof(int) * (size_t)nc * (size_t)L);
+    for (int c = 0; c < nc; c++) {
+        px->p.a = cand[c];
+        prune_cut cut;
+        prune_select(px, PM_CFSP, ratio, scores, &cut);
+        memcpy(counts + (size_t)c * L, cut.counts, sizeof(int) * (size_t)L);
+        same[c] = -1;
+        for (int k = 0; k < c && same[c] < 0; k++)
+            if (same[k] < 0 && !memcmp(counts + (size_t)k * L, cut.counts, sizeof(int) * (size_t)L)) same[c] = k;
+        if (same[c] >= 0) val[c] = val[same[c]];
+        else {
+            prune_slice(px, &cut);
+            char label[96];
+            snprintf(label, sizeof label, "select cfsp r=%g a=%g", ratio, cand[c]);
+            eval_result e = run_eval_on(j, cut.units, label, NULL, j->have_sel_ref ? 2 : 0, &j->sel, j->sel_off, j->sel_nwin, &j->sel_ref);
+            val[c] = o->a_select ? e.ppl : e.kl.mean;
+            free(e.kl.win);
+        }
+        prune_cut_free(px, &cut);
+        if (val[c] < best) { best = val[c]; bi = c; }
+    }
+    *secs = now_seconds() - t0;
+    if (j->rank == 0) {
+        cJSON *in = *info = cJSON_CreateObject();
+        cJSON_AddStringToObject(in, "metric", o->a_select ? "ppl" : "kl_mean");
+        cJSON *arr = cJSON_AddArrayToObject(in, "candidates");
+        for (int c = 0; c < nc; c++) {
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddNumberToObject(e, "a", cand[c]);
+            if (isfinite(val[c])) cJSON_AddNumberToObject(e, "value", val[c]);
+            else cJSON_AddNullToObject(e, "value");
+            if (same[c] >= 0) cJSON_AddNumberToObject(e, "same_counts_as_a", cand[same[c]]);
+            cJSON_AddItemToObject(e, "keep_counts", ints(counts + (size_t)c * L, L));
+            cJSON_AddItemToArray(arr, e);
+        }
+        cJSON_AddNumberToObject(in, "chosen", cand[bi]);
+        cJSON_AddNumberToObject(in, "seconds", *secs);
+        fprintf(stderr, "cfsp-mpi: --a auto, ratio %g: a = %g (%s %.5f on %d selection windows; candidates", ratio, cand[bi],
+                o->a_select ? "perplexity" : "KL mean", val[bi], j->sel_nwin);
+        for (int c = 0; c < nc; c++) fprintf(stderr, " %g:%.5f", cand[c], val[c]);
+        fprintf(stderr, ")\n");
+    }
+    free(val);
+    free(same);
+    free(counts);
+    return cand[bi];
 }
 
 /* sweep: per method the scores, per ratio the cut (selection, slicing), its checkpoint, its
- * evaluation; the selection and slicing time counts as the sweep's */
+ * evaluation; the selection and slicing time counts as the sweep's (with --a auto, the choice of
+ * the temperature too) */
 static void sweep(job *j)
 {
     const options *o = j->o;
@@ -656,6 +830,8 @@ static void sweep(job *j)
     prune_ctx px;
     prune_ctx_init(&px, &j->cfg, &j->plan, &j->map, &j->w, j->stats, j->nsamples, j->seqlen, &pp);
     cJSON *pruned = j->rank == 0 ? cJSON_AddArrayToObject(j->res, "pruned") : NULL;
+    double cand[24];
+    int nc = o->a_auto ? temperature_candidates(j, cand) : 0;
     for (int mi = 0; mi < o->nmethods && o->nratios > 0; mi++) {
         prune_method method = (prune_method)o->methods[mi];
         double ts = now_seconds();
@@ -663,7 +839,12 @@ static void sweep(job *j)
         j->score_secs += now_seconds() - ts;
         j->sweep_secs += now_seconds() - ts;
         for (int r = 0; r < o->nratios; r++) {
-            double t0 = now_seconds();
+            double t0 = now_seconds(), choose_secs = 0;
+            cJSON *info = NULL;
+            px.p.a = o->a;
+            if (o->a_auto && method == PM_CFSP)
+                px.p.a = choose_temperature(j, &px, scores, o->ratios[r], cand, nc, &info, &choose_secs);
+            j->cur_a = px.p.a;
             prune_cut cut;
             prune_select(&px, method, o->ratios[r], scores, &cut);
             prune_slice(&px, &cut);
@@ -671,13 +852,21 @@ static void sweep(job *j)
             j->sweep_secs += select_secs;
             written wr = { "", 0, "", 0, 0 };
             if (o->save_models) write_model(j, &cut, &wr);
-            eval_result ev = { NAN, NAN, 0, 0, { NAN, NAN, NAN, NAN, NAN, 0 } };
+            eval_result ev = { NAN, NAN, 0, 0, { NAN, NAN, NAN, NAN, NAN, 0, 0, NULL } };
             if (o->eval_pruned && j->nwin > 0) {
                 char label[64];
                 snprintf(label, sizeof label, "eval %s r=%g", prune_method_names[method], o->ratios[r]);
                 ev = run_eval(j, cut.units, label, NULL, j->have_ref ? 2 : 0);
             }
-            if (j->rank == 0) record_pruned(j, &cut, &wr, &ev, select_secs, px.total, pruned);
+            if (j->rank == 0) {
+                cJSON *e = record_pruned(j, &cut, &wr, &ev, select_secs, px.total, pruned);
+                if (method == PM_CFSP) cJSON_AddNumberToObject(e, "a", px.p.a);
+                if (info) {
+                    cJSON_AddItemToObject(e, "a_auto", info);
+                    cJSON_AddNumberToObject(e, "a_choice_seconds", choose_secs);
+                }
+            }
+            free(ev.kl.win);
             prune_cut_free(&px, &cut);
         }
         free(scores);
@@ -744,6 +933,9 @@ static void job_free(job *j)
     for (int i = 0; i < j->npending; i++) free(j->pending[i]);
     free(j->pending);
     if (j->have_ref && j->rank == j->P - 1) eval_ref_close(&j->ref);
+    if (j->have_sel_ref && j->rank == j->P - 1) eval_ref_close(&j->sel_ref);
+    if (j->sel_owned) tokens_free(&j->sel);
+    free(j->sel_off);
     pipeline_free(&j->pl);
     for (int l = 0; l < j->L; l++) if (j->stats[l].sum) stats_free(&j->stats[l]);
     free(j->stats);
@@ -771,6 +963,7 @@ int cfsp_run(const options *o)
         calibrate(j);
         save_stats(j);
     }
+    setup_selection(j);
     j->resident = st_resident_bytes(&j->st);
     if (j->rank == 0) record_stats(j);
     sweep(j);

@@ -11,7 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
-int eval_ref_open(eval_ref *r, const char *dir, int V, int64_t cap)
+int eval_ref_open(eval_ref *r, const char *dir, int V, int64_t cap, int per_window)
 {
     memset(r, 0, sizeof *r);
     r->fd = -1;
@@ -34,6 +34,7 @@ int eval_ref_open(eval_ref *r, const char *dir, int V, int64_t cap)
     }
     r->V = V;
     r->cap = cap;
+    r->per_window = per_window > 0 ? per_window : 1;
     r->lse = xmalloc(sizeof(double) * (size_t)(cap ? cap : 1));
     r->top1 = xmalloc(sizeof(int32_t) * (size_t)(cap ? cap : 1));
     r->kl = xmalloc(sizeof(double) * (size_t)(cap ? cap : 1));
@@ -137,8 +138,16 @@ double percentile_sorted(const double *v, int64_t n, double q)
 
 kl_summary eval_ref_summary(const eval_ref *r)
 {
-    kl_summary s = { NAN, NAN, NAN, NAN, NAN, r->n };
+    kl_summary s = { NAN, NAN, NAN, NAN, NAN, r->n, 0, NULL };
     if (r->n <= 0) return s;
+    s.nwin = (int)((r->n + r->per_window - 1) / r->per_window);
+    s.win = xcalloc((size_t)s.nwin, sizeof(double));
+    for (int w = 0; w < s.nwin; w++) {
+        int64_t a = (int64_t)w * r->per_window, b = a + r->per_window < r->n ? a + r->per_window : r->n;
+        double t = 0.0;
+        for (int64_t i = a; i < b; i++) t += r->kl[i];
+        s.win[w] = t / (double)(b - a);
+    }
     double *v = xmalloc(sizeof(double) * (size_t)r->n), sum = 0.0;
     for (int64_t i = 0; i < r->n; i++) sum += v[i] = r->kl[i];
     qsort(v, (size_t)r->n, sizeof *v, cmp_double);

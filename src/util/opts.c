@@ -64,7 +64,7 @@ static void expected(const opt_def *d, char *buf, size_t n)
     switch (d->kind) {
     case OPT_STR: snprintf(buf, n, "a non-empty text of at most %zu bytes", d->size - 1); return;
     case OPT_INT: case OPT_I64: snprintf(buf, n, "an integer%s%s%s", sp, in, r); return;
-    case OPT_DBL: snprintf(buf, n, "a number%s%s%s", sp, in, r); return;
+    case OPT_DBL: snprintf(buf, n, "a number%s%s%s%s", sp, in, r, d->flags & OPT_AUTO ? " or auto" : ""); return;
     case OPT_BOOL: snprintf(buf, n, "1, 0, true or false"); return;
     case OPT_ENUM: join_names(d, buf, n); return;
     case OPT_ENUM_LIST:
@@ -139,6 +139,11 @@ static int set_value(const opt_def *d, void *dst, const char *v, const char *who
     }
     case OPT_DBL: {
         char *end = NULL;
+        if ((d->flags & OPT_AUTO) && !strcmp(v, "auto")) {
+            double nan = NAN;
+            memcpy(p, &nan, sizeof nan);
+            return 0;
+        }
         errno = 0;
         double x = strtod(v, &end);
         if (end == v || *end || errno || !isfinite(x) || !in_range(&r, x)) return bad_value(d, who, v);

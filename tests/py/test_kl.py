@@ -15,6 +15,8 @@ Checks:
     (linear) method; ppl ratio within 1e-4 relative;
   - top-1 agreement: the C count differs from NumPy's by at most the number of positions whose
     dense or pruned top two logits lie within 1e-3 of each other (an argmax float32 may flip);
+  - kl_per_window (each window's mean) within 2e-5 relative, kl_window_stderr (their standard
+    error, ddof 1) within 1e-4 relative;
   - results.md carries the figures (the same values as results.json, as printed), the SVG is XML
     with a second panel (KL vs ratio) when there are figures and one panel with --kl 0;
   - --kl 0 and --eval-dense 0: vs_dense null; no scratch file remains in --kl-dir after the run;
@@ -101,6 +103,12 @@ def check_model(ck, args, label, mdir, calib, evalf):
         d = abs(v["ppl_ratio"] - R["ppl_ratio"]) / R["ppl_ratio"]
         ck.check(d <= 1e-4, tag + ": ppl ratio", "C %.6f NumPy %.6f" % (v["ppl_ratio"], R["ppl_ratio"]))
         ck.check(0 <= v["kl_median"] <= v["kl_p99"] <= v["kl_max"], tag + ": median <= p99 <= max")
+        pw = R["kl"].reshape(WINDOWS, SEQLEN - 1).mean(axis=1)
+        d = float(np.max(np.abs(np.asarray(v["kl_per_window"]) - pw) / np.maximum(pw, 1e-30)))
+        ck.check(len(v["kl_per_window"]) == WINDOWS and d <= 2e-5, tag + ": kl_per_window", "rel %.2g" % d)
+        se = float(np.std(pw, ddof=1) / np.sqrt(WINDOWS))
+        ck.check(abs(v["kl_window_stderr"] - se) <= 1e-4 * se + 1e-9, tag + ": kl_window_stderr",
+                 "C %.6g NumPy %.6g" % (v["kl_window_stderr"], se))
     # results.md and the plot
     md = open(os.path.join(out, "results.md")).read()
     for e in res["pruned"]:

@@ -22,7 +22,12 @@ typedef struct {
     int methods[PM_COUNT];
     int nmethods;
     int global_metric, local_metric;
-    double a, b, c;
+    double a, b, c;              /* a: NaN for --a auto (a_auto) */
+    int a_auto, a_select;        /* a_select: 0 kl, 1 ppl */
+    double a_grid[16];
+    int na_grid;
+    char select_tokens[4096];
+    int select_windows;
     int alloc_reference, align, force, save_models, save_stats, eval_pruned, eval_dense, kl;
     double max_rank_memory_gb;
     int write_io;                /* WRITE_IO_* of ckpt/model_h5.h (options.c maps the names) */

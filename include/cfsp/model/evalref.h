@@ -19,6 +19,7 @@ typedef struct eval_ref {
     int fd;                /* the dense logits [cap, V] float32 (unlinked scratch file) */
     int V, compare;        /* compare: 0 while recording the dense pass, 1 while comparing */
     int64_t cap, n;        /* positions: expected per pass, seen in this pass */
+    int per_window;        /* positions of one evaluation window (consecutive in the pass) */
     double *lse;           /* [cap] dense log-sum-exp */
     int32_t *top1;         /* [cap] dense argmax */
     double *kl;            /* [cap] KL of the current compare pass */
@@ -33,11 +34,14 @@ typedef struct {
     double mean, median, p99, max;   /* KL per position (nats); percentiles as NumPy's default (linear) */
     double top1;                     /* fraction of positions whose argmax is the dense one */
     int64_t n;
+    int nwin;                        /* evaluation windows, and their mean KL each (caller frees win) */
+    double *win;
 } kl_summary;
 
-/* the scratch file for cap positions of a V-word vocabulary in dir: refuses (FAIL naming dir and the
- * bytes) when the file system has less free space than the file needs */
-int eval_ref_open(eval_ref *r, const char *dir, int V, int64_t cap);
+/* the scratch file for cap positions (windows of per_window consecutive positions) of a V-word
+ * vocabulary in dir: refuses (FAIL naming dir and the bytes) when the file system has less free
+ * space than the file needs */
+int eval_ref_open(eval_ref *r, const char *dir, int V, int64_t cap, int per_window);
 void eval_ref_close(eval_ref *r);
 /* a pass over the same positions: compare = 0 records (the dense model), 1 compares */
 void eval_ref_begin(eval_ref *r, int compare);
@@ -45,7 +49,7 @@ void eval_ref_begin(eval_ref *r, int compare);
 void eval_ref_row(eval_ref *r, const float *logits, double lse);
 /* after a pass: FAIL on an I/O error of the pass or a position count other than cap */
 int eval_ref_end(const eval_ref *r);
-/* the figures of the last compare pass */
+/* the figures of the last compare pass (win: allocated, per window in evaluation order) */
 kl_summary eval_ref_summary(const eval_ref *r);
 /* NumPy's percentile (method 'linear') of a sorted array of n >= 1 values, q in [0, 1] */
 double percentile_sorted(const double *v, int64_t n, double q);

@@ -30,6 +30,7 @@ enum {
     OPT_REQUIRED = 1,    /* must be given (STR: non-empty) */
     OPT_NONEMPTY = 2,    /* STR: "" is refused */
     OPT_POSITIONAL = 4,  /* STR: the next bare argument of the command line, in table order (not an option, not a run-file key) */
+    OPT_AUTO = 8,        /* DBL: the word "auto" is accepted too and stored as NaN */
 };
 
 typedef struct {

@@ -1,0 +1,197 @@
+"""Automatic allocation temperature (issue 18, --a auto) against NumPy, on stories260K:
+
+  - the candidates: --a-grid, the default mode's 1 and the reference's effective value
+    N*T/131072 (its a = 1 in the default mode's units), ascending, each once;
+  - the selection windows taken from the calibration tokens: NumPy recomputes the calibration
+    offsets (Python's random), the seqlen-grid windows no calibration sequence overlaps, and the even
+    spread of --select-windows of them; results.json's offsets must be those;
+  - per candidate, the per-block counts: the NumPy allocation + selection (cfsp_ref.cfsp_prune) fed
+    with the C statistics file, and the value: the mean KL(dense || pruned) (or the perplexity,
+    --a-select ppl) of that pruned model on the selection windows, computed in float64, within
+    2e-5 relative; a candidate with the counts of an earlier one records that (and its value);
+  - the choice: NumPy's argmin (ties to the smaller temperature), or a candidate whose NumPy value is
+    within 1e-5 relative of the minimum (float32 may order a near-tie differently); the pruned entry
+    keeps the winner's counts, records "a", and the checkpoint's options say that a (a_auto true);
+  - -n 1 and -n 2 give identical records; "a": "auto" in a --config run file works as on the command
+    line; --select-tokens FILE@A:B gives windows 0, T, 2T... of the slice;
+  - refused with one line, exit != 0: --a auto without cfsp among the methods; prune --stats --a
+    auto without --select-tokens (then with it: succeeds).
+
+    /usr/bin/python3 tests/py/test_a_auto.py --bin build/cfsp-mpi --shared /work/shared --workdir /tmp/aa
+"""
+
+import json
+import math
+import os
+import shutil
+
+import numpy as np
+
+from common import (Checker, fresh_dir, load_results, model_dir, parse_args, pruned_file, ref,
+                    run_cfsp, token_file)
+
+N, T, K = 16, 64, 6
+RATIOS = [0.2, 0.45]
+GRID = [0, 0.5, 1, 3]
+
+
+def opts(mdir, calib, evalf, out, extra=()):
+    return ["--model", mdir, "--calib-tokens", calib, "--eval-tokens", evalf, "--nsamples", N, "--seqlen", T,
+            "--eval-windows", 4, "--ratios", ",".join(str(r) for r in RATIOS), "--a", "auto",
+            "--a-grid", ",".join(str(g) for g in GRID), "--select-windows", K, "--output-dir", out,
+            "--compute", "fp32"] + list(extra)
+
+
+def selection_windows(ntok, seed=0):
+    offs = ref.calib_offsets(ntok, N, T, seed=seed)
+    free = [w * T for w in range(ntok // T) if not any(o < w * T + T and o + T > w * T for o in offs)]
+    n = min(len(free), K)
+    return [free[i * len(free) // n] for i in range(n)]
+
+
+def window_logits(model, toks, offsets):
+    return np.concatenate([ref.forward(model, toks[o:o + T])[:-1] for o in offsets])
+
+
+def window_targets(toks, offsets):
+    return np.concatenate([toks[o + 1:o + T] for o in offsets])
+
+
+def main():
+    args = parse_args(__doc__)
+    ck = Checker("a_auto")
+    S = "stories260K"
+    mdir = model_dir(args, S)
+    calib = token_file(args, S, "tinystories_val_head")
+    evalf = token_file(args, S, "wikitext2_validation.joined")
+    model = ref.load_model(mdir)
+    ctoks = ref.read_tokens(calib)
+
+    res = {}
+    for n in (1, 2):
+        out = fresh_dir(os.path.join(args.workdir, "auto_n%d" % n))
+        rc, _ = run_cfsp(args, opts(mdir, calib, evalf, out), np_ranks=n)
+        if not ck.check(rc == 0, "-n %d: run --a auto" % n):
+            ck.finish()
+        res[n] = (out, load_results(out))
+    def untimed(d):
+        if isinstance(d, dict):
+            return {k: untimed(v) for k, v in d.items() if "seconds" not in k}
+        if isinstance(d, (list, tuple)):
+            return [untimed(v) for v in d]
+        return d
+    rec = {n: untimed((r["selection"], [(e["method"], e["ratio"], e.get("a"), e.get("a_auto")) for e in r["pruned"]]))
+           for n, (_, r) in res.items()}
+    ck.check(rec[1] == rec[2], "-n 1 and -n 2: identical selection records")
+    out, r = res[1]
+
+    # candidates and selection windows
+    st = ref.stats_from_h5(os.path.join(out, "stats.h5"))
+    want_c = sorted(set(GRID + [1.0, N * T / 131072.0]))
+    sel = r["selection"]
+    want_w = selection_windows(len(ctoks))
+    ck.check(sel["offsets"] == want_w and sel["windows"] == len(want_w) and sel["source"] == "calibration",
+             "selection windows = NumPy's gaps of the calibration sequences", "C %s NumPy %s" % (sel["offsets"], want_w))
+    ck.check(all(not (o < w + T and o + T > w) for w in sel["offsets"] for o in ref.calib_offsets(len(ctoks), N, T)),
+             "no selection window overlaps a calibration sequence")
+    stoks = ctoks
+    dense_sel = window_logits(model, stoks, want_w)
+    ld = ref.log_softmax(dense_sel)
+
+    def np_value(pm, metric):
+        lp = window_logits(pm, stoks, want_w)
+        if metric == "ppl":
+            b = ref.log_softmax(lp)
+            tg = window_targets(stoks, want_w)
+            return math.exp(-float(b[np.arange(len(tg)), tg].mean()))
+        b = ref.log_softmax(lp)
+        return float((np.exp(ld) * (ld - b)).sum(axis=1).mean())
+
+    def check_choice(tag, e, metric):
+        info = e.get("a_auto")
+        if not ck.check(isinstance(info, dict), tag + ": a_auto recorded"):
+            return
+        cands = [c["a"] for c in info["candidates"]]
+        ck.check(cands == want_c, tag + ": candidates", "C %s want %s" % (cands, want_c))
+        npv = []
+        for c in info["candidates"]:
+            nr = ref.cfsp_prune(model, st, e["ratio"], a=c["a"])
+            counts = [len(k) for k in nr["kept"]]
+            ck.check(c["keep_counts"] == counts, "%s a=%g: per-block counts = NumPy's" % (tag, c["a"]),
+                     "C %s NumPy %s" % (c["keep_counts"], counts))
+            v = np_value(ref.prune_model(model, nr["kept"]), metric)
+            npv.append(v)
+            d = abs(c["value"] - v) / abs(v)
+            ck.check(d <= 2e-5, "%s a=%g: %s on the selection windows" % (tag, c["a"], metric),
+                     "C %.9g NumPy %.9g (rel %.2g)" % (c["value"], v, d))
+            if "same_counts_as_a" in c:
+                k = cands.index(c["same_counts_as_a"])
+                ck.check(info["candidates"][k]["keep_counts"] == c["keep_counts"] and info["candidates"][k]["value"] == c["value"],
+                         "%s a=%g: same counts as a=%g, same value" % (tag, c["a"], c["same_counts_as_a"]))
+        best = min(npv)
+        win = cands[npv.index(best)]
+        chosen = info["chosen"]
+        v_ch = npv[cands.index(chosen)]
+        ck.check(chosen == win or abs(v_ch - best) <= 1e-5 * abs(best), tag + ": the choice is NumPy's argmin",
+                 "C a=%g NumPy a=%g (NumPy values %s)" % (chosen, win, ["%.6f" % x for x in npv]))
+        ck.check(e.get("a") == chosen, tag + ": the entry records a = the choice")
+        ck.check(e["keep_counts"] == info["candidates"][cands.index(chosen)]["keep_counts"],
+                 tag + ": the pruned model has the winner's counts")
+
+    for e in r["pruned"]:
+        check_choice("kl r=%g" % e["ratio"], e, "kl")
+        f = pruned_file(out, e)
+        import h5py
+        with h5py.File(f, "r") as h:
+            raw = h.attrs.get("options")
+            o = json.loads(raw.decode() if isinstance(raw, bytes) else str(raw)) if raw is not None else {}
+        ck.check(o.get("a") == e["a"] and o.get("a_auto") is True, "r=%g: the checkpoint's options record the a it was cut with" % e["ratio"],
+                 "options a=%s a_auto=%s" % (o.get("a"), o.get("a_auto")))
+
+    # --a-select ppl, from a run file ("a": "auto")
+    out = fresh_dir(os.path.join(args.workdir, "auto_ppl"))
+    cfg = os.path.join(args.workdir, "auto_run.json")
+    with open(cfg, "w") as fh:
+        json.dump({"a": "auto", "a-select": "ppl"}, fh)
+    o2 = [x for x in opts(mdir, calib, evalf, out) if x != "auto"]
+    i = o2.index("--a")
+    o2 = o2[:i] + o2[i + 1:] + ["--config", cfg]
+    rc, _ = run_cfsp(args, o2, np_ranks=2)
+    if ck.check(rc == 0, "run file {\"a\": \"auto\", \"a-select\": \"ppl\"} -n 2"):
+        r2 = load_results(out)
+        ck.check(r2["selection"]["metric"] == "ppl", "a-select ppl recorded")
+        for e in r2["pruned"]:
+            check_choice("ppl r=%g" % e["ratio"], e, "ppl")
+
+    # --select-tokens FILE@A:B
+    out = fresh_dir(os.path.join(args.workdir, "auto_sel"))
+    rc, _ = run_cfsp(args, opts(mdir, calib, evalf, out, ["--select-tokens", evalf + "@1000:1300", "--select-windows", 8]), np_ranks=2)
+    if ck.check(rc == 0, "--select-tokens FILE@1000:1300"):
+        s3 = load_results(out)["selection"]
+        ck.check(s3["source"] == "--select-tokens" and s3["offsets"] == [0, 64, 128, 192], "its windows: 0, 64, 128, 192 of the slice",
+                 str(s3))
+
+    # refusals
+    for n in (1, 2):
+        out = os.path.join(args.workdir, "bad_flap_n%d" % n)
+        shutil.rmtree(out, ignore_errors=True)
+        rc, outp = run_cfsp(args, opts(mdir, calib, evalf, out, ["--method", "flap"]), np_ranks=n)
+        errs = [l for l in outp.splitlines() if l.startswith("cfsp-mpi: error:")]
+        ck.check(rc != 0 and len(errs) == 1 and "only the cfsp method" in errs[0], "-n %d: --a auto --method flap refused" % n,
+                 errs[0] if errs else outp[-300:])
+        ck.check(not os.path.exists(out), "-n %d: --a auto --method flap: no output directory" % n)
+        out = os.path.join(args.workdir, "bad_prune_n%d" % n)
+        shutil.rmtree(out, ignore_errors=True)
+        po = ["--stats", os.path.join(res[1][0], "stats.h5"), "--model", mdir, "--eval-tokens", evalf, "--seqlen", T,
+              "--eval-windows", 2, "--ratios", "0.3", "--a", "auto", "--output-dir", out]
+        rc, outp = run_cfsp(args, po, np_ranks=n, sub="prune")
+        errs = [l for l in outp.splitlines() if l.startswith("cfsp-mpi: error:")]
+        ck.check(rc != 0 and len(errs) == 1 and "--select-tokens" in errs[0], "-n %d: prune --stats --a auto without --select-tokens refused" % n,
+                 errs[0] if errs else outp[-300:])
+        rc, _ = run_cfsp(args, po + ["--select-tokens", calib + "@0:1024"], np_ranks=n, sub="prune")
+        ck.check(rc == 0, "-n %d: the same with --select-tokens succeeds" % n)
+    ck.finish()
+
+
+if __name__ == "__main__":
+    main()
