@@ -16,6 +16,8 @@
 #define O(...) OPT(options, __VA_ARGS__)
 static const char *const alloc_names[] = { "default", "reference" };
 static const char *const a_select_names[] = { "kl", "ppl" };
+static const char *const kl_names[] = { "auto", "1", "0", "true", "false" };
+static const int kl_values[] = { KL_AUTO, 1, 0, 1, 0 };
 static const char *const sampling_names[] = { "random", "consecutive" };
 static const int sampling_values[] = { 1, 0 };          /* calib_random */
 static const char *const write_io_names[] = { "direct", "buffered", "mpiio" };
@@ -57,7 +59,7 @@ static const opt_def table[] = {
     O(OPT_BOOL, save_stats, "save-stats", "1", NULL, "write the calibration statistics (stats.h5)"),
     O(OPT_BOOL, eval_dense, "eval-dense", "1", NULL, "evaluate the dense model"),
     O(OPT_BOOL, eval_pruned, "eval-pruned", "1", NULL, "evaluate every pruned model"),
-    O(OPT_BOOL, kl, "kl", "1", NULL, "compare every evaluated pruned model with the dense one on the same positions: KL(dense || pruned) mean / median / 99th percentile / max, top-1 agreement, perplexity ratio (needs --eval-dense; the last rank keeps the dense logits in a scratch file: windows x (seqlen-1) x vocab x 4 bytes)"),
+    O(OPT_ENUM, kl, "kl", "auto", NULL, "compare every evaluated pruned model with the dense one on the same positions: KL(dense || pruned) mean / median / 99th percentile / max, top-1 agreement, perplexity ratio (needs --eval-dense; the last rank keeps the dense logits in a scratch file of windows x (seqlen-1) x vocab x 4 bytes): 1 (an error if it does not fit), 0, or auto = 1 unless the file does not fit in --kl-dir (then a warning)", .names = kl_names, .nnames = 5, .values = kl_values),
     O(OPT_STR, kl_dir, "kl-dir", "", NULL, "directory of the last rank's scratch file of dense logits for --kl (default: --output-dir; a node-local disk is best); the file is unlinked at creation"),
     O(OPT_STR, dump_logits, "dump-logits", "", NULL, "write the dense evaluation logits (float32 [windows, T, vocab]) here"),
     O(OPT_STR, stats, "stats", "", NULL, "prune: statistics file of an earlier run (no forward pass)"),
@@ -201,6 +203,6 @@ cJSON *options_to_json(const options *o)
     cJSON_AddNumberToObject(j, "c", o->c);
     cJSON_AddStringToObject(j, "alloc_mode", o->alloc_reference ? "reference" : "default");
     cJSON_AddNumberToObject(j, "align", o->align);
-    cJSON_AddBoolToObject(j, "kl", o->kl);
+    cJSON_AddStringToObject(j, "kl", o->kl == KL_AUTO ? "auto" : o->kl ? "1" : "0");
     return j;
 }

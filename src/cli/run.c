@@ -462,6 +462,19 @@ static void evaluate_dense(job *j)
     }
     /* the dense reference of the KL divergence: only when pruned models will be compared with it */
     int ref = o->kl && o->eval_pruned && o->nratios > 0 && o->nmethods > 0 && j->nwin > 0;
+    if (ref && o->kl == KL_AUTO) {        /* auto: skipped, with a warning, when the scratch file does not fit */
+        double sp[2] = { 0, 0 };
+        if (j->rank == j->P - 1)
+            eval_ref_space(o->kl_dir[0] ? o->kl_dir : o->output_dir, j->cfg.vocab, (int64_t)j->nwin * (o->seqlen - 1), &sp[0], &sp[1]);
+        MPI_CHECK(MPI_Bcast(sp, 2, MPI_DOUBLE, j->P - 1, MPI_COMM_WORLD));
+        if (sp[1] >= 0 && sp[1] < sp[0]) {
+            ref = 0;
+            if (j->rank == 0)
+                fprintf(stderr, "cfsp-mpi: warning: --kl auto: the dense logits need %.3g GB in %s, %.3g GB are free: no KL figures "
+                        "(--kl-dir elsewhere, fewer --eval-windows; --kl 1 makes this an error)\n", sp[0] / 1e9,
+                        o->kl_dir[0] ? o->kl_dir : o->output_dir, sp[1] / 1e9);
+        }
+    }
     if (!rc && ref && j->rank == j->P - 1)
         rc = eval_ref_open(&j->ref, o->kl_dir[0] ? o->kl_dir : o->output_dir, j->cfg.vocab, (int64_t)j->nwin * (o->seqlen - 1), o->seqlen - 1);
     cfsp_sync(rc);

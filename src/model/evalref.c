@@ -11,6 +11,12 @@
 #include <string.h>
 #include <unistd.h>
 
+void eval_ref_space(const char *dir, int V, int64_t cap, double *need, double *avail)
+{
+    *need = (double)cap * (double)V * sizeof(float);
+    *avail = (double)free_disk_bytes(dir);
+}
+
 int eval_ref_open(eval_ref *r, const char *dir, int V, int64_t cap, int per_window)
 {
     memset(r, 0, sizeof *r);
@@ -19,13 +25,13 @@ int eval_ref_open(eval_ref *r, const char *dir, int V, int64_t cap, int per_wind
     uint64_t need = (uint64_t)cap * (uint64_t)V * sizeof(float);
     int64_t avail = free_disk_bytes(dir);
     if (avail >= 0 && (uint64_t)avail < need)
-        return FAIL("%s: the dense logits of the KL divergence need %.3f GB (%lld positions x %d words x 4 bytes), "
-                    "the file system has %.3f GB free (--kl-dir DIR elsewhere, fewer --eval-windows, or --kl 0)",
+        return FAIL("%s: --kl-dir: the dense logits of the KL divergence need %.3g GB (%lld positions x %d words x 4 bytes), "
+                    "the file system has %.3g GB free (--kl-dir DIR elsewhere, fewer --eval-windows, or --kl 0)",
                     dir, need / 1e9, (long long)cap, V, avail / 1e9);
     char path[4200];
     snprintf(path, sizeof path, "%s/.cfsp-dense-logits.XXXXXX", dir);
     r->fd = mkstemp(path);
-    if (r->fd < 0) return FAIL("%s: cannot create the scratch file of the dense logits (--kl-dir): %s", path, strerror(errno));
+    if (r->fd < 0) return FAIL("%s: --kl-dir: cannot create the scratch file of the dense logits there: %s", dir, strerror(errno));
     if (unlink(path) != 0) {                 /* no name: gone with the process, however it ends */
         int e = errno;
         close(r->fd);

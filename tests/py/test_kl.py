@@ -20,9 +20,10 @@ Checks:
   - results.md carries the figures (the same values as results.json, as printed), the SVG is XML
     with a second panel (KL vs ratio) when there are figures and one panel with --kl 0;
   - --kl 0 and --eval-dense 0: vs_dense null; no scratch file remains in --kl-dir after the run;
-  - --kl-dir that does not exist, and a tmpfs too small for the dense logits (where mount is
-    allowed; skipped saying so otherwise): exit != 0 at -n 1 and -n 2, one error line naming the
-    directory, no output file; the corrected command succeeds.
+  - --kl-dir that does not exist, and a tmpfs too small for the dense logits with --kl 1 (where
+    mount is allowed; skipped saying so otherwise): exit != 0 at -n 1 and -n 2, one error line
+    naming the directory, no output file; the corrected command succeeds; the same tmpfs with
+    --kl auto (the default): one warning naming it, no figures, the job succeeds.
 """
 
 import json
@@ -162,15 +163,23 @@ def main():
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%d" % (need // 2), "tmpfs", small],
                              stderr=subprocess.PIPE).returncode == 0
     if mounted:
-        cases.append(("small tmpfs", small, None))
+        cases.append(("small tmpfs with --kl 1", small, ["--kl", "1"]))
     else:
-        ck.note("tmpfs case skipped: mount -t tmpfs is not allowed here")
+        ck.note("tmpfs cases skipped: mount -t tmpfs is not allowed here")
     for n in (1, 2):
-        for what, kdir, _ in cases:
+        if mounted:          # --kl auto (the default): a warning, no figures, the job succeeds
+            out = fresh_dir(os.path.join(args.workdir, "auto_small_n%d" % n))
+            rc, outp = run_cfsp(args, base_opts(mdir, calib, evalf, out) + ["--kl-dir", small, "--force"], np_ranks=n)
+            warn = [l for l in outp.splitlines() if "warning: --kl auto" in l]
+            ok = rc == 0 and len(warn) == 1 and small in warn[0]
+            ck.check(ok, "-n %d --kl auto, --kl-dir too small: one warning naming it, the job succeeds" % n, warn[0] if warn else outp[-400:])
+            if ok:
+                ck.check(all(e["vs_dense"] is None for e in load_results(out)["pruned"]), "-n %d --kl auto, too small: vs_dense null" % n)
+        for what, kdir, extra in cases:
             out = os.path.join(args.workdir, "bad_kl_dir_n%d" % n)
             if os.path.exists(out):
                 subprocess.run(["rm", "-rf", out])
-            rc, outp = run_cfsp(args, base_opts(mdir, calib, evalf, out) + ["--kl-dir", kdir], np_ranks=n)
+            rc, outp = run_cfsp(args, base_opts(mdir, calib, evalf, out) + ["--kl-dir", kdir] + (extra or []), np_ranks=n)
             errs = [l for l in outp.splitlines() if l.startswith("cfsp-mpi: error:")]
             ck.check(rc != 0 and len(errs) == 1 and kdir in errs[0], "-n %d --kl-dir %s: refused with one line naming it" % (n, what),
                      errs[0] if errs else outp[-500:])

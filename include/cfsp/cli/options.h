@@ -6,6 +6,7 @@
 #include "cfsp/prune/prune.h"
 
 #define MAX_RATIOS 64
+#define KL_AUTO 2                /* options.kl: 0 off, 1 on (an error if the scratch file does not fit), auto */
 
 typedef struct {
     char command[16];            /* run | prune | verify */

@@ -42,6 +42,8 @@ typedef struct {
  * vocabulary in dir: refuses (FAIL naming dir and the bytes) when the file system has less free
  * space than the file needs */
 int eval_ref_open(eval_ref *r, const char *dir, int V, int64_t cap, int per_window);
+/* the scratch file's bytes (*need) and the free bytes of dir's file system (*avail, -1 unknown) */
+void eval_ref_space(const char *dir, int V, int64_t cap, double *need, double *avail);
 void eval_ref_close(eval_ref *r);
 /* a pass over the same positions: compare = 0 records (the dense model), 1 compares */
 void eval_ref_begin(eval_ref *r, int compare);

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# quality_temperature.sh — the allocation temperature (issue 18): on both shared models, for the
+# in-domain (TinyStories [0:100000]) and out-of-domain (WikiText-2 test) evaluation, ratios 0.1..0.6
+# and calibration seeds 0, 1, 2 (the calibration offsets are random): cfsp with --a auto (chosen per
+# ratio by the mean KL on 16 held-out windows of the calibration tokens that no calibration
+# sequence overlaps), with the fixed default allocation (--a 1) and with the reference's allocation
+# (--alloc-mode reference --a 1), plus flap and wanda_sp, all on the same statistics and evaluation
+# windows. Writes results/quality/temperature/<model>-<evalset>-s<seed>/{auto,default,reference}/
+# results.json and, by quality_temperature_report.py, results/quality/temperature.{json,md,png}.
+# About 20 minutes on 2 cores. WINDOWS (default 100) evaluation windows of 256 tokens.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$ROOT/mpi_scripts/setup.sh"
+SHARED="${CFSP_SHARED:-$ROOT/../shared}"
+OUT="$ROOT/results/quality/temperature"
+NP="${NP:-2}"
+WINDOWS="${WINDOWS:-100}"
+RATIOS=0.1,0.2,0.3,0.4,0.5,0.6
+mkdir -p "$OUT"
+dpkg-query -W -f='${Status}' python3-matplotlib 2>/dev/null | grep -q "install ok installed" || {
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-matplotlib >/dev/null; }
+for model in stories260K tinystories656K; do
+  tok="$SHARED/data/tokens/$model/tinystories_val_head.u32.bin"
+  for evalset in tinystories wikitext2; do
+    if [ "$evalset" = tinystories ]; then ev="$tok@0:100000"; else ev="$SHARED/data/tokens/$model/wikitext2_test.joined.u32.bin"; fi
+    for seed in 0 1 2; do
+      d="$OUT/$model-$evalset-s$seed"
+      mkdir -p "$d"
+      common=(--model "$SHARED/models/$model" --eval-tokens "$ev" --eval-windows "$WINDOWS" --seqlen 256
+              --ratios "$RATIOS" --save-models 0 --force)
+      mpirun -n "$NP" --oversubscribe "$BUILD/cfsp-mpi" run "${common[@]}" --calib-tokens "$tok@100000:" \
+        --nsamples 128 --seed "$seed" --method cfsp,flap,wanda_sp --a auto --select-windows 16 --output-dir "$d/auto"
+      mpirun -n "$NP" --oversubscribe "$BUILD/cfsp-mpi" prune "${common[@]}" --stats "$d/auto/stats.h5" \
+        --method cfsp --a 1 --output-dir "$d/default"
+      mpirun -n "$NP" --oversubscribe "$BUILD/cfsp-mpi" prune "${common[@]}" --stats "$d/auto/stats.h5" \
+        --method cfsp --a 1 --alloc-mode reference --output-dir "$d/reference"
+    done
+  done
+done
+/usr/bin/python3 "$ROOT/mpi_scripts/quality_temperature_report.py" "$OUT" "$ROOT/results/quality"
