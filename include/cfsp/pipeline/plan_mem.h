@@ -11,7 +11,9 @@
  *            the quarter also covers allocator slack and page-cache pages a memory cgroup counts;
  *   buffers  computed exactly below (allocated once per run);
  *   1 GiB    MPI, HDF5 and OpenBLAS buffers, the token streams every rank holds, the statistics
- *            (16 bytes per FFN channel), the checkpoint writer's buffers (3 x 8 MB). */
+ *            (16 bytes per FFN channel), the checkpoint writer's buffers (3 x 8 MB), the last
+ *            rank's KL reference (model/evalref.h: 20 bytes per evaluated position + a vocabulary
+ *            row; 2.6 MB for 64 windows of 2048 tokens). */
 #ifndef CFSP_PLAN_MEM_H
 #define CFSP_PLAN_MEM_H
 #include "cfsp/format/safetensors.h"
