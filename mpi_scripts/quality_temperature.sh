@@ -3,11 +3,15 @@
 # in-domain (TinyStories [0:100000]) and out-of-domain (WikiText-2 test) evaluation, ratios 0.1..0.6
 # and calibration seeds 0, 1, 2 (the calibration offsets are random): cfsp with --a auto (chosen per
 # ratio by the mean KL on 16 held-out windows of the calibration tokens that no calibration
-# sequence overlaps), with the fixed default allocation (--a 1) and with the reference's allocation
-# (--alloc-mode reference --a 1), plus flap and wanda_sp, all on the same statistics and evaluation
-# windows. Writes results/quality/temperature/<model>-<evalset>-s<seed>/{auto,default,reference}/
-# results.json and, by quality_temperature_report.py, results/quality/temperature.{json,md,png}.
-# About 20 minutes on 2 cores. WINDOWS (default 100) evaluation windows of 256 tokens.
+# sequence overlaps), with the fixed default allocation (--a 1), with the reference's temperature in
+# the default mode (--a 0.25 = N*T/131072: the reference's allocation with exact channel counts) and
+# with the reference's allocation itself (--alloc-mode reference --a 1, which also keeps one channel
+# more per block than the budget), plus flap and wanda_sp, all on the same statistics and evaluation
+# windows; for WikiText-2 also --a auto choosing on WikiText-2 validation windows (auto_target: the
+# target domain, disjoint from the test text). Writes results/quality/temperature/<model>-<evalset>-
+# s<seed>/{auto,default,reftemp,reference[,auto_target]}/results.json and, by quality_temperature_report.py, results/quality/temperature.{json,
+# md,png}. About 25 minutes on 2 cores. WINDOWS (default 100) evaluation windows of 256 tokens,
+# SELECT (default 32) selection windows.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/mpi_scripts/setup.sh"
@@ -15,6 +19,9 @@ SHARED="${CFSP_SHARED:-$ROOT/../shared}"
 OUT="$ROOT/results/quality/temperature"
 NP="${NP:-2}"
 WINDOWS="${WINDOWS:-100}"
+SELECT="${SELECT:-32}"
+NSAMPLES=128 SEQLEN=256
+REFTEMP=$(/usr/bin/python3 -c "print($NSAMPLES * $SEQLEN / 131072)")
 RATIOS=0.1,0.2,0.3,0.4,0.5,0.6
 mkdir -p "$OUT"
 dpkg-query -W -f='${Status}' python3-matplotlib 2>/dev/null | grep -q "install ok installed" || {
@@ -27,14 +34,20 @@ for model in stories260K tinystories656K; do
     for seed in 0 1 2; do
       d="$OUT/$model-$evalset-s$seed"
       mkdir -p "$d"
-      common=(--model "$SHARED/models/$model" --eval-tokens "$ev" --eval-windows "$WINDOWS" --seqlen 256
+      common=(--model "$SHARED/models/$model" --eval-tokens "$ev" --eval-windows "$WINDOWS" --seqlen "$SEQLEN"
               --ratios "$RATIOS" --save-models 0 --force)
       mpirun -n "$NP" --oversubscribe "$BUILD/cfsp-mpi" run "${common[@]}" --calib-tokens "$tok@100000:" \
-        --nsamples 128 --seed "$seed" --method cfsp,flap,wanda_sp --a auto --select-windows 16 --output-dir "$d/auto"
+        --nsamples "$NSAMPLES" --seed "$seed" --method cfsp,flap,wanda_sp --a auto --select-windows "$SELECT" --output-dir "$d/auto"
       mpirun -n "$NP" --oversubscribe "$BUILD/cfsp-mpi" prune "${common[@]}" --stats "$d/auto/stats.h5" \
         --method cfsp --a 1 --output-dir "$d/default"
       mpirun -n "$NP" --oversubscribe "$BUILD/cfsp-mpi" prune "${common[@]}" --stats "$d/auto/stats.h5" \
+        --method cfsp --a "$REFTEMP" --output-dir "$d/reftemp"
+      mpirun -n "$NP" --oversubscribe "$BUILD/cfsp-mpi" prune "${common[@]}" --stats "$d/auto/stats.h5" \
         --method cfsp --a 1 --alloc-mode reference --output-dir "$d/reference"
+      if [ "$evalset" = wikitext2 ]; then      # auto choosing on the target domain: WikiText-2 validation (disjoint from test)
+        mpirun -n "$NP" --oversubscribe "$BUILD/cfsp-mpi" prune "${common[@]}" --stats "$d/auto/stats.h5" --method cfsp --a auto \
+          --select-tokens "$SHARED/data/tokens/$model/wikitext2_validation.joined.u32.bin" --select-windows "$SELECT" --output-dir "$d/auto_target"
+      fi
     done
   done
 done

@@ -1,17 +1,20 @@
 #!/usr/bin/python3
 """quality_temperature_report.py RAW OUT — the tables of mpi_scripts/quality_temperature.sh.
 
-RAW/<model>-<evalset>-s<seed>/{auto,default,reference}/results.json -> OUT/temperature.{json,md,png}.
+RAW/<model>-<evalset>-s<seed>/{auto,default,reftemp,reference}/results.json -> OUT/temperature.{json,md,png}.
 
 Per model, evaluation set and ratio, over the seeds: the mean KL(dense || pruned) per token of cfsp
-with --a auto, with the fixed default allocation (a = 1) and with the reference's allocation, and of
-flap and wanda_sp (same statistics, same windows), the perplexities, and the temperatures auto chose.
-The criterion of issue 18: auto is never worse than the better of the two fixed allocations on the
-evaluation set by more than the noise. Measured per seed s: d_s = KL(auto) - min(KL(default),
-KL(reference)) (the better one chosen on the evaluation set itself, an oracle), and its noise from
-the windows: the paired per-window differences auto - best give a standard error SE_s =
-sd(d_w) / sqrt(W). A row passes when mean_s d_s <= 2 sqrt(sum_s SE_s^2) / S (two standard errors of
-the mean over the S seeds)."""
+with --a auto, with the fixed default allocation (a = 1), with the reference's temperature in the
+default mode (reftemp: the reference's allocation with exact channel counts) and with the reference's
+allocation itself (reference: its threshold rule keeps one channel more per block than the budget),
+and of flap and wanda_sp (same statistics, same windows), the perplexities, the FFN fraction kept, and
+the temperatures auto chose. The criterion of issue 18: auto is never worse than the better of the
+fixed allocations on the evaluation set by more than the noise, judged twice: against the better of
+default and reftemp (the same budget as auto), and against the better of default and reference (as
+the issue words it; reference keeps more channels). Per seed s: d_s = KL(auto) - min(KL(fixed))
+(the better one picked on the evaluation set itself, an oracle); its noise from the windows: the
+paired per-window differences auto - best give SE_s = sd(d_w) / sqrt(W). A row passes when
+mean_s d_s <= 2 sqrt(sum_s SE_s^2) / S (two standard errors of the mean over the S seeds)."""
 import glob
 import json
 import math
@@ -27,11 +30,14 @@ for d in sorted(glob.glob(os.path.join(raw, "*-s[0-9]*"))):
     if not m:
         continue
     runs = {}
-    for k in ("auto", "default", "reference"):
+    for k in ("auto", "default", "reftemp", "reference"):
         p = os.path.join(d, k, "results.json")
         if os.path.exists(p):
             runs[k] = json.load(open(p))
-    if len(runs) == 3:
+    p = os.path.join(d, "auto_target", "results.json")
+    if os.path.exists(p):
+        runs["auto_target"] = json.load(open(p))
+    if all(k in runs for k in ("auto", "default", "reftemp", "reference")):
         units.setdefault((m.group(1), m.group(2)), {})[int(m.group(3))] = runs
 if not units:
     sys.exit("quality_temperature_report.py: no complete run under %s" % raw)
@@ -52,33 +58,58 @@ def sd(v):
     return math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1))
 
 
-rows, npass, ntot = [], 0, 0
+rows, npass, npass_b, ntot = [], 0, 0, 0
+VARIANTS = ("auto", "default", "reftemp", "reference", "flap", "wanda_sp")
+
+
+def judge(e, fixed, who="auto"):
+    """(regret, its standard error) of `who` against the better of `fixed` on this seed"""
+    best = min(fixed, key=lambda k: e[k]["vs_dense"]["kl_mean"])
+    wa, wb = e[who]["vs_dense"]["kl_per_window"], e[best]["vs_dense"]["kl_per_window"]
+    dw = [x - y for x, y in zip(wa, wb)]
+    return e[who]["vs_dense"]["kl_mean"] - e[best]["vs_dense"]["kl_mean"], sd(dw) / math.sqrt(len(dw))
 for (model, evalset), seeds in sorted(units.items()):
     ratios = sorted({e["ratio"] for e in seeds[min(seeds)]["auto"]["pruned"]})
     for ra in ratios:
         rec = {"model": model, "evalset": evalset, "ratio": ra, "seeds": sorted(seeds)}
-        kl = {k: [] for k in ("auto", "default", "reference", "flap", "wanda_sp")}
+        kl = {k: [] for k in VARIANTS}
         ppl = {k: [] for k in kl}
-        d, se, chosen = [], [], []
+        kept = {k: [] for k in kl}
+        da, sa, db, sb, chosen = [], [], [], [], []
+        dt, st_, chosen_t, klt = [], [], [], []
+        has_t = all("auto_target" in seeds[s] for s in seeds)
         for s in sorted(seeds):
             R = seeds[s]
-            e = {"auto": entry(R["auto"], "cfsp", ra), "default": entry(R["default"], "cfsp", ra),
-                 "reference": entry(R["reference"], "cfsp", ra), "flap": entry(R["auto"], "flap", ra),
-                 "wanda_sp": entry(R["auto"], "wanda_sp", ra)}
+            e = {k: entry(R[k], "cfsp", ra) for k in ("auto", "default", "reftemp", "reference")}
+            e.update({"flap": entry(R["auto"], "flap", ra), "wanda_sp": entry(R["auto"], "wanda_sp", ra)})
             for k in kl:
                 kl[k].append(e[k]["vs_dense"]["kl_mean"])
                 ppl[k].append(e[k]["ppl"])
-            best = min(("default", "reference"), key=lambda k: e[k]["vs_dense"]["kl_mean"])
-            wa, wb = e["auto"]["vs_dense"]["kl_per_window"], e[best]["vs_dense"]["kl_per_window"]
-            dw = [x - y for x, y in zip(wa, wb)]
-            d.append(e["auto"]["vs_dense"]["kl_mean"] - e[best]["vs_dense"]["kl_mean"])
-            se.append(sd(dw) / math.sqrt(len(dw)))
+                kept[k].append(e[k]["ffn_kept_fraction"])
+            x, y = judge(e, ("default", "reftemp"))
+            da.append(x); sa.append(y)
+            x, y = judge(e, ("default", "reference"))
+            db.append(x); sb.append(y)
             chosen.append(e["auto"]["a"])
-        noise = 2 * math.sqrt(sum(x * x for x in se)) / len(se)
-        rec.update({"kl": kl, "ppl": ppl, "regret": d, "regret_se": se, "regret_mean": mean(d), "noise": noise,
-                    "passes": mean(d) <= noise, "chosen_a": chosen,
-                    "windows": len(seeds[min(seeds)]["auto"]["pruned"][0]["vs_dense"]["kl_per_window"])})
-        npass += rec["passes"]
+            if has_t:
+                e["auto_target"] = entry(R["auto_target"], "cfsp", ra)
+                x, y = judge(e, ("default", "reftemp"), "auto_target")
+                dt.append(x); st_.append(y)
+                chosen_t.append(e["auto_target"]["a"])
+                klt.append(e["auto_target"]["vs_dense"]["kl_mean"])
+        na = 2 * math.sqrt(sum(x * x for x in sa)) / len(sa)
+        nb = 2 * math.sqrt(sum(x * x for x in sb)) / len(sb)
+        rec.update({"kl": kl, "ppl": ppl, "ffn_kept": kept, "chosen_a": chosen,
+                    "same_budget": {"regret": da, "regret_se": sa, "regret_mean": mean(da), "noise": na, "passes": mean(da) <= na},
+                    "vs_reference_mode": {"regret": db, "regret_se": sb, "regret_mean": mean(db), "noise": nb, "passes": mean(db) <= nb},
+                    "windows": len(seeds[min(seeds)]["auto"]["pruned"][0]["vs_dense"]["kl_per_window"]),
+                    "select_windows": seeds[min(seeds)]["auto"]["selection"]["windows"]})
+        if has_t:
+            nt = 2 * math.sqrt(sum(x * x for x in st_)) / len(st_)
+            rec["auto_target"] = {"kl": klt, "chosen_a": chosen_t, "regret": dt, "regret_se": st_, "regret_mean": mean(dt),
+                                  "noise": nt, "passes": mean(dt) <= nt}
+        npass += rec["same_budget"]["passes"]
+        npass_b += rec["vs_reference_mode"]["passes"]
         ntot += 1
         rows.append(rec)
 
@@ -88,35 +119,52 @@ try:
                             capture_output=True, text=True).stdout.strip()
 except OSError:
     commit = "?"
-json.dump({"commit": commit, "cpu": cpu, "passes": npass, "rows_total": ntot, "rows": rows},
+json.dump({"commit": commit, "cpu": cpu, "passes_same_budget": npass, "passes_vs_reference_mode": npass_b, "rows_total": ntot, "rows": rows},
           open(os.path.join(out, "temperature.json"), "w"), indent=1)
 
+ex = rows[0]
 L = ["# Allocation temperature: --a auto against the fixed allocations", "",
      "Written by `mpi_scripts/quality_temperature.sh` (commit %s, %s). Calibration 128 x 256 tokens of" % (commit, cpu),
      "TinyStories [100000:] at random offsets, seeds %s; evaluation %d windows of 256 tokens of TinyStories" % (
-         ",".join(str(s) for s in rows[0]["seeds"]), rows[0]["windows"]),
+         ",".join(str(s) for s in ex["seeds"]), ex["windows"]),
      "[0:100000] (in-domain) or WikiText-2 test (out-of-domain). `auto`: cfsp with `--a auto` (grid 0, 0.25, 0.5,",
-     "1, 2, 4, 8 and the reference's effective value 0.25 at N*T = 32768), chosen per ratio by the mean KL on 16",
-     "held-out windows of the calibration tokens; `default`: `--a 1`; `reference`: `--alloc-mode reference --a 1`.",
-     "Cells: mean KL(dense || pruned) per token over the seeds (sd); perplexity below it in the ppl table.", "",
-     "Criterion (issue 18): regret = KL(auto) - min(KL(default), KL(reference)) per seed, the better fixed one",
+     "1, 2, 4, 8; the reference's effective value is 0.25 at N*T = 32768), chosen per ratio by the mean KL on %d" % ex["select_windows"],
+     "held-out windows of the calibration tokens (TinyStories: in-domain for the first evaluation set only);",
+     "`default`: `--a 1`; `reftemp`: `--a 0.25`, the reference's temperature with exact counts; `reference`:",
+     "`--alloc-mode reference --a 1`, whose threshold rule keeps one channel more per block than the budget (the",
+     "FFN fraction kept is in the last column). Cells: mean KL(dense || pruned) per token over the seeds (sd).", "",
+     "Criterion (issue 18): regret = KL(auto) - min(KL of the fixed allocations) per seed, the better fixed one",
      "picked on the evaluation set itself; noise = 2 x the standard error of the mean regret over the seeds, each",
-     "seed's from the paired per-window differences. **%d of %d rows pass.**" % (npass, ntot), ""]
+     "seed's from the paired per-window differences. Against the better of default and reftemp (the same",
+     "budget): **%d of %d rows pass**; against the better of default and reference (reference keeps more" % (npass, ntot),
+     "channels): **%d of %d**. WikiText-2 rows with auto choosing on WikiText-2 validation (`auto_target`), same" % (npass_b, ntot),
+     "budget: **%d of %d**." % (sum(r["auto_target"]["passes"] for r in rows if "auto_target" in r), sum("auto_target" in r for r in rows)), ""]
 for (model, evalset) in sorted(units):
     L += ["## %s, %s" % (model, evalset), "",
-          "| ratio | auto | default | reference | flap | wanda_sp | regret (noise) | passes | auto's a per seed |",
-          "|---|---|---|---|---|---|---|---|---|"]
+          "| ratio | auto | default | reftemp | reference | flap | wanda_sp | regret, same budget (noise) | regret vs reference (noise) | auto's a per seed | FFN kept auto / reference |",
+          "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if (r["model"], r["evalset"]) != (model, evalset):
             continue
         cell = lambda k: "%.4f (%.4f)" % (mean(r["kl"][k]), sd(r["kl"][k]))
-        L.append("| %.1f | %s | %s | %s | %s | %s | %+.4f (%.4f) | %s | %s |" % (
-            r["ratio"], cell("auto"), cell("default"), cell("reference"), cell("flap"), cell("wanda_sp"),
-            r["regret_mean"], r["noise"], "yes" if r["passes"] else "**no**", " ".join("%g" % a for a in r["chosen_a"])))
-    L += ["", "| ratio | ppl auto | ppl default | ppl reference | ppl flap | ppl wanda_sp |", "|---|---|---|---|---|---|"]
+        jd = lambda j: "%+.4f (%.4f)%s" % (r[j]["regret_mean"], r[j]["noise"], "" if r[j]["passes"] else " **no**")
+        L.append("| %.1f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %.4f / %.4f |" % (
+            r["ratio"], cell("auto"), cell("default"), cell("reftemp"), cell("reference"), cell("flap"), cell("wanda_sp"),
+            jd("same_budget"), jd("vs_reference_mode"), " ".join("%g" % a for a in r["chosen_a"]),
+            mean(r["ffn_kept"]["auto"]), mean(r["ffn_kept"]["reference"])))
+    tr = [r for r in rows if (r["model"], r["evalset"]) == (model, evalset) and "auto_target" in r]
+    if tr:
+        L += ["", "`auto_target`: `--a auto` choosing on %d windows of WikiText-2 validation (the target domain; the" % tr[0]["select_windows"],
+              "evaluation is WikiText-2 test), same statistics:", "",
+              "| ratio | auto_target | regret, same budget (noise) | its a per seed |", "|---|---|---|---|"]
+        for r in tr:
+            t = r["auto_target"]
+            L.append("| %.1f | %.4f (%.4f) | %+.4f (%.4f)%s | %s |" % (r["ratio"], mean(t["kl"]), sd(t["kl"]), t["regret_mean"], t["noise"],
+                                                            "" if t["passes"] else " **no**", " ".join("%g" % a for a in t["chosen_a"])))
+    L += ["", "| ratio | ppl auto | ppl default | ppl reftemp | ppl reference | ppl flap | ppl wanda_sp |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         if (r["model"], r["evalset"]) == (model, evalset):
-            L.append("| %.1f | %s |" % (r["ratio"], " | ".join("%.3f" % mean(r["ppl"][k]) for k in ("auto", "default", "reference", "flap", "wanda_sp"))))
+            L.append("| %.1f | %s |" % (r["ratio"], " | ".join("%.3f" % mean(r["ppl"][k]) for k in VARIANTS)))
     L.append("")
 open(os.path.join(out, "temperature.md"), "w").write("\n".join(L) + "\n")
 print("\n".join(L))
@@ -132,7 +180,7 @@ fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.6), squeeze=F
 for ax, (model, evalset) in zip(axes[0], keys):
     rr = [r for r in rows if (r["model"], r["evalset"]) == (model, evalset)]
     x = [r["ratio"] for r in rr]
-    for k, c in (("auto", "k"), ("default", "#1f77b4"), ("reference", "#ff7f0e"), ("flap", "#2ca02c"), ("wanda_sp", "#d62728")):
+    for k, c in (("auto", "k"), ("default", "#1f77b4"), ("reftemp", "#17becf"), ("reference", "#ff7f0e"), ("flap", "#2ca02c"), ("wanda_sp", "#d62728")):
         ax.errorbar(x, [mean(r["kl"][k]) for r in rr], yerr=[sd(r["kl"][k]) for r in rr], label=k, color=c,
                     lw=2 if k == "auto" else 1, capsize=2)
     ax.set_title("%s, %s" % (model, evalset), fontsize=9)
