@@ -301,6 +301,11 @@ uint64_t model_h5_write(const char *path, const model_out *mo, double *seconds, 
             haddr_t a = H5Dget_offset(wr.ds[i]);
             wr.addr[i] = a == HADDR_UNDEF ? UINT64_MAX : (uint64_t)a;   /* undefined only for empty datasets */
         }
+        /* the metadata on the disk before the first raw byte: when a raw write then fails (disk
+         * full), the ranks end in cfsp_sync and MPI_Finalize closes the file with nothing left to
+         * flush. Dirty metadata would be written then, fail on the full disk on one rank, and
+         * parallel HDF5's close would wait forever in mismatched collectives. */
+        H5_CHECK(H5Fflush(wr.file, H5F_SCOPE_GLOBAL));
         wr.raw = raw_open(path, mo->write_io == WRITE_IO_DIRECT);
     }
 

@@ -308,6 +308,11 @@ int output_dir_lock(const char *dir)
         }
         g_lock_fd = fd;
         cfsp_tmp_register(g_lock_path);      /* removed on every failure path too */
+        if (cfsp_fault("hold", "lock")) {    /* test hook (err.h): the job holds its lock until */
+            const char *rel = getenv("CFSP_FAULT_RELEASE");   /* that file exists (at most 300 s) */
+            struct timespec ts = { 0, 20000000 };
+            for (int i = 0; rel && i < 15000 && access(rel, F_OK) != 0; i++) nanosleep(&ts, NULL);
+        }
         return 0;
     }
     return FAIL("%s: cannot take the lock (the file keeps being replaced)", g_lock_path);

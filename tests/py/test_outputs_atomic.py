@@ -1,14 +1,15 @@
 """All-or-nothing outputs and one job per output directory (issue 17), at -n 1 and -n 2:
 two --ratios that name one output file (the same value twice, 0.3 and 0.30000001) are refused
 before any work (one line, no file created); an existing results.md is not overwritten without
---force; a second job on a directory another job is using is refused at once naming the other
-job's host and pid, and a stale lock file (no job holds it) is taken over with a note; a directory
+--force; a second job on a directory another job is using (held there by CFSP_FAULT=hold:0:lock
+until the test releases it) is refused at once naming the other job's host and pid, and a stale lock file (no job holds it) is taken over with a note; a directory
 in the way of a final name (at the start, and appearing during the job), a failed rename in the
 middle of the commit (CFSP_FAULT=erename:0:commit) and a full disk (a small tmpfs) while writing a
 pruned checkpoint and while writing the reports after it: each time exit != 0, one error line,
 nothing under a final name (the --dump-logits file included), no .tmp left, an unrelated file of
 the directory untouched, and the corrected command then succeeds.
 The tmpfs cases need mount (root); they are skipped, saying why, where it fails."""
+import json
 import os
 import socket
 import subprocess
@@ -86,15 +87,25 @@ def umount(d):
     subprocess.run(["umount", d], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def umount_all(d):
+    """every tmpfs still mounted on d (a run of this test that was killed leaves its mounts)"""
+    d = os.path.realpath(d)
+    for _ in range(16):
+        with open("/proc/mounts") as f:
+            if not any(ln.split()[1] == d for ln in f if len(ln.split()) > 1):
+                return
+        umount(d)
+
+
 def main():
     args = C.parse_args(__doc__)
     ck = C.Checker("outputs_atomic")
     model, tok = C.model_dir(args, "stories260K"), C.token_file(args, "stories260K")
     small = ["--model", model, "--calib-tokens", tok, "--eval-tokens", tok, "--nsamples", 4, "--seqlen", 64, "--eval-windows", 2]
-    long_cal = ["--model", model, "--calib-tokens", tok, "--eval-tokens", tok, "--nsamples", 256, "--seqlen", 256, "--eval-windows", 2]
     host = socket.gethostname()
     for n in (1, 2):
         w = os.path.join(args.workdir, "n%d" % n)
+        umount_all(os.path.join(w, "tmpfs"))
         C.fresh_dir(w)
 
         # 1. two ratios naming one file: refused before anything exists
@@ -123,8 +134,10 @@ def main():
         # 3. two jobs on one directory: the second is refused at once, naming the first's host and pid
         out = os.path.join(w, "lock")
         with_note(out)
-        opts_a = long_cal + ["--ratios", "0.3,0.6", "--output-dir", out]
-        a = popen_cfsp(args, opts_a, n)
+        # the first job holds its lock (before any work) until the test releases it (CFSP_FAULT=hold:0:lock)
+        release = os.path.join(w, "release_lock")
+        opts_a = small + ["--ratios", "0.3,0.6", "--output-dir", out]
+        a = popen_cfsp(args, opts_a, n, {"CFSP_FAULT": "hold:0:lock", "CFSP_FAULT_RELEASE": release})
         if ck.check(wait_for(os.path.join(out, LOCK), a), "-n %d: the first job holds %s" % (n, LOCK)):
             with open(os.path.join(out, LOCK)) as f:
                 holder = f.read().strip()
@@ -133,6 +146,7 @@ def main():
             dt = time.time() - t0
             ck.check(a.poll() is None, "-n %d: the first job is still running when the second is refused (%.1f s)" % (n, dt))
             one_line(ck, "-n %d second job" % n, rc, log, "another cfsp-mpi job", holder, "host " + host)
+        open(release, "w").close()
         log_a = a.communicate(timeout=600)[0].decode("utf-8", "replace")
         ck.check(a.returncode == 0, "-n %d: the first job completes undisturbed" % n, log_a[-400:] if a.returncode else "")
         complete(ck, "-n %d first job" % n, out, dump=False)
@@ -157,10 +171,11 @@ def main():
         clean_after(ck, "-n %d directory at the start" % n, out, (NOTE, "results.md"))
         os.rmdir(os.path.join(out, "results.md"))
         # ... and appearing during the job: caught before any rename
-        opts_l = long_cal + ["--ratios", "0.3,0.6", "--output-dir", out, "--dump-logits", os.path.join(out, "logits.bin")]
-        a = popen_cfsp(args, opts_l, n)
-        if wait_for(os.path.join(out, LOCK), a):
+        release = os.path.join(w, "release_dir")
+        a = popen_cfsp(args, opts, n, {"CFSP_FAULT": "hold:0:lock", "CFSP_FAULT_RELEASE": release})
+        if ck.check(wait_for(os.path.join(out, LOCK), a), "-n %d: the job holds %s" % (n, LOCK)):
             os.makedirs(os.path.join(out, "results.md"))
+        open(release, "w").close()
         log = a.communicate(timeout=600)[0].decode("utf-8", "replace")
         one_line(ck, "-n %d results.md made a directory during the job" % n, a.returncode, log, "results.md", "directory is in the way")
         clean_after(ck, "-n %d directory during the job" % n, out, (NOTE, "results.md"))
@@ -199,7 +214,12 @@ def main():
             b = {f: blocks(os.path.join(out, f)) for f in os.listdir(out)}
             page = 4096
             base = b[NOTE] + page + page          # the note, the lock file, the output directory's slack
-            early = base + b["logits.bin"] + b["stats.h5"]
+            # the dense logits' scratch file of the KL figures (unlinked, alive from the dense evaluation
+            # to the end of the job): 8 windows x 63 positions x the vocabulary x 4 bytes
+            with open(os.path.join(model, "config.json")) as f:
+                vocab = json.load(f)["vocab_size"]
+            scratch = (8 * 63 * vocab * 4 + page - 1) // page * page
+            early = base + b["logits.bin"] + b["stats.h5"] + scratch
             need = 2 * os.path.getsize(os.path.join(model, "model.safetensors"))   # >= the start's check
             cases = (("a pruned checkpoint", max(early + b["cfsp_r0.3.h5"] + b["cfsp_r0.6.h5"] // 2, need + page), "cfsp_r0.6.h5"),
                      ("the reports after the checkpoints", early + b["cfsp_r0.3.h5"] + b["cfsp_r0.6.h5"] + b["results.json"], ".tmp: write failed"))

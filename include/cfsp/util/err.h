@@ -40,7 +40,9 @@ _Noreturn void cfsp_exit_all(int status);
  * its O_DIRECT writes fail with EINVAL (einval:R:rawio), or
  * it write without its thread, as when MPI grants no MPI_THREAD_FUNNELED (nothread:R:rawio), or
  * kill a rank in the middle of training step K of the pipelined trainer (kill:R:stepK, train_pipe.c), or
- * make rank R's second rename of the commit fail with EIO (erename:R:commit, run.c). */
+ * make rank R's second rename of the commit fail with EIO (erename:R:commit, run.c), or make the
+ * rank that takes the output directory's lock hold it, before any work, until the file named by
+ * CFSP_FAULT_RELEASE exists (hold:R:lock, util.c). */
 int cfsp_fault(const char *action, const char *where);
 
 /* Temporary outputs: registered paths (any number of them) are unlinked on any failure path (also
