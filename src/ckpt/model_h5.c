@@ -107,6 +107,7 @@ uint64_t tensor_checksum(const void *data, size_t es, int64_t rows, int64_t cols
 {
     int vec = (es == 2 || es == 4) && !g_ck_scalar && have_avx2();
     uint64_t h = 0;
+    if (cols <= 0) return 0;               /* no elements: the empty sum (not a loop over 2^62 empty rows) */
     for (int64_t r = 0; r < rows; r++) {
         uint64_t pos = (uint64_t)(r0 + r) * (uint64_t)full_cols + (uint64_t)c0;
         const unsigned char *row = (const unsigned char *)data + (size_t)r * (size_t)cols * es;
@@ -405,6 +406,7 @@ typedef struct {
     const char *path;
     int checked, bad;
     int failed;             /* verify_one recorded a FAIL and stopped the visit */
+    hsize_t file_size;      /* no tensor's data can be larger */
 } verify_ctx;
 
 /* H5Ovisit callback: the checksum of one dataset that carries one. A dataset whose data cannot be
@@ -431,6 +433,13 @@ static herr_t verify_one(hid_t loc, const char *name, const H5O_info_t *info, vo
         rc = FAIL("%s: %d dimensions, expected a tensor of 1 or 2", where, nd);
     else if ((cls != H5T_FLOAT && cls != H5T_INTEGER) || es < 1 || es > 8)
         rc = FAIL("%s: carries a checksum but is not a tensor of 1- to 8-byte numbers", where);
+    hsize_t fsize = v->file_size;
+    /* the data can be no larger than the file (contiguous, uncompressed, as cfsp-mpi writes it):
+     * a shape claiming more is refused before anything is allocated or read */
+    if (!rc && dims[0] && (nd == 2 ? dims[1] : 1) && ((dims[0] > UINT64_MAX / (nd == 2 ? dims[1] : 1)) ||
+                                                     dims[0] * (nd == 2 ? dims[1] : 1) > fsize / es))
+        rc = FAIL("%s: a [%llu, %llu] tensor of %zu-byte numbers is larger than the file (%llu bytes)", where,
+                  (unsigned long long)dims[0], (unsigned long long)(nd == 2 ? dims[1] : 1), es, (unsigned long long)fsize);
     if (!rc) {
         int64_t rows = (int64_t)dims[0], cols = nd == 2 ? (int64_t)dims[1] : 1;
         void *buf = xmalloc((size_t)(rows * cols) * es + 1);
@@ -463,7 +472,8 @@ int model_h5_verify(const char *path)
     if (f < 0) return FAIL("%s: not an HDF5 file (or unreadable)", path);
     int64_t ntens = -1;
     if (H5Aexists(f, CKPT_A_NUM_TENSORS) > 0 && h5_attr_read_i64(f, path, CKPT_A_NUM_TENSORS, &ntens)) { H5Fclose(f); return -1; }
-    verify_ctx v = { path, 0, 0, 0 };
+    verify_ctx v = { path, 0, 0, 0, 0 };
+    if (H5Fget_filesize(f, &v.file_size) < 0) { H5Fclose(f); return FAIL("%s: cannot read the file's size", path); }
     if (H5Ovisit(f, H5_INDEX_NAME, H5_ITER_NATIVE, verify_one, &v) < 0) {
         H5Fclose(f);
         return v.failed ? -1 : FAIL("%s: cannot read the file's objects", path);

@@ -25,7 +25,11 @@ const ckpt_tensor *ckpt_find(const ckpt_source *s, const char *name)
 /* append tensor kind (of block l, m FFN channels; -1: read from the file) with its layout shape */
 static ckpt_tensor *add_tensor(ckpt_source *s, ckpt_kind kind, int l, int64_t m)
 {
-    s->t = xrealloc(s->t, sizeof(ckpt_tensor) * (size_t)(s->nt + 1));
+    /* room for 64, then doubled (the capacity is implied by nt): a config of 4096 blocks lists its
+     * 36k tensors in linear time, also where realloc always copies (under ASan one-by-one growth
+     * took minutes before the first missing dataset was reported) */
+    if (s->nt == 0 || (s->nt >= 64 && !(s->nt & (s->nt - 1))))
+        s->t = xrealloc(s->t, sizeof(ckpt_tensor) * (size_t)(s->nt < 64 ? 64 : 2 * s->nt));
     ckpt_tensor *t = &s->t[s->nt++];
     memset(t, 0, sizeof *t);
     int64_t dims[2];
@@ -168,8 +172,11 @@ int ckpt_open(const char *path, const char *src_override, ckpt_source *s)
         ckpt_tensor *t = &s->t[i];
         if (check_dataset(s, t)) return -1;
         if (t->kind == CK_GATE) {
-            s->cfg.ffn[t->layer] = (int)t->rows;
             if (t->rows < 1) return FAIL("%s: dataset '%s' has no rows", path, t->h5path);
+            /* model_config.c's bound on FFN sizes; also keeps cfg.ffn (int) the dataset's size */
+            if (t->rows > (1 << 30))
+                return FAIL("%s: dataset '%s' has %lld rows: more FFN channels than 2^30", path, t->h5path, (long long)t->rows);
+            s->cfg.ffn[t->layer] = (int)t->rows;
             s->t[i + 1].rows = t->rows;             /* up_proj [m, D] */
             s->t[i + 2].cols = t->rows;             /* down_proj [D, m] */
         }
@@ -181,7 +188,9 @@ int ckpt_open(const char *path, const char *src_override, ckpt_source *s)
         if (cJSON_GetArraySize(is) != s->cfg.n_layers) rc = FAIL("%s: attribute '" CKPT_A_CONFIG "': '" CKPT_CONFIG_FFN_SIZES "' has %d entries, expected %d", path, cJSON_GetArraySize(is), s->cfg.n_layers);
         for (int l = 0; !rc && l < s->cfg.n_layers; l++) {
             const cJSON *e = cJSON_GetArrayItem(is, l);
-            if (!cJSON_IsNumber(e) || (int)e->valuedouble != s->cfg.ffn[l])
+            /* compared as doubles: (int) of a number outside int's range is undefined (2^32 + 3
+             * would pass as 3) */
+            if (!cJSON_IsNumber(e) || e->valuedouble != (double)s->cfg.ffn[l])
                 rc = FAIL("%s: block %d: the datasets hold %d FFN channels, attribute '" CKPT_A_CONFIG "' records %g", path, l, s->cfg.ffn[l],
                           cJSON_IsNumber(e) ? e->valuedouble : -1.0);
         }

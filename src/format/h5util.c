@@ -34,10 +34,19 @@ int h5_dtype_of(hid_t type, dtype_t *out)
     if (H5Tget_class(type) != H5T_FLOAT) return -1;
     size_t sz = H5Tget_size(type), spos, epos, esize, mpos, msize;
     if (H5Tget_fields(type, &spos, &epos, &esize, &mpos, &msize) < 0) return -1;
-    if (sz == 4 && esize == 8 && msize == 23) *out = DT_F32;
-    else if (sz == 2 && esize == 8 && msize == 7) *out = DT_BF16;
-    else if (sz == 2 && esize == 5 && msize == 10) *out = DT_F16;
+    dtype_t t;
+    if (sz == 4 && esize == 8 && msize == 23) t = DT_F32;
+    else if (sz == 2 && esize == 8 && msize == 7) t = DT_BF16;
+    else if (sz == 2 && esize == 5 && msize == 10) t = DT_F16;
     else return -1;
+    /* and exactly the file type h5_dtype writes: the readers pass the stored bits on raw, so the
+     * byte order, bit positions, exponent bias, normalisation and padding must be these too (a
+     * big-endian F32, or bf16-sized fields with another bias, are other numbers) */
+    hid_t c = h5_dtype(t);
+    htri_t eq = H5Tequal(type, c);
+    H5_CHECK(H5Tclose(c));
+    if (eq <= 0) return -1;
+    *out = t;
     return 0;
 }
 

@@ -33,8 +33,10 @@ def parse_args(desc, need_bin=True):
     ap.add_argument("--mpiexec", default="mpiexec")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--full", action="store_true", help="larger test matrix (slower)")
-    ap.add_argument("--compute", default=None, choices=("auto", "fp32", "bf16"),
-                    help="give every run / prune job this --compute (default: the program's default)")
+    # fp32 unless a test asks otherwise: the parity checks' tolerances are fp32's, and the program's
+    # default (auto) takes bf16 for bf16 checkpoints on CPUs with bf16 instructions (AVX512-BF16, AMX)
+    ap.add_argument("--compute", default="fp32", choices=("auto", "fp32", "bf16"),
+                    help="give every run / prune / recover job this --compute unless it names its own (default fp32)")
     ap.add_argument("--trainer", default=None, choices=("auto", "data", "pipeline"),
                     help="give every recover job this --trainer (default: the program's default)")
     args = ap.parse_args()
@@ -101,7 +103,7 @@ def run_cmd(cmd, timeout=300, log=None):
 def run_cfsp(args, opts, np_ranks=None, sub="run", timeout=300):
     """mpiexec --oversubscribe -n NP BIN <sub> <opts...>; returns (rc, output)."""
     n = np_ranks or args.np
-    if getattr(args, "compute", None) and sub in ("run", "prune") and "--compute" not in opts:
+    if getattr(args, "compute", None) and sub in ("run", "prune", "recover") and "--compute" not in opts:
         opts = list(opts) + ["--compute", args.compute]
     cmd = [args.mpiexec, "--oversubscribe", "-n", str(n), args.bin, sub] + [str(o) for o in opts]
     return run_cmd(cmd, timeout=timeout)

@@ -74,7 +74,7 @@ def header_dtypes(model):
 
 def memory_ref(cfg, dtypes, units, first, T, chunk):
     """per rank: the stored bytes of what the rank maps (its units, embedding, norm + lm_head) and
-    the fp32 buffers the run allocates (forward workspace, micro-batch buffers, key/value caches,
+    the fp32 buffers the run allocates at --compute fp32, as every plan and run here is given (forward workspace, micro-batch buffers, key/value caches,
     logits, RoPE tables, fp32 norms), counted from the shapes"""
     D, H, K, V = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["vocab_size"]
     hd = cfg.get("head_dim") or D // H
@@ -149,7 +149,7 @@ def main():
     N, T, chunk, S, G = 6, 64, 16, 128, 7.5
     for P in (1, 2, 4, 7):
         js = os.path.join(args.workdir, "plan_%d.json" % P)
-        rc, log = C.run_cmd([str(x) for x in [args.bin, "plan", "--model", gen, "--ranks", P, "--nsamples", N, "--seqlen", T,
+        rc, log = C.run_cmd([str(x) for x in [args.bin, "plan", "--compute", args.compute, "--model", gen, "--ranks", P, "--nsamples", N, "--seqlen", T,
                                               "--chunk", chunk, "--ffn-slice", S, "--gflops", G, "--json", js]])
         if not ck.check(rc == 0 and os.path.exists(js), "plan -n %d --gflops runs" % P, log[-300:]):
             continue
@@ -192,7 +192,7 @@ def main():
         tcfg = json.load(open(os.path.join(tied, "config.json")))
         for P in (1, 3):
             js = os.path.join(args.workdir, "plan_tied_%d.json" % P)
-            rc, log = C.run_cmd([str(x) for x in [args.bin, "plan", "--model", tied, "--ranks", P, "--nsamples", N, "--seqlen", T,
+            rc, log = C.run_cmd([str(x) for x in [args.bin, "plan", "--compute", args.compute, "--model", tied, "--ranks", P, "--nsamples", N, "--seqlen", T,
                                                   "--chunk", chunk, "--ffn-slice", S, "--gflops", G, "--json", js]])
             if not ck.check(rc == 0, "tied -n %d: plan runs" % P, log[-300:]):
                 continue
@@ -206,7 +206,7 @@ def main():
     # a cluster-size config without weights: the stored dtype is torch_dtype
     m70 = os.path.join(ROOT, "configs", "models", "llama3-70b")
     js = os.path.join(args.workdir, "plan_70b.json")
-    rc, log = C.run_cmd([args.bin, "plan", "--model", m70, "--ranks", "64", "--chunk", "256", "--gflops", "100", "--json", js])
+    rc, log = C.run_cmd([args.bin, "plan", "--compute", args.compute, "--model", m70, "--ranks", "64", "--chunk", "256", "--gflops", "100", "--json", js])
     if ck.check(rc == 0, "llama3-70b -n 64: plan runs", log[-300:]):
         r = json.load(open(js))
         c70 = json.load(open(os.path.join(m70, "config.json")))
@@ -238,7 +238,7 @@ def main():
                  "cfsp_resources.py with a missing CFSP_BIN: one error line naming it", err[-300:])
     # measured per-op timings
     js = os.path.join(args.workdir, "plan_measured.json")
-    rc, log = C.run_cmd([str(x) for x in [args.bin, "plan", "--model", gen, "--ranks", 4, "--nsamples", N, "--seqlen", T,
+    rc, log = C.run_cmd([str(x) for x in [args.bin, "plan", "--compute", args.compute, "--model", gen, "--ranks", 4, "--nsamples", N, "--seqlen", T,
                                           "--chunk", chunk, "--ffn-slice", S, "--json", js]])
     if ck.check(rc == 0 and os.path.exists(js), "plan with measured per-op timings runs", log[-300:]):
         r = json.load(open(js))

@@ -186,7 +186,7 @@ def main():
     import time
     d = common.fresh_dir(os.path.join(wd, "killed"))
     cmd = [args.mpiexec, "--oversubscribe", "-n", "3", args.bin, "recover"] + [str(x) for x in base] + [
-        "--steps", "4", "--save-every", "2", "--trainer", "pipeline", "--merge", "1", "--output-dir", d]
+        "--steps", "4", "--save-every", "2", "--trainer", "pipeline", "--merge", "1", "--compute", args.compute, "--output-dir", d]
     env = common.mpi_env()
     env["CFSP_FAULT"] = "kill:1:step3"
     t0 = time.time()
