@@ -2,7 +2,7 @@
 # fuzz.sh — build the libFuzzer harnesses of tests/fuzz (clang, -fsanitize=fuzzer,address,undefined)
 # and run each for FUZZ_SECONDS (default 60) from the committed seed corpus tests/fuzz/corpus/<h>/;
 # with FUZZ_RUNS=N each harness stops after N executions or FUZZ_SECONDS, whichever comes first
-# (the goal run: FUZZ_RUNS=1000000 FUZZ_SECONDS=36000). Harnesses run one after the other, under
+# (the goal run: FUZZ_RUNS=1000000 FUZZ_SECONDS=21600). Harnesses run one after the other, under
 # nice -n 10 (FUZZ_NICE).
 # Only the parser sources are compiled (src/util/{err,util}.c, src/util/json_util.c, src/format/{model_config,
 # safetensors,tokens}.c, the tokenizer src/tok/*.c); err.c needs libmpi for MPI_Initialized, which

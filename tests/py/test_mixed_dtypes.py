@@ -90,10 +90,6 @@ def check_variant(ck, args, name, mdir, dts, tokf):
         out = fresh_dir(os.path.join(args.workdir, "%s_n%d" % (name, n)))
         rc, log = run_cfsp(args, ["--model", mdir, "--calib-tokens", tokf, "--eval-tokens", tokf + "@0:4000", "--nsamples", 4,
                                   "--seqlen", SEQLEN, "--eval-windows", WINDOWS, "--ratios", 0.3, "--method", "cfsp,flap",
-                                  # fp32 products: the logits are checked at fp32's tolerance (on a CPU with
-                                  # bf16 instructions --compute auto would take bf16 for these bf16-marked
-                                  # checkpoints; ctest bf16 checks that path against NumPy)
-                                  "--compute", "fp32",
                                   "--dump-logits", os.path.join(out, "logits.f32"), "--output-dir", out, "--force"], np_ranks=n)
         if ck.check(rc == 0, "%s: run -n %d" % (name, n), log.strip()[-300:]):
             outs[n] = out
@@ -155,7 +151,7 @@ def check_variant(ck, args, name, mdir, dts, tokf):
     if ck.check(rc == 0, "%s: export %s" % (name, fmt), log[-300:]):
         o2 = fresh_dir(os.path.join(args.workdir, name + "_reload"))
         rc, log = run_cfsp(args, ["--model", hf, "--calib-tokens", tokf, "--eval-tokens", tokf + "@0:4000", "--nsamples", 2,
-                                  "--seqlen", SEQLEN, "--eval-windows", WINDOWS, "--compute", "fp32", "--output-dir", o2, "--force"], np_ranks=2)
+                                  "--seqlen", SEQLEN, "--eval-windows", WINDOWS, "--output-dir", o2, "--force"], np_ranks=2)
         if ck.check(rc == 0, "%s: run on the %s export" % (name, fmt), log.strip()[-300:]):
             p = float(load_results(o2)["dense"]["ppl"])
             ck.check(abs(p - float(e["ppl"])) <= 1e-5 * p, "%s: %s export re-loaded: the pruned perplexity" % (name, fmt),
