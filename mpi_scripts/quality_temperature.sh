@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # quality_temperature.sh — the allocation temperature (issue 18): on both shared models, for the
 # in-domain (TinyStories [0:100000]) and out-of-domain (WikiText-2 test) evaluation, ratios 0.1..0.6
-# and calibration seeds 0, 1, 2 (the calibration offsets are random): cfsp with --a auto (chosen per
-# ratio by the mean KL on 16 held-out windows of the calibration tokens that no calibration
-# sequence overlaps), with the fixed default allocation (--a 1), with the reference's temperature in
-# the default mode (--a 0.25 = N*T/131072: the reference's allocation with exact channel counts) and
-# with the reference's allocation itself (--alloc-mode reference --a 1, which also keeps one channel
-# more per block than the budget), plus flap and wanda_sp, all on the same statistics and evaluation
-# windows; for WikiText-2 also --a auto choosing on WikiText-2 validation windows (auto_target: the
-# target domain, disjoint from the test text). Writes results/quality/temperature/<model>-<evalset>-
-# s<seed>/{auto,default,reftemp,reference[,auto_target]}/results.json and, by quality_temperature_report.py, results/quality/temperature.{json,
-# md,png}. About 25 minutes on 2 cores. WINDOWS (default 100) evaluation windows of 256 tokens,
-# SELECT (default 32) selection windows.
+# and calibration seeds SEEDS (default 0..5; the calibration offsets are random): cfsp with --a auto
+# (chosen per ratio on SELECT held-out windows of the calibration tokens that no calibration sequence
+# overlaps, by the mean KL with the default --a-margin 1: the smallest temperature within one paired
+# standard error of the lowest), with the fixed default allocation (--a 1), with the reference's
+# temperature in the default mode (--a 0.25 = N*T/131072: the reference's allocation with exact
+# channel counts) and with the reference's allocation itself (--alloc-mode reference --a 1, which also
+# keeps one channel more per block than the budget), plus flap and wanda_sp, all on the same
+# statistics and evaluation windows; for WikiText-2 also --a auto choosing on WikiText-2 validation
+# windows (auto_target: the target domain, disjoint from the test text). Writes
+# results/quality/temperature/<model>-<evalset>-s<seed>/{auto,default,reftemp,reference[,auto_target]}/
+# results.json, the commit and CPU the runs used (provenance.json), and, by
+# quality_temperature_report.py, results/quality/temperature.{json,md,png}. About 8 minutes per seed
+# on 2 cores. WINDOWS (default 100) evaluation windows of 256 tokens, SELECT (default 32) selection
+# windows, FRESH (default 3,4,5): the seeds the report also judges on their own (seeds not looked at
+# when the selection rule was chosen).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/mpi_scripts/setup.sh"
@@ -20,10 +24,20 @@ OUT="$ROOT/results/quality/temperature"
 NP="${NP:-2}"
 WINDOWS="${WINDOWS:-100}"
 SELECT="${SELECT:-32}"
+SEEDS="${SEEDS:-0 1 2 3 4 5}"
+FRESH="${FRESH:-3,4,5}"
 NSAMPLES=128 SEQLEN=256
 REFTEMP=$(/usr/bin/python3 -c "print($NSAMPLES * $SEQLEN / 131072)")
 RATIOS=0.1,0.2,0.3,0.4,0.5,0.6
 mkdir -p "$OUT"
+/usr/bin/python3 - "$OUT/provenance.json" "$ROOT" <<'PY'
+import json, subprocess, sys
+g = lambda *a: subprocess.run(["git", "-C", sys.argv[2]] + list(a), capture_output=True, text=True).stdout.strip()
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags")), [])
+json.dump({"commit": g("rev-parse", "--short", "HEAD"), "dirty": bool(g("status", "--porcelain", "--untracked-files=no")),
+           "cpu": cpu, "cpu_flags": [f for f in flags if f.startswith(("avx512", "amx", "avx2", "fma"))]}, open(sys.argv[1], "w"), indent=1)
+PY
 dpkg-query -W -f='${Status}' python3-matplotlib 2>/dev/null | grep -q "install ok installed" || {
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-matplotlib >/dev/null; }
@@ -31,7 +45,7 @@ for model in stories260K tinystories656K; do
   tok="$SHARED/data/tokens/$model/tinystories_val_head.u32.bin"
   for evalset in tinystories wikitext2; do
     if [ "$evalset" = tinystories ]; then ev="$tok@0:100000"; else ev="$SHARED/data/tokens/$model/wikitext2_test.joined.u32.bin"; fi
-    for seed in 0 1 2; do
+    for seed in $SEEDS; do
       d="$OUT/$model-$evalset-s$seed"
       mkdir -p "$d"
       common=(--model "$SHARED/models/$model" --eval-tokens "$ev" --eval-windows "$WINDOWS" --seqlen "$SEQLEN"
@@ -51,4 +65,4 @@ for model in stories260K tinystories656K; do
     done
   done
 done
-/usr/bin/python3 "$ROOT/mpi_scripts/quality_temperature_report.py" "$OUT" "$ROOT/results/quality"
+FRESH="$FRESH" /usr/bin/python3 "$ROOT/mpi_scripts/quality_temperature_report.py" "$OUT" "$ROOT/results/quality"

@@ -46,7 +46,8 @@ static const opt_def table[] = {
     O(OPT_DBL, a, "a", "1", "> 0", "sigmoid temperature of the block allocation (cfsp); auto: chosen per ratio from --a-grid by --a-select on held-out selection windows", .flags = OPT_AUTO),
     O(OPT_DBL_LIST, a_grid, "a-grid", "0,0.25,0.5,1,2,4,8", ">= 0", "--a auto: the candidate temperatures (0 = uniform); the default mode's 1 and the reference's effective value (its a = 1 in this --alloc-mode's units) are always added",
       .count_off = offsetof(options, na_grid)),
-    O(OPT_ENUM, a_select, "a-select", "kl", NULL, "--a auto: the candidate with the lowest mean KL(dense || pruned) or the lowest perplexity on the selection windows wins (ties: the smaller temperature)", .names = a_select_names, .nnames = 2),
+    O(OPT_ENUM, a_select, "a-select", "kl", NULL, "--a auto: the selection metric on the selection windows: mean KL(dense || pruned) or perplexity", .names = a_select_names, .nnames = 2),
+    O(OPT_DBL, a_margin, "a-margin", "1", ">= 0", "--a auto: the smallest temperature whose paired per-window difference from the lowest value is at most this many standard errors wins (0: the lowest value, ties to the smaller temperature)"),
     O(OPT_STR, select_tokens, "select-tokens", "", NULL, "--a auto: token ids of the selection windows (FILE@START:END takes a slice; keep it disjoint from the evaluation tokens); default (run only): windows of the calibration tokens that no calibration sequence overlaps"),
     O(OPT_INT, select_windows, "select-windows", "8", ">= 1", "--a auto: selection windows of seqlen tokens (at most this many)"),
     O(OPT_DBL, b, "b", "1", NULL, "activation exponent inside the weight term"),
@@ -196,6 +197,7 @@ cJSON *options_to_json(const options *o)
         cJSON *g = cJSON_AddArrayToObject(j, "a_grid");
         for (int i = 0; i < o->na_grid; i++) cJSON_AddItemToArray(g, cJSON_CreateNumber(o->a_grid[i]));
         cJSON_AddStringToObject(j, "a_select", a_select_names[o->a_select]);
+        cJSON_AddNumberToObject(j, "a_margin", o->a_margin);
         cJSON_AddStringToObject(j, "select_tokens", o->select_tokens);
         cJSON_AddNumberToObject(j, "select_windows", o->select_windows);
     } else cJSON_AddNumberToObject(j, "a", o->a);

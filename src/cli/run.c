@@ -294,9 +294,9 @@ static int check_memory(job *j)
 typedef struct { double ppl, nll, seconds; int64_t ntok; kl_summary kl; } eval_result;
 
 /* one evaluation pass; ref_mode 0: none, 1: record the dense reference, 2: compare with it (the
- * figures in .kl on every rank) */
+ * figures in .kl on every rank); seq_nll: [nwin] each window's summed NLL on every rank, or NULL */
 static eval_result run_eval_on(job *j, const unit_weights *units, const char *label, FILE *dump, int ref_mode,
-                               const token_file *tok, const int64_t *off, int nwin, eval_ref *ref)
+                               const token_file *tok, const int64_t *off, int nwin, eval_ref *ref, double *seq_nll)
 {
     int last = j->rank == j->P - 1;
     if (ref_mode && last) eval_ref_begin(ref, ref_mode == 2);
@@ -310,6 +310,7 @@ static eval_result run_eval_on(job *j, const unit_weights *units, const char *la
     pj.dump_logits = dump;
     pj.ref = ref_mode && last ? ref : NULL;
     pj.label = label;
+    pj.seq_nll = seq_nll;
     pipeline_run(&j->pl, units, &pj);
     eval_result e = { exp(pj.nll_sum / (double)pj.ntok), pj.nll_sum, pj.seconds, pj.ntok, { NAN, NAN, NAN, NAN, NAN, 0, 0, NULL } };
     if (ref_mode) {
@@ -335,7 +336,7 @@ static eval_result run_eval_on(job *j, const unit_weights *units, const char *la
 /* on the evaluation windows */
 static eval_result run_eval(job *j, const unit_weights *units, const char *label, FILE *dump, int ref_mode)
 {
-    return run_eval_on(j, units, label, dump, ref_mode, &j->eval, j->eval_off, j->nwin, &j->ref);
+    return run_eval_on(j, units, label, dump, ref_mode, &j->eval, j->eval_off, j->nwin, &j->ref, NULL);
 }
 
 static cJSON *doubles(const double *v, int n)
@@ -547,7 +548,7 @@ static void setup_selection(job *j)
         rc = eval_ref_open(&j->sel_ref, o->kl_dir[0] ? o->kl_dir : o->output_dir, j->cfg.vocab, (int64_t)j->sel_nwin * (T - 1), T - 1);
     cfsp_sync(rc);
     j->have_sel_ref = o->a_select == 0;
-    eval_result e = run_eval_on(j, j->w.units, "select dense", NULL, j->have_sel_ref, &j->sel, j->sel_off, j->sel_nwin, &j->sel_ref);
+    eval_result e = run_eval_on(j, j->w.units, "select dense", NULL, j->have_sel_ref, &j->sel, j->sel_off, j->sel_nwin, &j->sel_ref, NULL);
     if (j->rank == 0) {
         fprintf(stderr, "cfsp-mpi: --a auto: %d selection windows of %d tokens from %s, dense perplexity there %.4f\n",
                 j->sel_nwin, T, j->sel_source, e.ppl);
@@ -775,16 +776,35 @@ static int temperature_candidates(const job *j, double *cand)
     return k;
 }
 
+/* the paired difference of two candidates on the selection windows: mean over windows of
+ * x[w] - y[w] (*m) and its standard error sd / sqrt(n) (*se; 0 for one window) */
+static void paired_diff(const double *x, const double *y, int n, double *m, double *se)
+{
+    double s = 0, v = 0;
+    for (int w = 0; w < n; w++) s += x[w] - y[w];
+    s /= n;
+    for (int w = 0; w < n; w++) v += (x[w] - y[w] - s) * (x[w] - y[w] - s);
+    *m = s;
+    *se = n > 1 ? sqrt(v / (n - 1) / n) : 0.0;
+}
+
 /* --a auto, one ratio: every candidate's cut evaluated on the selection windows (a cut with the same
- * per-block counts as an earlier candidate keeps the same channels: its value is reused, not
- * evaluated again); the lowest mean KL (or perplexity) wins, ties to the smaller temperature. Every
- * rank returns the winner; the root gets the record of the choice in *info. */
+ * per-block counts as an earlier candidate keeps the same channels: its values are reused, not
+ * evaluated again). The lowest mean KL (or perplexity) is the leader; the choice is the smallest
+ * temperature whose per-window values are within --a-margin standard errors of the leader's: the
+ * mean of the paired per-window differences (KL means, or mean NLL per token for perplexity) at
+ * most margin x their standard error. Margin 0: the leader itself (ties to the smaller
+ * temperature). Every rank computes the same figures from the same broadcast values and returns
+ * the choice; the root gets the record of it in *info. */
 static double choose_temperature(job *j, prune_ctx *px, const double *scores, double ratio, const double *cand, int nc,
                                  cJSON **info, double *secs)
 {
     const options *o = j->o;
-    int L = j->L, bi = 0;
+    int L = j->L, K = j->sel_nwin, li = -1, ci = -1;
     double *val = xmalloc(sizeof(double) * (size_t)nc), best = INFINITY, t0 = now_seconds();
+    double *win = xcalloc((size_t)nc * (size_t)K, sizeof(double));        /* [nc, K] per-window values */
+    double *dm = xmalloc(sizeof(double) * (size_t)nc), *dse = xmalloc(sizeof(double) * (size_t)nc);
+    double *nll = xmalloc(sizeof(double) * (size_t)K);
     int *same = xmalloc(sizeof(int) * (size_t)nc), *counts = xmalloc(sizeof(int) * (size_t)nc * (size_t)L);
     for (int c = 0; c < nc; c++) {
         px->p.a = cand[c];
@@ -794,43 +814,67 @@ static double choose_temperature(job *j, prune_ctx *px, const double *scores, do
         same[c] = -1;
         for (int k = 0; k < c && same[c] < 0; k++)
             if (same[k] < 0 && !memcmp(counts + (size_t)k * L, cut.counts, sizeof(int) * (size_t)L)) same[c] = k;
-        if (same[c] >= 0) val[c] = val[same[c]];
-        else {
+        if (same[c] >= 0) {
+            val[c] = val[same[c]];
+            memcpy(win + (size_t)c * K, win + (size_t)same[c] * K, sizeof(double) * (size_t)K);
+        } else {
             prune_slice(px, &cut);
             char label[96];
             snprintf(label, sizeof label, "select cfsp r=%g a=%g", ratio, cand[c]);
-            eval_result e = run_eval_on(j, cut.units, label, NULL, j->have_sel_ref ? 2 : 0, &j->sel, j->sel_off, j->sel_nwin, &j->sel_ref);
+            eval_result e = run_eval_on(j, cut.units, label, NULL, j->have_sel_ref ? 2 : 0, &j->sel, j->sel_off, K, &j->sel_ref, nll);
             val[c] = o->a_select ? e.ppl : e.kl.mean;
+            for (int w = 0; w < K; w++)           /* every window scores seqlen - 1 positions */
+                win[(size_t)c * K + w] = o->a_select ? nll[w] / (o->seqlen - 1) : e.kl.win[w];
             free(e.kl.win);
         }
         prune_cut_free(px, &cut);
-        if (val[c] < best) { best = val[c]; bi = c; }
+        if (val[c] < best) { best = val[c]; li = c; }
     }
+    if (li < 0) li = 0;                           /* no finite value: the first candidate, as before */
+    for (int c = 0; c < nc; c++) {
+        paired_diff(win + (size_t)c * K, win + (size_t)li * K, K, &dm[c], &dse[c]);
+        if (ci < 0 && isfinite(val[c]) && isfinite(dm[c]) && (c == li || (o->a_margin > 0 && dm[c] <= o->a_margin * dse[c]))) ci = c;
+    }
+    if (ci < 0) ci = li;
     *secs = now_seconds() - t0;
     if (j->rank == 0) {
         cJSON *in = *info = cJSON_CreateObject();
         cJSON_AddStringToObject(in, "metric", o->a_select ? "ppl" : "kl_mean");
+        cJSON_AddStringToObject(in, "diff_unit", o->a_select ? "nll_per_token" : "kl_mean");
+        cJSON_AddNumberToObject(in, "margin", o->a_margin);
         cJSON *arr = cJSON_AddArrayToObject(in, "candidates");
         for (int c = 0; c < nc; c++) {
             cJSON *e = cJSON_CreateObject();
             cJSON_AddNumberToObject(e, "a", cand[c]);
             if (isfinite(val[c])) cJSON_AddNumberToObject(e, "value", val[c]);
             else cJSON_AddNullToObject(e, "value");
+            if (isfinite(dm[c]) && isfinite(dse[c])) {
+                cJSON_AddNumberToObject(e, "diff_vs_lowest", dm[c]);
+                cJSON_AddNumberToObject(e, "diff_stderr", dse[c]);
+            } else {
+                cJSON_AddNullToObject(e, "diff_vs_lowest");
+                cJSON_AddNullToObject(e, "diff_stderr");
+            }
             if (same[c] >= 0) cJSON_AddNumberToObject(e, "same_counts_as_a", cand[same[c]]);
             cJSON_AddItemToObject(e, "keep_counts", ints(counts + (size_t)c * L, L));
             cJSON_AddItemToArray(arr, e);
         }
-        cJSON_AddNumberToObject(in, "chosen", cand[bi]);
+        cJSON_AddNumberToObject(in, "lowest", cand[li]);
+        cJSON_AddNumberToObject(in, "chosen", cand[ci]);
         cJSON_AddNumberToObject(in, "seconds", *secs);
-        fprintf(stderr, "cfsp-mpi: --a auto, ratio %g: a = %g (%s %.5f on %d selection windows; candidates", ratio, cand[bi],
-                o->a_select ? "perplexity" : "KL mean", val[bi], j->sel_nwin);
+        fprintf(stderr, "cfsp-mpi: --a auto, ratio %g: a = %g (%s %.5f on %d selection windows; lowest a = %g; candidates", ratio,
+                cand[ci], o->a_select ? "perplexity" : "KL mean", val[ci], K, cand[li]);
         for (int c = 0; c < nc; c++) fprintf(stderr, " %g:%.5f", cand[c], val[c]);
         fprintf(stderr, ")\n");
     }
     free(val);
+    free(win);
+    free(dm);
+    free(dse);
+    free(nll);
     free(same);
     free(counts);
-    return cand[bi];
+    return cand[ci];
 }
 
 /* sweep: per method the scores, per ratio the cut (selection, slicing), its checkpoint, its

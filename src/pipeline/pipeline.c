@@ -64,6 +64,7 @@ void pipeline_run(pipeline *p, const unit_weights *units, pipe_job *job)
     double t0 = now_seconds(), tlast = t0, compute = 0, wait = 0;
     job->nll_sum = 0;
     job->ntok = 0;
+    if (job->seq_nll) memset(job->seq_nll, 0, sizeof(double) * (size_t)job->nseq);
 
     if (!first_stage && nmb > 0)
         MPI_CHECK(MPI_Irecv(p->buf[0], count, MPI_FLOAT, p->rank - 1, TAG_ACT, MPI_COMM_WORLD, &rreq));
@@ -98,7 +99,10 @@ void pipeline_run(pipeline *p, const unit_weights *units, pipe_job *job)
         if (last_stage && job->eval) {
             for (int t = 0; t < chunk; t++)
                 targets[t] = pos0 + t + 1 < job->seqlen ? (int32_t)ids[t + 1] : -1;
-            head_nll(p->w, x, chunk, targets, &job->nll_sum, &job->ntok, dumpbuf, job->ref, &p->ws);
+            double mb_nll = 0.0;       /* this micro-batch's, then into the pass's and the sequence's sums */
+            head_nll(p->w, x, chunk, targets, &mb_nll, &job->ntok, dumpbuf, job->ref, &p->ws);
+            job->nll_sum += mb_nll;
+            if (job->seq_nll) job->seq_nll[seq] += mb_nll;
             if (dumpbuf && fwrite(dumpbuf, sizeof(float), (size_t)chunk * c->vocab, job->dump_logits) != (size_t)chunk * c->vocab)
                 DIE("cannot write the logits dump");
         }
@@ -124,5 +128,6 @@ void pipeline_run(pipeline *p, const unit_weights *units, pipe_job *job)
         MPI_CHECK(MPI_Bcast(buf, 2, MPI_DOUBLE, p->nranks - 1, MPI_COMM_WORLD));
         job->nll_sum = buf[0];
         job->ntok = (int64_t)buf[1];
+        if (job->seq_nll) MPI_CHECK(MPI_Bcast(job->seq_nll, job->nseq, MPI_DOUBLE, p->nranks - 1, MPI_COMM_WORLD));
     }
 }

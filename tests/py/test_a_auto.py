@@ -9,11 +9,17 @@
     with the C statistics file, and the value: the mean KL(dense || pruned) (or the perplexity,
     --a-select ppl) of that pruned model on the selection windows, computed in float64, within
     2e-5 relative; a candidate with the counts of an earlier one records that (and its value);
-  - the choice: NumPy's argmin (ties to the smaller temperature), or a candidate whose NumPy value is
-    within 1e-5 relative of the minimum (float32 may order a near-tie differently); the pruned entry
-    keeps the winner's counts, records "a", and the checkpoint's options say that a (a_auto true);
+  - the leader ("lowest"): NumPy's argmin (ties to the smaller temperature), or a candidate whose
+    NumPy value is within 1e-5 relative of the minimum (float32 may order a near-tie differently);
+  - per candidate, the paired per-window difference from the leader (per-window mean KL, or mean NLL
+    per token for ppl) and its standard error sd / sqrt(windows), against NumPy's;
+  - the choice (--a-margin z): the smallest temperature whose NumPy paired difference is at most
+    z standard errors, or the leader (a decision within the tolerance of the values may go either way);
+    z = 0 gives the leader, a huge z the smallest candidate; the pruned entry keeps the choice's
+    counts, records "a", and the checkpoint's options say that a (a_auto true);
   - -n 1 and -n 2 give identical records; "a": "auto" in a --config run file works as on the command
-    line; --select-tokens FILE@A:B gives windows 0, T, 2T... of the slice;
+    line; --select-tokens FILE@A:B gives windows 0, T, 2T... of the slice (prune --stats with it and
+    --a-margin 0 and 1e9 checked like the runs);
   - refused with one line, exit != 0: --a auto without cfsp among the methods; prune --stats --a
     auto without --select-tokens (then with it: succeeds).
 
@@ -95,32 +101,41 @@ def main():
     ck.check(all(not (o < w + T and o + T > w) for w in sel["offsets"] for o in ref.calib_offsets(len(ctoks), N, T)),
              "no selection window overlaps a calibration sequence")
     stoks = ctoks
-    dense_sel = window_logits(model, stoks, want_w)
-    ld = ref.log_softmax(dense_sel)
+    dense_lp_sel = [ref.log_softmax(ref.forward(model, stoks[o:o + T])[:-1]) for o in want_w]
 
-    def np_value(pm, metric):
-        lp = window_logits(pm, stoks, want_w)
-        if metric == "ppl":
-            b = ref.log_softmax(lp)
-            tg = window_targets(stoks, want_w)
-            return math.exp(-float(b[np.arange(len(tg)), tg].mean()))
-        b = ref.log_softmax(lp)
-        return float((np.exp(ld) * (ld - b)).sum(axis=1).mean())
+    def np_windows(pm, metric, toks, wins, dense_lp):
+        """per selection window: mean KL(dense || pruned), or mean NLL per token (ppl)"""
+        out = []
+        for i, o in enumerate(wins):
+            b = ref.log_softmax(ref.forward(pm, toks[o:o + T])[:-1])
+            if metric == "ppl":
+                tg = toks[o + 1:o + T]
+                out.append(-float(b[np.arange(len(tg)), tg].mean()))
+            else:
+                ld = dense_lp[i]
+                out.append(float((np.exp(ld) * (ld - b)).sum(axis=1).mean()))
+        return np.array(out)
 
-    def check_choice(tag, e, metric):
+    def check_choice(tag, e, metric, toks=None, wins=None, dense_lp=None, margin=1.0):
+        toks = stoks if toks is None else toks
+        wins = want_w if wins is None else wins
+        dense_lp = dense_lp_sel if dense_lp is None else dense_lp
         info = e.get("a_auto")
         if not ck.check(isinstance(info, dict), tag + ": a_auto recorded"):
             return
         cands = [c["a"] for c in info["candidates"]]
         ck.check(cands == want_c, tag + ": candidates", "C %s want %s" % (cands, want_c))
-        npv = []
+        ck.check(info.get("margin") == margin, tag + ": margin %g recorded" % margin, str(info.get("margin")))
+        npv, npw = [], []
         for c in info["candidates"]:
             nr = ref.cfsp_prune(model, st, e["ratio"], a=c["a"])
             counts = [len(k) for k in nr["kept"]]
             ck.check(c["keep_counts"] == counts, "%s a=%g: per-block counts = NumPy's" % (tag, c["a"]),
                      "C %s NumPy %s" % (c["keep_counts"], counts))
-            v = np_value(ref.prune_model(model, nr["kept"]), metric)
+            w = np_windows(ref.prune_model(model, nr["kept"]), metric, toks, wins, dense_lp)
+            v = math.exp(float(w.mean())) if metric == "ppl" else float(w.mean())
             npv.append(v)
+            npw.append(w)
             d = abs(c["value"] - v) / abs(v)
             ck.check(d <= 2e-5, "%s a=%g: %s on the selection windows" % (tag, c["a"], metric),
                      "C %.9g NumPy %.9g (rel %.2g)" % (c["value"], v, d))
@@ -130,13 +145,36 @@ def main():
                          "%s a=%g: same counts as a=%g, same value" % (tag, c["a"], c["same_counts_as_a"]))
         best = min(npv)
         win = cands[npv.index(best)]
+        lowest = info.get("lowest")
+        if not ck.check(lowest in cands, tag + ": the leader recorded", str(lowest)):
+            return
+        li = cands.index(lowest)
+        ck.check(lowest == win or abs(npv[li] - best) <= 1e-5 * abs(best), tag + ": the leader is NumPy's argmin",
+                 "C a=%g NumPy a=%g (NumPy values %s)" % (lowest, win, ["%.6f" % x for x in npv]))
+        # the paired differences from the leader, and the rule
+        scale = float(np.abs(npw[li]).mean())
+        tol = 1e-6 if metric == "ppl" else 4e-5 * scale + 1e-9
+        dm, dse = [], []
+        for k, c in enumerate(info["candidates"]):
+            dd = npw[k] - npw[li]
+            m, se = float(dd.mean()), float(dd.std(ddof=1) / math.sqrt(len(dd))) if len(dd) > 1 else 0.0
+            dm.append(m)
+            dse.append(se)
+            ok = abs(c["diff_vs_lowest"] - m) <= tol and abs(c["diff_stderr"] - se) <= tol
+            ck.check(ok, "%s a=%g: paired difference from the leader and its standard error = NumPy's" % (tag, c["a"]),
+                     "C %.3g (%.3g) NumPy %.3g (%.3g)" % (c["diff_vs_lowest"], c["diff_stderr"], m, se))
         chosen = info["chosen"]
-        v_ch = npv[cands.index(chosen)]
-        ck.check(chosen == win or abs(v_ch - best) <= 1e-5 * abs(best), tag + ": the choice is NumPy's argmin",
-                 "C a=%g NumPy a=%g (NumPy values %s)" % (chosen, win, ["%.6f" % x for x in npv]))
+        ci = cands.index(chosen)
+        passes_loose = lambda k: k == li or (margin > 0 and dm[k] <= margin * dse[k] + tol * (1 + margin))
+        fails_tight = lambda k: k != li and not (margin > 0 and dm[k] <= margin * dse[k] - tol * (1 + margin))
+        want = next(k for k in range(len(cands)) if k == li or (margin > 0 and dm[k] <= margin * dse[k]))
+        ck.check(passes_loose(ci) and all(fails_tight(k) for k in range(ci)),
+                 tag + ": the choice is the smallest a within %g standard errors of the leader (NumPy's rule)" % margin,
+                 "C a=%g NumPy a=%g (differences %s)" % (chosen, cands[want], ["%.2g/%.2g" % (x, y) for x, y in zip(dm, dse)]))
         ck.check(e.get("a") == chosen, tag + ": the entry records a = the choice")
-        ck.check(e["keep_counts"] == info["candidates"][cands.index(chosen)]["keep_counts"],
-                 tag + ": the pruned model has the winner's counts")
+        ck.check(e["keep_counts"] == info["candidates"][ci]["keep_counts"],
+                 tag + ": the pruned model has the choice's counts")
+        return cands[want], cands[li]
 
     for e in r["pruned"]:
         check_choice("kl r=%g" % e["ratio"], e, "kl")
@@ -170,6 +208,25 @@ def main():
         s3 = load_results(out)["selection"]
         ck.check(s3["source"] == "--select-tokens" and s3["offsets"] == [0, 64, 128, 192], "its windows: 0, 64, 128, 192 of the slice",
                  str(s3))
+
+    # --a-margin 0 (the leader) and 1e9 (the smallest candidate), prune --stats on 10 windows of a slice
+    etoks = ref.read_tokens(evalf)[2000:2000 + 10 * T]
+    swins = [i * T for i in range(10)]
+    dense_lp_e = [ref.log_softmax(ref.forward(model, etoks[o:o + T])[:-1]) for o in swins]
+    for margin in (0, 1e9):
+        out = fresh_dir(os.path.join(args.workdir, "auto_margin_%g" % margin))
+        po = ["--stats", os.path.join(res[1][0], "stats.h5"), "--model", mdir, "--eval-tokens", evalf, "--seqlen", T,
+              "--eval-windows", 2, "--ratios", ",".join(str(x) for x in RATIOS), "--a", "auto", "--a-grid", ",".join(str(g) for g in GRID),
+              "--select-tokens", evalf + "@2000:%d" % (2000 + 10 * T), "--select-windows", 10, "--a-margin", margin, "--output-dir", out]
+        rc, _ = run_cfsp(args, po, np_ranks=2, sub="prune")
+        if not ck.check(rc == 0, "prune --stats --a-margin %g -n 2" % margin):
+            continue
+        for e in load_results(out)["pruned"]:
+            got = check_choice("margin %g r=%g" % (margin, e["ratio"]), e, "kl", etoks, swins, dense_lp_e, margin)
+            if got and margin == 0:
+                ck.check(e["a"] == e["a_auto"]["lowest"], "margin 0 r=%g: the choice is the leader" % e["ratio"])
+            if got and margin == 1e9:
+                ck.check(e["a"] == min(want_c), "margin 1e9 r=%g: the choice is the smallest candidate" % e["ratio"])
 
     # refusals
     for n in (1, 2):

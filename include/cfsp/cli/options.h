@@ -25,6 +25,7 @@ typedef struct {
     int global_metric, local_metric;
     double a, b, c;              /* a: NaN for --a auto (a_auto) */
     int a_auto, a_select;        /* a_select: 0 kl, 1 ppl */
+    double a_margin;             /* --a auto: standard errors within which a smaller temperature is preferred */
     double a_grid[16];
     int na_grid;
     char select_tokens[4096];

@@ -32,6 +32,7 @@ typedef struct {
     FILE *dump_logits;         /* last stage: raw float32 logits of every position, or NULL */
     eval_ref *ref;             /* last stage: the dense reference (records or compares), or NULL */
     const char *label;         /* for progress lines */
+    double *seq_nll;           /* eval: [nseq] each sequence's summed NLL (on every rank after the run), or NULL */
     /* results (eval: valid on every rank after the run) */
     double nll_sum;
     int64_t ntok;
