@@ -1,7 +1,8 @@
 #!/usr/bin/python3
-"""quality_temperature_report.py RAW OUT — the tables of mpi_scripts/quality_temperature.sh.
+"""quality_temperature_report.py RAW OUT [NAME] — the tables of mpi_scripts/quality_temperature.sh.
 
-RAW/<model>-<evalset>-s<seed>/{auto,default,reftemp,reference}/results.json -> OUT/temperature.{json,md,png}.
+RAW/<model>-<evalset>-s<seed>/{auto,default,reftemp,reference}/results.json -> OUT/NAME.{json,md,png}
+(NAME: temperature unless given).
 
 Per model, evaluation set and ratio, over the seeds: the mean KL(dense || pruned) per token of cfsp
 with --a auto, with the fixed default allocation (a = 1), with the reference's temperature in the
@@ -14,7 +15,13 @@ default and reftemp (the same budget as auto), and against the better of default
 the issue words it; reference keeps more channels). Per seed s: d_s = KL(auto) - min(KL(fixed))
 (the better one picked on the evaluation set itself, an oracle); its noise from the windows: the
 paired per-window differences auto - best give SE_s = sd(d_w) / sqrt(W). A row passes when
-mean_s d_s <= 2 sqrt(sum_s SE_s^2) / S (two standard errors of the mean over the S seeds)."""
+mean_s d_s <= 2 sqrt(sum_s SE_s^2) / S (two standard errors of the mean over the S seeds).
+
+The pass counts are given over all seeds and, for the seeds in FRESH (environment, comma-separated;
+default 6,7,8), over those alone and over the others: FRESH names the seeds that had not been run
+when the study's settings (selection windows, --a-margin) were chosen, so they are the settings'
+independent check. "Combined": the in-domain rows with auto choosing on calibration text, the
+WikiText-2 rows with auto_target."""
 import glob
 import json
 import math
@@ -24,6 +31,7 @@ import subprocess
 import sys
 
 raw, out = sys.argv[1], sys.argv[2]
+name = sys.argv[3] if len(sys.argv) > 3 else "temperature"
 units = {}
 for d in sorted(glob.glob(os.path.join(raw, "*-s[0-9]*"))):
     m = re.match(r"(.+)-(tinystories|wikitext2)-s(\d+)$", os.path.basename(d))
@@ -62,6 +70,17 @@ rows, npass, npass_b, ntot = [], 0, 0, 0
 VARIANTS = ("auto", "default", "reftemp", "reference", "flap", "wanda_sp")
 
 
+def unresolved(e):
+    """the --a auto record says its leader's nearest rival was within one standard error"""
+    return bool((e["a_auto"].get("nearest_rival") or {}).get("within_one_stderr"))
+
+
+def choices(r):
+    """the chosen a per seed, the leader in brackets where it differs, ~ where unresolved"""
+    return " ".join(("%g" % a if l is None or l == a else "%g [%g]" % (a, l)) + ("~" if u else "")
+                    for a, l, u in zip(r["chosen_a"], r["lowest_a"], r["unresolved"]))
+
+
 def judge(e, fixed, who="auto"):
     """(regret, its standard error) of `who` against the better of `fixed` on this seed"""
     best = min(fixed, key=lambda k: e[k]["vs_dense"]["kl_mean"])
@@ -76,7 +95,7 @@ for (model, evalset), seeds in sorted(units.items()):
         ppl = {k: [] for k in kl}
         kept = {k: [] for k in kl}
         da, sa, db, sb, chosen = [], [], [], [], []
-        dt, st_, chosen_t, klt = [], [], [], []
+        dt, st_, chosen_t, klt, lead_t, unres_t = [], [], [], [], [], []
         has_t = all("auto_target" in seeds[s] for s in seeds)
         for s in sorted(seeds):
             R = seeds[s]
@@ -96,40 +115,82 @@ for (model, evalset), seeds in sorted(units.items()):
                 x, y = judge(e, ("default", "reftemp"), "auto_target")
                 dt.append(x); st_.append(y)
                 chosen_t.append(e["auto_target"]["a"])
+                lead_t.append(e["auto_target"]["a_auto"].get("lowest"))
+                unres_t.append(unresolved(e["auto_target"]))
                 klt.append(e["auto_target"]["vs_dense"]["kl_mean"])
         na = 2 * math.sqrt(sum(x * x for x in sa)) / len(sa)
         nb = 2 * math.sqrt(sum(x * x for x in sb)) / len(sb)
-        rec.update({"kl": kl, "ppl": ppl, "ffn_kept": kept, "chosen_a": chosen,
+        lead = [entry(seeds[s]["auto"], "cfsp", ra)["a_auto"].get("lowest") for s in sorted(seeds)]
+        unres = [unresolved(entry(seeds[s]["auto"], "cfsp", ra)) for s in sorted(seeds)]
+        rec.update({"kl": kl, "ppl": ppl, "ffn_kept": kept, "chosen_a": chosen, "lowest_a": lead, "unresolved": unres,
                     "same_budget": {"regret": da, "regret_se": sa, "regret_mean": mean(da), "noise": na, "passes": mean(da) <= na},
                     "vs_reference_mode": {"regret": db, "regret_se": sb, "regret_mean": mean(db), "noise": nb, "passes": mean(db) <= nb},
                     "windows": len(seeds[min(seeds)]["auto"]["pruned"][0]["vs_dense"]["kl_per_window"]),
-                    "select_windows": seeds[min(seeds)]["auto"]["selection"]["windows"]})
+                    "select_windows": seeds[min(seeds)]["auto"]["selection"]["windows"],
+                    "margin": entry(seeds[min(seeds)]["auto"], "cfsp", ra)["a_auto"].get("margin", 0)})
         if has_t:
             nt = 2 * math.sqrt(sum(x * x for x in st_)) / len(st_)
-            rec["auto_target"] = {"kl": klt, "chosen_a": chosen_t, "regret": dt, "regret_se": st_, "regret_mean": mean(dt),
+            rec["auto_target"] = {"kl": klt, "chosen_a": chosen_t, "lowest_a": lead_t, "unresolved": unres_t, "regret": dt, "regret_se": st_, "regret_mean": mean(dt),
                                   "noise": nt, "passes": mean(dt) <= nt}
         npass += rec["same_budget"]["passes"]
         npass_b += rec["vs_reference_mode"]["passes"]
         ntot += 1
         rows.append(rec)
 
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-try:
-    commit = subprocess.run(["git", "-C", os.path.dirname(os.path.abspath(__file__)), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip()
-except OSError:
-    commit = "?"
-json.dump({"commit": commit, "cpu": cpu, "passes_same_budget": npass, "passes_vs_reference_mode": npass_b, "rows_total": ntot, "rows": rows},
-          open(os.path.join(out, "temperature.json"), "w"), indent=1)
+def passes(j, idx):
+    """does judgement j (a row's same_budget, vs_reference_mode or auto_target) pass on the seeds idx"""
+    d = [j["regret"][i] for i in idx]
+    se = [j["regret_se"][i] for i in idx]
+    return mean(d) <= 2 * math.sqrt(sum(x * x for x in se)) / len(se)
+
+
+fresh = {int(x) for x in os.environ.get("FRESH", "6,7,8").split(",") if x.strip()}
+all_seeds = rows[0]["seeds"]
+groups = [("all seeds " + ",".join(map(str, all_seeds)), all_seeds)]
+design = [s for s in all_seeds if s not in fresh]
+fresh_here = [s for s in all_seeds if s in fresh]
+if fresh_here and design:
+    groups += [("seeds " + ",".join(map(str, design)) + " (run before the settings were chosen)", design),
+               ("fresh seeds " + ",".join(map(str, fresh_here)), fresh_here)]
+summary = []
+for name, ss in groups:
+    ok = {"same_budget": 0, "vs_reference_mode": 0, "auto_target": 0, "combined": 0}
+    nt = nc = 0
+    for r in rows:
+        idx = [r["seeds"].index(x) for x in ss]
+        ok["same_budget"] += passes(r["same_budget"], idx)
+        ok["vs_reference_mode"] += passes(r["vs_reference_mode"], idx)
+        if "auto_target" in r:
+            nt += 1
+            t = passes(r["auto_target"], idx)
+            ok["auto_target"] += t
+            ok["combined"] += t
+        else:
+            ok["combined"] += passes(r["same_budget"], idx)
+        nc += 1
+    summary.append({"seeds": ss, "label": name, "rows": nc, "rows_wikitext2": nt, "passes": ok})
+
+prov = os.path.join(raw, "provenance.json")
+if os.path.exists(prov):
+    pv = json.load(open(prov))
+    commit, cpu = pv["commit"] + (" with uncommitted changes" if pv.get("dirty") else ""), pv["cpu"]
+    flags = " ".join(f for f in pv.get("cpu_flags", []) if f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile"))
+else:
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    commit, flags = "?", ""
+json.dump({"commit": commit, "cpu": cpu, "cpu_flags": flags, "passes_same_budget": npass, "passes_vs_reference_mode": npass_b,
+           "rows_total": ntot, "summary": summary, "rows": rows},
+          open(os.path.join(out, name + ".json"), "w"), indent=1)
 
 ex = rows[0]
 L = ["# Allocation temperature: --a auto against the fixed allocations", "",
-     "Written by `mpi_scripts/quality_temperature.sh` (commit %s, %s). Calibration 128 x 256 tokens of" % (commit, cpu),
+     "Written by `mpi_scripts/quality_temperature.sh` (runs at commit %s, %s; %s). Calibration 128 x 256 tokens of" % (commit, cpu, flags),
      "TinyStories [100000:] at random offsets, seeds %s; evaluation %d windows of 256 tokens of TinyStories" % (
          ",".join(str(s) for s in ex["seeds"]), ex["windows"]),
      "[0:100000] (in-domain) or WikiText-2 test (out-of-domain). `auto`: cfsp with `--a auto` (grid 0, 0.25, 0.5,",
-     "1, 2, 4, 8; the reference's effective value is 0.25 at N*T = 32768), chosen per ratio by the mean KL on %d" % ex["select_windows"],
-     "held-out windows of the calibration tokens (TinyStories: in-domain for the first evaluation set only);",
+     "1, 2, 4, 8; the reference's effective value is 0.25 at N*T = 32768), chosen per ratio on %d held-out" % ex["select_windows"],
+     "windows of the calibration tokens (TinyStories: in-domain for the first evaluation set only) by the mean",
+     "KL with `--a-margin %g`: the smallest temperature within that many paired standard errors of the lowest;" % ex["margin"],
      "`default`: `--a 1`; `reftemp`: `--a 0.25`, the reference's temperature with exact counts; `reference`:",
      "`--alloc-mode reference --a 1`, whose threshold rule keeps one channel more per block than the budget (the",
      "FFN fraction kept is in the last column). Cells: mean KL(dense || pruned) per token over the seeds (sd).", "",
@@ -138,7 +199,18 @@ L = ["# Allocation temperature: --a auto against the fixed allocations", "",
      "seed's from the paired per-window differences. Against the better of default and reftemp (the same",
      "budget): **%d of %d rows pass**; against the better of default and reference (reference keeps more" % (npass, ntot),
      "channels): **%d of %d**. WikiText-2 rows with auto choosing on WikiText-2 validation (`auto_target`), same" % (npass_b, ntot),
-     "budget: **%d of %d**." % (sum(r["auto_target"]["passes"] for r in rows if "auto_target" in r), sum("auto_target" in r for r in rows)), ""]
+     "budget: **%d of %d**." % (sum(r["auto_target"]["passes"] for r in rows if "auto_target" in r), sum("auto_target" in r for r in rows)), "",
+     "Rows passing, by seed set (fresh: seeds not yet run when this study's settings — %d selection windows," % ex["select_windows"],
+     "`--a-margin %g` — were chosen, their independent check; combined = in-domain rows choosing on calibration" % ex["margin"],
+     "text + WikiText-2 rows choosing on WikiText-2 validation):", "",
+     "| seeds | same budget | vs reference mode | WikiText-2, auto_target | combined |", "|---|---|---|---|---|"]
+for g in summary:
+    L.append("| %s | %d / %d | %d / %d | %d / %d | %d / %d |" % (
+        g["label"], g["passes"]["same_budget"], g["rows"], g["passes"]["vs_reference_mode"], g["rows"],
+        g["passes"]["auto_target"], g["rows_wikitext2"], g["passes"]["combined"], g["rows"]))
+L += ["", "Per row below: auto's chosen a per seed, and in brackets where it differs the leader (the lowest value",
+      "on the selection windows, the choice of `--a-margin 0`); `~` after an a: its nearest rival was within one",
+      "standard error on the selection windows (the windows did not resolve the choice).", ""]
 for (model, evalset) in sorted(units):
     L += ["## %s, %s" % (model, evalset), "",
           "| ratio | auto | default | reftemp | reference | flap | wanda_sp | regret, same budget (noise) | regret vs reference (noise) | auto's a per seed | FFN kept auto / reference |",
@@ -150,7 +222,8 @@ for (model, evalset) in sorted(units):
         jd = lambda j: "%+.4f (%.4f)%s" % (r[j]["regret_mean"], r[j]["noise"], "" if r[j]["passes"] else " **no**")
         L.append("| %.1f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %.4f / %.4f |" % (
             r["ratio"], cell("auto"), cell("default"), cell("reftemp"), cell("reference"), cell("flap"), cell("wanda_sp"),
-            jd("same_budget"), jd("vs_reference_mode"), " ".join("%g" % a for a in r["chosen_a"]),
+            jd("same_budget"), jd("vs_reference_mode"),
+            choices(r),
             mean(r["ffn_kept"]["auto"]), mean(r["ffn_kept"]["reference"])))
     tr = [r for r in rows if (r["model"], r["evalset"]) == (model, evalset) and "auto_target" in r]
     if tr:
@@ -160,13 +233,13 @@ for (model, evalset) in sorted(units):
         for r in tr:
             t = r["auto_target"]
             L.append("| %.1f | %.4f (%.4f) | %+.4f (%.4f)%s | %s |" % (r["ratio"], mean(t["kl"]), sd(t["kl"]), t["regret_mean"], t["noise"],
-                                                            "" if t["passes"] else " **no**", " ".join("%g" % a for a in t["chosen_a"])))
+                                                            "" if t["passes"] else " **no**", choices(t)))
     L += ["", "| ratio | ppl auto | ppl default | ppl reftemp | ppl reference | ppl flap | ppl wanda_sp |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         if (r["model"], r["evalset"]) == (model, evalset):
             L.append("| %.1f | %s |" % (r["ratio"], " | ".join("%.3f" % mean(r["ppl"][k]) for k in VARIANTS)))
     L.append("")
-open(os.path.join(out, "temperature.md"), "w").write("\n".join(L) + "\n")
+open(os.path.join(out, name + ".md"), "w").write("\n".join(L) + "\n")
 print("\n".join(L))
 
 try:
@@ -188,5 +261,5 @@ for ax, (model, evalset) in zip(axes[0], keys):
     ax.set_ylabel("mean KL(dense || pruned)")
 axes[0][0].legend(fontsize=7)
 fig.tight_layout()
-fig.savefig(os.path.join(out, "temperature.png"), dpi=110)
-print("wrote", os.path.join(out, "temperature.png"))
+fig.savefig(os.path.join(out, name + ".png"), dpi=110)
+print("wrote", os.path.join(out, name + ".png"))

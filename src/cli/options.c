@@ -47,7 +47,7 @@ static const opt_def table[] = {
     O(OPT_DBL_LIST, a_grid, "a-grid", "0,0.25,0.5,1,2,4,8", ">= 0", "--a auto: the candidate temperatures (0 = uniform); the default mode's 1 and the reference's effective value (its a = 1 in this --alloc-mode's units) are always added",
       .count_off = offsetof(options, na_grid)),
     O(OPT_ENUM, a_select, "a-select", "kl", NULL, "--a auto: the selection metric on the selection windows: mean KL(dense || pruned) or perplexity", .names = a_select_names, .nnames = 2),
-    O(OPT_DBL, a_margin, "a-margin", "1", ">= 0", "--a auto: the smallest temperature whose paired per-window difference from the lowest value is at most this many standard errors wins (0: the lowest value, ties to the smaller temperature)"),
+    O(OPT_DBL, a_margin, "a-margin", "0", ">= 0", "--a auto: 0: the lowest value wins (ties to the smaller temperature); z > 0: the smallest temperature whose paired per-window difference from the lowest value is at most z standard errors"),
     O(OPT_STR, select_tokens, "select-tokens", "", NULL, "--a auto: token ids of the selection windows (FILE@START:END takes a slice; keep it disjoint from the evaluation tokens); default (run only): windows of the calibration tokens that no calibration sequence overlaps"),
     O(OPT_INT, select_windows, "select-windows", "8", ">= 1", "--a auto: selection windows of seqlen tokens (at most this many)"),
     O(OPT_DBL, b, "b", "1", NULL, "activation exponent inside the weight term"),

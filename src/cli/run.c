@@ -790,11 +790,12 @@ static void paired_diff(const double *x, const double *y, int n, double *m, doub
 
 /* --a auto, one ratio: every candidate's cut evaluated on the selection windows (a cut with the same
  * per-block counts as an earlier candidate keeps the same channels: its values are reused, not
- * evaluated again). The lowest mean KL (or perplexity) is the leader; the choice is the smallest
- * temperature whose per-window values are within --a-margin standard errors of the leader's: the
- * mean of the paired per-window differences (KL means, or mean NLL per token for perplexity) at
- * most margin x their standard error. Margin 0: the leader itself (ties to the smaller
- * temperature). Every rank computes the same figures from the same broadcast values and returns
+ * evaluated again). The lowest mean KL (or perplexity) is the leader (ties to the smaller
+ * temperature) and, with --a-margin 0 (the default), the choice; with a margin z > 0 the choice is
+ * the smallest temperature whose per-window values are within z standard errors of the leader's:
+ * the mean of the paired per-window differences (KL means, or mean NLL per token for perplexity)
+ * at most z x their standard error. The leader's nearest rival (other counts) is recorded, and
+ * named on stderr when it is within one standard error. Every rank computes the same figures from the same broadcast values and returns
  * the choice; the root gets the record of it in *info. */
 static double choose_temperature(job *j, prune_ctx *px, const double *scores, double ratio, const double *cand, int nc,
                                  cJSON **info, double *secs)
@@ -836,6 +837,15 @@ static double choose_temperature(job *j, prune_ctx *px, const double *scores, do
         if (ci < 0 && isfinite(val[c]) && isfinite(dm[c]) && (c == li || (o->a_margin > 0 && dm[c] <= o->a_margin * dse[c]))) ci = c;
     }
     if (ci < 0) ci = li;
+    /* the leader's nearest rival with other counts, by the paired difference in standard errors: a
+     * rival within one standard error means the windows do not resolve the choice */
+    int ri = -1;
+    for (int c = 0; c < nc; c++) {
+        if (!isfinite(dm[c]) || !memcmp(counts + (size_t)c * L, counts + (size_t)li * L, sizeof(int) * (size_t)L)) continue;
+        double z = dse[c] > 0 ? dm[c] / dse[c] : (dm[c] > 0 ? INFINITY : 0);
+        double zr = ri < 0 ? INFINITY : dse[ri] > 0 ? dm[ri] / dse[ri] : (dm[ri] > 0 ? INFINITY : 0);
+        if (ri < 0 || z < zr) ri = c;
+    }
     *secs = now_seconds() - t0;
     if (j->rank == 0) {
         cJSON *in = *info = cJSON_CreateObject();
@@ -861,11 +871,22 @@ static double choose_temperature(job *j, prune_ctx *px, const double *scores, do
         }
         cJSON_AddNumberToObject(in, "lowest", cand[li]);
         cJSON_AddNumberToObject(in, "chosen", cand[ci]);
+        if (ri >= 0) {
+            cJSON *rv = cJSON_AddObjectToObject(in, "nearest_rival");
+            cJSON_AddNumberToObject(rv, "a", cand[ri]);
+            cJSON_AddNumberToObject(rv, "diff_vs_lowest", dm[ri]);
+            cJSON_AddNumberToObject(rv, "diff_stderr", dse[ri]);
+            cJSON_AddBoolToObject(rv, "within_one_stderr", dm[ri] <= dse[ri]);
+        }
         cJSON_AddNumberToObject(in, "seconds", *secs);
         fprintf(stderr, "cfsp-mpi: --a auto, ratio %g: a = %g (%s %.5f on %d selection windows; lowest a = %g; candidates", ratio,
                 cand[ci], o->a_select ? "perplexity" : "KL mean", val[ci], K, cand[li]);
         for (int c = 0; c < nc; c++) fprintf(stderr, " %g:%.5f", cand[c], val[c]);
         fprintf(stderr, ")\n");
+        if (ri >= 0 && dm[ri] <= dse[ri])
+            fprintf(stderr, "cfsp-mpi: --a auto, ratio %g: a = %g trails the lowest a = %g by %.3g, within one standard error (%.3g) "
+                    "on %d selection windows: the windows do not resolve the choice (more --select-windows would)\n",
+                    ratio, cand[ri], cand[li], dm[ri], dse[ri], K);
     }
     free(val);
     free(win);
