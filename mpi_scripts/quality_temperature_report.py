@@ -153,7 +153,7 @@ if fresh_here and design:
     groups += [("seeds " + ",".join(map(str, design)) + " (run before the settings were chosen)", design),
                ("fresh seeds " + ",".join(map(str, fresh_here)), fresh_here)]
 summary = []
-for name, ss in groups:
+for label, ss in groups:
     ok = {"same_budget": 0, "vs_reference_mode": 0, "auto_target": 0, "combined": 0}
     nt = nc = 0
     for r in rows:
@@ -168,7 +168,7 @@ for name, ss in groups:
         else:
             ok["combined"] += passes(r["same_budget"], idx)
         nc += 1
-    summary.append({"seeds": ss, "label": name, "rows": nc, "rows_wikitext2": nt, "passes": ok})
+    summary.append({"seeds": ss, "label": label, "rows": nc, "rows_wikitext2": nt, "passes": ok})
 
 prov = os.path.join(raw, "provenance.json")
 if os.path.exists(prov):
