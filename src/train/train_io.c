@@ -1,10 +1,12 @@
 /* train_io.c — the files of the LoRA recovery (see train.h): loading the frozen model (a pruned
  * HDF5 checkpoint or a Hugging Face directory, through the checkpoint reader of cfsp/ckpt/reader.h),
  * adapter checkpoints, the merged pruned checkpoint (its tensors computed here, written by
- * cfsp/ckpt/merge.h) and the PEFT adapter safetensors. All writers are serial (rank 0), write
+ * cfsp/ckpt/merge.h) and the PEFT adapter safetensors. The adapter checkpoint of the pipelined
+ * trainer is written by every rank (below); the other writers are serial (rank 0). All write
  * NAME.tmp and rename it into place; they check every HDF5 and IO call. The checkpoint reader
  * FAILs naming the file and the field, and releases its handles best-effort once failing. */
 #include "cfsp/ckpt/merge.h"
+#include "cfsp/ckpt/rawio.h"
 #include "cfsp/ckpt/reader.h"
 #include "cfsp/format/h5util.h"
 #include "cfsp/train/train.h"
@@ -127,36 +129,43 @@ void train_model_free(train_model *m)
 
 /* ---- adapter checkpoints ------------------------------------------------------------------------
  * One file for both trainers and any rank count: /state/{param,adam_m,adam_v} [nparam] in the global
- * block-by-block layout, /lora/<l>/<module>/{A,B} for reading, /plan/ranks. Data parallel: rank 0
- * writes it alone (serial driver). Pipelined: every rank opens it with the MPI-IO driver, every
- * rank creates every dataset and attribute with the same values (HDF5's collective metadata), and
- * each rank writes its own part of the state and its own blocks' adapters (independent raw IO). */
+ * block-by-block layout, /lora/<l>/<module>/{A,B} for reading, /plan/ranks. The writing ranks open
+ * it with the MPI-IO driver (data parallel: rank 0 alone, on MPI_COMM_SELF; pipelined: every rank)
+ * and create every dataset and attribute with the same values (HDF5's collective metadata, its
+ * contiguous datasets allocated at creation); one collective flush puts the metadata on the disk;
+ * then each rank writes the bytes of its own part of the state and its own blocks' adapters at the
+ * datasets' offsets through the raw writer (cfsp/ckpt/rawio.h), outside HDF5. A failed raw write
+ * (a full disk) thus leaves HDF5 nothing to flush: the collective close runs the same on every
+ * rank, and every rank learns the failure. (A full disk during HDF5's own metadata writes left the
+ * file half-closed inside the library, and MPI_Finalize then crashed or hung closing it again.) */
 static int par_io(const trainer *tr) { return tr->kind == TRAINER_PIPELINE; }
 
 static hid_t ckpt_fapl(int par)
 {
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     H5_CHECK(fapl);
+    H5_CHECK(H5Pset_fapl_mpio(fapl, par ? MPI_COMM_WORLD : MPI_COMM_SELF, MPI_INFO_NULL));
     if (par) {
-        H5_CHECK(H5Pset_fapl_mpio(fapl, MPI_COMM_WORLD, MPI_INFO_NULL));
         H5_CHECK(H5Pset_all_coll_metadata_ops(fapl, 1));
         H5_CHECK(H5Pset_coll_metadata_write(fapl, 1));
     }
     return fapl;
 }
 
-/* elements [start, start + n) of a 1-D dataset (n may be 0: nothing written) */
-static int write_part(hid_t ds, hid_t memtype, const void *v, int64_t start, int64_t n)
+/* a dataset's first byte in the file (contiguous, allocated when created: the MPI-IO driver);
+ * UINT64_MAX for an empty one */
+static uint64_t ds_offset(hid_t ds)
 {
-    if (n <= 0) return 0;
-    hid_t fs = H5Dget_space(ds);
-    hsize_t st = (hsize_t)start, cnt = (hsize_t)n;
-    hid_t ms = H5Screate_simple(1, &cnt, NULL);
-    int rc = fs < 0 || ms < 0 || H5Sselect_hyperslab(fs, H5S_SELECT_SET, &st, NULL, &cnt, NULL) < 0 ||
-             H5Dwrite(ds, memtype, ms, fs, H5P_DEFAULT, v) < 0 ? -1 : 0;
-    if (ms >= 0) H5Sclose(ms);
-    if (fs >= 0) H5Sclose(fs);
-    return rc;
+    haddr_t a = H5Dget_offset(ds);
+    return a == HADDR_UNDEF ? UINT64_MAX : (uint64_t)a;
+}
+
+/* n bytes of v at byte pos of the dataset starting at base (nothing for n = 0) */
+static void write_raw(raw_writer *w, uint64_t base, uint64_t pos, const void *v, size_t n, const char *file, const char *what)
+{
+    if (n == 0) return;
+    if (base == UINT64_MAX) DIE("%s: %s has no place in the file", file, what);
+    raw_write(w, base + pos, v, n);
 }
 
 int train_ckpt_write(const trainer *tr, const char *path, const char *meta_json)
@@ -177,35 +186,38 @@ int train_ckpt_write(const trainer *tr, const char *path, const char *meta_json)
         return FAIL("%s: cannot create the checkpoint (%s)", tmp, f < 0 ? "here" : "on another rank");
     }
     const lora_plan *p = &tr->plan;
-    int L = p->L, bad = 0;
+    int L = p->L;
     int64_t np = tr->nparam, d2[2];
-    static const char *const state[3] = { "/state/param", "/state/adam_m", "/state/adam_v" };
-    const float *sv[3] = { tr->param, tr->adam_m, tr->adam_v };
     int writer = !par || tr->replica == 0;          /* replicas hold the same state: replica 0 writes */
+
+    /* the metadata: every dataset (kept open, its offset noted) and attribute, the same on every rank */
+    static const char *const state[3] = { "/state/param", "/state/adam_m", "/state/adam_v" };
+    hid_t sds[3];
+    uint64_t soff[3];
     for (int k = 0; k < 3; k++) {
-        hid_t ds = h5_create_dataset(f, state[k], H5T_IEEE_F32LE, 1, &np);
-        bad |= write_part(ds, H5T_NATIVE_FLOAT, sv[k], tr->pbase, writer ? tr->nlocal : 0);
-        H5_CHECK(H5Dclose(ds));
+        sds[k] = h5_create_dataset(f, state[k], H5T_IEEE_F32LE, 1, &np);
+        soff[k] = ds_offset(sds[k]);
     }
     int64_t dL = L;
-    hid_t ds = h5_create_dataset(f, "/plan/ranks", H5T_STD_I32LE, 1, &dL);
-    if (rank == 0) bad |= H5Dwrite(ds, H5T_NATIVE_INT, H5S_ALL, H5S_ALL, H5P_DEFAULT, p->rank) < 0;
-    H5_CHECK(H5Dclose(ds));
+    hid_t rds = h5_create_dataset(f, "/plan/ranks", H5T_STD_I32LE, 1, &dL);
+    uint64_t roff = ds_offset(rds);
+    size_t nlm = (size_t)L * LORA_NMOD * 2;
+    hid_t *lds = xmalloc(sizeof(hid_t) * nlm);
+    uint64_t *loff = xmalloc(sizeof(uint64_t) * nlm);
     char pth[160];
+    for (size_t i = 0; i < nlm; i++) lds[i] = -1;
     for (int l = 0; l < L; l++)
         for (int t = 0; t < LORA_NMOD; t++) {
             if (tr->offA[l][t] < 0) continue;
             int64_t o, in;
             lora_module_shape(&tr->m->cfg, l, t, &o, &in);
-            int mine = writer && l >= tr->b0 && l < tr->b1;
             for (int ab = 0; ab < 2; ab++) {
+                size_t i = ((size_t)l * LORA_NMOD + t) * 2 + ab;
                 snprintf(pth, sizeof pth, "/lora/%d/%s/%c", l, lora_module_paths[t], ab ? 'B' : 'A');
                 d2[0] = ab ? o : p->rank[l];
                 d2[1] = ab ? p->rank[l] : in;
-                hid_t d = h5_create_dataset(f, pth, H5T_IEEE_F32LE, 2, d2);
-                if (mine && d2[0] * d2[1] > 0)
-                    bad |= H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, trainer_param(tr, ab ? tr->offB[l][t] : tr->offA[l][t])) < 0;
-                H5_CHECK(H5Dclose(d));
+                lds[i] = h5_create_dataset(f, pth, H5T_IEEE_F32LE, 2, d2);
+                loff[i] = ds_offset(lds[i]);
             }
             snprintf(pth, sizeof pth, "/lora/%d/%s", l, lora_module_paths[t]);
             hid_t g = H5Gopen2(f, pth, H5P_DEFAULT);
@@ -227,9 +239,42 @@ int train_ckpt_write(const trainer *tr, const char *path, const char *meta_json)
     h5_attr_string(f, "model", tr->m->path);
     h5_attr_string(f, "meta", meta_json ? meta_json : "{}");
     h5_attr_string(f, "trainer", trainer_kind_names[tr->kind]);
-    bad |= H5Fclose(f) < 0;
+    /* on the disk before the first raw byte (collective); if it cannot be, no rank may close the
+     * file normally (the close would write it again, and diverge): the job ends here */
+    int bad = H5Fflush(f, H5F_SCOPE_GLOBAL) < 0;
     if (par) MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &bad, 1, MPI_INT, MPI_LOR, MPI_COMM_WORLD));
-    if (bad) return FAIL("%s: writing the checkpoint failed (disk full?)", tmp);
+    if (bad) DIE("%s: writing the checkpoint's metadata failed (disk full?)", tmp);
+
+    /* the bytes: each rank its own */
+    raw_writer *w = raw_open(tmp, 0);
+    if (writer)
+        for (int k = 0; k < 3; k++)
+            write_raw(w, soff[k], (uint64_t)tr->pbase * sizeof(float), (const float *[3]){ tr->param, tr->adam_m, tr->adam_v }[k],
+                      (size_t)tr->nlocal * sizeof(float), tmp, state[k]);
+    if (rank == 0) write_raw(w, roff, 0, p->rank, sizeof(int32_t) * (size_t)L, tmp, "/plan/ranks");
+    for (int l = 0; l < L; l++)
+        for (int t = 0; t < LORA_NMOD; t++) {
+            if (tr->offA[l][t] < 0 || !writer || l < tr->b0 || l >= tr->b1) continue;
+            int64_t o, in;
+            lora_module_shape(&tr->m->cfg, l, t, &o, &in);
+            for (int ab = 0; ab < 2; ab++) {
+                size_t i = ((size_t)l * LORA_NMOD + t) * 2 + ab;
+                write_raw(w, loff[i], 0, trainer_param(tr, ab ? tr->offB[l][t] : tr->offA[l][t]),
+                          sizeof(float) * (size_t)(ab ? o : in) * (size_t)p->rank[l], tmp, "a LoRA matrix");
+            }
+        }
+    int rc = raw_close(w, NULL, 0);
+    for (int k = 0; k < 3; k++) H5_CHECK(H5Dclose(sds[k]));
+    H5_CHECK(H5Dclose(rds));
+    for (size_t i = 0; i < nlm; i++) if (lds[i] >= 0) H5_CHECK(H5Dclose(lds[i]));
+    free(lds);
+    free(loff);
+    bad = H5Fclose(f) < 0;
+    if (bad && !rc) rc = FAIL("%s: closing the checkpoint failed", tmp);
+    int any = rc != 0;
+    if (par) MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &any, 1, MPI_INT, MPI_LOR, MPI_COMM_WORLD));
+    if (rc) return rc;                                                   /* this rank's own reason */
+    if (any) return FAIL("%s: writing the checkpoint failed on another rank", tmp);
     if (rank != 0) return 0;
     int fd = open(tmp, O_RDONLY);
     if (fd < 0 || fsync(fd) != 0) { if (fd >= 0) close(fd); return FAIL("%s: fsync failed", tmp); }

@@ -7,7 +7,8 @@ in the way of a final name (at the start, and appearing during the job), a faile
 middle of the commit (CFSP_FAULT=erename:0:commit) and a full disk (a small tmpfs) while writing a
 pruned checkpoint and while writing the reports after it: each time exit != 0, one error line,
 nothing under a final name (the --dump-logits file included), no .tmp left, an unrelated file of
-the directory untouched, and the corrected command then succeeds.
+the directory untouched, and the corrected command then succeeds. Also a full disk while recover
+writes its adapter checkpoint at -n 2 (pipeline and data trainers): one line, no crash or hang.
 The tmpfs cases need mount (root); they are skipped, saying why, where it fails."""
 import json
 import os
@@ -241,6 +242,62 @@ def main():
                 rc, log = C.run_cfsp(args, opts, np_ranks=n)
                 ck.check(rc == 0, "-n %d: with room on the disk the same command succeeds" % n)
                 complete(ck, "-n %d after the disk-full failure (%s)" % (n, what), out)
+        finally:
+            umount(fs)
+
+    # 7. a full disk while recover writes its adapter checkpoint (--save-every) at -n 2, by every rank
+    #    (pipeline trainer) or by rank 0 alone (data): one error line naming the file and the errno
+    #    text, exit != 0 within 60 s (before, a crash or a hang in MPI_Finalize re-closing the file),
+    #    no checkpoint.h5(.tmp) left; with room, the same command with --force succeeds (the plan,
+    #    adapter_config.json, is written first and stays, as after a killed job)
+    w = os.path.join(args.workdir, "recover")
+    umount_all(os.path.join(w, "tmpfs"))
+    C.fresh_dir(w)
+    prune = os.path.join(w, "prune")
+    rc, _ = C.run_cfsp(args, small + ["--ratios", 0.3, "--eval-dense", 0, "--eval-pruned", 0, "--output-dir", prune], np_ranks=2)
+    fs = os.path.join(w, "tmpfs")
+    if ck.check(rc == 0, "recover: a pruned model to train"):
+        ok, why = mount_tmpfs(fs, 64 << 20)
+        if not ok:
+            ck.note("SKIP the recover disk-full cases: mount -t tmpfs failed: %s" % why)
+        try:
+            for trainer in ("pipeline", "data") if ok else ():
+                out = os.path.join(fs, "out")
+                opts = ["--model", os.path.join(prune, "cfsp_r0.3.h5"), "--stats", os.path.join(prune, "stats.h5"),
+                        "--train-tokens", tok + "@20000:60000", "--eval-tokens", tok + "@60000:70000", "--eval-windows", 2,
+                        "--seqlen", 64, "--batch", 4, "--steps", 2, "--save-every", 1, "--rank", 4, "--trainer", trainer,
+                        "--output-dir", out]
+                subprocess.run(["mount", "-o", "remount,size=%d" % (64 << 20), fs])
+                if os.path.isdir(out):
+                    for f in os.listdir(out):
+                        os.unlink(os.path.join(out, f))
+                with_note(out)
+                rc, log = C.run_cfsp(args, opts, np_ranks=2, sub="recover")
+                if not ck.check(rc == 0 and os.path.exists(os.path.join(out, "checkpoint.h5")), "recover --trainer %s: succeeds on a large tmpfs" % trainer):
+                    continue
+                page = 4096
+                size = blocks(os.path.join(out, NOTE)) + 2 * page + blocks(os.path.join(out, "adapter_config.json")) + \
+                    blocks(os.path.join(out, "checkpoint.h5")) // 2
+                for f in os.listdir(out):
+                    os.unlink(os.path.join(out, f))
+                umount(fs)
+                ok2, why = mount_tmpfs(fs, (size + page - 1) // page * page)
+                if not ck.check(ok2, "recover: mount a %d-byte tmpfs" % size, why):
+                    break
+                with_note(out)
+                t0 = time.time()
+                rc, log = C.run_cfsp(args, opts, np_ranks=2, sub="recover", timeout=90)
+                dt = time.time() - t0
+                errs = err_lines(log)
+                ck.check(rc not in (0, -999) and dt < 60 and len(errs) == 1 and "checkpoint.h5.tmp" in errs[0] and "No space left on device" in errs[0],
+                         "recover --trainer %s -n 2: the disk fills while writing the checkpoint: exit %d after %.1f s, one error line naming "
+                         "checkpoint.h5.tmp and the errno" % (trainer, rc, dt), " | ".join(errs) or log[-400:])
+                ck.check(not os.path.exists(os.path.join(out, "checkpoint.h5.tmp")) and not os.path.exists(os.path.join(out, "checkpoint.h5")),
+                         "recover --trainer %s: no checkpoint.h5(.tmp) left" % trainer, str(sorted(os.listdir(out))))
+                subprocess.run(["mount", "-o", "remount,size=%d" % (64 << 20), fs])
+                rc, log = C.run_cfsp(args, opts + ["--force"], np_ranks=2, sub="recover")   # the plan (adapter_config.json) stays
+                ck.check(rc == 0 and os.path.exists(os.path.join(out, "checkpoint.h5")),
+                         "recover --trainer %s: with room on the disk the same command with --force succeeds" % trainer, log[-300:])
         finally:
             umount(fs)
     ck.finish()
