@@ -885,7 +885,7 @@ static double choose_temperature(job *j, prune_ctx *px, const double *scores, do
         fprintf(stderr, ")\n");
         if (ri >= 0 && dm[ri] <= dse[ri])
             fprintf(stderr, "cfsp-mpi: --a auto, ratio %g: a = %g trails the lowest a = %g by %.3g, within one standard error (%.3g) "
-                    "on %d selection windows: the windows do not resolve the choice (more --select-windows would)\n",
+                    "on %d selection windows: the windows do not resolve the choice (more --select-windows narrow the standard error)\n",
                     ratio, cand[ri], cand[li], dm[ri], dse[ri], K);
     }
     free(val);
