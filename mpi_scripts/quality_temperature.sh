@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # quality_temperature.sh — the allocation temperature (issue 18): on both shared models, for the
 # in-domain (TinyStories [0:100000]) and out-of-domain (WikiText-2 test) evaluation, ratios 0.1..0.6
-# and calibration seeds SEEDS (default 0..8; the calibration offsets are random): cfsp with --a auto
+# and calibration seeds SEEDS (default 0..14; the calibration offsets are random): cfsp with --a auto
 # (chosen per ratio by the mean KL on SELECT held-out windows of the calibration tokens that no
 # calibration sequence overlaps, with --a-margin MARGIN, default 0: the lowest value), with the
 # fixed default allocation (--a 1), with the reference's temperature in the default mode (--a 0.25 =
@@ -11,12 +11,13 @@
 # WikiText-2 also --a auto choosing on SELECT windows of WikiText-2 validation (auto_target: the
 # target domain, disjoint from the test text). Writes results/quality/temperature[-TAG]/<model>-
 # <evalset>-s<seed>/{auto,default,reftemp,reference[,auto_target]}/results.json, the commit and CPU
-# the runs used (provenance.json), and, by quality_temperature_report.py,
+# the runs used (provenance.json: one record per invocation and its seeds, so seeds can be added
+# by a later run with SEEDS="..."), and, by quality_temperature_report.py,
 # results/quality/temperature[-TAG].{json,md,png}. About 4 minutes per seed on 2 cores. WINDOWS
 # (default 100) evaluation windows of 256 tokens, SELECT (default 128) selection windows, FRESH
-# (default 6,7,8): the seeds the report also judges on their own (seeds not run when the study's
-# settings were chosen). The earlier settings: TAG=select32-margin1 SELECT=32 MARGIN=1 SEEDS="0 1 2 3 4 5"
-# FRESH=3,4,5.
+# (default "6,7,8;9,10,11,12,13,14"): groups of seeds the report also judges on their own (seeds not
+# yet run when a setting or a judgement of the study was chosen). The earlier settings:
+# TAG=select32-margin1 SELECT=32 MARGIN=1 SEEDS="0 1 2 3 4 5" FRESH=3,4,5.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/mpi_scripts/setup.sh"
@@ -28,19 +29,28 @@ NP="${NP:-2}"
 WINDOWS="${WINDOWS:-100}"
 SELECT="${SELECT:-128}"
 MARGIN="${MARGIN:-0}"
-SEEDS="${SEEDS:-0 1 2 3 4 5 6 7 8}"
-FRESH="${FRESH:-6,7,8}"
+SEEDS="${SEEDS:-0 1 2 3 4 5 6 7 8 9 10 11 12 13 14}"
+FRESH="${FRESH:-6,7,8;9,10,11,12,13,14}"
 NSAMPLES=128 SEQLEN=256
 REFTEMP=$(/usr/bin/python3 -c "print($NSAMPLES * $SEQLEN / 131072)")
 RATIOS=0.1,0.2,0.3,0.4,0.5,0.6
 mkdir -p "$OUT"
-/usr/bin/python3 - "$OUT/provenance.json" "$ROOT" <<'PY'
-import json, subprocess, sys
+/usr/bin/python3 - "$OUT/provenance.json" "$ROOT" "$SEEDS" <<'PY'
+import json, os, subprocess, sys
 g = lambda *a: subprocess.run(["git", "-C", sys.argv[2]] + list(a), capture_output=True, text=True).stdout.strip()
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags")), [])
-json.dump({"commit": g("rev-parse", "--short", "HEAD"), "dirty": bool(g("status", "--porcelain", "--untracked-files=no")),
-           "cpu": cpu, "cpu_flags": [f for f in flags if f.startswith(("avx512", "amx", "avx2", "fma"))]}, open(sys.argv[1], "w"), indent=1)
+seeds = [int(x) for x in sys.argv[3].split()]
+recs = []
+if os.path.exists(sys.argv[1]):
+    old = json.load(open(sys.argv[1]))
+    recs = old if isinstance(old, list) else []
+for r in recs:          # this run replaces those seeds
+    r["seeds"] = [s for s in r["seeds"] if s not in seeds]
+recs = [r for r in recs if r["seeds"]] + [{
+    "commit": g("rev-parse", "--short", "HEAD"), "dirty": bool(g("status", "--porcelain", "--untracked-files=no")),
+    "cpu": cpu, "cpu_flags": [f for f in flags if f.startswith(("avx512", "amx", "avx2", "fma"))], "seeds": seeds}]
+json.dump(recs, open(sys.argv[1], "w"), indent=1)
 PY
 dpkg-query -W -f='${Status}' python3-matplotlib 2>/dev/null | grep -q "install ok installed" || {
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -185,14 +185,17 @@ def passes(j, idx):
     return mean(d) <= 2 * math.sqrt(sum(x * x for x in se)) / len(se)
 
 
-fresh = {int(x) for x in os.environ.get("FRESH", "6,7,8").split(",") if x.strip()}
+fresh_groups = [[int(x) for x in g.split(",") if x.strip()] for g in os.environ.get("FRESH", "6,7,8;9,10,11,12,13,14").split(";")]
 all_seeds = rows[0]["seeds"]
 groups = [("all seeds " + ",".join(map(str, all_seeds)), all_seeds)]
-design = [s for s in all_seeds if s not in fresh]
-fresh_here = [s for s in all_seeds if s in fresh]
-if fresh_here and design:
-    groups += [("seeds " + ",".join(map(str, design)) + " (run before the settings were chosen)", design),
-               ("fresh seeds " + ",".join(map(str, fresh_here)), fresh_here)]
+design = [s for s in all_seeds if not any(s in g for g in fresh_groups)]
+fresh_here = [[s for s in all_seeds if s in g] for g in fresh_groups]
+if design and any(fresh_here):
+    groups.append(("seeds " + ",".join(map(str, design)) + " (run before any setting was chosen)", design))
+    for k, g in enumerate(fresh_here):
+        if g:
+            groups.append(("fresh seeds " + ",".join(map(str, g)) + " (run after %s)" % (
+                "the settings were chosen" if k == 0 else "the judgement vs the better fixed allocation was defined"), g))
 summary = []
 for label, ss in groups:
     ok = {"same_budget": 0, "vs_reference_mode": 0, "auto_target": 0, "combined": 0,
@@ -223,8 +226,12 @@ for label, ss in groups:
 prov = os.path.join(raw, "provenance.json")
 if os.path.exists(prov):
     pv = json.load(open(prov))
-    commit, cpu = pv["commit"] + (" with uncommitted changes" if pv.get("dirty") else ""), pv["cpu"]
-    flags = " ".join(f for f in pv.get("cpu_flags", []) if f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile"))
+    pv = pv if isinstance(pv, list) else [pv]
+    one = lambda r: r["commit"] + (" with uncommitted changes" if r.get("dirty") else "") + (
+        " (seeds %s)" % ",".join(map(str, r["seeds"])) if "seeds" in r and len(pv) > 1 else "")
+    commit = ", ".join(one(r) for r in pv)
+    cpu = ", ".join(sorted({r["cpu"] for r in pv}))
+    flags = " ".join(f for f in pv[-1].get("cpu_flags", []) if f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile"))
 else:
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     commit, flags = "?", ""
@@ -266,7 +273,8 @@ L = ["# Allocation temperature: --a auto against the fixed allocations", "",
          sum(r["vs_better_fixed"]["passes"] for r in rows), ntot,
          sum(r["auto_target"]["vs_better_fixed"]["passes"] for r in rows if "auto_target" in r), sum("auto_target" in r for r in rows)), "",
      "Rows passing, by seed set (fresh: seeds not yet run when this study's settings — %d selection windows," % ex["select_windows"],
-     "`--a-margin %g` — were chosen, their independent check; combined = in-domain rows choosing on calibration" % ex["margin"],
+     "`--a-margin %g` — were chosen, or when the judgement vs the better fixed allocation was defined (after the" % ex["margin"],
+     "first nine seeds' results): their independent checks; combined = in-domain rows choosing on calibration",
      "text + WikiText-2 rows choosing on WikiText-2 validation; the better fixed allocation is picked on each",
      "seed set's own mean):", "",
      "| seeds | oracle: same budget | oracle: vs reference mode | oracle: auto_target | oracle: combined | vs better fixed: same budget | vs better fixed: auto_target | vs better fixed: combined | the same, windows' noise alone |",
