@@ -37,6 +37,7 @@ static const opt_def table[] = {
     O(OPT_I64, seed, "seed", "0", ">= 0", "seed of the random calibration offsets (Python random.seed)"),
     O(OPT_ENUM, calib_random, "calib-sampling", "random", NULL, "calibration sequences at random offsets (as the reference) or consecutive", .names = sampling_names, .nnames = 2, .values = sampling_values),
     O(OPT_INT, eval_windows, "eval-windows", "0", ">= 0", "evaluate only the first K windows (0 = all)"),
+    O(OPT_INT, eval_score_from, "eval-score-from", "0", ">= 0", "score only the logits at positions P..seqlen-2 of every evaluation window (perplexity and --kl; at most seqlen - 2): seqlen/2 scores the second half, as llama.cpp's llama-perplexity and its --kl-divergence do; 0 = every position"),
     O(OPT_DBL_LIST, ratios, "ratios", "", "(0, 1)", "pruning ratios, comma-separated, each in (0,1) (empty: dense only)",
       .count_off = offsetof(options, nratios)),
     O(OPT_ENUM_LIST, methods, "method", "cfsp", NULL, "pruning methods, comma-separated",
@@ -60,7 +61,7 @@ static const opt_def table[] = {
     O(OPT_BOOL, save_stats, "save-stats", "1", NULL, "write the calibration statistics (stats.h5)"),
     O(OPT_BOOL, eval_dense, "eval-dense", "1", NULL, "evaluate the dense model"),
     O(OPT_BOOL, eval_pruned, "eval-pruned", "1", NULL, "evaluate every pruned model"),
-    O(OPT_ENUM, kl, "kl", "auto", NULL, "compare every evaluated pruned model with the dense one on the same positions: KL(dense || pruned) mean / median / 99th percentile / max, top-1 agreement, perplexity ratio (needs --eval-dense; the last rank keeps the dense logits in a scratch file of windows x (seqlen-1) x vocab x 4 bytes): 1 (an error if it does not fit), 0, or auto = 1 unless the file does not fit in --kl-dir (then a warning)", .names = kl_names, .nnames = 5, .values = kl_values),
+    O(OPT_ENUM, kl, "kl", "auto", NULL, "compare every evaluated pruned model with the dense one on the same positions: KL(dense || pruned) mean / median / 99th percentile / max, top-1 agreement, perplexity ratio (needs --eval-dense; the last rank keeps the dense logits in a scratch file of windows x (seqlen - 1 - eval-score-from) x vocab x 4 bytes): 1 (an error if it does not fit), 0, or auto = 1 unless the file does not fit in --kl-dir (then a warning)", .names = kl_names, .nnames = 5, .values = kl_values),
     O(OPT_STR, kl_dir, "kl-dir", "", NULL, "directory of the last rank's scratch file of dense logits for --kl (default: --output-dir; a node-local disk is best); the file is unlinked at creation"),
     O(OPT_STR, dump_logits, "dump-logits", "", NULL, "write the dense evaluation logits (float32 [windows, T, vocab]) here"),
     O(OPT_STR, stats, "stats", "", NULL, "prune: statistics file of an earlier run (no forward pass)"),
@@ -145,6 +146,9 @@ int options_parse(int argc, char **argv, options *o)
         if (o->na_grid == 0) return FAIL("%s: no candidate temperature (give at least one value >= 0)", WHERE("a-grid"));
     }
     if (o->seqlen % o->chunk) return FAIL("%s = '%d': expected a divisor of seqlen = %d", WHERE("chunk"), o->chunk, o->seqlen);
+    if (o->eval_score_from > o->seqlen - 2)
+        return FAIL("%s = '%d': expected at most seqlen - 2 = %d (the last scored logits predict the window's last token)",
+                    WHERE("eval-score-from"), o->eval_score_from, o->seqlen - 2);
     /* one output file per (method, ratio), named with %g (run.c): two ratios that print the same
      * (the same value twice, or 0.3 and 0.30000001) would name one file; refused, never merged
      * (a method given twice the option parser refuses) */
@@ -186,6 +190,7 @@ cJSON *options_to_json(const options *o)
     cJSON_AddNumberToObject(j, "seed", (double)o->seed);
     cJSON_AddStringToObject(j, "calib_sampling", o->calib_random ? "random" : "consecutive");
     cJSON_AddNumberToObject(j, "eval_windows", o->eval_windows);
+    cJSON_AddNumberToObject(j, "eval_score_from", o->eval_score_from);
     cJSON *r = cJSON_AddArrayToObject(j, "ratios");
     for (int i = 0; i < o->nratios; i++) cJSON_AddItemToArray(r, cJSON_CreateNumber(o->ratios[i]));
     cJSON *m = cJSON_AddArrayToObject(j, "method");

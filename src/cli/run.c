@@ -307,6 +307,7 @@ static eval_result run_eval_on(job *j, const unit_weights *units, const char *la
     pj.seqlen = j->o->seqlen;
     pj.chunk = j->o->chunk;
     pj.eval = 1;
+    pj.score_from = tok == &j->eval ? j->o->eval_score_from : 0;   /* the selection windows: every position */
     pj.dump_logits = dump;
     pj.ref = ref_mode && last ? ref : NULL;
     pj.label = label;
@@ -461,12 +462,14 @@ static void evaluate_dense(job *j)
         const char *dtmp = pending_output(j, o->dump_logits, j->P - 1);
         if (j->rank == j->P - 1 && !(dump = fopen(dtmp, "wb"))) rc = FAIL("%s: cannot create the logits dump: %s", dtmp, strerror(errno));
     }
-    /* the dense reference of the KL divergence: only when pruned models will be compared with it */
+    /* the dense reference of the KL divergence: only when pruned models will be compared with it;
+     * scored positions per window (--eval-score-from) */
+    int scored = o->seqlen - 1 - o->eval_score_from;
     int ref = o->kl && o->eval_pruned && o->nratios > 0 && o->nmethods > 0 && j->nwin > 0;
     if (ref && o->kl == KL_AUTO) {        /* auto: skipped, with a warning, when the scratch file does not fit */
         double sp[2] = { 0, 0 };
         if (j->rank == j->P - 1)
-            eval_ref_space(o->kl_dir[0] ? o->kl_dir : o->output_dir, j->cfg.vocab, (int64_t)j->nwin * (o->seqlen - 1), &sp[0], &sp[1]);
+            eval_ref_space(o->kl_dir[0] ? o->kl_dir : o->output_dir, j->cfg.vocab, (int64_t)j->nwin * scored, &sp[0], &sp[1]);
         MPI_CHECK(MPI_Bcast(sp, 2, MPI_DOUBLE, j->P - 1, MPI_COMM_WORLD));
         if (sp[1] >= 0 && sp[1] < sp[0]) {
             ref = 0;
@@ -477,7 +480,7 @@ static void evaluate_dense(job *j)
         }
     }
     if (!rc && ref && j->rank == j->P - 1)
-        rc = eval_ref_open(&j->ref, o->kl_dir[0] ? o->kl_dir : o->output_dir, j->cfg.vocab, (int64_t)j->nwin * (o->seqlen - 1), o->seqlen - 1);
+        rc = eval_ref_open(&j->ref, o->kl_dir[0] ? o->kl_dir : o->output_dir, j->cfg.vocab, (int64_t)j->nwin * scored, scored);
     cfsp_sync(rc);
     j->have_ref = ref;
     eval_result e = run_eval(j, j->w.units, "eval dense", dump, ref);

@@ -98,7 +98,7 @@ void pipeline_run(pipeline *p, const unit_weights *units, pipe_job *job)
         }
         if (last_stage && job->eval) {
             for (int t = 0; t < chunk; t++)
-                targets[t] = pos0 + t + 1 < job->seqlen ? (int32_t)ids[t + 1] : -1;
+                targets[t] = pos0 + t >= job->score_from && pos0 + t + 1 < job->seqlen ? (int32_t)ids[t + 1] : -1;
             double mb_nll = 0.0;       /* this micro-batch's, then into the pass's and the sequence's sums */
             head_nll(p->w, x, chunk, targets, &mb_nll, &job->ntok, dumpbuf, job->ref, &p->ws);
             job->nll_sum += mb_nll;

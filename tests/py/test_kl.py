@@ -20,6 +20,11 @@ Checks:
   - results.md carries the figures (the same values as results.json, as printed), the SVG is XML
     with a second panel (KL vs ratio) when there are figures and one panel with --kl 0;
   - --kl 0 and --eval-dense 0: vs_dense null; no scratch file remains in --kl-dir after the run;
+  - --eval-score-from 13 (odd, of seqlen 32: llama.cpp's llama-perplexity scores from seqlen/2):
+    the dense perplexity (nll_sum, ntokens) and every pruned model's perplexity and vs_dense figures
+    over the logits at positions 13..30 of each window only, against NumPy on those positions (same
+    bounds as above), identical at -n 1 and -n 2; --eval-score-from 31 (> seqlen - 2) refused at
+    -n 1 and -n 2 with one line naming the option, no output;
   - --kl-dir that does not exist, and a tmpfs too small for the dense logits with --kl 1 (where
     mount is allowed; skipped saying so otherwise): exit != 0 at -n 1 and -n 2, one error line
     naming the directory, no output file; the corrected command succeeds; the same tmpfs with
@@ -63,6 +68,68 @@ def ref_figures(model, pm, tokens):
         return s[:, -1] - s[:, -2]
     amb = int(((margin(ld) < 1e-3) | (margin(lp) < 1e-3)).sum())
     return {"kl": kl, "agree": int((top_d == top_p).sum()), "amb": amb, "n": len(kl), "ppl_ratio": pp / pd}
+
+
+def check_score_from(ck, args, mdir, calib, evalf, P=13):
+    """--eval-score-from P against NumPy on the positions P..SEQLEN-2 of every window"""
+    model = ref.load_model(mdir)
+    tokens = ref.read_tokens(evalf)
+    res = {}
+    for n in (1, 2):
+        out = fresh_dir(os.path.join(args.workdir, "score_from_n%d" % n))
+        rc, _ = run_cfsp(args, base_opts(mdir, calib, evalf, out) + ["--eval-score-from", P], np_ranks=n)
+        if not ck.check(rc == 0, "--eval-score-from %d -n %d: run" % (P, n)):
+            return
+        res[n] = load_results(out)
+    strip = lambda r: ([r["dense"][k] for k in ("ppl", "nll_sum", "ntokens")],
+                       [(e["method"], e["ratio"], e["ppl"], e["vs_dense"]) for e in r["pruned"]])
+    ck.check(strip(res[2]) == strip(res[1]), "--eval-score-from %d: dense and pruned figures at -n 2 identical to -n 1" % P)
+    r = res[1]
+    T = SEQLEN
+    seqs = np.asarray(tokens[:WINDOWS * T], dtype=np.int64).reshape(WINDOWS, T)
+    tg = seqs[:, P + 1:].reshape(-1)                 # the targets of the logits at P..T-2
+
+    def scored(m):
+        _, _, _, lg = ref.perplexity(m, tokens, T, windows=WINDOWS, return_logits=True)
+        return lg[:, P:T - 1].reshape(-1, lg.shape[-1])
+    ld = scored(model)
+    a = ref.log_softmax(ld)
+    nll_d = float(-a[np.arange(len(tg)), tg].sum())
+    d = r["dense"]
+    ck.check(d["ntokens"] == WINDOWS * (T - 1 - P), "--eval-score-from %d: dense ntokens = windows x (seqlen - 1 - P)" % P,
+             "C %s want %d" % (d["ntokens"], WINDOWS * (T - 1 - P)))
+    ck.check(abs(d["nll_sum"] - nll_d) <= 1e-5 * abs(nll_d), "--eval-score-from %d: dense NLL sum vs NumPy" % P,
+             "C %.9g NumPy %.9g" % (d["nll_sum"], nll_d))
+    for e in r["pruned"]:
+        tag = "--eval-score-from %d %s r=%g" % (P, e["method"], e["ratio"])
+        v = e["vs_dense"]
+        if not ck.check(isinstance(v, dict), tag + ": vs_dense present"):
+            continue
+        f = ref.read_pruned_h5(pruned_file(os.path.join(args.workdir, "score_from_n1"), e), model.L)
+        lp = scored(ref.prune_model(model, f["kept"], f["bias"]))
+        b = ref.log_softmax(lp)
+        kl = (np.exp(a) * (a - b)).sum(axis=1)
+        nll_p = float(-b[np.arange(len(tg)), tg].sum())
+        ppl_p = math.exp(nll_p / len(tg))
+        ck.check(v["positions"] == len(tg), tag + ": positions", "C %s want %d" % (v["positions"], len(tg)))
+        ck.check(abs(e["ppl"] - ppl_p) <= 1e-4 * ppl_p, tag + ": perplexity over the scored positions", "C %.6f NumPy %.6f" % (e["ppl"], ppl_p))
+        want = {"kl_mean": float(kl.mean()), "kl_median": float(np.percentile(kl, 50)),
+                "kl_p99": float(np.percentile(kl, 99)), "kl_max": float(kl.max())}
+        for k, w in want.items():
+            dd = abs(v[k] - w)
+            ck.check(dd <= 2e-5 * abs(w) + 1e-7, "%s: %s" % (tag, k), "C %.9g NumPy %.9g" % (v[k], w))
+        pw = kl.reshape(WINDOWS, T - 1 - P).mean(axis=1)
+        dd = float(np.max(np.abs(np.asarray(v["kl_per_window"]) - pw) / np.maximum(pw, 1e-30)))
+        ck.check(len(v["kl_per_window"]) == WINDOWS and dd <= 2e-5, tag + ": kl_per_window", "rel %.2g" % dd)
+        ratio = ppl_p / math.exp(nll_d / len(tg))
+        ck.check(abs(v["ppl_ratio"] - ratio) <= 1e-4 * ratio, tag + ": ppl ratio", "C %.6f NumPy %.6f" % (v["ppl_ratio"], ratio))
+    for n in (1, 2):
+        out = os.path.join(args.workdir, "score_from_bad_n%d" % n)
+        rc, outp = run_cfsp(args, base_opts(mdir, calib, evalf, out) + ["--eval-score-from", T - 1], np_ranks=n)
+        errs = [l for l in outp.splitlines() if "error" in l.lower() or "eval-score-from" in l]
+        ck.check(rc != 0 and len(errs) == 1 and "eval-score-from" in errs[0] and str(T - 2) in errs[0],
+                 "-n %d --eval-score-from %d: refused with one line naming it and the bound" % (n, T - 1), outp[-400:])
+        ck.check(not os.path.exists(out) or os.listdir(out) == [], "-n %d --eval-score-from %d: no output" % (n, T - 1))
 
 
 def check_model(ck, args, label, mdir, calib, evalf):
@@ -134,6 +201,7 @@ def main():
     calib = token_file(args, S, "tinystories_val_head")
     evalf = token_file(args, S, "wikitext2_validation.joined")
     check_model(ck, args, S, mdir, calib, evalf)
+    check_score_from(ck, args, mdir, calib, evalf)
 
     # a generated untied model of odd shapes (vocabulary 301, head_dim != hidden/heads)
     gdir = os.path.join(args.workdir, "gen_odd")

@@ -16,7 +16,7 @@ typedef struct {
     char stats[4096];            /* prune --stats FILE */
     char kl_dir[4096];           /* --kl-dir: the dense logits' scratch file (default: output_dir) */
     char verify_file[4096];      /* verify FILE.h5 */
-    int nsamples, seqlen, chunk, eval_windows, calib_random, ffn_slice;
+    int nsamples, seqlen, chunk, eval_windows, eval_score_from, calib_random, ffn_slice;
     long long seed;
     double ratios[MAX_RATIOS];
     int nratios;

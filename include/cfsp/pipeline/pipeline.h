@@ -29,6 +29,8 @@ typedef struct {
     int nseq, seqlen, chunk;   /* micro-batch = chunk tokens of one sequence; chunk divides seqlen */
     const fwd_hook *hook;      /* the statistics hook (calibration), or NULL */
     int eval;                  /* last stage computes the loss */
+    int score_from;            /* eval: the logits at positions score_from..seqlen-2 of every sequence are
+                                  scored (0: every position that has a target) */
     FILE *dump_logits;         /* last stage: raw float32 logits of every position, or NULL */
     eval_ref *ref;             /* last stage: the dense reference (records or compares), or NULL */
     const char *label;         /* for progress lines */
