@@ -37,6 +37,14 @@
 #      original context of 64: --format gguf, arch deci with llama.cpp's rope.scaling keys) against
 #      that directory; all windows. Also: `export --format gguf` of the pruned qwen3 must be refused
 #      (exit != 0, one line naming gguf-padded),
+#   6. (issue 18, with --kl) for each model of --models: llama-perplexity --kl-divergence-base on the
+#      dense GGUF (its log-probabilities of every scored position), then --kl-divergence on the cfsp
+#      and flap GGUFs, against cfsp-mpi's own distribution metrics on exactly those windows (the same
+#      calibration and pruning, --eval-tokens llama.cpp's windows, --eval-score-from CTX/2, --kl 1;
+#      tests/py/llama_kl_compare.py: the pruned weights checked equal to the exported ones, the mean,
+#      median, 99th percentile and maximum KL, the top-1 agreement and the perplexity ratio side by
+#      side; fails when a KL figure or the ratio differs by more than --kl-tol relative or the top-1
+#      agreement by more than --top1-tol),
 # and writes OUT/llamacpp.json and OUT/README.md (commands, llama.cpp commit, the perplexities side
 # by side, relative differences, the architecture llama.cpp loaded, the cfsp-mpi commit; fails when
 # one exceeds --tol, default 1%, or llama.cpp loaded another architecture than expected; the verdict
@@ -53,7 +61,11 @@
 #   --ctx N              llama-perplexity -c (default 256)
 #   --chunks N           at most N windows (default: all)
 #   --text FILE          evaluation text instead of the TinyStories tail
-#   --kv-f32             also run llama-perplexity with an F32 KV cache (-ctk f32 -ctv f32)
+#   --kv-f32             also run llama-perplexity with an F32 KV cache (-ctk f32 -ctv f32); with
+#                        --kl, the KL runs use it too
+#   --kl                 also the distribution metrics (step 6)
+#   --kl-tol X           largest accepted relative difference of a KL figure (default 0.01)
+#   --top1-tol X         largest accepted difference of the top-1 agreement (default 0.005)
 #   --threads N          llama.cpp threads (default 2)
 #   --tol X              largest accepted relative difference (default 0.01)
 #   --llama-commit SHA   recorded commit of the llama.cpp source (default: git rev-parse of the
@@ -75,7 +87,7 @@ usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
 case "$1" in -h|--help) usage 0 ;; esac
 LB="$1"; shift
 OUT="$ROOT/results/export"; WORK=/tmp/cfsp-llamacpp-check; MODELS="stories260K tinystories656K"
-RATIO=0.3; CTX=256; CHUNKS=-1; TEXT=""; KVF32=0; THREADS=2; TOL=0.01; COMMIT=""; REPO=""; BUILD_LLAMA=""; BUILD_CFSP=0
+RATIO=0.3; CTX=256; CHUNKS=-1; TEXT=""; KVF32=0; KL=0; KL_TOL=0.01; TOP1_TOL=0.005; THREADS=2; TOL=0.01; COMMIT=""; REPO=""; BUILD_LLAMA=""; BUILD_CFSP=0
 EVAL_FROM=5001; CALIB=80000; EXTRA_CHUNKS=120; VARIANTS_OF=stories260K; QWEN_OF=tinystories656K; CFSP_COMMIT=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -87,6 +99,9 @@ while [ $# -gt 0 ]; do
     --chunks) CHUNKS="$2"; shift 2 ;;
     --text) TEXT="$2"; shift 2 ;;
     --kv-f32) KVF32=1; shift ;;
+    --kl) KL=1; shift ;;
+    --kl-tol) KL_TOL="$2"; shift 2 ;;
+    --top1-tol) TOP1_TOL="$2"; shift 2 ;;
     --threads) THREADS="$2"; shift 2 ;;
     --tol) TOL="$2"; shift 2 ;;
     --llama-commit) COMMIT="$2"; shift 2 ;;
@@ -150,7 +165,7 @@ perplexity() {   # llama-perplexity. Its log is written by a logging thread whos
   grep -q "Final estimate: PPL" "$LOG" || { sed -i '$d' "$CMDS"; run "$PPL_BIN" "$@"; }
 }
 CASES=()
-: > "$WORK/qwen_checks.txt"
+: > "$WORK/qwen_checks.txt"; : > "$WORK/kl_cases.txt"
 ALL="$MODELS"
 case " $MODELS " in *" $QWEN_OF "*) ;; *) [ -z "$QWEN_OF" ] || ALL="$MODELS $QWEN_OF" ;; esac
 for m in $ALL; do
@@ -311,15 +326,41 @@ PY
     fi
     CASES+=("$m:$kind:$w")
   done
+  if [ "$KL" = 1 ] && [ -f "$w/dense.gguf" ]; then
+    # issue 18: llama.cpp's --kl-divergence against cfsp-mpi's --kl on the same windows and positions
+    kvf=(); [ "$KVF32" = 1 ] && kvf=(-ctk f32 -ctv f32)
+    [ "$CHUNKS" -ge 0 ] && kvf+=(--chunks "$CHUNKS")      # the windows of cmp_dense/windows.u32.bin
+    echo "llamacpp_check: $m: llama-perplexity --kl-divergence-base (dense), --kl-divergence (cfsp, flap)"
+    LOG="$w/dense.kl_base.log"
+    perplexity -m "$w/dense.gguf" -f "$mtext" -c "$CTX" -t "$THREADS" -lv 4 "${kvf[@]}" --kl-divergence-base "$w/dense.kld"
+    for kind in pruned flap; do
+      LOG="$w/$kind.kl.log"
+      run "$PPL_BIN" -m "$w/$kind.gguf" -c "$CTX" -t "$THREADS" -lv 4 "${kvf[@]}" --kl-divergence-base "$w/dense.kld" --kl-divergence
+      # the statistics are the log's last lines (its logging thread sometimes loses them at exit): rerun once
+      grep -q "Same top p" "$LOG" || { sed -i '$d' "$CMDS"; run "$PPL_BIN" -m "$w/$kind.gguf" -c "$CTX" -t "$THREADS" -lv 4 "${kvf[@]}" \
+          --kl-divergence-base "$w/dense.kld" --kl-divergence; }
+    done
+    echo "llamacpp_check: $m: cfsp-mpi --kl on llama.cpp's windows (--eval-score-from $((CTX / 2)))"
+    LOG="$w/kl_run.log"
+    run mpirun -n "$NP" "$CFSP_BIN" --model "$src" --calib-tokens "$SHARED/data/tokens/$m/tinystories_val_head.u32.bin@0:$CALIB" \
+        --nsamples 32 --seqlen "$CTX" --ratios "$RATIO" --method cfsp,flap --save-stats 0 --output-dir "$w/kl" --force \
+        --eval-tokens "$w/cmp_dense/windows.u32.bin" --eval-score-from "$((CTX / 2))" --kl 1
+    LOG="$w/kl.compare.log"
+    run "$PY" "$ROOT/tests/py/llama_kl_compare.py" --results "$w/kl/results.json" --exported "$w/prune" \
+        --base-log "$w/dense.kl_base.log" --base-file "$w/dense.kld" --case "cfsp:$w/pruned.kl.log" --case "flap:$w/flap.kl.log" --json "$w/kl.compare.json"
+    cat "$LOG"
+    echo "$m $w/kl.compare.json" >> "$WORK/kl_cases.txt"
+  fi
 done
 
-"$PY" - "$OUT" "$CMDS" "$REPO $COMMIT" "$LLAMA_VERSION" "$TEXT_DESC" "$CTX" "$RATIO" "$TOL" "$KVF32" "$EXTRA_CHUNKS" "$CFSP_COMMIT" "$CFSP_DIRTY" "${CASES[@]}" <<'PY'
+"$PY" - "$OUT" "$CMDS" "$REPO $COMMIT" "$LLAMA_VERSION" "$TEXT_DESC" "$CTX" "$RATIO" "$TOL" "$KVF32" "$EXTRA_CHUNKS" "$CFSP_COMMIT" "$CFSP_DIRTY" "$KL_TOL $TOP1_TOL" "${CASES[@]}" <<'PY'
 import json, os, re, sys
 sys.path.insert(0, os.path.join(os.environ["ROOT"], "tests", "py"))
 from gguf_reader import GGUF
-out, cmds, commit, version, text, ctx, ratio, tol, kvf32, extra_chunks, cfsp_commit, cfsp_dirty = sys.argv[1:13]
-cases = sys.argv[13:]
+out, cmds, commit, version, text, ctx, ratio, tol, kvf32, extra_chunks, cfsp_commit, cfsp_dirty, kl_tols = sys.argv[1:14]
+cases = sys.argv[14:]
 tol = float(tol)
+kl_tol, top1_tol = map(float, kl_tols.split())
 QWEN_TOL = 1e-4                                   # issue 16's bound for the Qwen rows
 EXPECT = {"qwen2_padded": "qwen2", "qwen3_padded": "qwen3", "qwen3_dense": "qwen3"}   # the rest: deci
 SOURCE = {"dense": "cfsp-mpi, original HF checkpoint", "pruned": "cfsp-mpi, HF DeciLM export",
@@ -365,6 +406,24 @@ for c in cases:
         fail.append("%s %s" % (m, r["kind"]))
     if kind.startswith("qwen") and (r["rel_diff"] is None or r["rel_diff"] > QWEN_TOL):
         qwen_over.append("%s %s" % (m, r["kind"]))
+kl_rows = []                                      # issue 18: --kl-divergence vs cfsp-mpi's --kl
+for l in open(os.path.join(wd, "kl_cases.txt")):
+    if not l.strip():
+        continue
+    m, path = l.split()
+    j = json.load(open(path))
+    for c in j["cases"]:
+        c = dict(c, model=m, **{k: j[k] for k in ("n_ctx", "eval_score_from", "windows", "dense_ppl_llama_cpp", "dense_ppl_cfsp_mpi",
+                                                  "ppl_base_from_base_file", "targets_at_the_floor", "scored_positions")})
+        bad = [k for k, d in c["rel_diff"].items() if d > kl_tol] + (["top1_agreement"] if c["top1_abs_diff"] > top1_tol else [])
+        if not c["same_weights_as_exported"]:
+            bad.append("weights")
+        if c["llama_cpp_windows"] is not None and c["llama_cpp_windows"] != c["windows"]:
+            bad.append("windows")
+        c["ok"] = not bad
+        kl_rows.append(c)
+        if bad:
+            fail.append("%s %s KL (%s)" % (m, c["method"], ", ".join(bad)))
 commands = [l.rstrip("\n") for l in open(cmds)]
 repo, commit = commit.split(" ", 1)
 qrows = [r for r in rows if r["kind"].startswith("qwen")]
@@ -383,7 +442,8 @@ res = {"cpu": cpu, "cpu_flags": flags, "llama_cpp_repository": repo, "llama_cpp_
        "text": text, "n_ctx": int(ctx), "ratio": float(ratio),
        "tolerance": tol, "ok": not fail, "qwen_tolerance": QWEN_TOL, "qwen_rows_within_qwen_tolerance": (not qwen_over) if qrows else None,
        "qwen_max_rel_diff": max((r["rel_diff"] or 0) for r in qrows) if qrows else None,
-       "qwen_checks": checks, "cases": rows, "commands": commands}
+       "qwen_checks": checks, "cases": rows, "kl_tolerance": kl_tol if kl_rows else None, "top1_tolerance": top1_tol if kl_rows else None,
+       "kl_cases": kl_rows, "commands": commands}
 tmp = os.path.join(out, "llamacpp.json.tmp")
 json.dump(res, open(tmp, "w"), indent=1)
 os.replace(tmp, os.path.join(out, "llamacpp.json"))
@@ -429,6 +489,37 @@ for c in checks:
     if c["check"] == "qwen3_gguf_refused":
         L += ["", "`export --format gguf` of the pruned qwen3 (no per-block llama.cpp form: deci has no q/k norms): %s (exit %d, %d line: `%s`)." % (
               "refused as required" if c["ok"] else "NOT REFUSED AS REQUIRED", c["exit_status"], c["lines"], c["message"])]
+if kl_rows:
+    k0 = kl_rows[0]
+    L += ["", "## Distribution metrics: llama.cpp's `--kl-divergence` against cfsp-mpi's `--kl` (issue 18)", "",
+          "llama-perplexity `-c %d --kl-divergence-base` on the dense GGUF (it stores the dense log-probabilities of every scored" % k0["n_ctx"],
+          "position, 16 bits per word), then `--kl-divergence` on the cfsp and flap GGUFs%s; cfsp-mpi on exactly those windows" % (
+              " (F32 KV cache)" if kvf32 == "1" else ""),
+          "(llama.cpp's ids, BOS first) from the original checkpoint, the same calibration and pruning, `--eval-score-from %d --kl 1`" % k0["eval_score_from"],
+          "(the logits at positions %d..%d of each window, as llama.cpp scores); the pruned weights it evaluated are checked equal," % (
+              k0["eval_score_from"], k0["n_ctx"] - 2),
+          "dataset by dataset, to the exported ones (tests/py/llama_kl_compare.py). Each cell: llama.cpp / cfsp-mpi (relative difference);",
+          "top-1: the fraction of positions whose top token is the dense model's; PPL: the pruned model's (llama.cpp's PPL(Q)); PPL ratio:",
+          "llama.cpp's PPL(Q) over its dense perplexity from the ordinary run that wrote the base file, against cfsp-mpi's `ppl_ratio`.",
+          "Tolerance %.0e relative, top-1 %.3f absolute." % (kl_tol, top1_tol), "",
+          "| model | method | windows | positions | KL mean | KL median | KL p99 | KL max | top-1 | PPL | PPL ratio | weights as exported |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for c in kl_rows:
+        f = lambda k, fmt="%.5f": (fmt + " / " + fmt + " (%.1e)") % (c["llama_cpp"][k], c["cfsp_mpi"][k], c["rel_diff"][k])
+        L.append("| %s | %s r=%g | %d | %d | %s | %s | %s | %s | %.4f / %.4f | %s | %s | %s |%s" % (
+            c["model"], c["method"], c["ratio"], c["windows"], c["positions"], f("kl_mean"), f("kl_median"), f("kl_p99"), f("kl_max", "%.3f"),
+            c["llama_cpp"]["top1_agreement"], c["cfsp_mpi"]["top1_agreement"], f("ppl", "%.4f"), f("ppl_ratio", "%.4f"),
+            "yes" if c["same_weights_as_exported"] else "NO", "" if c["ok"] else " **outside**"))
+    L += ["", "llama.cpp's own `Mean PPL(Q)/PPL(base)` is not compared: its base file stores each position's log-probabilities only",
+          "from max_logit - 16 up (a lower logit is stored as that floor), so its PPL(base) counts a target the dense model puts more",
+          "than 16 nats below its top word with a smaller NLL. PPL(base) recomputed from the base file by tests/py/llama_kl_compare.py",
+          "equals llama.cpp's to the printed digits:", ""]
+    for c in kl_rows:
+        if c["method"] == kl_rows[0]["method"]:
+            L.append("- %s: dense PPL %.4f (llama.cpp's ordinary run) / %.4f (cfsp-mpi); llama.cpp's PPL(base) %.6f, from the base file %.6f;"
+                     " %d of %d scored targets at the floor; llama.cpp's own ratio for %s %.6f" % (
+                         c["model"], c["dense_ppl_llama_cpp"], c["dense_ppl_cfsp_mpi"], c["llama_cpp_ppl_base"], c["ppl_base_from_base_file"],
+                         c["targets_at_the_floor"], c["scored_positions"], c["method"], c["llama_cpp_ppl_ratio_own_base"]))
 verdict = "Verdict: %s (tolerance %.0e relative)." % ("all agree" if not fail else "DISAGREE: " + ", ".join(fail), tol)
 if qrows:
     verdict += " Qwen rows (issue 16, bound %.0e relative): %s (largest relative difference %.2e)." % (
