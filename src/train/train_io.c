@@ -243,7 +243,11 @@ int train_ckpt_write(const trainer *tr, const char *path, const char *meta_json)
      * file normally (the close would write it again, and diverge): the job ends here */
     int bad = H5Fflush(f, H5F_SCOPE_GLOBAL) < 0;
     if (par) MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &bad, 1, MPI_INT, MPI_LOR, MPI_COMM_WORLD));
-    if (bad) DIE("%s: writing the checkpoint's metadata failed (disk full?)", tmp);
+    if (bad) {           /* one line: rank 0 ends the job (MPI_Abort); the others wait in a barrier it never joins */
+        if (rank == 0 || !par) DIE("%s: writing the checkpoint's metadata failed (disk full?)", tmp);
+        MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
+        DIE("%s: writing the checkpoint's metadata failed (disk full?)", tmp);
+    }
 
     /* the bytes: each rank its own */
     raw_writer *w = raw_open(tmp, 0);
