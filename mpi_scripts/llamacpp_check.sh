@@ -159,10 +159,14 @@ run() {   # run and record a command (stdout+stderr to $LOG)
   printf '%s\n' "$*" | sed "s#$WORK#\$WORK#g; s#$SHARED#\$SHARED#g; s#$LB#\$LLAMA_BUILD#g; s#$CFSP_BIN#cfsp-mpi#g; s#$ROOT/##g" >> "$CMDS"
   "$@" > "$LOG" 2>&1 || { echo "llamacpp_check: FAILED: $*" >&2; tail -20 "$LOG" >&2; exit 1; }
 }
-perplexity() {   # llama-perplexity. Its log is written by a logging thread whose last lines are sometimes lost
-  # at exit: rerun once; then llama_ppl_compare.py takes the running PPL after the last window (the same figure)
+llama_run() {   # MARKER ARGS...: llama-perplexity ARGS. Its log is written by a logging thread whose last lines
+  # are sometimes lost at exit: rerun once when MARKER is missing
+  local marker="$1"; shift
   run "$PPL_BIN" "$@"
-  grep -q "Final estimate: PPL" "$LOG" || { sed -i '$d' "$CMDS"; run "$PPL_BIN" "$@"; }
+  grep -q "$marker" "$LOG" || { sed -i '$d' "$CMDS"; run "$PPL_BIN" "$@"; }
+}
+perplexity() {   # then llama_ppl_compare.py takes the running PPL after the last window (the same figure)
+  llama_run "Final estimate: PPL" "$@"
 }
 CASES=()
 : > "$WORK/qwen_checks.txt"; : > "$WORK/kl_cases.txt"
@@ -335,10 +339,8 @@ PY
     perplexity -m "$w/dense.gguf" -f "$mtext" -c "$CTX" -t "$THREADS" -lv 4 "${kvf[@]}" --kl-divergence-base "$w/dense.kld"
     for kind in pruned flap; do
       LOG="$w/$kind.kl.log"
-      run "$PPL_BIN" -m "$w/$kind.gguf" -c "$CTX" -t "$THREADS" -lv 4 "${kvf[@]}" --kl-divergence-base "$w/dense.kld" --kl-divergence
-      # the statistics are the log's last lines (its logging thread sometimes loses them at exit): rerun once
-      grep -q "Same top p" "$LOG" || { sed -i '$d' "$CMDS"; run "$PPL_BIN" -m "$w/$kind.gguf" -c "$CTX" -t "$THREADS" -lv 4 "${kvf[@]}" \
-          --kl-divergence-base "$w/dense.kld" --kl-divergence; }
+      # the statistics end with "Same top p"
+      llama_run "Same top p" -m "$w/$kind.gguf" -c "$CTX" -t "$THREADS" -lv 4 "${kvf[@]}" --kl-divergence-base "$w/dense.kld" --kl-divergence
     done
     echo "llamacpp_check: $m: cfsp-mpi --kl on llama.cpp's windows (--eval-score-from $((CTX / 2)))"
     LOG="$w/kl_run.log"

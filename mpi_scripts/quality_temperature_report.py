@@ -26,10 +26,11 @@ set); d_s = KL(auto) - KL(that one) per seed, and the noise is two standard erro
 larger of the window estimate above and the seeds' own sd(d_s) / sqrt(S), which also counts how the
 calibration sample moves both. A row passes when mean_s d_s <= that noise.
 
-The pass counts are given over all seeds and, for the seeds in FRESH (environment, comma-separated;
-default 6,7,8), over those alone and over the others: FRESH names the seeds that had not been run
-when the study's settings (selection windows, --a-margin) were chosen, so they are the settings'
-independent check. "Combined": the in-domain rows with auto choosing on calibration text, the
+The pass counts are given over all seeds and, for each group of FRESH (environment: groups separated
+by ';', seeds by ','; default "6,7,8;9,10,11,12,13,14"), over that group alone, and over the seeds in
+no group: the first group names the seeds that had not been run when the study's settings (selection
+windows, --a-margin) were chosen, the next ones seeds not yet run when a later judgement (the one vs
+the better fixed allocation) was defined, so each is an independent check. "Combined": the in-domain rows with auto choosing on calibration text, the
 WikiText-2 rows with auto_target."""
 import glob
 import json
@@ -99,19 +100,22 @@ def pair(e, who, k):
 
 def judge(e, fixed, who="auto"):
     """(regret, its standard error) of `who` against the better of `fixed` on this seed"""
-    best = min(fixed, key=lambda k: e[k]["vs_dense"]["kl_mean"])
-    wa, wb = e[who]["vs_dense"]["kl_per_window"], e[best]["vs_dense"]["kl_per_window"]
-    dw = [x - y for x, y in zip(wa, wb)]
-    return e[who]["vs_dense"]["kl_mean"] - e[best]["vs_dense"]["kl_mean"], sd(dw) / math.sqrt(len(dw))
+    return pair(e, who, min(fixed, key=lambda k: e[k]["vs_dense"]["kl_mean"]))
+
+
+def windows_noise(se):
+    """two standard errors of a mean over seeds from each seed's window standard error"""
+    return 2 * math.sqrt(sum(x * x for x in se)) / len(se)
+
+
 def policy(r, who, idx, fixed=("default", "reftemp")):
     """judgement against the better fixed allocation over the seeds idx: (best, mean regret, noise, passes,
     passes with the windows' noise alone)"""
     best = min(fixed, key=lambda k: mean([r["kl"][k][i] for i in idx]))
     d = [r["paired"][who][best]["diff"][i] for i in idx]
-    se_w = math.sqrt(sum(r["paired"][who][best]["se"][i] ** 2 for i in idx)) / len(idx)
-    se_s = sd(d) / math.sqrt(len(d))
-    noise = 2 * max(se_w, se_s)
-    return best, mean(d), noise, mean(d) <= noise, mean(d) <= 2 * se_w
+    nw = windows_noise([r["paired"][who][best]["se"][i] for i in idx])
+    noise = max(nw, 2 * sd(d) / math.sqrt(len(d)))
+    return best, mean(d), noise, mean(d) <= noise, mean(d) <= nw
 
 
 for (model, evalset), seeds in sorted(units.items()):
@@ -153,8 +157,7 @@ for (model, evalset), seeds in sorted(units.items()):
                 lead_t.append(e["auto_target"]["a_auto"].get("lowest"))
                 unres_t.append(unresolved(e["auto_target"]))
                 klt.append(e["auto_target"]["vs_dense"]["kl_mean"])
-        na = 2 * math.sqrt(sum(x * x for x in sa)) / len(sa)
-        nb = 2 * math.sqrt(sum(x * x for x in sb)) / len(sb)
+        na, nb = windows_noise(sa), windows_noise(sb)
         lead = [entry(seeds[s]["auto"], "cfsp", ra)["a_auto"].get("lowest") for s in sorted(seeds)]
         unres = [unresolved(entry(seeds[s]["auto"], "cfsp", ra)) for s in sorted(seeds)]
         rec.update({"kl": kl, "ppl": ppl, "ffn_kept": kept, "chosen_a": chosen, "lowest_a": lead, "unresolved": unres,
@@ -165,7 +168,7 @@ for (model, evalset), seeds in sorted(units.items()):
                     "select_windows": seeds[min(seeds)]["auto"]["selection"]["windows"],
                     "margin": entry(seeds[min(seeds)]["auto"], "cfsp", ra)["a_auto"].get("margin", 0)})
         if has_t:
-            nt = 2 * math.sqrt(sum(x * x for x in st_)) / len(st_)
+            nt = windows_noise(st_)
             rec["auto_target"] = {"kl": klt, "chosen_a": chosen_t, "lowest_a": lead_t, "unresolved": unres_t, "regret": dt, "regret_se": st_, "regret_mean": mean(dt),
                                   "noise": nt, "passes": mean(dt) <= nt}
         allidx = list(range(len(rec["seeds"])))
@@ -182,7 +185,7 @@ def passes(j, idx):
     """does judgement j (a row's same_budget, vs_reference_mode or auto_target) pass on the seeds idx"""
     d = [j["regret"][i] for i in idx]
     se = [j["regret_se"][i] for i in idx]
-    return mean(d) <= 2 * math.sqrt(sum(x * x for x in se)) / len(se)
+    return mean(d) <= windows_noise(se)
 
 
 fresh_groups = [[int(x) for x in g.split(",") if x.strip()] for g in os.environ.get("FRESH", "6,7,8;9,10,11,12,13,14").split(";")]

@@ -249,8 +249,8 @@ int train_ckpt_write(const trainer *tr, const char *path, const char *meta_json)
         DIE("%s: writing the checkpoint's metadata failed (disk full?)", tmp);
     }
 
-    /* the bytes: each rank its own */
-    raw_writer *w = raw_open(tmp, 0);
+    /* the bytes: each rank its own (ranks that write none open no writer) */
+    raw_writer *w = writer || rank == 0 ? raw_open(tmp, 0) : NULL;
     if (writer)
         for (int k = 0; k < 3; k++)
             write_raw(w, soff[k], (uint64_t)tr->pbase * sizeof(float), (const float *[3]){ tr->param, tr->adam_m, tr->adam_v }[k],
@@ -267,7 +267,7 @@ int train_ckpt_write(const trainer *tr, const char *path, const char *meta_json)
                           sizeof(float) * (size_t)(ab ? o : in) * (size_t)p->rank[l], tmp, "a LoRA matrix");
             }
         }
-    int rc = raw_close(w, NULL, 0);
+    int rc = w ? raw_close(w, NULL, 0) : 0;
     for (int k = 0; k < 3; k++) H5_CHECK(H5Dclose(sds[k]));
     H5_CHECK(H5Dclose(rds));
     for (size_t i = 0; i < nlm; i++) if (lds[i] >= 0) H5_CHECK(H5Dclose(lds[i]));

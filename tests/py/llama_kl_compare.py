@@ -74,11 +74,9 @@ def llama_figures(log):
         m = re.search(pat, text)
         if not m:
             sys.exit("%s: no '%s' line (llama-perplexity --kl-divergence output cut short?)" % (log, k))
-        out[k] = float(m.group(1)) / (100.0 if k == "top1_agreement" else 1.0)
-    # positions: llama.cpp prints one row per window; n_ctx and windows from its own header lines
-    ctx = re.search(r"n_ctx\s*=\s*(\d+)", text)
+        out[k] = float(m.group(1)) / (100.0 if k == "top1_agreement" else 1.0)   # llama.cpp prints a percentage
+    # llama.cpp prints one row per window, numbered from 1
     chunks = re.findall(r"^\s*(\d+)\s+[0-9.]+\s+", text, re.M)
-    out["n_ctx"] = int(ctx.group(1)) if ctx else None
     out["windows"] = int(chunks[-1]) if chunks else None
     return out
 

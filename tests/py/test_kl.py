@@ -53,21 +53,47 @@ def base_opts(mdir, calib, evalf, out):
             "--output-dir", out, "--compute", "fp32"]
 
 
-def ref_figures(model, pm, tokens):
-    """NumPy: per-position KL(dense || pruned), agreement, ambiguous positions, ppls."""
-    pd, _, nd, ld = ref.perplexity(model, tokens, SEQLEN, windows=WINDOWS, return_logits=True)
-    pp, _, npp, lp = ref.perplexity(pm, tokens, SEQLEN, windows=WINDOWS, return_logits=True)
-    ld = ld[:, :-1].reshape(-1, ld.shape[-1])          # the positions that have a target
-    lp = lp[:, :-1].reshape(-1, lp.shape[-1])
+def ref_figures(model, pm, tokens, P=0):
+    """NumPy on the logits at positions P..SEQLEN-2 of every window (P = 0: every position that has a
+    target): per-position KL(dense || pruned), agreement, ambiguous positions, NLL sums, ppl ratio."""
+    _, _, _, ld = ref.perplexity(model, tokens, SEQLEN, windows=WINDOWS, return_logits=True)
+    _, _, _, lp = ref.perplexity(pm, tokens, SEQLEN, windows=WINDOWS, return_logits=True)
+    ld = ld[:, P:-1].reshape(-1, ld.shape[-1])
+    lp = lp[:, P:-1].reshape(-1, lp.shape[-1])
+    tg = np.asarray(tokens[:WINDOWS * SEQLEN], dtype=np.int64).reshape(WINDOWS, SEQLEN)[:, P + 1:].reshape(-1)
     a, b = ref.log_softmax(ld), ref.log_softmax(lp)
     kl = (np.exp(a) * (a - b)).sum(axis=1)
     top_d, top_p = ld.argmax(axis=1), lp.argmax(axis=1)
+    nll_d, nll_p = float(-a[np.arange(len(tg)), tg].sum()), float(-b[np.arange(len(tg)), tg].sum())
 
     def margin(x):
         s = np.sort(x, axis=1)
         return s[:, -1] - s[:, -2]
     amb = int(((margin(ld) < 1e-3) | (margin(lp) < 1e-3)).sum())
-    return {"kl": kl, "agree": int((top_d == top_p).sum()), "amb": amb, "n": len(kl), "ppl_ratio": pp / pd}
+    return {"kl": kl, "agree": int((top_d == top_p).sum()), "amb": amb, "n": len(kl), "nll_d": nll_d, "nll_p": nll_p,
+            "ppl_ratio": math.exp((nll_p - nll_d) / len(kl))}
+
+
+def check_figures(ck, tag, v, R):
+    """results.json's vs_dense v against the NumPy figures R of ref_figures (the bounds of the docstring)"""
+    kl = R["kl"]
+    want = {"kl_mean": float(kl.mean()), "kl_median": float(np.percentile(kl, 50)),
+            "kl_p99": float(np.percentile(kl, 99)), "kl_max": float(kl.max())}
+    for k, w in want.items():
+        d = abs(v[k] - w)
+        ck.check(d <= 2e-5 * abs(w) + 1e-7, "%s: %s" % (tag, k), "C %.9g NumPy %.9g (rel %.2g)" % (v[k], w, d / max(abs(w), 1e-30)))
+    c_agree = round(v["top1_agreement"] * R["n"])
+    ck.check(abs(c_agree - R["agree"]) <= R["amb"], tag + ": top-1 agreement",
+             "C %d NumPy %d of %d (%d near-tied positions)" % (c_agree, R["agree"], R["n"], R["amb"]))
+    d = abs(v["ppl_ratio"] - R["ppl_ratio"]) / R["ppl_ratio"]
+    ck.check(d <= 1e-4, tag + ": ppl ratio", "C %.6f NumPy %.6f" % (v["ppl_ratio"], R["ppl_ratio"]))
+    ck.check(0 <= v["kl_median"] <= v["kl_p99"] <= v["kl_max"], tag + ": median <= p99 <= max")
+    pw = kl.reshape(WINDOWS, -1).mean(axis=1)
+    d = float(np.max(np.abs(np.asarray(v["kl_per_window"]) - pw) / np.maximum(pw, 1e-30)))
+    ck.check(len(v["kl_per_window"]) == WINDOWS and d <= 2e-5, tag + ": kl_per_window", "rel %.2g" % d)
+    se = float(np.std(pw, ddof=1) / np.sqrt(WINDOWS))
+    ck.check(abs(v["kl_window_stderr"] - se) <= 1e-4 * se + 1e-9, tag + ": kl_window_stderr",
+             "C %.6g NumPy %.6g" % (v["kl_window_stderr"], se))
 
 
 def check_score_from(ck, args, mdir, calib, evalf, P=13):
@@ -86,43 +112,23 @@ def check_score_from(ck, args, mdir, calib, evalf, P=13):
     ck.check(strip(res[2]) == strip(res[1]), "--eval-score-from %d: dense and pruned figures at -n 2 identical to -n 1" % P)
     r = res[1]
     T = SEQLEN
-    seqs = np.asarray(tokens[:WINDOWS * T], dtype=np.int64).reshape(WINDOWS, T)
-    tg = seqs[:, P + 1:].reshape(-1)                 # the targets of the logits at P..T-2
-
-    def scored(m):
-        _, _, _, lg = ref.perplexity(m, tokens, T, windows=WINDOWS, return_logits=True)
-        return lg[:, P:T - 1].reshape(-1, lg.shape[-1])
-    ld = scored(model)
-    a = ref.log_softmax(ld)
-    nll_d = float(-a[np.arange(len(tg)), tg].sum())
+    n_scored = WINDOWS * (T - 1 - P)
     d = r["dense"]
-    ck.check(d["ntokens"] == WINDOWS * (T - 1 - P), "--eval-score-from %d: dense ntokens = windows x (seqlen - 1 - P)" % P,
-             "C %s want %d" % (d["ntokens"], WINDOWS * (T - 1 - P)))
-    ck.check(abs(d["nll_sum"] - nll_d) <= 1e-5 * abs(nll_d), "--eval-score-from %d: dense NLL sum vs NumPy" % P,
-             "C %.9g NumPy %.9g" % (d["nll_sum"], nll_d))
+    ck.check(d["ntokens"] == n_scored, "--eval-score-from %d: dense ntokens = windows x (seqlen - 1 - P)" % P,
+             "C %s want %d" % (d["ntokens"], n_scored))
     for e in r["pruned"]:
         tag = "--eval-score-from %d %s r=%g" % (P, e["method"], e["ratio"])
         v = e["vs_dense"]
         if not ck.check(isinstance(v, dict), tag + ": vs_dense present"):
             continue
         f = ref.read_pruned_h5(pruned_file(os.path.join(args.workdir, "score_from_n1"), e), model.L)
-        lp = scored(ref.prune_model(model, f["kept"], f["bias"]))
-        b = ref.log_softmax(lp)
-        kl = (np.exp(a) * (a - b)).sum(axis=1)
-        nll_p = float(-b[np.arange(len(tg)), tg].sum())
-        ppl_p = math.exp(nll_p / len(tg))
-        ck.check(v["positions"] == len(tg), tag + ": positions", "C %s want %d" % (v["positions"], len(tg)))
+        R = ref_figures(model, ref.prune_model(model, f["kept"], f["bias"]), tokens, P)
+        ck.check(abs(d["nll_sum"] - R["nll_d"]) <= 1e-5 * abs(R["nll_d"]), tag + ": dense NLL sum vs NumPy",
+                 "C %.9g NumPy %.9g" % (d["nll_sum"], R["nll_d"]))
+        ppl_p = math.exp(R["nll_p"] / R["n"])
+        ck.check(v["positions"] == R["n"] == n_scored, tag + ": positions", "C %s want %d" % (v["positions"], n_scored))
         ck.check(abs(e["ppl"] - ppl_p) <= 1e-4 * ppl_p, tag + ": perplexity over the scored positions", "C %.6f NumPy %.6f" % (e["ppl"], ppl_p))
-        want = {"kl_mean": float(kl.mean()), "kl_median": float(np.percentile(kl, 50)),
-                "kl_p99": float(np.percentile(kl, 99)), "kl_max": float(kl.max())}
-        for k, w in want.items():
-            dd = abs(v[k] - w)
-            ck.check(dd <= 2e-5 * abs(w) + 1e-7, "%s: %s" % (tag, k), "C %.9g NumPy %.9g" % (v[k], w))
-        pw = kl.reshape(WINDOWS, T - 1 - P).mean(axis=1)
-        dd = float(np.max(np.abs(np.asarray(v["kl_per_window"]) - pw) / np.maximum(pw, 1e-30)))
-        ck.check(len(v["kl_per_window"]) == WINDOWS and dd <= 2e-5, tag + ": kl_per_window", "rel %.2g" % dd)
-        ratio = ppl_p / math.exp(nll_d / len(tg))
-        ck.check(abs(v["ppl_ratio"] - ratio) <= 1e-4 * ratio, tag + ": ppl ratio", "C %.6f NumPy %.6f" % (v["ppl_ratio"], ratio))
+        check_figures(ck, tag, v, R)
     for n in (1, 2):
         out = os.path.join(args.workdir, "score_from_bad_n%d" % n)
         rc, outp = run_cfsp(args, base_opts(mdir, calib, evalf, out) + ["--eval-score-from", T - 1], np_ranks=n)
@@ -159,24 +165,7 @@ def check_model(ck, args, label, mdir, calib, evalf):
         R = ref_figures(model, pm, tokens)
         ck.check(v["positions"] == R["n"] == WINDOWS * (SEQLEN - 1), tag + ": positions",
                  "C %s ref %d" % (v["positions"], R["n"]))
-        srt = np.sort(R["kl"])
-        want = {"kl_mean": float(R["kl"].mean()), "kl_median": float(np.percentile(R["kl"], 50)),
-                "kl_p99": float(np.percentile(R["kl"], 99)), "kl_max": float(srt[-1])}
-        for k, w in want.items():
-            d = abs(v[k] - w)
-            ck.check(d <= 2e-5 * abs(w) + 1e-7, "%s: %s" % (tag, k), "C %.9g NumPy %.9g (rel %.2g)" % (v[k], w, d / max(abs(w), 1e-30)))
-        c_agree = round(v["top1_agreement"] * R["n"])
-        ck.check(abs(c_agree - R["agree"]) <= R["amb"], tag + ": top-1 agreement",
-                 "C %d NumPy %d of %d (%d near-tied positions)" % (c_agree, R["agree"], R["n"], R["amb"]))
-        d = abs(v["ppl_ratio"] - R["ppl_ratio"]) / R["ppl_ratio"]
-        ck.check(d <= 1e-4, tag + ": ppl ratio", "C %.6f NumPy %.6f" % (v["ppl_ratio"], R["ppl_ratio"]))
-        ck.check(0 <= v["kl_median"] <= v["kl_p99"] <= v["kl_max"], tag + ": median <= p99 <= max")
-        pw = R["kl"].reshape(WINDOWS, SEQLEN - 1).mean(axis=1)
-        d = float(np.max(np.abs(np.asarray(v["kl_per_window"]) - pw) / np.maximum(pw, 1e-30)))
-        ck.check(len(v["kl_per_window"]) == WINDOWS and d <= 2e-5, tag + ": kl_per_window", "rel %.2g" % d)
-        se = float(np.std(pw, ddof=1) / np.sqrt(WINDOWS))
-        ck.check(abs(v["kl_window_stderr"] - se) <= 1e-4 * se + 1e-9, tag + ": kl_window_stderr",
-                 "C %.6g NumPy %.6g" % (v["kl_window_stderr"], se))
+        check_figures(ck, tag, v, R)
     # results.md and the plot
     md = open(os.path.join(out, "results.md")).read()
     for e in res["pruned"]:
