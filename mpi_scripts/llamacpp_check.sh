@@ -339,8 +339,8 @@ PY
     perplexity -m "$w/dense.gguf" -f "$mtext" -c "$CTX" -t "$THREADS" -lv 4 "${kvf[@]}" --kl-divergence-base "$w/dense.kld"
     for kind in pruned flap; do
       LOG="$w/$kind.kl.log"
-      # the statistics end with "Same top p"
-      llama_run "Same top p" -m "$w/$kind.gguf" -c "$CTX" -t "$THREADS" -lv 4 "${kvf[@]}" --kl-divergence-base "$w/dense.kld" --kl-divergence
+      # the statistics end with "Same top p: " (the header of the per-window table names the column too)
+      llama_run "Same top p: " -m "$w/$kind.gguf" -c "$CTX" -t "$THREADS" -lv 4 "${kvf[@]}" --kl-divergence-base "$w/dense.kld" --kl-divergence
     done
     echo "llamacpp_check: $m: cfsp-mpi --kl on llama.cpp's windows (--eval-score-from $((CTX / 2)))"
     LOG="$w/kl_run.log"
